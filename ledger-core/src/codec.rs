@@ -1,0 +1,293 @@
+//! The wire format of events: MessagePack (named fields, so an auditor's decoder needs no
+//! schema) with a type name and a version per event type, stored beside the payload.
+//!
+//! Reading an old version goes through an upcaster to the current shape; writing always
+//! uses the current version. Current versions are listed in [`current_version`].
+
+use crate::events::{
+    CustomerEnrolled, Event, EventMetadata, PointsEarned, PointsExpired, PurchaseLogged,
+    RewardRedeemed, RuleSetPublished, TenantRegistered,
+};
+use crate::amounts::MinorUnits;
+use crate::ids::PurchaseId;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("unknown event type {event_type:?} version {type_version}")]
+    UnknownType {
+        event_type: String,
+        type_version: u16,
+    },
+    #[error("cannot decode {event_type} v{type_version}: {source}")]
+    Decode {
+        event_type: String,
+        type_version: u16,
+        source: rmp_serde::decode::Error,
+    },
+    #[error("cannot encode: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    #[error("cannot decode metadata: {0}")]
+    Metadata(rmp_serde::decode::Error),
+}
+
+/// An event as stored: its type, the version of that type's shape, and the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEvent {
+    pub event_type: &'static str,
+    pub type_version: u16,
+    pub payload: Vec<u8>,
+}
+
+/// The version every event type is written with today.
+pub fn current_version(event_type: &str) -> Option<u16> {
+    match event_type {
+        "PurchaseLogged" => Some(2),
+        "TenantRegistered" | "RuleSetPublished" | "CustomerEnrolled" | "PointsEarned"
+        | "RewardRedeemed" | "PointsExpired" => Some(1),
+        _ => None,
+    }
+}
+
+pub fn encode(event: &Event) -> Result<EncodedEvent, CodecError> {
+    let payload = match event {
+        Event::TenantRegistered(e) => rmp_serde::to_vec_named(e)?,
+        Event::RuleSetPublished(e) => rmp_serde::to_vec_named(e)?,
+        Event::CustomerEnrolled(e) => rmp_serde::to_vec_named(e)?,
+        Event::PurchaseLogged(e) => rmp_serde::to_vec_named(e)?,
+        Event::PointsEarned(e) => rmp_serde::to_vec_named(e)?,
+        Event::RewardRedeemed(e) => rmp_serde::to_vec_named(e)?,
+        Event::PointsExpired(e) => rmp_serde::to_vec_named(e)?,
+    };
+    let event_type = event.type_name();
+    let type_version = current_version(event_type).unwrap_or(1);
+    Ok(EncodedEvent {
+        event_type,
+        type_version,
+        payload,
+    })
+}
+
+pub fn decode(event_type: &str, type_version: u16, payload: &[u8]) -> Result<Event, CodecError> {
+    let fail = |source| CodecError::Decode {
+        event_type: event_type.to_owned(),
+        type_version,
+        source,
+    };
+    let event = match (event_type, type_version) {
+        ("TenantRegistered", 1) => {
+            Event::TenantRegistered(rmp_serde::from_slice::<TenantRegistered>(payload).map_err(fail)?)
+        }
+        ("RuleSetPublished", 1) => {
+            Event::RuleSetPublished(rmp_serde::from_slice::<RuleSetPublished>(payload).map_err(fail)?)
+        }
+        ("CustomerEnrolled", 1) => {
+            Event::CustomerEnrolled(rmp_serde::from_slice::<CustomerEnrolled>(payload).map_err(fail)?)
+        }
+        ("PurchaseLogged", 1) => Event::PurchaseLogged(
+            rmp_serde::from_slice::<PurchaseLoggedV1>(payload)
+                .map_err(fail)?
+                .upcast(),
+        ),
+        ("PurchaseLogged", 2) => {
+            Event::PurchaseLogged(rmp_serde::from_slice::<PurchaseLogged>(payload).map_err(fail)?)
+        }
+        ("PointsEarned", 1) => {
+            Event::PointsEarned(rmp_serde::from_slice::<PointsEarned>(payload).map_err(fail)?)
+        }
+        ("RewardRedeemed", 1) => {
+            Event::RewardRedeemed(rmp_serde::from_slice::<RewardRedeemed>(payload).map_err(fail)?)
+        }
+        ("PointsExpired", 1) => {
+            Event::PointsExpired(rmp_serde::from_slice::<PointsExpired>(payload).map_err(fail)?)
+        }
+        _ => {
+            return Err(CodecError::UnknownType {
+                event_type: event_type.to_owned(),
+                type_version,
+            })
+        }
+    };
+    Ok(event)
+}
+
+pub fn encode_metadata(metadata: &EventMetadata) -> Result<Vec<u8>, CodecError> {
+    Ok(rmp_serde::to_vec_named(metadata)?)
+}
+
+pub fn decode_metadata(bytes: &[u8]) -> Result<EventMetadata, CodecError> {
+    rmp_serde::from_slice(bytes).map_err(CodecError::Metadata)
+}
+
+/// `PurchaseLogged` as first published: no line items, no reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseLoggedV1 {
+    pub purchase_id: PurchaseId,
+    pub amount: MinorUnits,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub occurred_at: DateTime<Utc>,
+    pub purchase_number: u32,
+}
+
+impl PurchaseLoggedV1 {
+    fn upcast(self) -> PurchaseLogged {
+        PurchaseLogged {
+            purchase_id: self.purchase_id,
+            amount: self.amount,
+            line_items: Vec::new(),
+            reference: None,
+            occurred_at: self.occurred_at,
+            purchase_number: self.purchase_number,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::*;
+    use crate::ids::*;
+    use crate::rules::{RuleKind, RulePoints};
+    use crate::{Points, RuleSet};
+    use chrono::TimeZone;
+    use uuid::Uuid;
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 10, 30, 0).unwrap()
+    }
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn one_of_each() -> Vec<Event> {
+        vec![
+            Event::TenantRegistered(TenantRegistered {
+                tenant_id: TenantId::from_uuid(id(1)),
+                name: "Mama Put".into(),
+                currency: crate::Currency::NGN,
+                expiry_days: 180,
+                rule_set: RuleSet::starter(),
+                registered_at: at(),
+            }),
+            Event::RuleSetPublished(RuleSetPublished {
+                rule_set: RuleSet::starter(),
+                published_at: at(),
+            }),
+            Event::CustomerEnrolled(CustomerEnrolled {
+                customer_id: CustomerId::from_uuid(id(2)),
+                phone: crate::PhoneNumber::parse("+2348012345678").unwrap(),
+                enrolled_at: at(),
+            }),
+            Event::PurchaseLogged(PurchaseLogged {
+                purchase_id: PurchaseId::from_uuid(id(3)),
+                amount: MinorUnits::new(250_000),
+                line_items: vec![LineItem {
+                    sku: "JOLLOF".into(),
+                    quantity: 2,
+                    unit_price: MinorUnits::new(125_000),
+                }],
+                reference: Some("till-7".into()),
+                occurred_at: at(),
+                purchase_number: 4,
+            }),
+            Event::PointsEarned(PointsEarned {
+                lot_id: LotId::from_uuid(id(4)),
+                purchase_id: PurchaseId::from_uuid(id(3)),
+                points: Points::new(25),
+                rule_set_version: 1,
+                breakdown: vec![RulePoints {
+                    rule: RuleKind::PerAmountSpent,
+                    points: Points::new(25),
+                }],
+                earned_at: at(),
+                expires_at: at() + chrono::Duration::days(180),
+            }),
+            Event::RewardRedeemed(RewardRedeemed {
+                redemption_id: RedemptionId::from_uuid(id(5)),
+                points: Points::new(10),
+                description: "Free drink".into(),
+                consumed: vec![LotDebit {
+                    lot_id: LotId::from_uuid(id(4)),
+                    points: Points::new(10),
+                }],
+                redeemed_at: at(),
+            }),
+            Event::PointsExpired(PointsExpired {
+                lot_id: LotId::from_uuid(id(4)),
+                points: Points::new(15),
+                expired_at: at(),
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_event_type_round_trips_at_its_current_version() {
+        for event in one_of_each() {
+            let encoded = encode(&event).unwrap();
+            assert_eq!(Some(encoded.type_version), current_version(encoded.event_type));
+            let decoded = decode(encoded.event_type, encoded.type_version, &encoded.payload).unwrap();
+            assert_eq!(decoded, event);
+        }
+    }
+
+    #[test]
+    fn purchase_logged_v1_is_upcast_to_the_current_shape() {
+        let v1 = PurchaseLoggedV1 {
+            purchase_id: PurchaseId::from_uuid(id(9)),
+            amount: MinorUnits::new(5_000),
+            occurred_at: at(),
+            purchase_number: 1,
+        };
+        let bytes = rmp_serde::to_vec_named(&v1).unwrap();
+        let decoded = decode("PurchaseLogged", 1, &bytes).unwrap();
+        assert_eq!(
+            decoded,
+            Event::PurchaseLogged(PurchaseLogged {
+                purchase_id: PurchaseId::from_uuid(id(9)),
+                amount: MinorUnits::new(5_000),
+                line_items: vec![],
+                reference: None,
+                occurred_at: at(),
+                purchase_number: 1,
+            })
+        );
+    }
+
+    #[test]
+    fn a_v2_payload_read_as_v1_still_decodes_its_common_fields() {
+        // Named fields make old readers tolerant of added fields.
+        let event = &one_of_each()[3];
+        let encoded = encode(event).unwrap();
+        let Event::PurchaseLogged(p) = decode("PurchaseLogged", 1, &encoded.payload).unwrap() else {
+            panic!("wrong type");
+        };
+        assert_eq!(p.amount, MinorUnits::new(250_000));
+    }
+
+    #[test]
+    fn unknown_types_versions_and_garbage_are_errors_not_panics() {
+        assert!(matches!(decode("Nope", 1, &[]), Err(CodecError::UnknownType { .. })));
+        assert!(matches!(
+            decode("PointsEarned", 99, &[]),
+            Err(CodecError::UnknownType { .. })
+        ));
+        assert!(matches!(
+            decode("PointsEarned", 1, &[0xc1, 0xff, 0x00]),
+            Err(CodecError::Decode { .. })
+        ));
+        assert!(decode_metadata(&[0x92]).is_err());
+    }
+
+    #[test]
+    fn metadata_round_trips() {
+        let metadata = EventMetadata {
+            actor: Actor::ApiKey(id(7)),
+            correlation_id: id(8),
+            causation_id: Some(EventId::from_uuid(id(6))),
+        };
+        let bytes = encode_metadata(&metadata).unwrap();
+        assert_eq!(decode_metadata(&bytes).unwrap(), metadata);
+    }
+}

@@ -1,0 +1,156 @@
+//! The facts of the ledger. An event records results (points computed, rule-set version,
+//! breakdown, lots consumed), never inputs to be re-evaluated, so a replay is exact even
+//! after the tenant's configuration has changed.
+//!
+//! These structs are the MessagePack wire format (see [`crate::codec`]): changing one is a
+//! compatibility decision. Add a new version and an upcaster; never edit a published shape.
+
+use crate::amounts::{Currency, MinorUnits, Points};
+use crate::ids::{CustomerId, EventId, LotId, PurchaseId, RedemptionId, TenantId};
+use crate::phone::PhoneNumber;
+use crate::rules::{RulePoints, RuleSet};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    TenantRegistered(TenantRegistered),
+    RuleSetPublished(RuleSetPublished),
+    CustomerEnrolled(CustomerEnrolled),
+    PurchaseLogged(PurchaseLogged),
+    PointsEarned(PointsEarned),
+    RewardRedeemed(RewardRedeemed),
+    PointsExpired(PointsExpired),
+}
+
+impl Event {
+    /// The stable type name stored beside the payload.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::TenantRegistered(_) => "TenantRegistered",
+            Event::RuleSetPublished(_) => "RuleSetPublished",
+            Event::CustomerEnrolled(_) => "CustomerEnrolled",
+            Event::PurchaseLogged(_) => "PurchaseLogged",
+            Event::PointsEarned(_) => "PointsEarned",
+            Event::RewardRedeemed(_) => "RewardRedeemed",
+            Event::PointsExpired(_) => "PointsExpired",
+        }
+    }
+
+    /// The signed change this event makes to a customer's balance.
+    pub fn points_delta(&self) -> Points {
+        match self {
+            Event::PointsEarned(e) => e.points,
+            Event::RewardRedeemed(e) => Points::new(-e.points.value()),
+            Event::PointsExpired(e) => Points::new(-e.points.value()),
+            _ => Points::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRegistered {
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub currency: Currency,
+    /// Lifetime of a lot, in days from the purchase.
+    pub expiry_days: u32,
+    pub rule_set: RuleSet,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub registered_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSetPublished {
+    pub rule_set: RuleSet,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub published_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerEnrolled {
+    pub customer_id: CustomerId,
+    pub phone: PhoneNumber,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub enrolled_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineItem {
+    pub sku: String,
+    pub quantity: u32,
+    pub unit_price: MinorUnits,
+}
+
+/// Current shape (version 2): version 1 had neither line items nor a reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseLogged {
+    pub purchase_id: PurchaseId,
+    pub amount: MinorUnits,
+    pub line_items: Vec<LineItem>,
+    pub reference: Option<String>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub occurred_at: DateTime<Utc>,
+    /// 1 for the customer's first purchase, counting this one.
+    pub purchase_number: u32,
+}
+
+/// Opens a lot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointsEarned {
+    pub lot_id: LotId,
+    pub purchase_id: PurchaseId,
+    pub points: Points,
+    pub rule_set_version: u32,
+    pub breakdown: Vec<RulePoints>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub earned_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LotDebit {
+    pub lot_id: LotId,
+    pub points: Points,
+}
+
+/// Points spent, taken from lots soonest-expiring first; `consumed` says which.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewardRedeemed {
+    pub redemption_id: RedemptionId,
+    pub points: Points,
+    pub description: String,
+    pub consumed: Vec<LotDebit>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub redeemed_at: DateTime<Utc>,
+}
+
+/// What was left of one lot when it passed its expiry date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointsExpired {
+    pub lot_id: LotId,
+    pub points: Points,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub expired_at: DateTime<Utc>,
+}
+
+/// Who caused an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Actor {
+    ApiKey(Uuid),
+    User(Uuid),
+    Customer(CustomerId),
+    /// A component of the platform, by name (e.g. "expiry", "cli").
+    System(String),
+}
+
+/// Stored beside each event's payload and covered by the hash chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    pub actor: Actor,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<EventId>,
+}

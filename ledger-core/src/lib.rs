@@ -1,0 +1,27 @@
+//! The pure domain of loyalty-ledger.
+//!
+//! Reading order: [`amounts`] and [`ids`] (the newtypes every other module speaks in),
+//! [`rules`] (how a purchase becomes points), [`events`] and [`command`] (the facts and the
+//! requests), [`aggregate`] (`decide` and `evolve`), then [`codec`] (the MessagePack wire
+//! format with a version per event type) and [`chain`] (the per-tenant SHA-256 hash chain).
+//!
+//! Architecture invariant: this crate does no IO. It has no tokio, postgres, nats, actix
+//! or reqwest dependency and never reads the clock: time is an input of every command.
+
+pub mod aggregate;
+pub mod amounts;
+pub mod chain;
+pub mod codec;
+pub mod command;
+pub mod events;
+pub mod ids;
+pub mod phone;
+pub mod rules;
+
+pub use aggregate::{decide, evolve, CustomerState, LedgerState, Lot, TenantProfile, TenantState};
+pub use amounts::{AmountError, Currency, MinorUnits, Points};
+pub use command::{Command, Rejection};
+pub use events::Event;
+pub use ids::{CustomerId, EventId, LotId, PurchaseId, RedemptionId, StreamId, TenantId};
+pub use phone::PhoneNumber;
+pub use rules::{Rule, RuleSet};

@@ -1,0 +1,21 @@
+//! Everything that knows SQL on the write side: migrations, the connection pool, the event
+//! store (reads and appends), the group-commit writer and API keys.
+//!
+//! Reading order: [`migrate`] (the schema, in `migrations/`), [`db`] (pools and roles),
+//! [`store`] (the recorded event, the safe-position reader, a single append with expected
+//! version), then [`writer`] (the group-commit path every command takes) and [`api_keys`].
+//!
+//! Architecture invariant: this crate knows SQL and Postgres, and nothing of HTTP or NATS.
+
+pub mod api_keys;
+pub mod db;
+pub mod migrate;
+pub mod store;
+pub mod writer;
+
+pub use db::{DbSettings, Pool};
+pub use store::{Position, RecordedEvent, StoreError};
+pub use writer::{
+    IdempotencyClaim, Outcome, Refusal, Render, StoredResponse, Submission, Verdict, WriterConfig,
+    WriterError, WriterHandle,
+};

@@ -1,0 +1,642 @@
+//! The group-commit writer: the one path by which commands become events.
+//!
+//! Handlers send a [`Submission`] with a reply channel over a bounded queue. The writer task
+//! takes up to `batch_size_max` submissions (waiting at most `batch_wait_max` for the batch
+//! to fill) and runs them in **one transaction**:
+//!
+//! 1. lock the heads of the tenants involved, in sorted order (first write of the transaction);
+//! 2. catch the involved streams up from the cache's versions, and look up idempotency keys
+//!    and phone numbers, in one round trip each;
+//! 3. run the pure `decide` for each submission in order, evolving working copies, so two
+//!    commands on one customer in one batch see each other; a refusal answers only its caller;
+//! 4. insert every event with one statement, the idempotency records, the phone index, and
+//!    advance each tenant's sequence and chain head;
+//! 5. commit, and only then answer every caller.
+//!
+//! If the transaction fails, each submission is retried alone so one bad apple cannot fail
+//! its neighbours; a caller whose transaction failed gets [`WriterError::Unavailable`] and
+//! nothing of its command was written.
+
+use crate::store::{self, RecordedEvent, StoreError, TenantHead};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use ledger_core::aggregate::{Aggregate, LedgerState};
+use ledger_core::codec;
+use ledger_core::command::Target;
+use ledger_core::events::EventMetadata;
+use ledger_core::{
+    decide, Command, CustomerId, CustomerState, Event, EventId, Rejection, StreamId, TenantId,
+    TenantState,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub batch_size_max: usize,
+    pub batch_wait_max: Duration,
+    pub queue_capacity: usize,
+    /// Streams whose state the writer keeps in memory between batches; beyond this the
+    /// cache is emptied and refilled from the table.
+    pub cached_streams_max: usize,
+}
+
+/// A claim on an idempotency key: the key and a SHA-256 of the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    pub key: String,
+    pub request_hash: [u8; 32],
+}
+
+/// The exact bytes a caller was (or will again be) answered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Why the writer refused a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Rejected(Rejection),
+    /// The phone number is already enrolled at this tenant, as this customer.
+    PhoneAlreadyEnrolled(CustomerId),
+}
+
+/// What the render function of a submission is shown.
+#[derive(Debug)]
+pub enum Verdict<'a> {
+    Accepted {
+        events: &'a [Event],
+        tenant: &'a TenantState,
+        customer: &'a CustomerState,
+    },
+    Refused(&'a Refusal),
+}
+
+/// Turns a decision into the response the caller gets. It runs inside the batch, so the
+/// response can be stored with the idempotency key in the same transaction as the events.
+pub type Render = fn(&Submission, &Verdict<'_>) -> StoredResponse;
+
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub tenant_id: TenantId,
+    pub command: Command,
+    pub metadata: EventMetadata,
+    pub idempotency: Option<IdempotencyClaim>,
+    pub render: Render,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Decided now: `events` were committed (empty when refused or when there was nothing
+    /// to do) and `response` is what the caller should answer.
+    Decided {
+        response: StoredResponse,
+        events: Vec<RecordedEvent>,
+    },
+    /// The idempotency key was used before with the same request: the first response.
+    Replayed(StoredResponse),
+    /// The idempotency key was used before with a different request.
+    KeyReusedWithDifferentRequest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    #[error("the ledger is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the writer has stopped")]
+    Stopped,
+}
+
+struct Job {
+    submission: Submission,
+    reply: oneshot::Sender<Result<Outcome, WriterError>>,
+}
+
+#[derive(Clone)]
+pub struct WriterHandle {
+    queue: mpsc::Sender<Job>,
+}
+
+impl WriterHandle {
+    pub async fn submit(&self, submission: Submission) -> Result<Outcome, WriterError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job { submission, reply })
+            .await
+            .map_err(|_| WriterError::Stopped)?;
+        answer.await.map_err(|_| WriterError::Stopped)?
+    }
+}
+
+/// Starts the writer task. It stops when every handle has been dropped, after answering
+/// what it has already taken. `committed` is notified after every commit that wrote events.
+pub fn spawn(
+    pool: Pool,
+    config: WriterConfig,
+    committed: Arc<Notify>,
+) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+    let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
+    let writer = Writer {
+        pool,
+        cache: HashMap::new(),
+        config,
+        committed,
+    };
+    let task = tokio::spawn(writer.run(receiver));
+    (WriterHandle { queue }, task)
+}
+
+#[derive(Debug, Clone)]
+enum StreamState {
+    Tenant(TenantState),
+    Customer(CustomerState),
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    version: i32,
+    state: StreamState,
+}
+
+impl Cached {
+    fn empty(stream: StreamId) -> Self {
+        let state = match stream {
+            StreamId::Tenant(_) => StreamState::Tenant(TenantState::default()),
+            StreamId::Customer(_) => StreamState::Customer(CustomerState::default()),
+        };
+        Cached { version: 0, state }
+    }
+
+    fn apply(&mut self, event: &Event) {
+        match &mut self.state {
+            StreamState::Tenant(state) => state.apply(event),
+            StreamState::Customer(state) => state.apply(event),
+        }
+    }
+}
+
+struct Writer {
+    pool: Pool,
+    cache: HashMap<StreamId, Cached>,
+    config: WriterConfig,
+    committed: Arc<Notify>,
+}
+
+impl Writer {
+    async fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(self.config.batch_size_max);
+        while let Some(first) = receiver.recv().await {
+            batch.push(first);
+            self.fill(&mut receiver, &mut batch).await;
+            self.process(std::mem::take(&mut batch)).await;
+        }
+        tracing::info!("group-commit writer stopped: every handle was dropped");
+    }
+
+    /// Takes what is already queued, then waits up to `batch_wait_max` for more.
+    async fn fill(&self, receiver: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+        let deadline = tokio::time::Instant::now() + self.config.batch_wait_max;
+        while batch.len() < self.config.batch_size_max {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                        Ok(Some(job)) => batch.push(job),
+                        Ok(None) | Err(_) => return,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn process(&mut self, jobs: Vec<Job>) {
+        let submissions: Vec<&Submission> = jobs.iter().map(|j| &j.submission).collect();
+        match self.execute(&submissions).await {
+            Ok(outcomes) => answer(jobs, outcomes.into_iter().map(Ok)),
+            Err(error) if jobs.len() == 1 => {
+                tracing::error!(%error, "append transaction failed");
+                answer(jobs, std::iter::once(Err(unavailable(&error))));
+            }
+            Err(error) => {
+                tracing::warn!(%error, batch = jobs.len(), "batch failed; retrying each command alone");
+                for job in jobs {
+                    let result = self
+                        .execute(&[&job.submission])
+                        .await
+                        .map(|mut outcomes| outcomes.remove(0))
+                        .map_err(|error| {
+                            tracing::error!(%error, "append transaction failed");
+                            unavailable(&error)
+                        });
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
+    }
+
+    async fn execute(&mut self, submissions: &[&Submission]) -> Result<Vec<Outcome>, StoreError> {
+        let mut client = self.pool.get().await.map_err(|e| {
+            StoreError::Malformed(format!("no database connection available: {e}"))
+        })?;
+        let transaction = client.transaction().await?;
+        let mut batch = Batch::load(&*transaction, &self.cache, submissions).await?;
+        let outcomes = batch.decide_all(submissions)?;
+        batch.write(&*transaction).await?;
+        transaction.commit().await?;
+        if !batch.events.is_empty() {
+            self.committed.notify_one();
+        }
+        if self.cache.len() + batch.streams.len() > self.config.cached_streams_max {
+            self.cache.clear();
+        }
+        self.cache.extend(batch.streams);
+        Ok(outcomes)
+    }
+}
+
+fn unavailable(error: &StoreError) -> WriterError {
+    WriterError::Unavailable(error.to_string())
+}
+
+fn answer(jobs: Vec<Job>, outcomes: impl Iterator<Item = Result<Outcome, WriterError>>) {
+    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+        // A caller that gave up (client disconnected) is not an error of the writer.
+        let _ = job.reply.send(outcome);
+    }
+}
+
+/// One batch's working set, loaded under the tenant locks.
+struct Batch {
+    recorded_at: DateTime<Utc>,
+    heads: Vec<(TenantId, TenantHead)>,
+    streams: HashMap<StreamId, Cached>,
+    /// Idempotency records: those already stored, then those this batch adds.
+    idempotency: HashMap<(TenantId, String), ([u8; 32], StoredResponse)>,
+    new_idempotency: Vec<(TenantId, String, [u8; 32], StoredResponse)>,
+    phones: HashMap<(TenantId, String), CustomerId>,
+    new_phones: Vec<(TenantId, String, CustomerId)>,
+    events: Vec<RecordedEvent>,
+}
+
+fn stream_of(submission: &Submission) -> StreamId {
+    match submission.command.target() {
+        Target::Tenant => StreamId::Tenant(submission.tenant_id),
+        Target::Customer(customer) => StreamId::Customer(customer),
+    }
+}
+
+fn enrolled_phone(command: &Command) -> Option<String> {
+    match command {
+        Command::EnrolCustomer { phone, .. } => Some(phone.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+impl Batch {
+    async fn load(
+        client: &impl GenericClient,
+        cache: &HashMap<StreamId, Cached>,
+        submissions: &[&Submission],
+    ) -> Result<Batch, StoreError> {
+        let registering: Vec<TenantId> = submissions
+            .iter()
+            .filter(|s| matches!(s.command, Command::RegisterTenant { .. }))
+            .map(|s| s.tenant_id)
+            .collect();
+        store::create_tenant_heads(client, &registering).await?;
+        let tenants: Vec<TenantId> = submissions.iter().map(|s| s.tenant_id).collect();
+        let heads = store::lock_tenant_heads(client, &tenants).await?;
+
+        let mut streams: HashMap<StreamId, Cached> = HashMap::new();
+        for submission in submissions {
+            for stream in [StreamId::Tenant(submission.tenant_id), stream_of(submission)] {
+                streams
+                    .entry(stream)
+                    .or_insert_with(|| cache.get(&stream).cloned().unwrap_or_else(|| Cached::empty(stream)));
+            }
+        }
+        let (caught_up, idempotency, phones) = tokio::try_join!(
+            catch_up(client, &streams),
+            load_idempotency(client, submissions),
+            load_phones(client, submissions),
+        )?;
+        for (stream, version, event) in caught_up {
+            if let Some(cached) = streams.get_mut(&stream) {
+                cached.apply(&event);
+                cached.version = version;
+            }
+        }
+        Ok(Batch {
+            recorded_at: Utc::now(),
+            heads,
+            streams,
+            idempotency,
+            new_idempotency: Vec::new(),
+            phones,
+            new_phones: Vec::new(),
+            events: Vec::new(),
+        })
+    }
+
+    fn decide_all(&mut self, submissions: &[&Submission]) -> Result<Vec<Outcome>, StoreError> {
+        submissions.iter().map(|s| self.decide_one(s)).collect()
+    }
+
+    fn decide_one(&mut self, submission: &Submission) -> Result<Outcome, StoreError> {
+        if let Some(claim) = &submission.idempotency {
+            let key = (submission.tenant_id, claim.key.clone());
+            if let Some((request_hash, response)) = self.idempotency.get(&key) {
+                return Ok(if *request_hash == claim.request_hash {
+                    Outcome::Replayed(response.clone())
+                } else {
+                    Outcome::KeyReusedWithDifferentRequest
+                });
+            }
+        }
+        let (response, events) = match self.phone_refusal(submission) {
+            Some(refusal) => ((submission.render)(submission, &Verdict::Refused(&refusal)), Vec::new()),
+            None => self.decide_and_seal(submission)?,
+        };
+        if let Some(claim) = &submission.idempotency {
+            self.idempotency.insert(
+                (submission.tenant_id, claim.key.clone()),
+                (claim.request_hash, response.clone()),
+            );
+            self.new_idempotency.push((
+                submission.tenant_id,
+                claim.key.clone(),
+                claim.request_hash,
+                response.clone(),
+            ));
+        }
+        Ok(Outcome::Decided { response, events })
+    }
+
+    fn phone_refusal(&self, submission: &Submission) -> Option<Refusal> {
+        let phone = enrolled_phone(&submission.command)?;
+        self.phones
+            .get(&(submission.tenant_id, phone))
+            .map(|customer| Refusal::PhoneAlreadyEnrolled(*customer))
+    }
+
+    fn decide_and_seal(
+        &mut self,
+        submission: &Submission,
+    ) -> Result<(StoredResponse, Vec<RecordedEvent>), StoreError> {
+        let tenant_stream = StreamId::Tenant(submission.tenant_id);
+        let target = stream_of(submission);
+        let tenant = match self.streams.get(&tenant_stream).map(|c| &c.state) {
+            Some(StreamState::Tenant(state)) => state.clone(),
+            _ => TenantState::default(),
+        };
+        let target_cached = self
+            .streams
+            .get(&target)
+            .cloned()
+            .unwrap_or_else(|| Cached::empty(target));
+        let customer = match &target_cached.state {
+            StreamState::Customer(state) => state.clone(),
+            StreamState::Tenant(_) => CustomerState::default(),
+        };
+        let decision = decide(
+            LedgerState {
+                tenant: &tenant,
+                customer: &customer,
+            },
+            &submission.command,
+        );
+        let events = match decision {
+            Err(rejection) => {
+                let refusal = Refusal::Rejected(rejection);
+                let response = (submission.render)(submission, &Verdict::Refused(&refusal));
+                return Ok((response, Vec::new()));
+            }
+            Ok(events) => events,
+        };
+        let mut updated = target_cached;
+        for event in &events {
+            updated.apply(event);
+        }
+        let (tenant_after, customer_after) = match &updated.state {
+            StreamState::Tenant(state) => (state.clone(), customer),
+            StreamState::Customer(state) => (tenant, state.clone()),
+        };
+        let response = (submission.render)(
+            submission,
+            &Verdict::Accepted {
+                events: &events,
+                tenant: &tenant_after,
+                customer: &customer_after,
+            },
+        );
+        let recorded = self.seal(submission, target, updated.version, &events)?;
+        updated.version += i32::try_from(events.len()).unwrap_or(0);
+        self.streams.insert(target, updated);
+        if let (Some(phone), Command::EnrolCustomer { customer_id, .. }) =
+            (enrolled_phone(&submission.command), &submission.command)
+        {
+            self.phones.insert((submission.tenant_id, phone.clone()), *customer_id);
+            self.new_phones.push((submission.tenant_id, phone, *customer_id));
+        }
+        Ok((response, recorded))
+    }
+
+    fn seal(
+        &mut self,
+        submission: &Submission,
+        stream: StreamId,
+        version_before: i32,
+        events: &[Event],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let head = self
+            .heads
+            .iter_mut()
+            .find(|(tenant, _)| *tenant == submission.tenant_id)
+            .map(|(_, head)| head)
+            .ok_or(StoreError::UnknownTenant(submission.tenant_id))?;
+        let metadata = codec::encode_metadata(&submission.metadata)?;
+        let mut recorded = Vec::with_capacity(events.len());
+        for (offset, event) in (1..).zip(events) {
+            let sealed = head.seal(
+                submission.tenant_id,
+                EventId::from_uuid(Uuid::now_v7()),
+                stream.to_string(),
+                version_before + offset,
+                event,
+                metadata.clone(),
+                self.recorded_at,
+            )?;
+            recorded.push(sealed);
+        }
+        self.events.extend(recorded.iter().cloned());
+        Ok(recorded)
+    }
+
+    async fn write(&self, client: &impl GenericClient) -> Result<(), StoreError> {
+        store::insert_events(client, &self.events).await?;
+        tokio::try_join!(
+            store::save_tenant_heads(client, &self.heads),
+            save_idempotency(client, &self.new_idempotency),
+            save_phones(client, &self.new_phones),
+        )?;
+        Ok(())
+    }
+}
+
+async fn catch_up(
+    client: &impl GenericClient,
+    streams: &HashMap<StreamId, Cached>,
+) -> Result<Vec<(StreamId, i32, Event)>, StoreError> {
+    let ids: Vec<String> = streams.keys().map(ToString::to_string).collect();
+    let known: Vec<i32> = streams
+        .keys()
+        .map(|s| streams.get(s).map_or(0, |c| c.version))
+        .collect();
+    let rows = client
+        .query(
+            "SELECT e.stream_id, e.version, e.event_type, e.type_version, e.payload \
+             FROM unnest($1::text[], $2::int[]) AS c(stream_id, known) \
+             JOIN events e ON e.stream_id = c.stream_id AND e.version > c.known \
+             ORDER BY e.stream_id, e.version",
+            &[&ids, &known],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let stream_id: String = row.try_get(0)?;
+            let stream = StreamId::parse(&stream_id).map_err(|e| StoreError::Malformed(e.to_string()))?;
+            let event_type: String = row.try_get(2)?;
+            let type_version: i16 = row.try_get(3)?;
+            let payload: Vec<u8> = row.try_get(4)?;
+            let event = codec::decode(&event_type, u16::try_from(type_version).unwrap_or(0), &payload)?;
+            Ok((stream, row.try_get(1)?, event))
+        })
+        .collect()
+}
+
+type IdempotencyMap = HashMap<(TenantId, String), ([u8; 32], StoredResponse)>;
+
+async fn load_idempotency(
+    client: &impl GenericClient,
+    submissions: &[&Submission],
+) -> Result<IdempotencyMap, StoreError> {
+    let claims: Vec<(Uuid, &str)> = submissions
+        .iter()
+        .filter_map(|s| s.idempotency.as_ref().map(|c| (s.tenant_id.as_uuid(), c.key.as_str())))
+        .collect();
+    if claims.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let tenants: Vec<Uuid> = claims.iter().map(|(t, _)| *t).collect();
+    let keys: Vec<&str> = claims.iter().map(|(_, k)| *k).collect();
+    let rows = client
+        .query(
+            "SELECT r.tenant_id, r.idempotency_key, r.request_hash, r.response_status, r.response_body \
+             FROM unnest($1::uuid[], $2::text[]) AS c(tenant_id, idempotency_key) \
+             JOIN idempotency_records r USING (tenant_id, idempotency_key)",
+            &[&tenants, &keys],
+        )
+        .await?;
+    let mut records = HashMap::new();
+    for row in rows {
+        let hash: Vec<u8> = row.try_get(2)?;
+        let hash = <[u8; 32]>::try_from(hash.as_slice())
+            .map_err(|_| StoreError::Malformed("request hash".into()))?;
+        let status: i16 = row.try_get(3)?;
+        records.insert(
+            (TenantId::from_uuid(row.try_get(0)?), row.try_get::<_, String>(1)?),
+            (
+                hash,
+                StoredResponse {
+                    status: u16::try_from(status).unwrap_or(500),
+                    body: row.try_get(4)?,
+                },
+            ),
+        );
+    }
+    Ok(records)
+}
+
+async fn load_phones(
+    client: &impl GenericClient,
+    submissions: &[&Submission],
+) -> Result<HashMap<(TenantId, String), CustomerId>, StoreError> {
+    let wanted: Vec<(Uuid, String)> = submissions
+        .iter()
+        .filter_map(|s| enrolled_phone(&s.command).map(|p| (s.tenant_id.as_uuid(), p)))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let tenants: Vec<Uuid> = wanted.iter().map(|(t, _)| *t).collect();
+    let phones: Vec<&str> = wanted.iter().map(|(_, p)| p.as_str()).collect();
+    let rows = client
+        .query(
+            "SELECT p.tenant_id, p.phone_lookup, p.customer_id \
+             FROM unnest($1::uuid[], $2::text[]) AS w(tenant_id, phone_lookup) \
+             JOIN customer_phones p USING (tenant_id, phone_lookup)",
+            &[&tenants, &phones],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                (TenantId::from_uuid(row.try_get(0)?), row.try_get::<_, String>(1)?),
+                CustomerId::from_uuid(row.try_get(2)?),
+            ))
+        })
+        .collect()
+}
+
+async fn save_idempotency(
+    client: &impl GenericClient,
+    records: &[(TenantId, String, [u8; 32], StoredResponse)],
+) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<Uuid> = records.iter().map(|r| r.0.as_uuid()).collect();
+    let keys: Vec<&str> = records.iter().map(|r| r.1.as_str()).collect();
+    let hashes: Vec<&[u8]> = records.iter().map(|r| r.2.as_slice()).collect();
+    let statuses: Vec<i16> = records
+        .iter()
+        .map(|r| i16::try_from(r.3.status).unwrap_or(500))
+        .collect();
+    let bodies: Vec<&[u8]> = records.iter().map(|r| r.3.body.as_slice()).collect();
+    client
+        .execute(
+            "INSERT INTO idempotency_records \
+                 (tenant_id, idempotency_key, request_hash, response_status, response_body) \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::smallint[], $5::bytea[])",
+            &[&tenants, &keys, &hashes, &statuses, &bodies],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn save_phones(
+    client: &impl GenericClient,
+    phones: &[(TenantId, String, CustomerId)],
+) -> Result<(), StoreError> {
+    if phones.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<Uuid> = phones.iter().map(|p| p.0.as_uuid()).collect();
+    let lookups: Vec<&str> = phones.iter().map(|p| p.1.as_str()).collect();
+    let customers: Vec<Uuid> = phones.iter().map(|p| p.2.as_uuid()).collect();
+    client
+        .execute(
+            "INSERT INTO customer_phones (tenant_id, phone_lookup, customer_id) \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[])",
+            &[&tenants, &lookups, &customers],
+        )
+        .await?;
+    Ok(())
+}
