@@ -262,6 +262,9 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
         } => {
             tenant(state)?;
             customer(state)?;
+            if !points.is_positive() {
+                return Err(Rejection::AmountNotPositive);
+            }
             // Lots already past their date are not spendable: they expire first, in the same
             // decision, so the customer never spends points that were due to expire.
             let mut events = expire_due_lots(state.customer, *at);
@@ -301,9 +304,15 @@ struct PurchaseInput<'a> {
     at: DateTime<Utc>,
 }
 
-fn decide_purchase(state: LedgerState<'_>, input: PurchaseInput<'_>) -> Result<Vec<Event>, Rejection> {
+fn decide_purchase(
+    state: LedgerState<'_>,
+    input: PurchaseInput<'_>,
+) -> Result<Vec<Event>, Rejection> {
     let profile = tenant(state)?;
     customer(state)?;
+    if input.amount.value() <= 0 {
+        return Err(Rejection::AmountNotPositive);
+    }
     if input.occurred_at > input.at + PURCHASE_CLOCK_SKEW_MAX {
         return Err(Rejection::PurchaseInFuture);
     }
@@ -320,9 +329,16 @@ fn decide_purchase(state: LedgerState<'_>, input: PurchaseInput<'_>) -> Result<V
             purchase_number,
         })
         .map_err(|_| Rejection::Overflow)?;
+    // Both the balance and the lifetime total must still fit; redeemed and expired can
+    // never exceed earned, so they cannot overflow first.
     state
         .customer
         .balance
+        .checked_add(earning.total)
+        .ok_or(Rejection::Overflow)?;
+    state
+        .customer
+        .earned
         .checked_add(earning.total)
         .ok_or(Rejection::Overflow)?;
     let mut events = vec![Event::PurchaseLogged(PurchaseLogged {

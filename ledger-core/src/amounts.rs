@@ -19,7 +19,9 @@ pub enum AmountError {
 
 /// A number of loyalty points. May be negative only as a delta inside the domain; balances
 /// are kept non-negative by `decide`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Points(i64);
 
@@ -72,7 +74,9 @@ impl fmt::Display for Points {
 }
 
 /// An amount of money in the minor unit of the tenant's currency (kobo for NGN).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct MinorUnits(i64);
 
@@ -177,7 +181,10 @@ mod tests {
     fn money_parse_bounds() {
         assert_eq!(MinorUnits::parse_positive(0), Err(AmountError::Zero));
         assert_eq!(MinorUnits::parse_non_negative(0), Ok(MinorUnits::ZERO));
-        assert_eq!(MinorUnits::parse_non_negative(-5), Err(AmountError::Negative));
+        assert_eq!(
+            MinorUnits::parse_non_negative(-5),
+            Err(AmountError::Negative)
+        );
         assert_eq!(
             MinorUnits::parse_positive(MinorUnits::AMOUNT_MAX + 1),
             Err(AmountError::TooLarge)

@@ -34,7 +34,14 @@ pub struct ChainFields<'a> {
 
 pub fn canonical_bytes(fields: &ChainFields<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(
-        16 + 8 + 16 + 4 + 2 + 8 + 16 + fields.stream_id.len() + fields.event_type.len()
+        16 + 8
+            + 16
+            + 4
+            + 2
+            + 8
+            + 16
+            + fields.stream_id.len()
+            + fields.event_type.len()
             + fields.metadata.len()
             + fields.payload.len(),
     );
@@ -220,7 +227,10 @@ mod tests {
         let mut chain = build(5);
         chain[1].payload = b"forged".to_vec();
         chain[1].hash = link(&chain[1].previous, &fields(2, &chain[1].payload));
-        assert_eq!(verify(&chain), Err(ChainBreak::PreviousHash { sequence: 3 }));
+        assert_eq!(
+            verify(&chain),
+            Err(ChainBreak::PreviousHash { sequence: 3 })
+        );
     }
 
     #[test]

@@ -4,11 +4,11 @@
 //! Reading an old version goes through an upcaster to the current shape; writing always
 //! uses the current version. Current versions are listed in [`current_version`].
 
+use crate::amounts::MinorUnits;
 use crate::events::{
     CustomerEnrolled, Event, EventMetadata, PointsEarned, PointsExpired, PurchaseLogged,
     RewardRedeemed, RuleSetPublished, TenantRegistered,
 };
-use crate::amounts::MinorUnits;
 use crate::ids::PurchaseId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -76,15 +76,15 @@ pub fn decode(event_type: &str, type_version: u16, payload: &[u8]) -> Result<Eve
         source,
     };
     let event = match (event_type, type_version) {
-        ("TenantRegistered", 1) => {
-            Event::TenantRegistered(rmp_serde::from_slice::<TenantRegistered>(payload).map_err(fail)?)
-        }
-        ("RuleSetPublished", 1) => {
-            Event::RuleSetPublished(rmp_serde::from_slice::<RuleSetPublished>(payload).map_err(fail)?)
-        }
-        ("CustomerEnrolled", 1) => {
-            Event::CustomerEnrolled(rmp_serde::from_slice::<CustomerEnrolled>(payload).map_err(fail)?)
-        }
+        ("TenantRegistered", 1) => Event::TenantRegistered(
+            rmp_serde::from_slice::<TenantRegistered>(payload).map_err(fail)?,
+        ),
+        ("RuleSetPublished", 1) => Event::RuleSetPublished(
+            rmp_serde::from_slice::<RuleSetPublished>(payload).map_err(fail)?,
+        ),
+        ("CustomerEnrolled", 1) => Event::CustomerEnrolled(
+            rmp_serde::from_slice::<CustomerEnrolled>(payload).map_err(fail)?,
+        ),
         ("PurchaseLogged", 1) => Event::PurchaseLogged(
             rmp_serde::from_slice::<PurchaseLoggedV1>(payload)
                 .map_err(fail)?
@@ -226,8 +226,12 @@ mod tests {
     fn every_event_type_round_trips_at_its_current_version() {
         for event in one_of_each() {
             let encoded = encode(&event).unwrap();
-            assert_eq!(Some(encoded.type_version), current_version(encoded.event_type));
-            let decoded = decode(encoded.event_type, encoded.type_version, &encoded.payload).unwrap();
+            assert_eq!(
+                Some(encoded.type_version),
+                current_version(encoded.event_type)
+            );
+            let decoded =
+                decode(encoded.event_type, encoded.type_version, &encoded.payload).unwrap();
             assert_eq!(decoded, event);
         }
     }
@@ -260,7 +264,8 @@ mod tests {
         // Named fields make old readers tolerant of added fields.
         let event = &one_of_each()[3];
         let encoded = encode(event).unwrap();
-        let Event::PurchaseLogged(p) = decode("PurchaseLogged", 1, &encoded.payload).unwrap() else {
+        let Event::PurchaseLogged(p) = decode("PurchaseLogged", 1, &encoded.payload).unwrap()
+        else {
             panic!("wrong type");
         };
         assert_eq!(p.amount, MinorUnits::new(250_000));
@@ -268,7 +273,10 @@ mod tests {
 
     #[test]
     fn unknown_types_versions_and_garbage_are_errors_not_panics() {
-        assert!(matches!(decode("Nope", 1, &[]), Err(CodecError::UnknownType { .. })));
+        assert!(matches!(
+            decode("Nope", 1, &[]),
+            Err(CodecError::UnknownType { .. })
+        ));
         assert!(matches!(
             decode("PointsEarned", 99, &[]),
             Err(CodecError::UnknownType { .. })

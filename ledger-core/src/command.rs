@@ -83,12 +83,17 @@ pub enum Rejection {
     #[error("the customer is not enrolled")]
     CustomerNotEnrolled,
     #[error("insufficient points: balance {available}, requested {requested}")]
-    InsufficientPoints { available: Points, requested: Points },
+    InsufficientPoints {
+        available: Points,
+        requested: Points,
+    },
     #[error("the line items add up to {line_items_total}, not to the amount {amount}")]
     LineItemsDoNotAddUp {
         line_items_total: MinorUnits,
         amount: MinorUnits,
     },
+    #[error("the amount must be greater than zero")]
+    AmountNotPositive,
     #[error("the purchase is dated in the future")]
     PurchaseInFuture,
     #[error("invalid rule set: {0}")]

@@ -213,7 +213,8 @@ fn rule_points(rule: &Rule, facts: PurchaseFacts) -> Result<Points, EarningOverf
             every_nth_purchase,
             bonus,
         } => {
-            let reached = facts.purchase_number > 0 && facts.purchase_number % every_nth_purchase == 0;
+            let reached = facts.purchase_number > 0
+                && facts.purchase_number.is_multiple_of(every_nth_purchase);
             Ok(if reached { bonus } else { Points::ZERO })
         }
     }
@@ -246,14 +247,56 @@ mod tests {
         };
         let table: Vec<(&str, Vec<Rule>, i64, u32, i64)> = vec![
             ("no rules earn nothing", vec![], 50_000, 1, 0),
-            ("whole steps only", vec![per_amount(10_000, 1, 0)], 25_999, 1, 2),
-            ("exactly one step", vec![per_amount(10_000, 1, 0)], 10_000, 1, 1),
-            ("below one step", vec![per_amount(10_000, 1, 0)], 9_999, 1, 0),
-            ("configured step and points are used", vec![per_amount(500, 3, 0)], 2_000, 1, 12),
-            ("exact minimum earns", vec![per_amount(100, 1, 5_000)], 5_000, 1, 50),
-            ("one below minimum earns nothing", vec![per_amount(100, 1, 5_000)], 4_999, 1, 0),
+            (
+                "whole steps only",
+                vec![per_amount(10_000, 1, 0)],
+                25_999,
+                1,
+                2,
+            ),
+            (
+                "exactly one step",
+                vec![per_amount(10_000, 1, 0)],
+                10_000,
+                1,
+                1,
+            ),
+            (
+                "below one step",
+                vec![per_amount(10_000, 1, 0)],
+                9_999,
+                1,
+                0,
+            ),
+            (
+                "configured step and points are used",
+                vec![per_amount(500, 3, 0)],
+                2_000,
+                1,
+                12,
+            ),
+            (
+                "exact minimum earns",
+                vec![per_amount(100, 1, 5_000)],
+                5_000,
+                1,
+                50,
+            ),
+            (
+                "one below minimum earns nothing",
+                vec![per_amount(100, 1, 5_000)],
+                4_999,
+                1,
+                0,
+            ),
             ("per purchase is flat", vec![flat(10)], 1, 1, 10),
-            ("milestone on the 5th counting the current", vec![milestone(5, 100)], 1, 5, 100),
+            (
+                "milestone on the 5th counting the current",
+                vec![milestone(5, 100)],
+                1,
+                5,
+                100,
+            ),
             ("milestone not on the 4th", vec![milestone(5, 100)], 1, 4, 0),
             ("milestone on the 10th", vec![milestone(5, 100)], 1, 10, 100),
             ("milestone every purchase", vec![milestone(1, 7)], 1, 1, 7),

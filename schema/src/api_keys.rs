@@ -49,7 +49,12 @@ pub async fn create(
     client
         .execute(
             "INSERT INTO api_keys (api_key_id, tenant_id, key_hash, label) VALUES ($1, $2, $3, $4)",
-            &[&api_key_id, &tenant_id.as_uuid(), &hash_key(&plaintext).as_slice(), &label],
+            &[
+                &api_key_id,
+                &tenant_id.as_uuid(),
+                &hash_key(&plaintext).as_slice(),
+                &label,
+            ],
         )
         .await?;
     Ok(NewApiKey {

@@ -38,9 +38,8 @@ pub fn pool(settings: &DbSettings) -> Result<Pool, DbError> {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    let mut setup = format!(
-        "SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}';"
-    );
+    let mut setup =
+        format!("SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}';");
     if let Some(role) = &settings.app_role {
         if !is_plain_identifier(role) {
             return Err(DbError::RoleName(role.clone()));

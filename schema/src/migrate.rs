@@ -36,6 +36,18 @@ pub fn migration_names() -> Vec<String> {
         .collect()
 }
 
+/// A fingerprint of every migration's name and checksum: tests key their migrated template
+/// database by it, so a changed migration gets a fresh template.
+pub fn fingerprint() -> u64 {
+    embedded::migrations::runner().get_migrations().iter().fold(
+        0xcbf2_9ce4_8422_2325_u64,
+        |hash, m| {
+            (hash ^ m.checksum()).wrapping_mul(0x0100_0000_01b3)
+                ^ u64::from(m.version().unsigned_abs())
+        },
+    )
+}
+
 /// Creates the database named in `url` when it does not exist, then applies every pending
 /// migration. Returns how many were applied now.
 pub async fn migrate(url: &str) -> Result<usize, MigrateError> {
@@ -50,16 +62,16 @@ pub async fn migrate(url: &str) -> Result<usize, MigrateError> {
     client
         .batch_execute("SELECT pg_advisory_lock(7319001)")
         .await?;
-    let report = embedded::migrations::runner()
-        .run_async(&mut client)
-        .await;
+    let report = embedded::migrations::runner().run_async(&mut client).await;
     client
         .batch_execute("SELECT pg_advisory_unlock(7319001)")
         .await?;
     Ok(report?.applied_migrations().len())
 }
 
-pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, MigrateError> {
+pub async fn connect(
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, MigrateError> {
     let (client, connection) = config.connect(NoTls).await.map_err(MigrateError::Connect)?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {

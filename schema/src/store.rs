@@ -133,7 +133,8 @@ impl TenantHead {
     }
 }
 
-pub(crate) const EVENT_COLUMNS: &str = "global_position, transaction_id::text, event_id, tenant_id, \
+pub(crate) const EVENT_COLUMNS: &str =
+    "global_position, transaction_id::text, event_id, tenant_id, \
      tenant_sequence, stream_id, version, event_type, type_version, payload, metadata, \
      recorded_at, previous_hash, hash";
 
@@ -187,7 +188,40 @@ pub async fn read_after(
     let rows = client
         .query(
             &sql,
-            &[&after.transaction_id.to_string(), &after.global_position, &limit],
+            &[
+                &after.transaction_id.to_string(),
+                &after.global_position,
+                &limit,
+            ],
+        )
+        .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+/// Reads every event visible to the caller's snapshot after `after`, in the same order as
+/// [`read_after`] but without waiting for older transactions. Only correct inside one
+/// REPEATABLE READ transaction (one snapshot for all pages): there, each stream's visible
+/// events form a gapless prefix, because a stream's next event is appended only after the
+/// previous one committed. Rebuilds use this; tailing readers use [`read_after`].
+pub async fn read_snapshot_after(
+    client: &impl GenericClient,
+    after: Position,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events \
+         WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+         ORDER BY transaction_id, global_position \
+         LIMIT $3"
+    );
+    let rows = client
+        .query(
+            &sql,
+            &[
+                &after.transaction_id.to_string(),
+                &after.global_position,
+                &limit,
+            ],
         )
         .await?;
     rows.iter().map(event_from_row).collect()
@@ -223,7 +257,10 @@ pub async fn read_stream_backwards(
     rows.iter().map(event_from_row).collect()
 }
 
-pub async fn stream_version(client: &impl GenericClient, stream: StreamId) -> Result<i32, StoreError> {
+pub async fn stream_version(
+    client: &impl GenericClient,
+    stream: StreamId,
+) -> Result<i32, StoreError> {
     let row = client
         .query_one(
             "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1",

@@ -162,6 +162,9 @@ enum StreamState {
 struct Cached {
     version: i32,
     state: StreamState,
+    /// The tenant whose events the stream holds; `None` while it has none. A customer id is
+    /// only ever meaningful within its own tenant.
+    owner: Option<TenantId>,
 }
 
 impl Cached {
@@ -170,7 +173,11 @@ impl Cached {
             StreamId::Tenant(_) => StreamState::Tenant(TenantState::default()),
             StreamId::Customer(_) => StreamState::Customer(CustomerState::default()),
         };
-        Cached { version: 0, state }
+        Cached {
+            version: 0,
+            state,
+            owner: None,
+        }
     }
 
     fn apply(&mut self, event: &Event) {
@@ -242,9 +249,10 @@ impl Writer {
     }
 
     async fn execute(&mut self, submissions: &[&Submission]) -> Result<Vec<Outcome>, StoreError> {
-        let mut client = self.pool.get().await.map_err(|e| {
-            StoreError::Malformed(format!("no database connection available: {e}"))
-        })?;
+        let mut client =
+            self.pool.get().await.map_err(|e| {
+                StoreError::Malformed(format!("no database connection available: {e}"))
+            })?;
         let transaction = client.transaction().await?;
         let mut batch = Batch::load(&*transaction, &self.cache, submissions).await?;
         let outcomes = batch.decide_all(submissions)?;
@@ -316,10 +324,16 @@ impl Batch {
 
         let mut streams: HashMap<StreamId, Cached> = HashMap::new();
         for submission in submissions {
-            for stream in [StreamId::Tenant(submission.tenant_id), stream_of(submission)] {
-                streams
-                    .entry(stream)
-                    .or_insert_with(|| cache.get(&stream).cloned().unwrap_or_else(|| Cached::empty(stream)));
+            for stream in [
+                StreamId::Tenant(submission.tenant_id),
+                stream_of(submission),
+            ] {
+                streams.entry(stream).or_insert_with(|| {
+                    cache
+                        .get(&stream)
+                        .cloned()
+                        .unwrap_or_else(|| Cached::empty(stream))
+                });
             }
         }
         let (caught_up, idempotency, phones) = tokio::try_join!(
@@ -327,10 +341,11 @@ impl Batch {
             load_idempotency(client, submissions),
             load_phones(client, submissions),
         )?;
-        for (stream, version, event) in caught_up {
+        for (stream, owner, version, event) in caught_up {
             if let Some(cached) = streams.get_mut(&stream) {
                 cached.apply(&event);
                 cached.version = version;
+                cached.owner = Some(owner);
             }
         }
         Ok(Batch {
@@ -361,7 +376,10 @@ impl Batch {
             }
         }
         let (response, events) = match self.phone_refusal(submission) {
-            Some(refusal) => ((submission.render)(submission, &Verdict::Refused(&refusal)), Vec::new()),
+            Some(refusal) => (
+                (submission.render)(submission, &Verdict::Refused(&refusal)),
+                Vec::new(),
+            ),
             None => self.decide_and_seal(submission)?,
         };
         if let Some(claim) = &submission.idempotency {
@@ -401,6 +419,15 @@ impl Batch {
             .get(&target)
             .cloned()
             .unwrap_or_else(|| Cached::empty(target));
+        if target_cached
+            .owner
+            .is_some_and(|owner| owner != submission.tenant_id)
+        {
+            // Another tenant's customer: to this tenant it does not exist.
+            let refusal = Refusal::Rejected(Rejection::CustomerNotEnrolled);
+            let response = (submission.render)(submission, &Verdict::Refused(&refusal));
+            return Ok((response, Vec::new()));
+        }
         let customer = match &target_cached.state {
             StreamState::Customer(state) => state.clone(),
             StreamState::Tenant(_) => CustomerState::default(),
@@ -421,6 +448,7 @@ impl Batch {
             Ok(events) => events,
         };
         let mut updated = target_cached;
+        updated.owner = Some(submission.tenant_id);
         for event in &events {
             updated.apply(event);
         }
@@ -442,8 +470,10 @@ impl Batch {
         if let (Some(phone), Command::EnrolCustomer { customer_id, .. }) =
             (enrolled_phone(&submission.command), &submission.command)
         {
-            self.phones.insert((submission.tenant_id, phone.clone()), *customer_id);
-            self.new_phones.push((submission.tenant_id, phone, *customer_id));
+            self.phones
+                .insert((submission.tenant_id, phone.clone()), *customer_id);
+            self.new_phones
+                .push((submission.tenant_id, phone, *customer_id));
         }
         Ok((response, recorded))
     }
@@ -493,7 +523,7 @@ impl Batch {
 async fn catch_up(
     client: &impl GenericClient,
     streams: &HashMap<StreamId, Cached>,
-) -> Result<Vec<(StreamId, i32, Event)>, StoreError> {
+) -> Result<Vec<(StreamId, TenantId, i32, Event)>, StoreError> {
     let ids: Vec<String> = streams.keys().map(ToString::to_string).collect();
     let known: Vec<i32> = streams
         .keys()
@@ -501,7 +531,7 @@ async fn catch_up(
         .collect();
     let rows = client
         .query(
-            "SELECT e.stream_id, e.version, e.event_type, e.type_version, e.payload \
+            "SELECT e.stream_id, e.version, e.event_type, e.type_version, e.payload, e.tenant_id \
              FROM unnest($1::text[], $2::int[]) AS c(stream_id, known) \
              JOIN events e ON e.stream_id = c.stream_id AND e.version > c.known \
              ORDER BY e.stream_id, e.version",
@@ -511,12 +541,18 @@ async fn catch_up(
     rows.iter()
         .map(|row| {
             let stream_id: String = row.try_get(0)?;
-            let stream = StreamId::parse(&stream_id).map_err(|e| StoreError::Malformed(e.to_string()))?;
+            let stream =
+                StreamId::parse(&stream_id).map_err(|e| StoreError::Malformed(e.to_string()))?;
             let event_type: String = row.try_get(2)?;
             let type_version: i16 = row.try_get(3)?;
             let payload: Vec<u8> = row.try_get(4)?;
-            let event = codec::decode(&event_type, u16::try_from(type_version).unwrap_or(0), &payload)?;
-            Ok((stream, row.try_get(1)?, event))
+            let event = codec::decode(
+                &event_type,
+                u16::try_from(type_version).unwrap_or(0),
+                &payload,
+            )?;
+            let owner = TenantId::from_uuid(row.try_get(5)?);
+            Ok((stream, owner, row.try_get(1)?, event))
         })
         .collect()
 }
@@ -529,7 +565,11 @@ async fn load_idempotency(
 ) -> Result<IdempotencyMap, StoreError> {
     let claims: Vec<(Uuid, &str)> = submissions
         .iter()
-        .filter_map(|s| s.idempotency.as_ref().map(|c| (s.tenant_id.as_uuid(), c.key.as_str())))
+        .filter_map(|s| {
+            s.idempotency
+                .as_ref()
+                .map(|c| (s.tenant_id.as_uuid(), c.key.as_str()))
+        })
         .collect();
     if claims.is_empty() {
         return Ok(HashMap::new());
@@ -551,7 +591,10 @@ async fn load_idempotency(
             .map_err(|_| StoreError::Malformed("request hash".into()))?;
         let status: i16 = row.try_get(3)?;
         records.insert(
-            (TenantId::from_uuid(row.try_get(0)?), row.try_get::<_, String>(1)?),
+            (
+                TenantId::from_uuid(row.try_get(0)?),
+                row.try_get::<_, String>(1)?,
+            ),
             (
                 hash,
                 StoredResponse {
@@ -588,7 +631,10 @@ async fn load_phones(
     rows.iter()
         .map(|row| {
             Ok((
-                (TenantId::from_uuid(row.try_get(0)?), row.try_get::<_, String>(1)?),
+                (
+                    TenantId::from_uuid(row.try_get(0)?),
+                    row.try_get::<_, String>(1)?,
+                ),
                 CustomerId::from_uuid(row.try_get(2)?),
             ))
         })

@@ -1,0 +1,301 @@
+#!/usr/bin/env bash
+# benches/run.sh — the purchase benchmark of loyalty-ledger, next to its baseline, in one run.
+#
+# What it does, in order (every step bounded in time, loopback only):
+#   1. makes sure PostgreSQL and NATS are up (scripts/services.sh `ensure_services` when it
+#      exists, otherwise PostgreSQL on 127.0.0.1:5432 as postgres with trust auth and NATS on
+#      127.0.0.1:4222 must already answer);
+#   2. builds `loyalty` and `loadgen` in release mode;
+#   3. baseline: pgbench's single-row INSERT commit rate on the same PostgreSQL server
+#      (database loyalty_pgbench, ~100-byte bytea rows, -M prepared, -c CLIENTS -j 2 -T SECONDS);
+#   4. product: a fresh database loyalty_bench, a unique NATS stream and subject prefix,
+#      `loyalty migrate`, `loyalty tenant create`, `loyalty all` in the background, then
+#      `loadgen` with the same clients and duration; the server is stopped with SIGTERM;
+#   5. prints a summary (pgbench tps, purchases/s, latency, purchases/s ÷ pgbench tps, machine
+#      facts) and appends it as a Markdown block to benches/results/<UTC timestamp>.md.
+#
+# Environment (defaults shown):
+#   BENCH_SECONDS=30          pgbench -T and the loadgen measured window
+#   BENCH_CLIENTS=64          pgbench -c and loadgen --clients
+#   BENCH_WARMUP_SECONDS=2    loadgen warm-up (not measured; pgbench has none)
+#   BENCH_CUSTOMERS=1000      customers enrolled before the load
+#   BENCH_LOADGEN_THREADS=1   tokio threads of loadgen (it shares the 2 cores with the server)
+#   BENCH_HTTP_ADDR=127.0.0.1:18080
+#   BENCH_SKIP_PRODUCT=0      1 = baseline (pgbench) only, no `loyalty` build or run
+#   BENCH_LOYALTY_BIN=        path of a prebuilt `loyalty` to bench instead of building one
+#   BENCH_BUILD_TIMEOUT_SECONDS=3600
+#   BENCH_KEEP_LOGS=0         1 = keep the work folder (pgbench, loadgen and server logs) after success
+#   PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres (PGPASSWORD if needed)   NATS_URL=nats://127.0.0.1:4222
+#   CARGO_TARGET_DIR=/var/tmp/loyalty-ledger-target
+#
+# Exit status: 0 = all measured; 3 = measured, but loadgen saw non-2xx or transport errors
+# (reported in the summary); anything else = a step failed.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---- services -------------------------------------------------------------------------------
+if [[ -f scripts/services.sh ]]; then
+    log "sourcing scripts/services.sh and calling ensure_services"
+    # shellcheck source=/dev/null
+    source scripts/services.sh
+    declare -F ensure_services >/dev/null || die "scripts/services.sh defines no ensure_services"
+    ensure_services
+fi
+
+export PGHOST=${PGHOST:-127.0.0.1}
+export PGPORT=${PGPORT:-5432}
+export PGUSER=${PGUSER:-postgres}
+export NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/loyalty-ledger-target}
+
+BENCH_SECONDS=${BENCH_SECONDS:-30}
+BENCH_CLIENTS=${BENCH_CLIENTS:-64}
+BENCH_WARMUP_SECONDS=${BENCH_WARMUP_SECONDS:-2}
+BENCH_CUSTOMERS=${BENCH_CUSTOMERS:-1000}
+BENCH_LOADGEN_THREADS=${BENCH_LOADGEN_THREADS:-1}
+BENCH_HTTP_ADDR=${BENCH_HTTP_ADDR:-127.0.0.1:18080}
+BENCH_SKIP_PRODUCT=${BENCH_SKIP_PRODUCT:-0}
+BENCH_BUILD_TIMEOUT_SECONDS=${BENCH_BUILD_TIMEOUT_SECONDS:-3600}
+
+for var in BENCH_SECONDS BENCH_CLIENTS BENCH_WARMUP_SECONDS BENCH_CUSTOMERS BENCH_LOADGEN_THREADS BENCH_BUILD_TIMEOUT_SECONDS; do
+    [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a whole number, got '${!var}'"
+done
+((BENCH_SECONDS >= 1 && BENCH_CLIENTS >= 1)) || die "BENCH_SECONDS and BENCH_CLIENTS must be >= 1"
+case $BENCH_HTTP_ADDR in
+    127.*:* | localhost:* | "[::1]:"*) ;;
+    *) die "BENCH_HTTP_ADDR must be a loopback address, got $BENCH_HTTP_ADDR" ;;
+esac
+
+for tool in psql pg_isready pgbench curl python3 timeout; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+
+# Without services.sh nobody starts anything: just check, with a bound, that both answer.
+pg_up=0
+for _ in $(seq 1 30); do
+    if pg_isready -q -t 2; then pg_up=1; break; fi
+    sleep 1
+done
+((pg_up)) || die "PostgreSQL does not answer at $PGHOST:$PGPORT"
+if [[ $BENCH_SKIP_PRODUCT != 1 ]]; then
+    nats_hostport=${NATS_URL#*://}
+    nats_hostport=${nats_hostport%%/*}
+    nats_hostport=${nats_hostport##*@}
+    timeout 5 bash -c "exec 3<>/dev/tcp/${nats_hostport%:*}/${nats_hostport##*:}" 2>/dev/null \
+        || die "NATS does not answer at $nats_hostport"
+fi
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+TS=$(date -u +%Y%m%d%H%M%S)
+WORK=$(mktemp -d "/tmp/loyalty-bench.$TS.XXXXXX")
+RESULTS_DIR=$ROOT/benches/results
+mkdir -p "$RESULTS_DIR"
+log "logs in $WORK"
+
+# ---- cleanup on any exit ------------------------------------------------------------------------
+SERVER_PID=""
+stop_server() {
+    [[ -n $SERVER_PID ]] || return 0
+    local pid=$SERVER_PID
+    SERVER_PID=""
+    if ! kill -0 "$pid" 2>/dev/null; then
+        SERVER_STOP="had already exited"
+    else
+        log "stopping loyalty all (pid $pid) with SIGTERM"
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 300); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "loyalty all did not stop within 30 s; SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            SERVER_STOP="killed after 30 s"
+        else
+            SERVER_STOP="stopped by SIGTERM"
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+LOADGEN_PID=""
+on_exit() {
+    local rc=$?
+    if [[ -n $LOADGEN_PID ]] && kill -0 "$LOADGEN_PID" 2>/dev/null; then
+        log "stopping loadgen (pid $LOADGEN_PID)"
+        kill -TERM "$LOADGEN_PID" 2>/dev/null || true
+        wait "$LOADGEN_PID" 2>/dev/null || true
+    fi
+    stop_server
+    if ((rc == 0)) && [[ ${BENCH_KEEP_LOGS:-0} != 1 ]]; then
+        rm -rf -- "$WORK"
+    else
+        log "exit $rc; logs kept in $WORK"
+    fi
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+psql_admin() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -d postgres "$@"; }
+sql_value() { psql -X -At -v ON_ERROR_STOP=1 -d "${2:-postgres}" -c "$1"; }
+
+# ---- build -------------------------------------------------------------------------------------
+log "building loadgen (cargo build --release -p benches)"
+timeout "$BENCH_BUILD_TIMEOUT_SECONDS" cargo build --release -p benches
+LOADGEN=$CARGO_TARGET_DIR/release/loadgen
+if [[ $BENCH_SKIP_PRODUCT != 1 && -n ${BENCH_LOYALTY_BIN:-} ]]; then
+    [[ -x $BENCH_LOYALTY_BIN ]] || die "BENCH_LOYALTY_BIN=$BENCH_LOYALTY_BIN is not executable"
+    LOYALTY=$BENCH_LOYALTY_BIN
+    log "using prebuilt $LOYALTY"
+elif [[ $BENCH_SKIP_PRODUCT != 1 ]]; then
+    log "building loyalty (cargo build --release --bin loyalty -p loyalty)"
+    timeout "$BENCH_BUILD_TIMEOUT_SECONDS" cargo build --release --bin loyalty -p loyalty
+    LOYALTY=$CARGO_TARGET_DIR/release/loyalty
+fi
+
+# ---- baseline: pgbench single-row INSERT commits ------------------------------------------------
+PGBENCH_THREADS=$((BENCH_CLIENTS < 2 ? BENCH_CLIENTS : 2))
+log "pgbench: single-row INSERT, -c $BENCH_CLIENTS -j $PGBENCH_THREADS -T $BENCH_SECONDS"
+psql_admin -c "DROP DATABASE IF EXISTS loyalty_pgbench WITH (FORCE)" -c "CREATE DATABASE loyalty_pgbench"
+psql -X -q -v ON_ERROR_STOP=1 -d loyalty_pgbench -c \
+    "CREATE TABLE bench_insert (id bigserial PRIMARY KEY, payload bytea, created_at timestamptz DEFAULT now())"
+# 100 bytes of payload, written as a hex bytea literal.
+payload_hex=$(python3 -c 'print(bytes(range(100)).hex())')
+printf "INSERT INTO bench_insert(payload) VALUES ('\\\\x%s'::bytea);\n" "$payload_hex" >"$WORK/pgbench-insert.sql"
+psql_admin -c CHECKPOINT
+timeout $((BENCH_SECONDS + 120)) pgbench -n -M prepared -c "$BENCH_CLIENTS" -j "$PGBENCH_THREADS" \
+    -T "$BENCH_SECONDS" -f "$WORK/pgbench-insert.sql" loyalty_pgbench >"$WORK/pgbench.out" 2>&1 \
+    || { cat "$WORK/pgbench.out" >&2; die "pgbench failed"; }
+cat "$WORK/pgbench.out"
+PGBENCH_TPS=$(awk '/^tps = / { printf "%.1f", $3; exit }' "$WORK/pgbench.out")
+PGBENCH_LATENCY_MS=$(awk '/^latency average = / { print $4; exit }' "$WORK/pgbench.out")
+[[ -n $PGBENCH_TPS ]] || die "no tps line in pgbench output"
+PGBENCH_ROWS=$(sql_value "SELECT count(*) FROM bench_insert" loyalty_pgbench)
+psql_admin -c "DROP DATABASE IF EXISTS loyalty_pgbench WITH (FORCE)"
+
+# ---- product: loyalty all + loadgen --------------------------------------------------------------
+LOADGEN_RC=skipped
+SERVER_STOP=skipped
+RATE="" P50="" P90="" P99="" PMAX="" NON2XX="" TRANSPORT="" LOADGEN_CPU="" ENROLLED=""
+STREAM_NOTE="not created (product skipped)"
+if [[ $BENCH_SKIP_PRODUCT != 1 ]]; then
+    export LOYALTY_NATS_STREAM=BENCH_$TS
+    export LOYALTY_NATS_SUBJECT_PREFIX=bench$TS.events
+    # tokio-postgres does not read PGPASSWORD, so a password (if any) goes into the URL.
+    export DATABASE_URL="postgres://$PGUSER${PGPASSWORD:+:$PGPASSWORD}@$PGHOST:$PGPORT/loyalty_bench"
+    export LOYALTY_HTTP_ADDR=$BENCH_HTTP_ADDR
+    export RUST_LOG=warn
+    BASE_URL="http://$BENCH_HTTP_ADDR"
+
+    log "fresh database loyalty_bench; NATS stream $LOYALTY_NATS_STREAM, subjects $LOYALTY_NATS_SUBJECT_PREFIX.*"
+    psql_admin -c "DROP DATABASE IF EXISTS loyalty_bench WITH (FORCE)" -c "CREATE DATABASE loyalty_bench"
+    timeout 120 "$LOYALTY" migrate
+    timeout 60 "$LOYALTY" tenant create --name Bench --json >"$WORK/tenant.json"
+    # The key stays in the environment of loadgen, never on a command line or in the logs.
+    LOYALTY_API_KEY=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["api_key"])' <"$WORK/tenant.json")
+    TENANT_ID=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["tenant_id"])' <"$WORK/tenant.json")
+    rm -f "$WORK/tenant.json"
+    log "tenant $TENANT_ID"
+
+    if curl -s -o /dev/null --max-time 2 "$BASE_URL/health"; then
+        die "something already answers at $BASE_URL; set BENCH_HTTP_ADDR to a free port"
+    fi
+    log "starting loyalty all on $BENCH_HTTP_ADDR"
+    "$LOYALTY" all >"$WORK/loyalty-all.log" 2>&1 &
+    SERVER_PID=$!
+    healthy=0
+    health_deadline=$((SECONDS + 60))
+    while ((SECONDS < health_deadline)); do
+        kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 50 "$WORK/loyalty-all.log" >&2; die "loyalty all exited during start-up"; }
+        if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE_URL/health" || true) == 200 ]]; then
+            healthy=1
+            break
+        fi
+        sleep 0.1
+    done
+    ((healthy)) || { tail -n 50 "$WORK/loyalty-all.log" >&2; die "GET /health did not answer 200 within 60 s"; }
+    READY=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$BASE_URL/ready" || true)
+    log "healthy; GET /ready -> ${READY:-no answer}"
+
+    log "loadgen: $BENCH_CLIENTS clients, ${BENCH_WARMUP_SECONDS}s warm-up + ${BENCH_SECONDS}s measured"
+    # In the background and waited for, so that a signal to this script is handled at once
+    # (bash defers traps while a foreground command runs); on_exit stops it.
+    LOYALTY_API_KEY=$LOYALTY_API_KEY timeout $((BENCH_WARMUP_SECONDS + BENCH_SECONDS + 600)) "$LOADGEN" \
+        --base-url "$BASE_URL" --clients "$BENCH_CLIENTS" --duration-seconds "$BENCH_SECONDS" \
+        --warmup-seconds "$BENCH_WARMUP_SECONDS" --customers "$BENCH_CUSTOMERS" \
+        --threads "$BENCH_LOADGEN_THREADS" --json >"$WORK/loadgen.out" 2>&1 &
+    LOADGEN_PID=$!
+    LOADGEN_RC=0
+    wait "$LOADGEN_PID" || LOADGEN_RC=$?
+    LOADGEN_PID=""
+    cat "$WORK/loadgen.out"
+    unset LOYALTY_API_KEY
+    stop_server
+    tail -n 20 "$WORK/loyalty-all.log" | sed 's/^/  server: /' >&2 || true
+    [[ $LOADGEN_RC == 0 || $LOADGEN_RC == 3 ]] || die "loadgen failed (exit $LOADGEN_RC)"
+
+    summary_json=$(grep '^{' "$WORK/loadgen.out" | tail -n 1)
+    [[ -n $summary_json ]] || die "loadgen printed no JSON summary"
+    read -r RATE P50 P90 P99 PMAX NON2XX TRANSPORT LOADGEN_CPU ENROLLED < <(python3 -c '
+import json, sys
+s = json.loads(sys.argv[1])
+f = lambda k: "n/a" if s.get(k) is None else str(s[k])
+print(*(f(k) for k in ("purchases_per_second", "p50_ms", "p90_ms", "p99_ms", "max_ms",
+    "non_2xx_total", "transport_errors_total", "loadgen_cpu_seconds", "customers_enrolled")))
+' "$summary_json")
+
+    if command -v nats >/dev/null; then
+        if timeout 30 nats --server "$NATS_URL" stream rm -f "$LOYALTY_NATS_STREAM" >/dev/null 2>&1; then
+            STREAM_NOTE="$LOYALTY_NATS_STREAM deleted"
+        else
+            STREAM_NOTE="$LOYALTY_NATS_STREAM: deleting it with the nats CLI failed; left on the server"
+        fi
+    else
+        STREAM_NOTE="$LOYALTY_NATS_STREAM left on the server (no nats CLI here to delete it)"
+    fi
+fi
+
+# ---- summary ---------------------------------------------------------------------------------
+RATIO=$(awk -v a="$RATE" -v b="$PGBENCH_TPS" 'BEGIN { if (a ~ /^[0-9.]+$/ && b + 0 > 0) printf "%.3f", a / b; else print "n/a" }')
+CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+MEM_TOTAL=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+PG_VERSION=$(sql_value "SHOW server_version")
+PG_SETTINGS=$(sql_value "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'wal_sync_method', 'shared_buffers', 'max_connections')")
+GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo "no commit")
+[[ -z $(git status --porcelain 2>/dev/null | head -n 1) ]] || GIT_REV="$GIT_REV (dirty tree)"
+show() { [[ -n $1 ]] && printf '%s' "$1" || printf 'skipped'; }
+
+RESULT_FILE=$RESULTS_DIR/$STAMP.md
+{
+    echo "## Purchase benchmark $STAMP"
+    echo
+    echo "| measure | value |"
+    echo "| --- | --- |"
+    echo "| pgbench single-row INSERT commits/s (-M prepared -c $BENCH_CLIENTS -j $PGBENCH_THREADS -T $BENCH_SECONDS) | $PGBENCH_TPS (latency avg ${PGBENCH_LATENCY_MS:-?} ms, $PGBENCH_ROWS rows) |"
+    echo "| purchases/s, 2xx ($BENCH_CLIENTS clients, ${BENCH_SECONDS} s after ${BENCH_WARMUP_SECONDS} s warm-up) | $(show "$RATE") |"
+    echo "| purchase latency p50 / p90 / p99 / max (ms) | $(show "$P50") / $(show "$P90") / $(show "$P99") / $(show "$PMAX") |"
+    echo "| purchases/s ÷ pgbench tps | $RATIO |"
+    echo "| non-2xx / transport errors (whole loadgen run) | $(show "$NON2XX") / $(show "$TRANSPORT") |"
+    echo "| customers enrolled | $(show "$ENROLLED") |"
+    echo "| loadgen CPU seconds (threads: $BENCH_LOADGEN_THREADS) | $(show "$LOADGEN_CPU") |"
+    echo "| loadgen exit / server stop | $LOADGEN_RC / $SERVER_STOP |"
+    echo
+    echo "Machine: $(nproc) cores (${CPU_MODEL:-unknown CPU}), $MEM_TOTAL RAM, kernel $(uname -r);" \
+        "PostgreSQL $PG_VERSION ($PG_SETTINGS); loadgen, server, PostgreSQL and NATS share the box, loopback only."
+    echo "Tree: $GIT_REV. NATS stream: $STREAM_NOTE. Database loyalty_bench is kept for inspection (dropped by the next run)."
+    echo
+} >"$WORK/summary.md"
+cat "$WORK/summary.md" >>"$RESULT_FILE"
+echo
+cat "$WORK/summary.md"
+log "appended to ${RESULT_FILE#"$ROOT"/}"
+
+if [[ $LOADGEN_RC == 3 ]]; then
+    log "loadgen saw non-2xx or transport errors: see $WORK/loadgen.out"
+    exit 3
+fi

@@ -1,0 +1,344 @@
+//! The balances read model: one row per customer (balance and its parts) and one row per
+//! lot (points and what remains), in the `projection` schema.
+//!
+//! A batch is folded in memory first, then written with a fixed number of statements
+//! whatever its size. Every customer row carries the version of the customer's stream it
+//! reflects: an event at or below it is a duplicate and skipped; an event more than one
+//! above it means a predecessor is missing, which is an error (the batch is retried later).
+
+use crate::runner::{Projection, ProjectionError};
+use chrono::{DateTime, Utc};
+use ledger_core::{Event, StreamId};
+use schema::store::RecordedEvent;
+use std::collections::HashMap;
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+pub struct Balances;
+
+pub const NAME: &str = "balances";
+
+#[derive(Debug, Default)]
+struct CustomerChange {
+    tenant_id: Uuid,
+    enrolled: Option<(String, DateTime<Utc>)>,
+    version: i32,
+    balance: i64,
+    earned: i64,
+    redeemed: i64,
+    expired: i64,
+    purchases: i32,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+struct NewLot {
+    customer_id: Uuid,
+    lot_id: Uuid,
+    tenant_id: Uuid,
+    purchase_id: Uuid,
+    points: i64,
+    earned_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+struct Fold {
+    customers: HashMap<Uuid, CustomerChange>,
+    /// Customers in the order first seen, so writes are deterministic.
+    order: Vec<Uuid>,
+    new_lots: Vec<NewLot>,
+    lot_debits: HashMap<(Uuid, Uuid), i64>,
+}
+
+impl Projection for Balances {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn apply(
+        &self,
+        transaction: &Transaction<'_>,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let customer_ids: Vec<Uuid> = events
+            .iter()
+            .filter_map(|e| match StreamId::parse(&e.stream_id) {
+                Ok(StreamId::Customer(id)) => Some(id.as_uuid()),
+                _ => None,
+            })
+            .collect();
+        if customer_ids.is_empty() {
+            return Ok(());
+        }
+        let applied = applied_versions(transaction, &customer_ids).await?;
+        let fold = fold(events, &applied)?;
+        write(transaction, &fold).await
+    }
+
+    async fn reset(&self, transaction: &Transaction<'_>) -> Result<(), ProjectionError> {
+        transaction
+            .batch_execute("TRUNCATE projection.customer_balances, projection.point_lots")
+            .await?;
+        Ok(())
+    }
+}
+
+/// The stream version each customer row reflects, locked for the rest of the transaction.
+async fn applied_versions(
+    transaction: &Transaction<'_>,
+    customer_ids: &[Uuid],
+) -> Result<HashMap<Uuid, i32>, ProjectionError> {
+    let rows = transaction
+        .query(
+            "SELECT customer_id, stream_version FROM projection.customer_balances \
+             WHERE customer_id = ANY($1) ORDER BY customer_id FOR UPDATE",
+            &[&customer_ids],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}
+
+fn fold(events: &[RecordedEvent], applied: &HashMap<Uuid, i32>) -> Result<Fold, ProjectionError> {
+    let mut fold = Fold::default();
+    for recorded in events {
+        let Ok(StreamId::Customer(customer)) = StreamId::parse(&recorded.stream_id) else {
+            continue;
+        };
+        let customer_id = customer.as_uuid();
+        if !fold.customers.contains_key(&customer_id) {
+            fold.order.push(customer_id);
+            fold.customers.insert(
+                customer_id,
+                CustomerChange {
+                    tenant_id: recorded.tenant_id.as_uuid(),
+                    version: applied.get(&customer_id).copied().unwrap_or(0),
+                    ..CustomerChange::default()
+                },
+            );
+        }
+        let change = fold
+            .customers
+            .get_mut(&customer_id)
+            .expect("inserted above");
+        if recorded.version <= change.version {
+            continue; // already applied: a redelivery or a replay
+        }
+        if recorded.version != change.version + 1 {
+            return Err(ProjectionError::Gap {
+                stream: recorded.stream_id.clone(),
+                applied: change.version,
+                found: recorded.version,
+            });
+        }
+        change.version = recorded.version;
+        change.updated_at = Some(recorded.recorded_at);
+        match recorded.decode()? {
+            Event::CustomerEnrolled(e) => {
+                change.enrolled = Some((e.phone.as_str().to_owned(), e.enrolled_at));
+            }
+            Event::PurchaseLogged(e) => {
+                change.purchases = change
+                    .purchases
+                    .max(i32::try_from(e.purchase_number).unwrap_or(i32::MAX));
+            }
+            Event::PointsEarned(e) => {
+                change.balance += e.points.value();
+                change.earned += e.points.value();
+                fold.new_lots.push(NewLot {
+                    customer_id,
+                    lot_id: e.lot_id.as_uuid(),
+                    tenant_id: change.tenant_id,
+                    purchase_id: e.purchase_id.as_uuid(),
+                    points: e.points.value(),
+                    earned_at: e.earned_at,
+                    expires_at: e.expires_at,
+                });
+            }
+            Event::RewardRedeemed(e) => {
+                change.balance -= e.points.value();
+                change.redeemed += e.points.value();
+                for debit in &e.consumed {
+                    *fold
+                        .lot_debits
+                        .entry((customer_id, debit.lot_id.as_uuid()))
+                        .or_default() += debit.points.value();
+                }
+            }
+            Event::PointsExpired(e) => {
+                change.balance -= e.points.value();
+                change.expired += e.points.value();
+                *fold
+                    .lot_debits
+                    .entry((customer_id, e.lot_id.as_uuid()))
+                    .or_default() += e.points.value();
+            }
+            Event::TenantRegistered(_) | Event::RuleSetPublished(_) => {}
+        }
+    }
+    Ok(fold)
+}
+
+async fn write(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), ProjectionError> {
+    insert_enrolled(transaction, fold).await?;
+    insert_lots(transaction, fold).await?;
+    update_customers(transaction, fold).await?;
+    debit_lots(transaction, fold).await
+}
+
+async fn insert_enrolled(
+    transaction: &Transaction<'_>,
+    fold: &Fold,
+) -> Result<(), ProjectionError> {
+    let mut ids = Vec::new();
+    let mut tenants = Vec::new();
+    let mut phones = Vec::new();
+    let mut enrolled_at = Vec::new();
+    for id in &fold.order {
+        let change = &fold.customers[id];
+        if let Some((phone, at)) = &change.enrolled {
+            ids.push(*id);
+            tenants.push(change.tenant_id);
+            phones.push(phone.as_str());
+            enrolled_at.push(*at);
+        }
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    transaction
+        .execute(
+            "INSERT INTO projection.customer_balances (customer_id, tenant_id, phone, \
+                 stream_version, balance, earned, redeemed, expired, purchases, enrolled_at, updated_at) \
+             SELECT id, tenant, phone, 0, 0, 0, 0, 0, 0, at, at \
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) AS n(id, tenant, phone, at)",
+            &[&ids, &tenants, &phones, &enrolled_at],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn insert_lots(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), ProjectionError> {
+    if fold.new_lots.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&NewLot) -> Uuid| fold.new_lots.iter().map(f).collect::<Vec<_>>();
+    let customers = column(|l| l.customer_id);
+    let lots = column(|l| l.lot_id);
+    let tenants = column(|l| l.tenant_id);
+    let purchases = column(|l| l.purchase_id);
+    let points: Vec<i64> = fold.new_lots.iter().map(|l| l.points).collect();
+    let earned_at: Vec<DateTime<Utc>> = fold.new_lots.iter().map(|l| l.earned_at).collect();
+    let expires_at: Vec<DateTime<Utc>> = fold.new_lots.iter().map(|l| l.expires_at).collect();
+    transaction
+        .execute(
+            "INSERT INTO projection.point_lots (customer_id, lot_id, tenant_id, purchase_id, \
+                 points, remaining, earned_at, expires_at) \
+             SELECT c, l, t, p, pts, pts, e, x \
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::bigint[], \
+                 $6::timestamptz[], $7::timestamptz[]) AS n(c, l, t, p, pts, e, x)",
+            &[
+                &customers,
+                &lots,
+                &tenants,
+                &purchases,
+                &points,
+                &earned_at,
+                &expires_at,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn update_customers(
+    transaction: &Transaction<'_>,
+    fold: &Fold,
+) -> Result<(), ProjectionError> {
+    let changes: Vec<(&Uuid, &CustomerChange)> = fold
+        .order
+        .iter()
+        .map(|id| (id, &fold.customers[id]))
+        .filter(|(_, c)| c.updated_at.is_some())
+        .collect();
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = changes.iter().map(|(id, _)| **id).collect();
+    let versions: Vec<i32> = changes.iter().map(|(_, c)| c.version).collect();
+    let balance: Vec<i64> = changes.iter().map(|(_, c)| c.balance).collect();
+    let earned: Vec<i64> = changes.iter().map(|(_, c)| c.earned).collect();
+    let redeemed: Vec<i64> = changes.iter().map(|(_, c)| c.redeemed).collect();
+    let expired: Vec<i64> = changes.iter().map(|(_, c)| c.expired).collect();
+    let purchases: Vec<i32> = changes.iter().map(|(_, c)| c.purchases).collect();
+    let updated_at: Vec<DateTime<Utc>> = changes
+        .iter()
+        .map(|(_, c)| c.updated_at.unwrap_or_default())
+        .collect();
+    transaction
+        .execute(
+            "UPDATE projection.customer_balances b SET stream_version = d.version, \
+                 balance = b.balance + d.balance, earned = b.earned + d.earned, \
+                 redeemed = b.redeemed + d.redeemed, expired = b.expired + d.expired, \
+                 purchases = greatest(b.purchases, d.purchases), updated_at = d.updated_at \
+             FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[], \
+                 $6::bigint[], $7::int[], $8::timestamptz[]) \
+                 AS d(id, version, balance, earned, redeemed, expired, purchases, updated_at) \
+             WHERE b.customer_id = d.id",
+            &[
+                &ids,
+                &versions,
+                &balance,
+                &earned,
+                &redeemed,
+                &expired,
+                &purchases,
+                &updated_at,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn debit_lots(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), ProjectionError> {
+    if fold.lot_debits.is_empty() {
+        return Ok(());
+    }
+    let mut debits: Vec<(&(Uuid, Uuid), &i64)> = fold.lot_debits.iter().collect();
+    debits.sort_unstable();
+    let customers: Vec<Uuid> = debits.iter().map(|((c, _), _)| *c).collect();
+    let lots: Vec<Uuid> = debits.iter().map(|((_, l), _)| *l).collect();
+    let points: Vec<i64> = debits.iter().map(|(_, p)| **p).collect();
+    transaction
+        .execute(
+            "UPDATE projection.point_lots l SET remaining = l.remaining - d.points \
+             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS d(customer_id, lot_id, points) \
+             WHERE l.customer_id = d.customer_id AND l.lot_id = d.lot_id",
+            &[&customers, &lots, &points],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Customers with at least one lot past its date and points left, by the read model, as
+/// `(tenant_id, customer_id)`. The expiry run decides on the ledger itself, so a lagging read
+/// model only makes it look at a customer with nothing left to expire.
+pub async fn due_customers(
+    client: &impl tokio_postgres::GenericClient,
+    at: DateTime<Utc>,
+    after_customer: Uuid,
+    limit: i64,
+) -> Result<Vec<(Uuid, Uuid)>, ProjectionError> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT tenant_id, customer_id FROM projection.point_lots \
+             WHERE remaining > 0 AND expires_at <= $1 AND customer_id > $2 \
+             ORDER BY customer_id LIMIT $3",
+            &[&at, &after_customer, &limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}

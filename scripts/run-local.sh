@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+#
+# Runs the whole product on this machine:
+#   1. makes PostgreSQL and NATS (JetStream) available, installing and starting them
+#      from the distribution's packages when missing (scripts/services.sh);
+#   2. builds the `loyalty` binary (release) and applies the migrations;
+#   3. creates a demo tenant once and keeps its id and API key in
+#      .local/demo-tenant.json (git-ignored; delete it to get a fresh tenant);
+#   4. prints the API key and a curl example, then replaces itself with `loyalty all`
+#      (API, relay, balances projector and the expiry schedule in one process).
+#
+# Settings come from the environment, then from .env when present (see .env.example).
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo_root"
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
+
+load_dotenv .env
+ensure_services
+
+echo "==> cargo build --release --bin loyalty" >&2
+cargo build --release --bin loyalty
+loyalty="$CARGO_TARGET_DIR/release/loyalty"
+
+echo "==> loyalty migrate" >&2
+"$loyalty" migrate
+
+# Which database a stored demo tenant lives in: DATABASE_URL without its password.
+database_label=$(printf '%s' "$DATABASE_URL" | sed -E 's#^([a-z]+://[^:@/]*):[^@/]*@#\1@#')
+tenant_file=.local/demo-tenant.json
+
+json_field() { # json_field FIELD FILE
+    if command -v python3 >/dev/null 2>&1; then
+        python3 -c 'import json, sys; print(json.load(open(sys.argv[2])).get(sys.argv[1], ""))' "$1" "$2"
+    else
+        sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" "$2"
+    fi
+}
+
+# The tenant is reused when the file exists and was written for this database. That
+# the tenant row still exists is not checked: if the database was dropped and
+# migrated afresh, delete .local/demo-tenant.json.
+if [ -f "$tenant_file" ] && [ "$(json_field database "$tenant_file")" = "$database_label" ]; then
+    echo "==> reusing the demo tenant in $tenant_file" >&2
+else
+    echo "==> loyalty tenant create --name \"Demo Shop\" --json" >&2
+    created=$("$loyalty" tenant create --name "Demo Shop" --json | grep '^{' | tail -n 1)
+    [ -n "$created" ] || { echo "error: loyalty tenant create printed no JSON line" >&2; exit 1; }
+    mkdir -p .local
+    # The API key is a secret: keep the file private to this user.
+    (
+        umask 077
+        printf '%s' "$created" >"$tenant_file.new"
+        tenant_id=$(json_field tenant_id "$tenant_file.new")
+        api_key=$(json_field api_key "$tenant_file.new")
+        printf '{"tenant_id":"%s","api_key":"%s","database":"%s"}\n' \
+            "$tenant_id" "$api_key" "$database_label" >"$tenant_file"
+        rm -f "$tenant_file.new"
+    )
+fi
+tenant_id=$(json_field tenant_id "$tenant_file")
+api_key=$(json_field api_key "$tenant_file")
+if [ -z "$tenant_id" ] || [ -z "$api_key" ]; then
+    echo "error: $tenant_file has no tenant_id/api_key; delete it and run again" >&2
+    exit 1
+fi
+
+http_addr=${LOYALTY_HTTP_ADDR:-127.0.0.1:8080}
+http_port=${http_addr##*:}
+http_host=${http_addr%:*}
+case "$http_host" in
+    0.0.0.0 | '') http_host=127.0.0.1 ;;
+    '[::]') http_host='[::1]' ;;
+esac
+base_url="http://$http_host:$http_port"
+if [ "$http_port" = 0 ]; then
+    base_url="http://ADDR  # port 0: use the address from the 'listening on' log line"
+elif _ll_tcp_open "$http_host" "$http_port"; then
+    echo "error: something already listens on $http_addr (another 'loyalty all'?);" \
+        "stop it or set LOYALTY_HTTP_ADDR" >&2
+    exit 1
+fi
+
+cat <<EOF
+
+Demo tenant $tenant_id (Demo Shop, NGN), stored in $tenant_file
+API key: $api_key
+
+Try it from another terminal once 'listening on' appears below:
+
+  KEY='$api_key'
+  BASE=$base_url
+  # Enrol a customer (201; 409 when already enrolled -- both bodies carry customer_id).
+  CUSTOMER_ID=\$(curl -s -X POST "\$BASE/v1/customers" \\
+    -H "Authorization: Bearer \$KEY" -H 'Content-Type: application/json' \\
+    -d '{"phone":"+2348012345678"}' | sed -n 's/.*"customer_id":"\\([^"]*\\)".*/\\1/p')
+  # Log a purchase of 2,500.00 NGN (amounts in kobo); repeating it with the same
+  # Idempotency-Key returns the first response and awards nothing new.
+  curl -s -X POST "\$BASE/v1/purchases" \\
+    -H "Authorization: Bearer \$KEY" -H 'Content-Type: application/json' \\
+    -H 'Idempotency-Key: demo-purchase-1' \\
+    -d "{\\"customer_id\\":\\"\$CUSTOMER_ID\\",\\"amount_minor\\":250000,\\"line_items\\":[{\\"sku\\":\\"A1\\",\\"quantity\\":1,\\"unit_price_minor\\":250000}]}"
+  # Balance, lots and history.
+  curl -s "\$BASE/v1/customers/\$CUSTOMER_ID" -H "Authorization: Bearer \$KEY"
+  curl -s "\$BASE/v1/customers/\$CUSTOMER_ID/history" -H "Authorization: Bearer \$KEY"
+
+EOF
+
+# TODO(#4): start the WhatsApp Cloud API sandbox here, beside `loyalty all`, once it
+# exists (it replaces Meta's API for local runs and tests).
+echo "==> loyalty all (Ctrl-C stops it)" >&2
+exec "$loyalty" all
