@@ -1,0 +1,193 @@
+//! The vendor HTTP API of loyalty-ledger: actix-web handlers that parse requests into ledger
+//! commands, send them to the group-commit writer, and answer with what was decided.
+//!
+//! Reading order:
+//! 1. this file: [`ApiState`], [`serve`] and the route table;
+//! 2. [`problem`]: the one error type and every status the API answers with;
+//! 3. [`auth`] (who is calling), [`idempotency`] (the key and the request fingerprint),
+//!    `body` (content type, size limit, JSON read field by field);
+//! 4. the endpoints: [`purchases`], [`customers`] (enrol, balance), [`redemptions`],
+//!    [`history`];
+//! 5. [`commands`] (submitting to the writer) and [`render`] (the responses the writer stores
+//!    under idempotency keys);
+//! 6. `ops` (`/health`, `/ready`, `/metrics`) and [`metrics`].
+//!
+//! Architecture invariants:
+//! - Every query and command is scoped to the caller's tenant, taken from its API key; a
+//!   client never names a tenant, and another tenant's customer is indistinguishable from
+//!   an unknown one (404).
+//! - Command responses are computed from the decision just made (read-your-writes), never
+//!   from a projection; only `GET /v1/customers/{id}` reads the balances read model.
+//! - No client input produces a 500 or a panic: every error is an RFC 9457 problem.
+//! - Phone numbers and API keys are never logged.
+//! - This crate knows HTTP; SQL stays in `schema`, except the few read-model queries of
+//!   `customers` and the ownership look-up of `commands`.
+
+pub mod auth;
+mod body;
+mod cache;
+pub mod commands;
+pub mod customers;
+pub mod history;
+pub mod idempotency;
+pub mod metrics;
+mod ops;
+pub mod problem;
+pub mod purchases;
+pub mod redemptions;
+pub mod render;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, Service, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use problem::ApiError;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How long in-flight requests get to finish after the server is told to stop.
+pub const SHUTDOWN_TIMEOUT_SECONDS: u64 = 30;
+
+/// Something that appends Prometheus text to the `/metrics` page, e.g. the relay's or a
+/// projector's counters when they run in the same process.
+pub type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
+
+/// What every handler shares: the pool, the writer, and the in-memory caches and metrics.
+pub struct ApiState {
+    pub pool: schema::Pool,
+    pub writer: schema::WriterHandle,
+    /// Whether the NATS connection is up, for `/ready`.
+    pub nats_ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Largest request body accepted; larger ones are refused with 413 before being buffered.
+    pub body_bytes_max: usize,
+    api_keys: auth::ApiKeyCache,
+    metrics: Arc<metrics::Metrics>,
+    extra_metrics: Option<MetricsSource>,
+}
+
+impl ApiState {
+    pub fn new(
+        pool: schema::Pool,
+        writer: schema::WriterHandle,
+        nats_ready: Arc<dyn Fn() -> bool + Send + Sync>,
+        body_bytes_max: usize,
+    ) -> Self {
+        ApiState {
+            pool,
+            writer,
+            nats_ready,
+            body_bytes_max,
+            api_keys: auth::new_cache(),
+            metrics: Arc::new(metrics::Metrics::default()),
+            extra_metrics: None,
+        }
+    }
+
+    /// Adds other components' metrics to the `/metrics` page.
+    pub fn with_extra_metrics(mut self, source: MetricsSource) -> Self {
+        self.extra_metrics = Some(source);
+        self
+    }
+
+    /// A pooled connection, or 503 when the database cannot be reached.
+    async fn client(&self) -> Result<deadpool_postgres::Object, ApiError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("no database connection: {e}")))
+    }
+}
+
+/// Builds and starts the HTTP server on an already-bound listener (port 0 in tests).
+///
+/// Returns the running server: the caller awaits it (or spawns it) and stops it through
+/// `server.handle().stop(true)`, which lets in-flight requests finish for up to
+/// [`SHUTDOWN_TIMEOUT_SECONDS`]. The server installs no signal handlers of its own, so the
+/// caller decides the order of shutdown (stop taking requests, then drain the writer).
+/// Must be called inside a tokio (or actix) runtime.
+pub fn serve(listener: TcpListener, state: ApiState, workers: usize) -> std::io::Result<Server> {
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || app(state.clone()))
+        .workers(workers.max(1))
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECONDS)
+        .listen(listener)?
+        .run();
+    Ok(server)
+}
+
+/// The application: shared state, extractor error handlers that answer with problems, the
+/// request metrics, the routes, and a 404 problem for every other path.
+fn app(
+    state: web::Data<ApiState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let metrics = Arc::clone(&state.metrics);
+    App::new()
+        .app_data(web::PayloadConfig::new(state.body_bytes_max))
+        .app_data(state)
+        .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::RouteNotFound.into()))
+        .app_data(web::QueryConfig::default().error_handler(|error, _| {
+            ApiError::InvalidQuery {
+                parameter: "query".into(),
+                detail: format!("the query string is invalid: {error}"),
+            }
+            .into()
+        }))
+        .wrap_fn(move |request, service| {
+            let metrics = Arc::clone(&metrics);
+            let started = Instant::now();
+            let response = service.call(request);
+            async move {
+                let response = response.await;
+                let status = match &response {
+                    Ok(response) => response.status(),
+                    Err(error) => error.as_response_error().status_code(),
+                };
+                metrics.observe_request(status, started.elapsed());
+                response
+            }
+        })
+        .configure(routes)
+        .default_service(web::to(route_not_found))
+}
+
+/// The route table. Each resource answers other methods with a 405 problem.
+fn routes(config: &mut web::ServiceConfig) {
+    config
+        .service(resource("/health").route(web::get().to(ops::health)))
+        .service(resource("/ready").route(web::get().to(ops::ready)))
+        .service(resource("/metrics").route(web::get().to(ops::metrics)))
+        .service(resource("/v1/customers").route(web::post().to(customers::enrol)))
+        .service(resource("/v1/purchases").route(web::post().to(purchases::log_purchase)))
+        .service(resource("/v1/customers/{customer_id}").route(web::get().to(customers::show)))
+        .service(
+            resource("/v1/customers/{customer_id}/history").route(web::get().to(history::history)),
+        )
+        .service(
+            resource("/v1/customers/{customer_id}/redemptions")
+                .route(web::post().to(redemptions::redeem)),
+        );
+}
+
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn route_not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::RouteNotFound)
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+#[cfg(test)]
+mod tests;

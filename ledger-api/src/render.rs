@@ -1,0 +1,417 @@
+//! The render functions handed to the group-commit writer with each command.
+//!
+//! The writer calls one inside the batch, right after `decide`, so the response is stored
+//! with the idempotency key in the same transaction as the events, and a retry gets exactly
+//! these bytes back. An accepted command's response is computed from what was just decided
+//! (the new events and the customer's state after them), never from a projection: the
+//! caller reads its own write.
+
+use crate::problem::{self, internal_problem, Problem};
+use actix_web::http::StatusCode;
+use chrono::{DateTime, Utc};
+use ledger_core::command::Target;
+use ledger_core::{Command, CustomerId, Event, LotId, PurchaseId, RedemptionId};
+use schema::{Refusal, StoredResponse, Submission, Verdict};
+use serde::Serialize;
+
+/// `201` body of `POST /v1/customers`.
+#[derive(Debug, Serialize)]
+pub struct EnrolmentResponse {
+    pub customer_id: CustomerId,
+    pub phone: String,
+    pub enrolled_at: DateTime<Utc>,
+}
+
+/// `201` body of `POST /v1/purchases`.
+#[derive(Debug, Serialize)]
+pub struct PurchaseResponse {
+    pub purchase_id: PurchaseId,
+    pub customer_id: CustomerId,
+    pub amount_minor: i64,
+    pub points_earned: i64,
+    pub balance: i64,
+    pub rule_set_version: u32,
+    pub breakdown: Vec<RuleShare>,
+    /// `None` (JSON `null`) when the purchase earned nothing, so no lot was opened.
+    pub lot: Option<OpenedLot>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RuleShare {
+    pub rule: &'static str,
+    pub points: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OpenedLot {
+    pub lot_id: LotId,
+    pub points: i64,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// `201` body of `POST /v1/customers/{id}/redemptions`.
+#[derive(Debug, Serialize)]
+pub struct RedemptionResponse {
+    pub redemption_id: RedemptionId,
+    pub customer_id: CustomerId,
+    pub points: i64,
+    pub balance: i64,
+}
+
+pub fn enrolment(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+    let events = match verdict {
+        Verdict::Refused(refusal) => return refused(refusal),
+        Verdict::Accepted { events, .. } => events,
+    };
+    let enrolled = events.iter().find_map(|event| match event {
+        Event::CustomerEnrolled(enrolled) => Some(enrolled),
+        _ => None,
+    });
+    match enrolled {
+        Some(enrolled) => created(&EnrolmentResponse {
+            customer_id: enrolled.customer_id,
+            phone: enrolled.phone.as_str().to_owned(),
+            enrolled_at: enrolled.enrolled_at,
+        }),
+        None => inconsistent("an accepted enrolment without CustomerEnrolled"),
+    }
+}
+
+pub fn purchase(submission: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+    let (events, tenant, customer) = match verdict {
+        Verdict::Refused(refusal) => return refused(refusal),
+        Verdict::Accepted {
+            events,
+            tenant,
+            customer,
+        } => (events, tenant, customer),
+    };
+    let logged = events.iter().find_map(|event| match event {
+        Event::PurchaseLogged(logged) => Some(logged),
+        _ => None,
+    });
+    let earned = events.iter().find_map(|event| match event {
+        Event::PointsEarned(earned) => Some(earned),
+        _ => None,
+    });
+    let (Some(logged), Some(customer_id)) = (logged, customer_of(&submission.command)) else {
+        return inconsistent("an accepted purchase without PurchaseLogged");
+    };
+    // A purchase that earned nothing still tells which rule set judged it.
+    let rule_set_version = earned
+        .map(|e| e.rule_set_version)
+        .or_else(|| tenant.profile.as_ref().map(|p| p.rule_set.version()));
+    created(&PurchaseResponse {
+        purchase_id: logged.purchase_id,
+        customer_id,
+        amount_minor: logged.amount.value(),
+        points_earned: earned.map_or(0, |e| e.points.value()),
+        balance: customer.balance.value(),
+        rule_set_version: rule_set_version.unwrap_or_default(),
+        breakdown: earned.map_or_else(Vec::new, |e| {
+            e.breakdown
+                .iter()
+                .map(|share| RuleShare {
+                    rule: share.rule.as_str(),
+                    points: share.points.value(),
+                })
+                .collect()
+        }),
+        lot: earned.map(|e| OpenedLot {
+            lot_id: e.lot_id,
+            points: e.points.value(),
+            expires_at: e.expires_at,
+        }),
+    })
+}
+
+pub fn redemption(submission: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+    let (events, customer) = match verdict {
+        Verdict::Refused(refusal) => return refused(refusal),
+        Verdict::Accepted {
+            events, customer, ..
+        } => (events, customer),
+    };
+    // The same decision may first expire lots past their date; the redemption is the last event.
+    let redeemed = events.iter().find_map(|event| match event {
+        Event::RewardRedeemed(redeemed) => Some(redeemed),
+        _ => None,
+    });
+    let (Some(redeemed), Some(customer_id)) = (redeemed, customer_of(&submission.command)) else {
+        return inconsistent("an accepted redemption without RewardRedeemed");
+    };
+    created(&RedemptionResponse {
+        redemption_id: redeemed.redemption_id,
+        customer_id,
+        points: redeemed.points.value(),
+        balance: customer.balance.value(),
+    })
+}
+
+/// Serialises a response body. Our response types always serialise; should one ever not,
+/// the caller gets a 500 problem rather than a panic or an empty body.
+pub fn json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_else(|error| {
+        tracing::error!(%error, "a response body did not serialise");
+        br#"{"type":"https://loyalty-ledger.dev/problems/internal","title":"Internal error","status":500,"detail":"an unexpected error occurred; it has been logged"}"#.to_vec()
+    })
+}
+
+fn customer_of(command: &Command) -> Option<CustomerId> {
+    match command.target() {
+        Target::Customer(customer_id) => Some(customer_id),
+        Target::Tenant => None,
+    }
+}
+
+fn created<T: Serialize>(body: &T) -> StoredResponse {
+    StoredResponse {
+        status: StatusCode::CREATED.as_u16(),
+        body: json_bytes(body),
+    }
+}
+
+fn refused(refusal: &Refusal) -> StoredResponse {
+    stored(&problem::refusal(refusal))
+}
+
+/// A render function was handed a verdict its command cannot produce: a bug, answered 500.
+fn inconsistent(what: &str) -> StoredResponse {
+    tracing::error!(what, "render function received an inconsistent verdict");
+    stored(&internal_problem())
+}
+
+fn stored(problem: &Problem) -> StoredResponse {
+    StoredResponse {
+        status: problem.status,
+        body: problem.to_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use ledger_core::aggregate::Aggregate;
+    use ledger_core::events::{Actor, EventMetadata, LineItem};
+    use ledger_core::{
+        decide, Currency, CustomerState, LedgerState, MinorUnits, PhoneNumber, Points, Rejection,
+        RuleSet, TenantId, TenantProfile, TenantState,
+    };
+    use serde_json::Value;
+    use uuid::Uuid;
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()
+    }
+
+    fn tenant() -> TenantState {
+        TenantState {
+            profile: Some(TenantProfile {
+                tenant_id: TenantId::from_uuid(Uuid::from_u128(1)),
+                name: "Shop".into(),
+                currency: Currency::NGN,
+                expiry_days: 180,
+                rule_set: RuleSet::starter(),
+            }),
+        }
+    }
+
+    fn submission(command: Command, render: schema::Render) -> Submission {
+        Submission {
+            tenant_id: TenantId::from_uuid(Uuid::from_u128(1)),
+            command,
+            metadata: EventMetadata {
+                actor: Actor::System("test".into()),
+                correlation_id: Uuid::from_u128(9),
+                causation_id: None,
+            },
+            idempotency: None,
+            render,
+        }
+    }
+
+    /// Decides `commands` in order the way the writer does and renders the last one.
+    fn decide_and_render(commands: Vec<Command>, render: schema::Render) -> (u16, Value) {
+        let tenant = tenant();
+        let mut customer = CustomerState::default();
+        let mut last = None;
+        for command in commands {
+            let decision = decide(
+                LedgerState {
+                    tenant: &tenant,
+                    customer: &customer,
+                },
+                &command,
+            );
+            let sub = submission(command, render);
+            let response = match decision {
+                Ok(events) => {
+                    for event in &events {
+                        customer.apply(event);
+                    }
+                    render(
+                        &sub,
+                        &Verdict::Accepted {
+                            events: &events,
+                            tenant: &tenant,
+                            customer: &customer,
+                        },
+                    )
+                }
+                Err(rejection) => render(&sub, &Verdict::Refused(&Refusal::Rejected(rejection))),
+            };
+            last = Some(response);
+        }
+        let response = last.unwrap();
+        (
+            response.status,
+            serde_json::from_slice(&response.body).unwrap(),
+        )
+    }
+
+    fn customer_id() -> CustomerId {
+        CustomerId::from_uuid(Uuid::from_u128(2))
+    }
+
+    fn enrol() -> Command {
+        Command::EnrolCustomer {
+            customer_id: customer_id(),
+            phone: PhoneNumber::parse("+2348012345678").unwrap(),
+            at: at(),
+        }
+    }
+
+    fn purchase_of(amount: i64, n: u128) -> Command {
+        Command::LogPurchase {
+            customer_id: customer_id(),
+            purchase_id: PurchaseId::from_uuid(Uuid::from_u128(100 + n)),
+            lot_id: LotId::from_uuid(Uuid::from_u128(200 + n)),
+            amount: MinorUnits::new(amount),
+            line_items: vec![LineItem {
+                sku: "A1".into(),
+                quantity: 1,
+                unit_price: MinorUnits::new(amount),
+            }],
+            reference: None,
+            occurred_at: None,
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn an_enrolment_answers_201_with_the_customer() {
+        let (status, body) = decide_and_render(vec![enrol()], enrolment);
+        assert_eq!(status, 201);
+        assert_eq!(body["customer_id"], customer_id().to_string());
+        assert_eq!(body["phone"], "+2348012345678");
+        assert_eq!(body["enrolled_at"], "2025-03-01T12:00:00Z");
+    }
+
+    #[test]
+    fn a_purchase_answers_with_points_balance_and_lot_from_the_decision() {
+        let (status, body) = decide_and_render(
+            vec![enrol(), purchase_of(250_000, 1), purchase_of(250_000, 2)],
+            purchase,
+        );
+        assert_eq!(status, 201);
+        assert_eq!(
+            body["purchase_id"],
+            PurchaseId::from_uuid(Uuid::from_u128(102)).to_string()
+        );
+        assert_eq!(body["amount_minor"], 250_000);
+        assert_eq!(body["points_earned"], 25);
+        assert_eq!(
+            body["balance"], 50,
+            "read-your-writes: both purchases count"
+        );
+        assert_eq!(body["rule_set_version"], 1);
+        assert_eq!(
+            body["breakdown"],
+            serde_json::json!([{"rule": "per_amount_spent", "points": 25}])
+        );
+        assert_eq!(
+            body["lot"]["lot_id"],
+            LotId::from_uuid(Uuid::from_u128(202)).to_string()
+        );
+        assert_eq!(body["lot"]["points"], 25);
+        assert_eq!(body["lot"]["expires_at"], "2025-08-28T12:00:00Z");
+    }
+
+    #[test]
+    fn a_purchase_that_earns_nothing_has_a_null_lot() {
+        let (status, body) = decide_and_render(vec![enrol(), purchase_of(9_999, 1)], purchase);
+        assert_eq!(status, 201);
+        assert_eq!(body["points_earned"], 0);
+        assert_eq!(body["lot"], Value::Null);
+        assert_eq!(body["breakdown"], serde_json::json!([]));
+        assert_eq!(body["rule_set_version"], 1);
+    }
+
+    #[test]
+    fn a_redemption_answers_with_the_balance_after_it() {
+        let redeem = Command::RedeemPoints {
+            customer_id: customer_id(),
+            redemption_id: RedemptionId::from_uuid(Uuid::from_u128(300)),
+            points: Points::new(10),
+            description: "Free drink".into(),
+            at: at(),
+        };
+        let (status, body) =
+            decide_and_render(vec![enrol(), purchase_of(250_000, 1), redeem], redemption);
+        assert_eq!(status, 201);
+        assert_eq!(body["points"], 10);
+        assert_eq!(body["balance"], 15);
+        assert_eq!(body["customer_id"], customer_id().to_string());
+    }
+
+    #[test]
+    fn a_refusal_is_rendered_as_its_problem() {
+        let redeem = Command::RedeemPoints {
+            customer_id: customer_id(),
+            redemption_id: RedemptionId::from_uuid(Uuid::from_u128(300)),
+            points: Points::new(10),
+            description: "Free drink".into(),
+            at: at(),
+        };
+        let (status, body) = decide_and_render(vec![enrol(), redeem], redemption);
+        assert_eq!(status, 409);
+        assert_eq!(
+            body["type"],
+            "https://loyalty-ledger.dev/problems/insufficient-points"
+        );
+        assert_eq!(body["available"], 0);
+        assert_eq!(body["requested"], 10);
+
+        let sub = submission(enrol(), enrolment);
+        let response = enrolment(
+            &sub,
+            &Verdict::Refused(&Refusal::PhoneAlreadyEnrolled(customer_id())),
+        );
+        assert_eq!(response.status, 409);
+        let body: Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(body["customer_id"], customer_id().to_string());
+
+        let refused = purchase(
+            &sub,
+            &Verdict::Refused(&Refusal::Rejected(Rejection::CustomerNotEnrolled)),
+        );
+        assert_eq!(refused.status, 404);
+    }
+
+    #[test]
+    fn a_verdict_the_command_cannot_produce_is_a_500_not_a_panic() {
+        let sub = submission(enrol(), purchase);
+        let tenant = tenant();
+        let customer = CustomerState::default();
+        let response = purchase(
+            &sub,
+            &Verdict::Accepted {
+                events: &[],
+                tenant: &tenant,
+                customer: &customer,
+            },
+        );
+        assert_eq!(response.status, 500);
+    }
+}

@@ -1,0 +1,185 @@
+//! Starting and stopping components. `loyalty all` starts every component in one process;
+//! the other subcommands start one each. Stopping is graceful: the HTTP server finishes the
+//! requests in flight, the writer answers what it has taken, the relay and the projectors
+//! finish their batch.
+
+use crate::expiry;
+use crate::settings::Settings;
+use anyhow::Context;
+use projections::balances::Balances;
+use projections::relay::RelaySettings;
+use projections::runner::RunnerSettings;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+/// Which components to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Components {
+    pub api: bool,
+    pub relay: bool,
+    pub balances_projector: bool,
+    pub expiry_schedule: bool,
+}
+
+impl Components {
+    pub const ALL: Components = Components {
+        api: true,
+        relay: true,
+        balances_projector: true,
+        expiry_schedule: true,
+    };
+    pub const NONE: Components = Components {
+        api: false,
+        relay: false,
+        balances_projector: false,
+        expiry_schedule: false,
+    };
+}
+
+pub struct RunningApp {
+    /// Where the API listens, when it was started.
+    pub http_addr: Option<SocketAddr>,
+    pub pool: schema::Pool,
+    server: Option<actix_web::dev::ServerHandle>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+pub async fn start(settings: &Settings, components: Components) -> anyhow::Result<RunningApp> {
+    let pool = schema::db::pool(&settings.db()).context("building the database pool")?;
+    let nats_client = projections::nats::connect(&settings.nats_url)
+        .await
+        .context("configuring the NATS client")?;
+    let (shutdown, shutdown_signal) = watch::channel(false);
+    let committed = Arc::new(Notify::new());
+    let mut tasks = Vec::new();
+    let needs_writer = components.api || components.expiry_schedule;
+    let writer = needs_writer.then(|| {
+        let (handle, task) =
+            schema::writer::spawn(pool.clone(), settings.writer(), committed.clone());
+        tasks.push(("writer", task));
+        handle
+    });
+
+    let mut http_addr = None;
+    let mut server = None;
+    if let (true, Some(writer)) = (components.api, &writer) {
+        let listener = TcpListener::bind(&settings.http_addr)
+            .with_context(|| format!("binding the API to {}", settings.http_addr))?;
+        let address = listener.local_addr()?;
+        let nats_for_ready = nats_client.clone();
+        let state = ledger_api::ApiState::new(
+            pool.clone(),
+            writer.clone(),
+            Arc::new(move || projections::nats::is_connected(&nats_for_ready)),
+            settings.body_bytes_max,
+        );
+        let workers = settings
+            .http_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let running = ledger_api::serve(listener, state, workers).context("starting the API")?;
+        server = Some(running.handle());
+        tasks.push((
+            "api",
+            tokio::spawn(async move {
+                if let Err(error) = running.await {
+                    tracing::error!(%error, "API server failed");
+                }
+            }),
+        ));
+        tracing::info!("listening on http://{address}");
+        http_addr = Some(address);
+    }
+    if components.relay {
+        tasks.push((
+            "relay",
+            tokio::spawn(projections::relay::run(
+                pool.clone(),
+                nats_client.clone(),
+                settings.nats(),
+                RelaySettings::new("main"),
+                committed.clone(),
+                shutdown_signal.clone(),
+            )),
+        ));
+    }
+    if components.balances_projector {
+        tasks.push((
+            "projector:balances",
+            tokio::spawn(projections::runner::run(
+                Balances,
+                pool.clone(),
+                nats_client.clone(),
+                settings.nats(),
+                RunnerSettings::default(),
+                shutdown_signal.clone(),
+            )),
+        ));
+    }
+    if let (true, Some(writer)) = (components.expiry_schedule, &writer) {
+        let interval = Duration::from_secs(settings.expiry_interval_seconds.max(1));
+        tasks.push((
+            "expiry",
+            tokio::spawn(expiry::schedule(
+                pool.clone(),
+                writer.clone(),
+                interval,
+                shutdown_signal.clone(),
+            )),
+        ));
+    }
+    // The writer stops when its last handle is gone: the API state and the expiry schedule
+    // hold theirs; this one is not needed any more.
+    drop(writer);
+    Ok(RunningApp {
+        http_addr,
+        pool,
+        server,
+        shutdown,
+        tasks,
+    })
+}
+
+impl RunningApp {
+    /// Stops every component, letting each finish what it has in hand (bounded).
+    pub async fn stop(self) {
+        const GRACE: Duration = Duration::from_secs(15);
+        if let Some(server) = &self.server {
+            server.stop(true).await;
+        }
+        let _ = self.shutdown.send(true);
+        for (name, task) in self.tasks {
+            match tokio::time::timeout(GRACE, task).await {
+                Ok(_) => tracing::debug!(component = name, "stopped"),
+                Err(_) => tracing::warn!(component = name, "did not stop in time"),
+            }
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn termination_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,10 @@
+//! The `loyalty` binary's library: typed settings, the wiring that starts components, the
+//! commands that are not a long-running component (tenant creation, the expiry run).
+//!
+//! Reading order: [`settings`], [`app`] (what `loyalty all` starts and how it stops),
+//! [`tenants`], [`expiry`].
+
+pub mod app;
+pub mod expiry;
+pub mod settings;
+pub mod tenants;

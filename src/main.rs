@@ -1,0 +1,224 @@
+//! `loyalty`: every component of loyalty-ledger in one binary.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use ledger_core::{Currency, MinorUnits, Points};
+use loyalty::app::{self, Components};
+use loyalty::settings::Settings;
+use loyalty::{expiry, tenants};
+
+#[derive(Parser)]
+#[command(name = "loyalty", version, about = "loyalty-ledger: an event-sourced loyalty-points service", long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    settings: Settings,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the database if missing and apply every pending migration.
+    Migrate,
+    /// Run every component in one process: API, relay, balances projector, expiry schedule.
+    All,
+    /// Run the vendor HTTP API (with its group-commit writer).
+    Api,
+    /// Run the relay that publishes the event table to NATS JetStream.
+    Relay,
+    /// Run one projector, or rebuild a read model from the event table.
+    Project {
+        #[command(subcommand)]
+        command: ProjectCommand,
+    },
+    /// Run one expiry of points now and print what it expired.
+    Expire,
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectCommand {
+    /// Run the balances projector (customer balances and lots).
+    Balances,
+    /// Rebuild a read model from the event table alone, then exit.
+    Rebuild {
+        /// The read model to rebuild.
+        name: ProjectionName,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProjectionName {
+    Balances,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Register a tenant with a `per_amount_spent` rule and print its first API key (shown once).
+    Create {
+        /// The vendor's display name.
+        #[arg(long)]
+        name: String,
+        /// ISO 4217 currency of the tenant's amounts.
+        #[arg(long, default_value = "NGN")]
+        currency: String,
+        /// Days a lot of points lives before it expires.
+        #[arg(long, default_value_t = 180)]
+        expiry_days: u32,
+        /// Amount, in minor units, that earns `points_per_step` points.
+        #[arg(long, default_value_t = 10_000)]
+        amount_step_minor: i64,
+        /// Points earned per whole amount step.
+        #[arg(long, default_value_t = 1)]
+        points_per_step: i64,
+        /// Smallest purchase, in minor units, that earns points.
+        #[arg(long, default_value_t = 0)]
+        minimum_purchase_minor: i64,
+        /// Print one JSON line `{"tenant_id": ..., "api_key": ...}` instead of prose.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("LOYALTY_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let settings = cli.settings;
+    match cli.command {
+        Command::Migrate => {
+            let applied = schema::migrate::migrate(&settings.database_url())
+                .await
+                .context("migrating the database")?;
+            println!("migrations applied: {applied}");
+        }
+        Command::All => serve(&settings, Components::ALL).await?,
+        Command::Api => {
+            serve(
+                &settings,
+                Components {
+                    api: true,
+                    ..Components::NONE
+                },
+            )
+            .await?
+        }
+        Command::Relay => {
+            serve(
+                &settings,
+                Components {
+                    relay: true,
+                    ..Components::NONE
+                },
+            )
+            .await?
+        }
+        Command::Project {
+            command: ProjectCommand::Balances,
+        } => {
+            serve(
+                &settings,
+                Components {
+                    balances_projector: true,
+                    ..Components::NONE
+                },
+            )
+            .await?
+        }
+        Command::Project {
+            command: ProjectCommand::Rebuild { name },
+        } => {
+            let pool = schema::db::pool(&settings.db())?;
+            let events = match name {
+                ProjectionName::Balances => {
+                    projections::runner::rebuild(&projections::balances::Balances, &pool).await
+                }
+            }
+            .context("rebuilding the read model")?;
+            println!("rebuilt from {events} events");
+        }
+        Command::Expire => {
+            let pool = schema::db::pool(&settings.db())?;
+            let (writer, task) = schema::writer::spawn(
+                pool.clone(),
+                settings.writer(),
+                std::sync::Arc::new(tokio::sync::Notify::new()),
+            );
+            let report = expiry::run_once(&pool, &writer, chrono::Utc::now()).await?;
+            drop(writer);
+            let _ = task.await;
+            println!(
+                "customers checked: {}, lots expired: {}, points expired: {}",
+                report.customers_checked, report.lots_expired, report.points_expired
+            );
+        }
+        Command::Tenant {
+            command:
+                TenantCommand::Create {
+                    name,
+                    currency,
+                    expiry_days,
+                    amount_step_minor,
+                    points_per_step,
+                    minimum_purchase_minor,
+                    json,
+                },
+        } => {
+            let tenant = tenants::NewTenant::per_amount_spent(
+                name,
+                Currency::parse(&currency).context("--currency")?,
+                expiry_days,
+                MinorUnits::parse_positive(amount_step_minor).context("--amount-step-minor")?,
+                Points::new(points_per_step),
+                MinorUnits::parse_non_negative(minimum_purchase_minor)
+                    .context("--minimum-purchase-minor")?,
+            )
+            .context("invalid rule")?;
+            let pool = schema::db::pool(&settings.db())?;
+            let (writer, task) = schema::writer::spawn(
+                pool.clone(),
+                settings.writer(),
+                std::sync::Arc::new(tokio::sync::Notify::new()),
+            );
+            let created = tenants::create(&pool, &writer, tenant).await?;
+            drop(writer);
+            let _ = task.await;
+            if json {
+                println!(
+                    "{{\"tenant_id\":\"{}\",\"api_key\":\"{}\"}}",
+                    created.tenant_id, created.api_key.plaintext
+                );
+            } else {
+                println!("tenant id: {}", created.tenant_id);
+                println!("API key (shown once): {}", created.api_key.plaintext);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn serve(settings: &Settings, components: Components) -> anyhow::Result<()> {
+    let running = app::start(settings, components).await?;
+    app::termination_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}

@@ -1,0 +1,394 @@
+//! The event store: optimistic concurrency, append-only enforcement, and the tailing reader
+//! that never misses an event committed out of order.
+
+use crate::helpers::{admin_client, create_tenant, dbname, TestApp};
+use chrono::Utc;
+use ledger_core::chain::{ChainVerifier, StoredLink};
+use ledger_core::events::{Actor, EventMetadata};
+use ledger_core::{
+    Command, CustomerId, Event, LotId, MinorUnits, PhoneNumber, PurchaseId, StreamId, TenantId,
+};
+use loyalty::app::Components;
+use schema::store::{self, ExpectedVersion, Position, RecordedEvent, StoreError, TenantHead};
+use schema::writer::{Outcome, StoredResponse, Submission, Verdict, WriterHandle};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+fn metadata() -> EventMetadata {
+    EventMetadata {
+        actor: Actor::System("test".into()),
+        correlation_id: Uuid::now_v7(),
+        causation_id: None,
+    }
+}
+
+fn render(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+    StoredResponse {
+        status: if matches!(verdict, Verdict::Accepted { .. }) {
+            201
+        } else {
+            409
+        },
+        body: Vec::new(),
+    }
+}
+
+fn submission(tenant_id: TenantId, command: Command) -> Submission {
+    Submission {
+        tenant_id,
+        command,
+        metadata: metadata(),
+        idempotency: None,
+        render,
+    }
+}
+
+async fn enrol(writer: &WriterHandle, tenant_id: TenantId, n: u32) -> Vec<CustomerId> {
+    let mut customers = Vec::new();
+    for i in 0..n {
+        let customer_id = CustomerId::from_uuid(Uuid::now_v7());
+        let outcome = writer
+            .submit(submission(
+                tenant_id,
+                Command::EnrolCustomer {
+                    customer_id,
+                    phone: PhoneNumber::parse(&format!("+2348{:09}", 100_000_000 + i)).unwrap(),
+                    at: Utc::now(),
+                },
+            ))
+            .await
+            .unwrap();
+        assert!(matches!(outcome, Outcome::Decided { ref events, .. } if events.len() == 1));
+        customers.push(customer_id);
+    }
+    customers
+}
+
+fn purchase_command(customer_id: CustomerId, amount: i64) -> Command {
+    Command::LogPurchase {
+        customer_id,
+        purchase_id: PurchaseId::from_uuid(Uuid::now_v7()),
+        lot_id: LotId::from_uuid(Uuid::now_v7()),
+        amount: MinorUnits::new(amount),
+        line_items: vec![],
+        reference: None,
+        occurred_at: None,
+        at: Utc::now(),
+    }
+}
+
+#[tokio::test]
+async fn an_append_at_a_stale_expected_version_is_a_conflict() {
+    let app = TestApp::spawn_with(Components::NONE).await;
+    let mut client = app.db().await;
+    let customer = CustomerId::from_uuid(Uuid::now_v7());
+    let enrolled = Event::CustomerEnrolled(ledger_core::events::CustomerEnrolled {
+        customer_id: customer,
+        phone: PhoneNumber::parse("+2348011111111").unwrap(),
+        enrolled_at: Utc::now(),
+    });
+    let stream = StreamId::Customer(customer);
+    let first = store::append(
+        &mut client,
+        app.tenant_id,
+        stream,
+        ExpectedVersion::NoStream,
+        std::slice::from_ref(&enrolled),
+        &metadata(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first[0].version, 1);
+    let second = store::append(
+        &mut client,
+        app.tenant_id,
+        stream,
+        ExpectedVersion::NoStream,
+        std::slice::from_ref(&enrolled),
+        &metadata(),
+    )
+    .await;
+    assert!(
+        matches!(
+            second,
+            Err(StoreError::Conflict {
+                expected: 0,
+                actual: 1,
+                ..
+            })
+        ),
+        "{second:?}"
+    );
+    let third = store::append(
+        &mut client,
+        app.tenant_id,
+        stream,
+        ExpectedVersion::Exact(1),
+        &[enrolled],
+        &metadata(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(third[0].version, 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_event_table_is_append_only() {
+    let app = TestApp::spawn_with(Components::NONE).await;
+    // The application role (every pooled connection) lacks the privilege.
+    let client = app.db().await;
+    for statement in [
+        "UPDATE events SET event_type = 'Forged'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+    ] {
+        let error = client.batch_execute(statement).await.unwrap_err();
+        assert_eq!(
+            error.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{statement} as the app role: {error}"
+        );
+    }
+    // A superuser is stopped by the trigger.
+    let admin = admin_client(&dbname(&app.database_url)).await;
+    for statement in [
+        "UPDATE events SET event_type = 'Forged'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+    ] {
+        let error = admin.batch_execute(statement).await.unwrap_err();
+        let message = error
+            .as_db_error()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default();
+        assert!(
+            message.contains("append-only"),
+            "{statement} as superuser: {error}"
+        );
+    }
+    let count: i64 = admin
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1, "the tenant registration is still there");
+    app.stop().await;
+}
+
+/// Appends a purchase in a transaction that stays open for `hold`, so that transactions
+/// started after it commit first: the out-of-order commit a naive global-position reader
+/// would skip.
+async fn slow_append(app: &TestApp, tenant_id: TenantId, customer: CustomerId, hold: Duration) {
+    let mut client = app.db().await;
+    let transaction = client.transaction().await.unwrap();
+    let mut heads = store::lock_tenant_heads(&*transaction, &[tenant_id])
+        .await
+        .unwrap();
+    let stream = StreamId::Customer(customer);
+    let version = store::stream_version(&*transaction, stream).await.unwrap();
+    let head: &mut TenantHead = &mut heads[0].1;
+    let event = Event::PurchaseLogged(ledger_core::events::PurchaseLogged {
+        purchase_id: PurchaseId::from_uuid(Uuid::now_v7()),
+        amount: MinorUnits::new(1),
+        line_items: vec![],
+        reference: Some("slow".into()),
+        occurred_at: Utc::now(),
+        purchase_number: 1,
+    });
+    let sealed = head
+        .seal(
+            tenant_id,
+            ledger_core::EventId::from_uuid(Uuid::now_v7()),
+            stream.to_string(),
+            version + 1,
+            &event,
+            ledger_core::codec::encode_metadata(&metadata()).unwrap(),
+            Utc::now(),
+        )
+        .unwrap();
+    store::insert_events(&*transaction, &[sealed])
+        .await
+        .unwrap();
+    store::save_tenant_heads(&*transaction, &heads)
+        .await
+        .unwrap();
+    tokio::time::sleep(hold).await;
+    transaction.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tailing_reader_sees_every_committed_event_once_and_in_stream_order() {
+    let app = TestApp::spawn_with(Components::NONE).await;
+    let (writer, writer_task) = schema::writer::spawn(
+        app.pool.clone(),
+        app.settings.writer(),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let (second_tenant, _) = create_tenant(&app.pool, &app.settings).await;
+    let (slow_tenant, _) = create_tenant(&app.pool, &app.settings).await;
+    let mut customers = enrol(&writer, app.tenant_id, 12).await;
+    customers.extend(enrol(&writer, second_tenant, 12).await);
+    let slow_customers = enrol(&writer, slow_tenant, 1).await;
+    let owner: HashMap<CustomerId, TenantId> = customers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (*c, if i < 12 { app.tenant_id } else { second_tenant }))
+        .collect();
+
+    // The reader tails from the start while writers run.
+    let writing = Arc::new(AtomicBool::new(true));
+    let reader = {
+        let pool = app.pool.clone();
+        let writing = writing.clone();
+        tokio::spawn(async move {
+            let client = pool.get().await.unwrap();
+            let mut seen: Vec<RecordedEvent> = Vec::new();
+            let mut position = Position::default();
+            let mut idle_rounds_after_writers = 0;
+            loop {
+                let batch = store::read_after(&**client, position, 200).await.unwrap();
+                if let Some(last) = batch.last().and_then(|e| e.position) {
+                    position = last;
+                }
+                if batch.is_empty() && !writing.load(Ordering::SeqCst) {
+                    idle_rounds_after_writers += 1;
+                    if idle_rounds_after_writers > 3 {
+                        return seen;
+                    }
+                }
+                seen.extend(batch);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+
+    let writers: Vec<_> = (0..16)
+        .map(|task| {
+            let writer = writer.clone();
+            let customers = customers.clone();
+            let owner = owner.clone();
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    let customer = customers[(task * 7 + i * 3) % customers.len()];
+                    let command = purchase_command(customer, 10_000 * (1 + (i as i64 % 9)));
+                    let outcome = writer
+                        .submit(submission(owner[&customer], command))
+                        .await
+                        .unwrap();
+                    assert!(
+                        matches!(outcome, Outcome::Decided { ref events, .. } if events.len() == 2)
+                    );
+                }
+            })
+        })
+        .collect();
+    let slow = async {
+        for _ in 0..3 {
+            slow_append(
+                &app,
+                slow_tenant,
+                slow_customers[0],
+                Duration::from_millis(150),
+            )
+            .await;
+        }
+    };
+    let (results, ()) = tokio::join!(futures_util::future::join_all(writers), slow);
+    for result in results {
+        result.unwrap();
+    }
+    writing.store(false, Ordering::SeqCst);
+    let seen = reader.await.unwrap();
+
+    let admin = admin_client(&dbname(&app.database_url)).await;
+    let total: i64 = admin
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let ids: HashSet<_> = seen.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), seen.len(), "an event was delivered twice");
+    assert_eq!(seen.len() as i64, total, "the reader missed events");
+
+    let mut versions: HashMap<&str, i32> = HashMap::new();
+    let mut sequences: HashMap<TenantId, i64> = HashMap::new();
+    let mut chains: HashMap<TenantId, ChainVerifier> = HashMap::new();
+    for event in &seen {
+        let version = versions.entry(event.stream_id.as_str()).or_insert(0);
+        assert_eq!(
+            event.version,
+            *version + 1,
+            "stream {} out of order",
+            event.stream_id
+        );
+        *version = event.version;
+        let sequence = sequences.entry(event.tenant_id).or_insert(0);
+        assert_eq!(
+            event.tenant_sequence,
+            *sequence + 1,
+            "tenant sequence out of order"
+        );
+        *sequence = event.tenant_sequence;
+        chains
+            .entry(event.tenant_id)
+            .or_default()
+            .push(StoredLink {
+                fields: event.chain_fields(),
+                previous_hash: &event.previous_hash,
+                hash: &event.hash,
+            })
+            .expect("the hash chain links");
+    }
+    eprintln!(
+        "tailing reader: {} events, {} streams, {} tenants",
+        seen.len(),
+        versions.len(),
+        chains.len()
+    );
+    drop(writer);
+    writer_task.await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_answers_each_caller_with_its_own_result() {
+    let app = TestApp::spawn_with(Components::NONE).await;
+    let (writer, _task) = schema::writer::spawn(
+        app.pool.clone(),
+        schema::WriterConfig {
+            batch_wait_max: Duration::from_millis(50),
+            ..app.settings.writer()
+        },
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let customer = enrol(&writer, app.tenant_id, 1).await[0];
+    let stranger = CustomerId::from_uuid(Uuid::now_v7());
+    // Gathered into one batch by the 50 ms wait: one refusal must not fail the others.
+    let (good, refused, good_again) = tokio::join!(
+        writer.submit(submission(
+            app.tenant_id,
+            purchase_command(customer, 20_000)
+        )),
+        writer.submit(submission(
+            app.tenant_id,
+            purchase_command(stranger, 20_000)
+        )),
+        writer.submit(submission(
+            app.tenant_id,
+            purchase_command(customer, 30_000)
+        )),
+    );
+    let events = |o: Outcome| match o {
+        Outcome::Decided { events, response } => (events.len(), response.status),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(events(good.unwrap()), (2, 201));
+    assert_eq!(events(refused.unwrap()), (0, 409));
+    let (n, status) = events(good_again.unwrap());
+    assert_eq!((n, status), (2, 201));
+    app.stop().await;
+}

@@ -1,0 +1,404 @@
+//! Test harness. `TestApp::spawn()` gives each test its own database (a clone of a migrated
+//! template), its own JetStream stream and subject prefix, the app on port 0, and a
+//! registered tenant with an API key.
+//!
+//! PostgreSQL and NATS must be running (scripts/test.sh starts them): a test that cannot
+//! reach them fails loudly; nothing is skipped.
+
+#![allow(dead_code)]
+
+use ledger_core::{Currency, MinorUnits, Points, TenantId};
+use loyalty::app::{self, Components, RunningApp};
+use loyalty::settings::Settings;
+use loyalty::tenants::{self, NewTenant};
+use serde_json::Value;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+/// Where the test PostgreSQL server is: DATABASE_URL's server (any database name), default
+/// the local one with trust authentication.
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+fn url_for(database: &str) -> String {
+    let mut config = tokio_postgres::Config::from_str(&server_url())
+        .expect("DATABASE_URL is not a valid PostgreSQL URL");
+    config.dbname(database);
+    // Rebuild a key-value connection string from the parsed config.
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "127.0.0.1".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("postgres").to_owned();
+    let mut url = format!("host={host} port={port} user={user} dbname={database}");
+    if let Some(password) = config.get_password() {
+        url.push_str(&format!(" password={}", String::from_utf8_lossy(password)));
+    }
+    url
+}
+
+pub async fn admin_client(database: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&url_for(database), NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL is required for the tests and is not reachable ({e}); run scripts/test.sh"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// A fresh, migrated database; returns its connection string.
+pub async fn fresh_database() -> String {
+    let template = format!("lt_template_{:016x}", schema::migrate::fingerprint());
+    let admin = admin_client("postgres").await;
+    admin
+        .execute("SELECT pg_advisory_lock(7319100)", &[])
+        .await
+        .unwrap();
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&template])
+        .await
+        .unwrap()
+        .is_some();
+    if !exists {
+        let building = format!("{template}_building");
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {building}"))
+            .await
+            .unwrap();
+        schema::migrate::migrate(&url_for(&building))
+            .await
+            .expect("migrating the template database");
+        // Publish the template atomically, once no session is left on it.
+        let mut renamed = false;
+        for _ in 0..100 {
+            if admin
+                .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {template}"))
+                .await
+                .is_ok()
+            {
+                renamed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(renamed, "could not publish the template database");
+    }
+    admin
+        .execute("SELECT pg_advisory_unlock(7319100)", &[])
+        .await
+        .unwrap();
+    let name = format!("lt_{}", Uuid::new_v4().simple());
+    let mut last_error = None;
+    for _ in 0..100 {
+        match admin
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .await
+        {
+            Ok(()) => return url_for(&name),
+            // "source database is being accessed by other users": another test is cloning.
+            Err(e) => {
+                last_error = Some(e);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    panic!("could not create a test database: {last_error:?}");
+}
+
+pub fn test_settings(database_url: &str) -> Settings {
+    let unique = Uuid::new_v4().simple().to_string();
+    Settings {
+        database_url: Some(database_url.to_owned()),
+        nats_url: nats_url(),
+        http_addr: "127.0.0.1:0".into(),
+        http_workers: Some(2),
+        nats_stream: format!("LT_{unique}"),
+        nats_subject_prefix: format!("lt{unique}.events"),
+        db_pool_size: 8,
+        db_app_role: "loyalty_app".into(),
+        batch_size_max: 128,
+        batch_wait_max_micros: 500,
+        body_bytes_max: 16_384,
+        expiry_interval_seconds: 24 * 3600,
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub settings: Settings,
+    pub database_url: String,
+    pub http: reqwest::Client,
+    pub pool: schema::Pool,
+    pub tenant_id: TenantId,
+    pub api_key: String,
+    running: Option<RunningApp>,
+}
+
+/// Registers a tenant (1 point per 10,000 minor units, 180-day lots) and returns it.
+pub async fn create_tenant(pool: &schema::Pool, settings: &Settings) -> (TenantId, String) {
+    let (writer, task) = schema::writer::spawn(
+        pool.clone(),
+        settings.writer(),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    );
+    let tenant = NewTenant::per_amount_spent(
+        "Test Shop".into(),
+        Currency::NGN,
+        180,
+        MinorUnits::new(10_000),
+        Points::new(1),
+        MinorUnits::ZERO,
+    )
+    .unwrap();
+    let created = tenants::create(pool, &writer, tenant)
+        .await
+        .expect("creating a tenant");
+    drop(writer);
+    task.await.unwrap();
+    (created.tenant_id, created.api_key.plaintext.clone())
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(Components {
+            expiry_schedule: false,
+            ..Components::ALL
+        })
+        .await
+    }
+
+    pub async fn spawn_with(components: Components) -> TestApp {
+        let database_url = fresh_database().await;
+        let settings = test_settings(&database_url);
+        Self::start(settings, components).await
+    }
+
+    pub async fn start(settings: Settings, components: Components) -> TestApp {
+        let running = app::start(&settings, components)
+            .await
+            .expect("starting the app");
+        let pool = running.pool.clone();
+        let (tenant_id, api_key) = create_tenant(&pool, &settings).await;
+        TestApp {
+            address: running
+                .http_addr
+                .map(|a| format!("http://{a}"))
+                .unwrap_or_default(),
+            database_url: settings.database_url.clone().unwrap_or_default(),
+            settings,
+            http: reqwest::Client::new(),
+            pool,
+            tenant_id,
+            api_key,
+            running: Some(running),
+        }
+    }
+
+    /// Stops the app and deletes its JetStream stream (each test has its own).
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+        delete_stream(&self.settings.nats_url, &self.settings.nats_stream).await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn enrol(&self, phone: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/customers"))
+            .bearer_auth(&self.api_key)
+            .json(&serde_json::json!({ "phone": phone }))
+            .send()
+            .await
+            .expect("POST /v1/customers")
+    }
+
+    /// Enrols a customer and returns its id.
+    pub async fn enrolled_customer(&self, phone: &str) -> Uuid {
+        let response = self.enrol(phone).await;
+        assert_eq!(response.status(), 201, "enrolment failed");
+        let body: Value = response.json().await.unwrap();
+        Uuid::parse_str(body["customer_id"].as_str().unwrap()).unwrap()
+    }
+
+    pub async fn post_purchase(&self, idempotency_key: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/purchases"))
+            .bearer_auth(&self.api_key)
+            .header("Idempotency-Key", idempotency_key)
+            .json(body)
+            .send()
+            .await
+            .expect("POST /v1/purchases")
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        idempotency_key: Option<&str>,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.api_key)
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("Content-Type", content_type);
+        }
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await.expect("POST")
+    }
+
+    pub async fn redeem(
+        &self,
+        idempotency_key: &str,
+        customer: Uuid,
+        points: i64,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url(&format!("/v1/customers/{customer}/redemptions")))
+            .bearer_auth(&self.api_key)
+            .header("Idempotency-Key", idempotency_key)
+            .json(&serde_json::json!({ "points": points, "description": "test reward" }))
+            .send()
+            .await
+            .expect("POST redemptions")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    pub async fn db(&self) -> deadpool_postgres::Object {
+        self.pool.get().await.expect("a database connection")
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        let client = admin_client(&dbname(&self.database_url)).await;
+        client
+            .query_one("SELECT count(*) FROM events", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Waits (bounded) until the balances projector has applied every customer event.
+    pub async fn wait_until_projected(&self) {
+        let client = admin_client(&dbname(&self.database_url)).await;
+        wait_for(Duration::from_secs(30), "the balances projection to catch up", || async {
+            let row = client
+                .query_one(
+                    "SELECT \
+                       (SELECT coalesce(sum(max_version), 0) FROM \
+                          (SELECT max(version) AS max_version FROM events \
+                           WHERE stream_id LIKE 'customer-%' GROUP BY stream_id) v)::bigint, \
+                       (SELECT coalesce(sum(stream_version), 0) FROM projection.customer_balances)::bigint",
+                    &[],
+                )
+                .await
+                .unwrap();
+            row.get::<_, i64>(0) == row.get::<_, i64>(1)
+        })
+        .await;
+    }
+}
+
+pub fn dbname(url: &str) -> String {
+    url.split_whitespace()
+        .find_map(|part| part.strip_prefix("dbname="))
+        .map(str::to_owned)
+        .or_else(|| {
+            tokio_postgres::Config::from_str(url)
+                .ok()
+                .and_then(|c| c.get_dbname().map(str::to_owned))
+        })
+        .expect("database name")
+}
+
+/// Polls `condition` until it holds or `limit` passes (then panics naming `what`).
+pub async fn wait_for<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn purchase(customer: Uuid, amount_minor: i64) -> Value {
+    serde_json::json!({ "customer_id": customer, "amount_minor": amount_minor })
+}
+
+/// A random valid Nigerian mobile number in E.164.
+pub fn phone() -> String {
+    let n = Uuid::new_v4().as_u128() % 100_000_000;
+    format!("+23480{n:08}")
+}
+
+/// Deletes a test's JetStream stream so test runs do not pile streams up on a shared server.
+pub async fn delete_stream(nats_url: &str, stream: &str) {
+    if let Ok(client) = async_nats::connect(nats_url).await {
+        let _ = async_nats::jetstream::new(client)
+            .delete_stream(stream)
+            .await;
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so a randomized test can print its seed
+/// and be replayed exactly.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn seeded() -> (Rng, u64) {
+        let seed = std::env::var("TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| Uuid::new_v4().as_u64_pair().0 | 1);
+        (Rng(seed), seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform enough in `low..high` for test workloads.
+    pub fn range(&mut self, low: i64, high: i64) -> i64 {
+        low + (self.next() % (high - low) as u64) as i64
+    }
+}

@@ -1,0 +1,11 @@
+//! The integration suite: every test talks to a real PostgreSQL and a real NATS JetStream
+//! server (see `helpers`). One test binary, one module per feature.
+
+mod helpers;
+
+mod api_purchases;
+mod crash;
+mod event_store;
+mod expiry;
+mod projection;
+mod relay;
