@@ -5,6 +5,7 @@ use clap::Args;
 use std::time::Duration;
 
 #[derive(Args, Clone)]
+#[command(next_help_heading = "Settings (each also read from the environment variable shown)")]
 pub struct Settings {
     /// PostgreSQL connection URL. When unset, built from PGHOST, PGPORT, PGUSER and
     /// PGDATABASE (defaults 127.0.0.1, 5432, postgres, loyalty).

@@ -29,6 +29,7 @@ use ledger_core::{
     TenantState,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -121,9 +122,57 @@ struct Job {
 #[derive(Clone)]
 pub struct WriterHandle {
     queue: mpsc::Sender<Job>,
+    stats: Arc<WriterStats>,
+}
+
+/// Counters of the writer since it started, for `/metrics` and benchmarks.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub transactions: AtomicU64,
+    pub commands: AtomicU64,
+    pub events: AtomicU64,
+    pub failed_transactions: AtomicU64,
+}
+
+impl WriterStats {
+    /// Prometheus text exposition of the counters.
+    pub fn render_prometheus(&self, out: &mut String) {
+        let counters = [
+            (
+                "loyalty_writer_transactions_total",
+                "Group-commit transactions committed.",
+                &self.transactions,
+            ),
+            (
+                "loyalty_writer_commands_total",
+                "Commands decided in committed transactions.",
+                &self.commands,
+            ),
+            (
+                "loyalty_writer_events_total",
+                "Events appended.",
+                &self.events,
+            ),
+            (
+                "loyalty_writer_failed_transactions_total",
+                "Group-commit transactions that failed.",
+                &self.failed_transactions,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                counter.load(Ordering::Relaxed)
+            ));
+        }
+    }
 }
 
 impl WriterHandle {
+    pub fn stats(&self) -> Arc<WriterStats> {
+        self.stats.clone()
+    }
+
     pub async fn submit(&self, submission: Submission) -> Result<Outcome, WriterError> {
         let (reply, answer) = oneshot::channel();
         self.queue
@@ -142,14 +191,16 @@ pub fn spawn(
     committed: Arc<Notify>,
 ) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
+    let stats = Arc::new(WriterStats::default());
     let writer = Writer {
         pool,
         cache: HashMap::new(),
         config,
         committed,
+        stats: stats.clone(),
     };
     let task = tokio::spawn(writer.run(receiver));
-    (WriterHandle { queue }, task)
+    (WriterHandle { queue, stats }, task)
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +244,7 @@ struct Writer {
     cache: HashMap<StreamId, Cached>,
     config: WriterConfig,
     committed: Arc<Notify>,
+    stats: Arc<WriterStats>,
 }
 
 impl Writer {
@@ -249,6 +301,34 @@ impl Writer {
     }
 
     async fn execute(&mut self, submissions: &[&Submission]) -> Result<Vec<Outcome>, StoreError> {
+        let result = self.transact(submissions).await;
+        if result.is_err() {
+            self.stats
+                .failed_transactions
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let (batch, outcomes) = result?;
+        self.stats.transactions.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .commands
+            .fetch_add(submissions.len() as u64, Ordering::Relaxed);
+        self.stats
+            .events
+            .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+        if !batch.events.is_empty() {
+            self.committed.notify_one();
+        }
+        if self.cache.len() + batch.streams.len() > self.config.cached_streams_max {
+            self.cache.clear();
+        }
+        self.cache.extend(batch.streams);
+        Ok(outcomes)
+    }
+
+    async fn transact(
+        &self,
+        submissions: &[&Submission],
+    ) -> Result<(Batch, Vec<Outcome>), StoreError> {
         let mut client =
             self.pool.get().await.map_err(|e| {
                 StoreError::Malformed(format!("no database connection available: {e}"))
@@ -258,14 +338,7 @@ impl Writer {
         let outcomes = batch.decide_all(submissions)?;
         batch.write(&*transaction).await?;
         transaction.commit().await?;
-        if !batch.events.is_empty() {
-            self.committed.notify_one();
-        }
-        if self.cache.len() + batch.streams.len() > self.config.cached_streams_max {
-            self.cache.clear();
-        }
-        self.cache.extend(batch.streams);
-        Ok(outcomes)
+        Ok((batch, outcomes))
     }
 }
 

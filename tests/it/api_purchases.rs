@@ -351,6 +351,15 @@ async fn unknown_routes_and_bad_path_ids_are_problems_not_500s() {
     assert_eq!(health.status(), 200);
     let ready = app.http.get(app.url("/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
+    app.enrolled_customer(&phone()).await;
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    let committed = text
+        .lines()
+        .find_map(|l| l.strip_prefix("loyalty_writer_commands_total "))
+        .expect("writer counters are exported");
+    assert!(committed.parse::<u64>().unwrap() >= 1, "{text}");
     app.stop().await;
 }
 
