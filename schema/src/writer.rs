@@ -325,8 +325,10 @@ impl Writer {
         Ok(outcomes)
     }
 
+    /// Loading takes the involved streams out of the cache; `execute` puts them back after
+    /// the commit. If the transaction fails they are simply reloaded next time.
     async fn transact(
-        &self,
+        &mut self,
         submissions: &[&Submission],
     ) -> Result<(Batch, Vec<Outcome>), StoreError> {
         let mut client =
@@ -334,7 +336,7 @@ impl Writer {
                 StoreError::Malformed(format!("no database connection available: {e}"))
             })?;
         let transaction = client.transaction().await?;
-        let mut batch = Batch::load(&*transaction, &self.cache, submissions).await?;
+        let mut batch = Batch::load(&*transaction, &mut self.cache, submissions).await?;
         let outcomes = batch.decide_all(submissions)?;
         batch.write(&*transaction).await?;
         transaction.commit().await?;
@@ -383,7 +385,7 @@ fn enrolled_phone(command: &Command) -> Option<String> {
 impl Batch {
     async fn load(
         client: &impl GenericClient,
-        cache: &HashMap<StreamId, Cached>,
+        cache: &mut HashMap<StreamId, Cached>,
         submissions: &[&Submission],
     ) -> Result<Batch, StoreError> {
         let registering: Vec<TenantId> = submissions
@@ -403,8 +405,7 @@ impl Batch {
             ] {
                 streams.entry(stream).or_insert_with(|| {
                     cache
-                        .get(&stream)
-                        .cloned()
+                        .remove(&stream)
                         .unwrap_or_else(|| Cached::empty(stream))
                 });
             }
@@ -483,63 +484,68 @@ impl Batch {
     ) -> Result<(StoredResponse, Vec<RecordedEvent>), StoreError> {
         let tenant_stream = StreamId::Tenant(submission.tenant_id);
         let target = stream_of(submission);
+        // The tenant's state is small (profile and rule set); the target's state, possibly
+        // many lots, is taken out of the working set and put back, never copied.
         let tenant = match self.streams.get(&tenant_stream).map(|c| &c.state) {
             Some(StreamState::Tenant(state)) => state.clone(),
             _ => TenantState::default(),
         };
-        let target_cached = self
+        let mut target_state = self
             .streams
-            .get(&target)
-            .cloned()
+            .remove(&target)
             .unwrap_or_else(|| Cached::empty(target));
-        if target_cached
+        let result = self.decide_on(submission, &tenant, &mut target_state);
+        self.streams.insert(target, target_state);
+        result
+    }
+
+    fn decide_on(
+        &mut self,
+        submission: &Submission,
+        tenant: &TenantState,
+        target: &mut Cached,
+    ) -> Result<(StoredResponse, Vec<RecordedEvent>), StoreError> {
+        let refuse = |refusal: Refusal| {
+            let response = (submission.render)(submission, &Verdict::Refused(&refusal));
+            Ok((response, Vec::new()))
+        };
+        if target
             .owner
             .is_some_and(|owner| owner != submission.tenant_id)
         {
             // Another tenant's customer: to this tenant it does not exist.
-            let refusal = Refusal::Rejected(Rejection::CustomerNotEnrolled);
-            let response = (submission.render)(submission, &Verdict::Refused(&refusal));
-            return Ok((response, Vec::new()));
+            return refuse(Refusal::Rejected(Rejection::CustomerNotEnrolled));
         }
-        let customer = match &target_cached.state {
-            StreamState::Customer(state) => state.clone(),
-            StreamState::Tenant(_) => CustomerState::default(),
+        let no_customer = CustomerState::default();
+        let customer = match &target.state {
+            StreamState::Customer(state) => state,
+            StreamState::Tenant(_) => &no_customer,
         };
-        let decision = decide(
-            LedgerState {
-                tenant: &tenant,
-                customer: &customer,
-            },
-            &submission.command,
-        );
-        let events = match decision {
-            Err(rejection) => {
-                let refusal = Refusal::Rejected(rejection);
-                let response = (submission.render)(submission, &Verdict::Refused(&refusal));
-                return Ok((response, Vec::new()));
-            }
+        let ledger = LedgerState { tenant, customer };
+        let events = match decide(ledger, &submission.command) {
+            Err(rejection) => return refuse(Refusal::Rejected(rejection)),
             Ok(events) => events,
         };
-        let mut updated = target_cached;
-        updated.owner = Some(submission.tenant_id);
+        let version_before = target.version;
+        target.owner = Some(submission.tenant_id);
         for event in &events {
-            updated.apply(event);
+            target.apply(event);
         }
-        let (tenant_after, customer_after) = match &updated.state {
-            StreamState::Tenant(state) => (state.clone(), customer),
-            StreamState::Customer(state) => (tenant, state.clone()),
+        target.version += i32::try_from(events.len()).unwrap_or(0);
+        let (tenant_after, customer_after) = match &target.state {
+            StreamState::Tenant(state) => (state, &no_customer),
+            StreamState::Customer(state) => (tenant, state),
         };
         let response = (submission.render)(
             submission,
             &Verdict::Accepted {
                 events: &events,
-                tenant: &tenant_after,
-                customer: &customer_after,
+                tenant: tenant_after,
+                customer: customer_after,
             },
         );
-        let recorded = self.seal(submission, target, updated.version, &events)?;
-        updated.version += i32::try_from(events.len()).unwrap_or(0);
-        self.streams.insert(target, updated);
+        let stream = stream_of(submission);
+        let recorded = self.seal(submission, stream, version_before, &events)?;
         if let (Some(phone), Command::EnrolCustomer { customer_id, .. }) =
             (enrolled_phone(&submission.command), &submission.command)
         {
