@@ -39,10 +39,17 @@ json_field() { # json_field FIELD FILE
     fi
 }
 
-# The tenant is reused when the file exists and was written for this database. That
-# the tenant row still exists is not checked: if the database was dropped and
-# migrated afresh, delete .local/demo-tenant.json.
-if [ -f "$tenant_file" ] && [ "$(json_field database "$tenant_file")" = "$database_label" ]; then
+# The tenant is reused when the file exists, was written for this database, and its
+# tenant is still there (the database may have been dropped and migrated afresh).
+tenant_still_exists() {
+    local tenant_id
+    tenant_id=$(json_field tenant_id "$tenant_file")
+    [[ $tenant_id =~ ^[0-9a-f-]{36}$ ]] || return 1
+    [ "$(psql -X -w -At -d "$DATABASE_URL" \
+        -c "select 1 from tenant_heads where tenant_id = '$tenant_id'" 2>/dev/null)" = 1 ]
+}
+if [ -f "$tenant_file" ] && [ "$(json_field database "$tenant_file")" = "$database_label" ] \
+    && tenant_still_exists; then
     echo "==> reusing the demo tenant in $tenant_file" >&2
 else
     echo "==> loyalty tenant create --name \"Demo Shop\" --json" >&2

@@ -60,18 +60,20 @@ impl Projection for Balances {
         transaction: &Transaction<'_>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        let customer_ids: Vec<Uuid> = events
-            .iter()
-            .filter_map(|e| match StreamId::parse(&e.stream_id) {
-                Ok(StreamId::Customer(id)) => Some(id.as_uuid()),
-                _ => None,
-            })
-            .collect();
-        if customer_ids.is_empty() {
+        let by_customer = group_by_customer(events);
+        if by_customer.is_empty() {
             return Ok(());
         }
+        let customer_ids: Vec<Uuid> = by_customer.iter().map(|(id, _)| *id).collect();
         let applied = applied_versions(transaction, &customer_ids).await?;
-        let fold = fold(events, &applied)?;
+        let mut in_order = Vec::with_capacity(events.len());
+        for (customer_id, customer_events) in by_customer {
+            let applied_version = applied.get(&customer_id).copied().unwrap_or(0);
+            in_order.extend(
+                continue_stream(transaction, customer_id, applied_version, customer_events).await?,
+            );
+        }
+        let fold = fold(&in_order, &applied)?;
         write(transaction, &fold).await
     }
 
@@ -81,6 +83,63 @@ impl Projection for Balances {
             .await?;
         Ok(())
     }
+}
+
+/// The batch's customer events, grouped by customer (in order of first appearance) and
+/// sorted by version within each customer.
+fn group_by_customer(events: &[RecordedEvent]) -> Vec<(Uuid, Vec<&RecordedEvent>)> {
+    let mut groups: Vec<(Uuid, Vec<&RecordedEvent>)> = Vec::new();
+    let mut index: HashMap<Uuid, usize> = HashMap::new();
+    for event in events {
+        let Ok(StreamId::Customer(customer)) = StreamId::parse(&event.stream_id) else {
+            continue;
+        };
+        let slot = *index.entry(customer.as_uuid()).or_insert_with(|| {
+            groups.push((customer.as_uuid(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[slot].1.push(event);
+    }
+    for (_, group) in &mut groups {
+        group.sort_by_key(|e| e.version);
+        group.dedup_by_key(|e| e.version);
+    }
+    groups
+}
+
+/// The events that continue a customer's stream from `applied_version` up to the newest
+/// version in the batch, in version order.
+///
+/// JetStream redelivers unacknowledged messages after `ack_wait` and naked ones after their
+/// delay, so a batch can hold version 22 of a stream while 20 and 21 are still to come. The
+/// event table is the source of truth: the missing versions are read from it, which makes
+/// the read model independent of delivery order (a later redelivery of 20 and 21 is then a
+/// duplicate and skipped).
+async fn continue_stream(
+    transaction: &Transaction<'_>,
+    customer_id: Uuid,
+    applied_version: i32,
+    events: Vec<&RecordedEvent>,
+) -> Result<Vec<RecordedEvent>, ProjectionError> {
+    let fresh: Vec<&RecordedEvent> = events
+        .into_iter()
+        .filter(|e| e.version > applied_version)
+        .collect();
+    let Some(newest) = fresh.last().map(|e| e.version) else {
+        return Ok(Vec::new());
+    };
+    let contiguous = (applied_version + 1..=newest).eq(fresh.iter().map(|e| e.version));
+    if contiguous {
+        return Ok(fresh.into_iter().cloned().collect());
+    }
+    let missing = i64::from(newest - applied_version);
+    Ok(schema::store::read_stream(
+        transaction,
+        StreamId::Customer(ledger_core::CustomerId::from_uuid(customer_id)),
+        applied_version,
+        missing,
+    )
+    .await?)
 }
 
 /// The stream version each customer row reflects, locked for the rest of the transaction.

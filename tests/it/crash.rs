@@ -5,6 +5,7 @@
 //! replay of the events, and the tenant's hash chain must verify.
 
 use crate::helpers;
+use futures_util::FutureExt;
 use ledger_core::chain::{ChainVerifier, StoredLink};
 use ledger_core::{codec, evolve, CustomerState, Event, EventId, StreamId, TenantId};
 use schema::store::RecordedEvent;
@@ -12,6 +13,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::net::TcpListener;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +28,10 @@ const PURCHASES_PER_WORKER: usize = 60;
 /// The process is killed once this many purchases have been answered 201.
 const KILL_AFTER_ANSWERED: usize = 150;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for the restarted process's balances projector to apply every event: the
+/// consumer's ack wait (30 s: messages the killed process had fetched but not acknowledged
+/// come back only then) plus the projector's longest retry delay (5 s) and a margin.
+const PROJECTION_LIMIT: Duration = Duration::from_secs(42);
 
 /// One purchase a client means to make: recorded before anything is sent.
 struct Intention {
@@ -324,6 +330,119 @@ fn decode(event: &RecordedEvent) -> Event {
     })
 }
 
+/// Whether the balances read model reflects every customer event (the same comparison as
+/// `TestApp::wait_until_projected`).
+async fn projection_caught_up(db: &tokio_postgres::Client) -> bool {
+    let row = db
+        .query_one(
+            "SELECT \
+               (SELECT coalesce(sum(max_version), 0) FROM \
+                  (SELECT max(version) AS max_version FROM events \
+                   WHERE stream_id LIKE 'customer-%' GROUP BY stream_id) v)::bigint, \
+               (SELECT coalesce(sum(stream_version), 0) FROM projection.customer_balances)::bigint",
+            &[],
+        )
+        .await
+        .expect("comparing the projection with the events");
+    row.get::<_, i64>(0) == row.get::<_, i64>(1)
+}
+
+/// Waits (bounded by `limit`) until the balances read model reflects every customer event;
+/// `check` runs before each poll (e.g. to fail fast when a process died). On timeout, panics
+/// with what a stuck projection looks like: lagging customers, checkpoint, consumer state.
+pub(crate) async fn wait_until_projected_or_explain(
+    db: &tokio_postgres::Client,
+    nats_url: &str,
+    stream_name: &str,
+    limit: Duration,
+    mut check: impl FnMut(),
+) {
+    let caught_up = tokio::time::timeout(
+        limit,
+        helpers::wait_for(
+            limit + Duration::from_secs(5),
+            "the balances projection to catch up",
+            || {
+                check();
+                projection_caught_up(db)
+            },
+        ),
+    )
+    .await
+    .is_ok();
+    if !caught_up {
+        panic!(
+            "the balances projection did not catch up within {limit:?}: {}",
+            projection_diagnostics(db, nats_url, stream_name).await
+        );
+    }
+}
+
+async fn projection_diagnostics(
+    db: &tokio_postgres::Client,
+    nats_url: &str,
+    stream_name: &str,
+) -> String {
+    let lagging: Vec<String> = db
+        .query(
+            "SELECT e.stream_id, coalesce(b.stream_version, 0), e.version FROM \
+               (SELECT stream_id, substr(stream_id, 10)::uuid AS customer_id, max(version) AS version \
+                FROM events WHERE stream_id LIKE 'customer-%' GROUP BY stream_id) e \
+             LEFT JOIN projection.customer_balances b USING (customer_id) \
+             WHERE b.stream_version IS DISTINCT FROM e.version ORDER BY 1",
+            &[],
+        )
+        .await
+        .map(|rows| {
+            rows.iter()
+                .map(|row| format!("{} at {} of {}", row.get::<_, String>(0), row.get::<_, i32>(1), row.get::<_, i32>(2)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let checkpoint = db
+        .query_opt(
+            "SELECT last_stream_sequence, applied_total FROM projector_checkpoints WHERE name = 'balances'",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|row| format!("last_stream_sequence {}, applied_total {}", row.get::<_, i64>(0), row.get::<_, i64>(1)))
+        .unwrap_or_else(|| "none".into());
+    let consumer = async {
+        let client = async_nats::connect(nats_url).await.ok()?;
+        let stream = async_nats::jetstream::new(client)
+            .get_stream(stream_name)
+            .await
+            .ok()?;
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+            .get_consumer(projections::balances::NAME)
+            .await
+            .ok()?;
+        let info = consumer.info().await.ok()?;
+        Some(format!(
+            "delivered up to stream sequence {}, ack floor {}, {} awaiting ack, {} not yet delivered, \
+             {} redelivered, {} pull requests waiting",
+            info.delivered.stream_sequence,
+            info.ack_floor.stream_sequence,
+            info.num_ack_pending,
+            info.num_pending,
+            info.num_redelivered,
+            info.num_waiting
+        ))
+    };
+    let consumer = tokio::time::timeout(Duration::from_secs(5), consumer)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "unavailable".into());
+    format!(
+        "{} customers lag in the read model {:?}; projector checkpoint: {checkpoint}; JetStream consumer: {consumer}",
+        lagging.len(),
+        lagging.iter().take(5).collect::<Vec<_>>()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_process_loses_nothing_and_counts_nothing_twice() {
     let started = Instant::now();
@@ -349,6 +468,7 @@ async fn a_killed_process_loses_nothing_and_counts_nothing_twice() {
         ("LOYALTY_EXPIRY_INTERVAL_SECONDS", "86400".to_owned()),
         ("LOYALTY_LOG_FORMAT", "text".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
+        ("NO_COLOR", "1".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -417,23 +537,20 @@ async fn a_killed_process_loses_nothing_and_counts_nothing_twice() {
         &format!("{KILL_AFTER_ANSWERED} purchases to be answered 201 before the kill"),
         || {
             process.assert_running();
-            if let Some((index, attempt)) =
-                attempts.lock().unwrap().iter().enumerate().find(|(_, a)| {
-                    matches!(
-                        a,
-                        Attempt::Answered {
-                            status: 400..=499,
-                            ..
+            let refused =
+                attempts
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .enumerate()
+                    .find_map(|(index, attempt)| match attempt {
+                        Attempt::Answered { status, body } if (400..500).contains(status) => {
+                            Some((index, *status, String::from_utf8_lossy(body).into_owned()))
                         }
-                    )
-                })
-            {
-                if let Attempt::Answered { status, body } = attempt {
-                    panic!(
-                        "before the kill, purchase {index} was refused with {status}: {}",
-                        String::from_utf8_lossy(body)
-                    );
-                }
+                        _ => None,
+                    });
+            if let Some((index, status, body)) = refused {
+                panic!("before the kill, purchase {index} was refused with {status}: {body}");
             }
             std::future::ready(answered_201.load(Ordering::SeqCst) >= KILL_AFTER_ANSWERED)
         },
@@ -465,6 +582,14 @@ async fn a_killed_process_loses_nothing_and_counts_nothing_twice() {
         .into_inner()
         .unwrap();
 
+    let first_failure = attempts
+        .iter()
+        .find_map(|a| match a {
+            Attempt::NoAnswer(error) => Some(error.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    eprintln!("crash test: first request without an answer failed with: {first_failure}");
     let mut answers: Vec<Option<(u16, Vec<u8>)>> = Vec::with_capacity(intentions.len());
     let mut answered_before = Vec::new();
     let mut to_retry = Vec::new();
@@ -684,27 +809,71 @@ async fn a_killed_process_loses_nothing_and_counts_nothing_twice() {
         "per customer, PointsEarned in the ledger differ from points_earned in the answers"
     );
 
+    // (d) The tenant's hash chain verifies, up to its stored head. (Checked before (c), so a
+    // projection that never catches up does not hide the chain's verdict.)
+    let mut verifier = ChainVerifier::default();
+    let tenant_events: Vec<&RecordedEvent> = events
+        .iter()
+        .filter(|e| e.tenant_id.as_uuid() == tenant_id)
+        .collect();
+    assert_eq!(
+        tenant_events.len(),
+        events.len(),
+        "events of another tenant in a fresh database"
+    );
+    for event in &tenant_events {
+        verifier
+            .push(StoredLink {
+                fields: event.chain_fields(),
+                previous_hash: &event.previous_hash,
+                hash: &event.hash,
+            })
+            .unwrap_or_else(|e| panic!("the hash chain breaks: {e}"));
+    }
+    let head = db
+        .query_one(
+            "SELECT sequence, head_hash FROM tenant_heads WHERE tenant_id = $1",
+            &[&tenant_id],
+        )
+        .await
+        .expect("reading the tenant head");
+    let (sequence, hash) = verifier.head();
+    assert_eq!(
+        (i64::try_from(sequence).unwrap(), hash.to_vec()),
+        (head.get::<_, i64>(0), head.get::<_, Vec<u8>>(1)),
+        "the verified chain does not end at the stored tenant head"
+    );
+
+    eprintln!(
+        "crash test: {} intentions; {answered_at_kill} answered 201 when killed ({} in all before the \
+         kill; just after it {in_flight_at_kill} in flight, {unsent_at_kill} not yet sent); {} retried after the restart \
+         ({committed_unanswered} of them had been committed but not answered; {} got a 5xx before); \
+         {replayed} answered ones re-sent byte-identical; {} events; {:.1} s so far",
+        intentions.len(),
+        answered_before.len(),
+        to_retry.len(),
+        non_201_before.len(),
+        events.len(),
+        started.elapsed().as_secs_f64()
+    );
+
     // (c) The read model, once caught up, equals a replay of the events.
-    let projected_what = "the balances projection of the restarted process to catch up";
-    helpers::wait_for(Duration::from_secs(30), projected_what, || {
-        process.assert_running();
-        let db = &db;
-        async move {
-            let row = db
-                .query_one(
-                    "SELECT \
-                       (SELECT coalesce(sum(max_version), 0) FROM \
-                          (SELECT max(version) AS max_version FROM events \
-                           WHERE stream_id LIKE 'customer-%' GROUP BY stream_id) v)::bigint, \
-                       (SELECT coalesce(sum(stream_version), 0) FROM projection.customer_balances)::bigint",
-                    &[],
-                )
-                .await
-                .expect("comparing the projection with the events");
-            row.get::<_, i64>(0) == row.get::<_, i64>(1)
-        }
-    })
+    // (The restarted process runs the relay and the balances projector.)
+    let projected = AssertUnwindSafe(wait_until_projected_or_explain(
+        &db,
+        &helpers::nats_url(),
+        &stream_name,
+        PROJECTION_LIMIT,
+        || process.assert_running(),
+    ))
+    .catch_unwind()
     .await;
+    if let Err(panic) = projected {
+        // Remove this test's stream from the shared server before failing.
+        process.kill();
+        delete_stream(&stream_name).await;
+        std::panic::resume_unwind(panic);
+    }
     let projected: HashMap<Uuid, (i64, i64, i32)> = db
         .query(
             "SELECT customer_id, balance, earned, purchases FROM projection.customer_balances",
@@ -744,58 +913,19 @@ async fn a_killed_process_loses_nothing_and_counts_nothing_twice() {
         );
     }
 
-    // (d) The tenant's hash chain verifies, up to its stored head.
-    let mut verifier = ChainVerifier::default();
-    let tenant_events: Vec<&RecordedEvent> = events
-        .iter()
-        .filter(|e| e.tenant_id.as_uuid() == tenant_id)
-        .collect();
-    assert_eq!(
-        tenant_events.len(),
-        events.len(),
-        "events of another tenant in a fresh database"
-    );
-    for event in &tenant_events {
-        verifier
-            .push(StoredLink {
-                fields: event.chain_fields(),
-                previous_hash: &event.previous_hash,
-                hash: &event.hash,
-            })
-            .unwrap_or_else(|e| panic!("the hash chain breaks: {e}"));
-    }
-    let head = db
-        .query_one(
-            "SELECT sequence, head_hash FROM tenant_heads WHERE tenant_id = $1",
-            &[&tenant_id],
-        )
-        .await
-        .expect("reading the tenant head");
-    let (sequence, hash) = verifier.head();
-    assert_eq!(
-        (i64::try_from(sequence).unwrap(), hash.to_vec()),
-        (head.get::<_, i64>(0), head.get::<_, Vec<u8>>(1)),
-        "the verified chain does not end at the stored tenant head"
-    );
-
     eprintln!(
-        "crash test: {} intentions; {answered_at_kill} answered 201 when killed ({} before the kill in all, \
-         {in_flight_at_kill} in flight, {unsent_at_kill} not yet sent); {} retried after the restart \
-         ({committed_unanswered} of them had been committed but not answered; {} got a 5xx before); \
-         {replayed} answered ones re-sent byte-identical; {} events; {:.1} s",
-        intentions.len(),
-        answered_before.len(),
-        to_retry.len(),
-        non_201_before.len(),
-        events.len(),
+        "crash test: passed in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-
     process.kill();
-    // The stream lives on the shared NATS server: remove it (best effort, bounded).
+    delete_stream(&stream_name).await;
+}
+
+/// The stream lives on the shared NATS server: remove it (best effort, bounded).
+async fn delete_stream(stream_name: &str) {
     let _ = tokio::time::timeout(
         Duration::from_secs(10),
-        helpers::delete_stream(&helpers::nats_url(), &stream_name),
+        helpers::delete_stream(&helpers::nats_url(), stream_name),
     )
     .await;
 }

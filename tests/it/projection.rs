@@ -165,3 +165,59 @@ async fn applying_the_same_events_twice_changes_nothing() {
     assert_eq!(snapshot(&app).await, before);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn events_delivered_out_of_order_are_completed_from_the_event_table() {
+    let app = TestApp::spawn_with(loyalty::app::Components {
+        api: true,
+        ..loyalty::app::Components::NONE
+    })
+    .await;
+    let customer = app.enrolled_customer(&phone()).await;
+    for i in 0..4 {
+        app.post_purchase(&format!("k{i}"), &purchase(customer, 250_000))
+            .await;
+    }
+    app.redeem("r", customer, 40).await;
+    let mut client = app.pool.get().await.unwrap();
+    let all = store::read_after(&**client, Position::default(), 10_000)
+        .await
+        .unwrap();
+    let stream = format!("customer-{customer}");
+    let customer_events: Vec<_> = all
+        .iter()
+        .filter(|e| e.stream_id == stream)
+        .cloned()
+        .collect();
+    assert_eq!(customer_events.len(), 10);
+
+    // Only the newest event arrives first, then everything again in reverse order.
+    let transaction = client.transaction().await.unwrap();
+    Balances
+        .apply(&transaction, &customer_events[9..])
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+    let after_newest = snapshot(&app).await;
+    let reversed: Vec<_> = customer_events.iter().rev().cloned().collect();
+    let transaction = client.transaction().await.unwrap();
+    Balances.apply(&transaction, &reversed).await.unwrap();
+    transaction.commit().await.unwrap();
+    assert_eq!(
+        snapshot(&app).await,
+        after_newest,
+        "redelivered events changed the read model"
+    );
+
+    let view = admin_client(&dbname(&app.database_url))
+        .await
+        .query_one(
+            "SELECT balance, stream_version FROM projection.customer_balances WHERE customer_id = $1",
+            &[&customer],
+        )
+        .await
+        .unwrap();
+    assert_eq!(view.get::<_, i64>(0), 4 * 25 - 40);
+    assert_eq!(view.get::<_, i32>(1), 10);
+    app.stop().await;
+}

@@ -21,6 +21,16 @@ use uuid::Uuid;
 /// Longest wait for one HTTP answer: a write blocked by the NATS outage fails here.
 const REQUEST_LIMIT: Duration = Duration::from_secs(10);
 
+/// How long NATS stays down: longer than a JetStream publish acknowledgement is awaited
+/// (async-nats: 5 s), so the relay's batch in flight fails and is re-published after the
+/// outage, which is what JetStream's de-duplication by `Nats-Msg-Id` has to absorb.
+const NATS_OUTAGE: Duration = Duration::from_secs(7);
+
+/// Longest wait for the balances projector to apply every event after the outage: messages
+/// it had been handed but had not acknowledged when NATS died come back only after the
+/// consumer's ack wait (30 s), then its retry delay (up to 5 s) and a margin.
+const PROJECTION_LIMIT: Duration = Duration::from_secs(50);
+
 /// A `nats-server` child process of this test, killed on drop (also on panic).
 struct PrivateNats {
     port: u16,
@@ -261,6 +271,7 @@ async fn with_nats_down_writes_succeed_and_every_event_reaches_the_stream_exactl
 
     // Phase 2: NATS killed. Writes must not notice.
     nats.kill();
+    let outage_started = tokio::time::Instant::now();
     helpers::wait_for(
         Duration::from_secs(15),
         "GET /ready to answer 503 while NATS is down",
@@ -317,6 +328,9 @@ async fn with_nats_down_writes_succeed_and_every_event_reaches_the_stream_exactl
          but only {events_before_outage} existed before the outage"
     );
 
+    // The outage lasts its chosen length (a scenario parameter, not a wait for async work).
+    tokio::time::sleep_until(outage_started + NATS_OUTAGE).await;
+
     // Phase 3: NATS back on the same port and store. The relay catches up, exactly once.
     nats.spawn();
     nats.wait_listening().await;
@@ -367,6 +381,9 @@ async fn with_nats_down_writes_succeed_and_every_event_reaches_the_stream_exactl
         .await
         .expect("opening the stream");
     let mut message_ids = Vec::new();
+    // Per entity stream (customer or tenant), the version last seen on the JetStream stream.
+    let mut versions: HashMap<String, i32> = HashMap::new();
+    let mut out_of_order = Vec::new();
     for sequence in first_sequence..=last_sequence {
         let message = stream
             .get_raw_message(sequence)
@@ -391,6 +408,15 @@ async fn with_nats_down_writes_succeed_and_every_event_reaches_the_stream_exactl
             nats_settings.subject_for(&envelope.tenant_id),
             "message {sequence} is on the wrong subject"
         );
+        let previous = versions
+            .insert(envelope.stream_id.clone(), envelope.version)
+            .unwrap_or(0);
+        if envelope.version != previous + 1 {
+            out_of_order.push(format!(
+                "stream sequence {sequence}: {} version {} after version {previous}",
+                envelope.stream_id, envelope.version
+            ));
+        }
         message_ids.push(id);
     }
     let distinct: HashSet<Uuid> = message_ids.iter().copied().collect();
@@ -425,11 +451,28 @@ async fn with_nats_down_writes_succeed_and_every_event_reaches_the_stream_exactl
         unknown.len()
     );
 
+    // Projectors apply each entity stream in version order; the relay publishes in the
+    // table's safe-position order, which is version order per entity stream.
+    assert!(
+        out_of_order.is_empty(),
+        "the JetStream stream does not hold each entity stream's events in version order after the \
+         outage ({} messages out of order): {out_of_order:#?}",
+        out_of_order.len()
+    );
+
     // The projector, fed by the same stream, caught up and agrees with the responses.
     helpers::wait_for(
         Duration::from_secs(30),
         "GET /ready to answer 200 again after NATS came back",
         || async { ready_status(&app).await == Some(200) },
+    )
+    .await;
+    crate::crash::wait_until_projected_or_explain(
+        &db,
+        &nats.url(),
+        &stream_name,
+        PROJECTION_LIMIT,
+        || nats.assert_running(),
     )
     .await;
     app.wait_until_projected().await;
