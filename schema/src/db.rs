@@ -38,8 +38,12 @@ pub fn pool(settings: &DbSettings) -> Result<Pool, DbError> {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    let mut setup =
-        format!("SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}';");
+    // JIT compilation pays off for long analytical queries; for these short OLTP statements
+    // it only adds milliseconds (measured: 5.4 ms of JIT on a 0.3 ms catch-up query whose
+    // row estimate crossed jit_above_cost).
+    let mut setup = format!(
+        "SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}'; SET jit = off;"
+    );
     if let Some(role) = &settings.app_role {
         if !is_plain_identifier(role) {
             return Err(DbError::RoleName(role.clone()));

@@ -195,6 +195,7 @@ pub fn spawn(
     let writer = Writer {
         pool,
         cache: HashMap::new(),
+        freshness: Freshness::default(),
         config,
         committed,
         stats: stats.clone(),
@@ -216,6 +217,9 @@ struct Cached {
     /// The tenant whose events the stream holds; `None` while it has none. A customer id is
     /// only ever meaningful within its own tenant.
     owner: Option<TenantId>,
+    /// The owner's head sequence at which this state was last known to be current; -1
+    /// when never (see [`Freshness`]).
+    verified_at: i64,
 }
 
 impl Cached {
@@ -228,6 +232,7 @@ impl Cached {
             version: 0,
             state,
             owner: None,
+            verified_at: -1,
         }
     }
 
@@ -239,9 +244,53 @@ impl Cached {
     }
 }
 
+/// When a cached stream state can be trusted without a catch-up query.
+///
+/// Every event of a tenant advances the tenant's head sequence, and the head is locked for
+/// the whole batch. If the head is where this writer left it at its last commit, nobody else
+/// has appended to the tenant since. So a state verified at head `v` is still current at
+/// head `h` when every append between `v` and `h` was this writer's own (which it applied
+/// to its cache as it went): that is, when `v >= trusted_since[tenant]`, the head at which
+/// this writer last found a stranger's append. Another writer (another process) moves
+/// `trusted_since` forward and with it invalidates every older state of that tenant at once.
+#[derive(Debug, Default)]
+struct Freshness {
+    /// Each tenant's head sequence as this writer left it at its last commit.
+    known_heads: HashMap<TenantId, i64>,
+    /// Per tenant, the head from which on all appends are known to be this writer's.
+    trusted_since: HashMap<TenantId, i64>,
+}
+
+impl Freshness {
+    /// Called with each head as locked at the start of a batch.
+    fn observe(&mut self, tenant: TenantId, locked_sequence: i64) {
+        if self.known_heads.get(&tenant) != Some(&locked_sequence) {
+            self.trusted_since.insert(tenant, locked_sequence);
+        }
+    }
+
+    fn is_current(&self, cached: &Cached, locked: &[(TenantId, TenantHead)]) -> bool {
+        let Some(owner) = cached.owner else {
+            return false;
+        };
+        let owner_locked = locked.iter().any(|(tenant, _)| *tenant == owner);
+        let trusted_since = self.trusted_since.get(&owner).copied().unwrap_or(i64::MAX);
+        owner_locked && cached.verified_at >= trusted_since
+    }
+
+    fn committed(&mut self, tenant: TenantId, sequence: i64) {
+        self.known_heads.insert(tenant, sequence);
+    }
+
+    fn forget(&mut self, tenant: TenantId) {
+        self.known_heads.remove(&tenant);
+    }
+}
+
 struct Writer {
     pool: Pool,
     cache: HashMap<StreamId, Cached>,
+    freshness: Freshness,
     config: WriterConfig,
     committed: Arc<Notify>,
     stats: Arc<WriterStats>,
@@ -303,6 +352,9 @@ impl Writer {
     async fn execute(&mut self, submissions: &[&Submission]) -> Result<Vec<Outcome>, StoreError> {
         let result = self.transact(submissions).await;
         if result.is_err() {
+            for submission in submissions {
+                self.freshness.forget(submission.tenant_id);
+            }
             self.stats
                 .failed_transactions
                 .fetch_add(1, Ordering::Relaxed);
@@ -321,7 +373,17 @@ impl Writer {
         if self.cache.len() + batch.streams.len() > self.config.cached_streams_max {
             self.cache.clear();
         }
-        self.cache.extend(batch.streams);
+        for (tenant, head) in &batch.heads {
+            self.freshness.committed(*tenant, head.sequence);
+        }
+        for (stream, mut cached) in batch.streams {
+            // Current as of this commit: caught up under the lock, then our own events applied.
+            cached.verified_at = cached
+                .owner
+                .and_then(|owner| batch.heads.iter().find(|(t, _)| *t == owner))
+                .map_or(-1, |(_, head)| head.sequence);
+            self.cache.insert(stream, cached);
+        }
         Ok(outcomes)
     }
 
@@ -336,7 +398,13 @@ impl Writer {
                 StoreError::Malformed(format!("no database connection available: {e}"))
             })?;
         let transaction = client.transaction().await?;
-        let mut batch = Batch::load(&*transaction, &mut self.cache, submissions).await?;
+        let mut batch = Batch::load(
+            &*transaction,
+            &mut self.cache,
+            &mut self.freshness,
+            submissions,
+        )
+        .await?;
         let outcomes = batch.decide_all(submissions)?;
         batch.write(&*transaction).await?;
         transaction.commit().await?;
@@ -386,6 +454,7 @@ impl Batch {
     async fn load(
         client: &impl GenericClient,
         cache: &mut HashMap<StreamId, Cached>,
+        freshness: &mut Freshness,
         submissions: &[&Submission],
     ) -> Result<Batch, StoreError> {
         let registering: Vec<TenantId> = submissions
@@ -410,8 +479,16 @@ impl Batch {
                 });
             }
         }
+        for (tenant, head) in &heads {
+            freshness.observe(*tenant, head.sequence);
+        }
+        let stale: Vec<(StreamId, i32)> = streams
+            .iter()
+            .filter(|(_, cached)| !freshness.is_current(cached, &heads))
+            .map(|(stream, cached)| (*stream, cached.version))
+            .collect();
         let (caught_up, idempotency, phones) = tokio::try_join!(
-            catch_up(client, &streams),
+            catch_up(client, &stale),
             load_idempotency(client, submissions),
             load_phones(client, submissions),
         )?;
@@ -588,9 +665,11 @@ impl Batch {
         Ok(recorded)
     }
 
+    /// Writes everything the batch decided; the statements are pipelined on the one
+    /// connection (one round trip), and all of them commit or none.
     async fn write(&self, client: &impl GenericClient) -> Result<(), StoreError> {
-        store::insert_events(client, &self.events).await?;
         tokio::try_join!(
+            store::insert_events(client, &self.events),
             store::save_tenant_heads(client, &self.heads),
             save_idempotency(client, &self.new_idempotency),
             save_phones(client, &self.new_phones),
@@ -599,20 +678,27 @@ impl Batch {
     }
 }
 
+/// The events of `streams` after the given versions.
 async fn catch_up(
     client: &impl GenericClient,
-    streams: &HashMap<StreamId, Cached>,
+    streams: &[(StreamId, i32)],
 ) -> Result<Vec<(StreamId, TenantId, i32, Event)>, StoreError> {
-    let ids: Vec<String> = streams.keys().map(ToString::to_string).collect();
-    let known: Vec<i32> = streams
-        .keys()
-        .map(|s| streams.get(s).map_or(0, |c| c.version))
-        .collect();
+    if streams.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = streams.iter().map(|(s, _)| s.to_string()).collect();
+    let known: Vec<i32> = streams.iter().map(|(_, v)| *v).collect();
     let rows = client
         .query(
+            // LATERAL keeps this an index range scan per stream: with a plain join the
+            // planner may hash the whole event table once it has grown (measured: 45 ms at
+            // 127k events against 0.3 ms).
             "SELECT e.stream_id, e.version, e.event_type, e.type_version, e.payload, e.tenant_id \
              FROM unnest($1::text[], $2::int[]) AS c(stream_id, known) \
-             JOIN events e ON e.stream_id = c.stream_id AND e.version > c.known \
+             CROSS JOIN LATERAL ( \
+                 SELECT * FROM events e \
+                 WHERE e.stream_id = c.stream_id AND e.version > c.known \
+                 ORDER BY e.version) e \
              ORDER BY e.stream_id, e.version",
             &[&ids, &known],
         )
@@ -659,7 +745,9 @@ async fn load_idempotency(
         .query(
             "SELECT r.tenant_id, r.idempotency_key, r.request_hash, r.response_status, r.response_body \
              FROM unnest($1::uuid[], $2::text[]) AS c(tenant_id, idempotency_key) \
-             JOIN idempotency_records r USING (tenant_id, idempotency_key)",
+             CROSS JOIN LATERAL ( \
+                 SELECT * FROM idempotency_records r \
+                 WHERE r.tenant_id = c.tenant_id AND r.idempotency_key = c.idempotency_key) r",
             &[&tenants, &keys],
         )
         .await?;
@@ -703,7 +791,9 @@ async fn load_phones(
         .query(
             "SELECT p.tenant_id, p.phone_lookup, p.customer_id \
              FROM unnest($1::uuid[], $2::text[]) AS w(tenant_id, phone_lookup) \
-             JOIN customer_phones p USING (tenant_id, phone_lookup)",
+             CROSS JOIN LATERAL ( \
+                 SELECT * FROM customer_phones p \
+                 WHERE p.tenant_id = w.tenant_id AND p.phone_lookup = w.phone_lookup) p",
             &[&tenants, &phones],
         )
         .await?;

@@ -392,3 +392,108 @@ async fn a_batch_answers_each_caller_with_its_own_result() {
     assert_eq!((n, status), (2, 201));
     app.stop().await;
 }
+
+/// Two writers (two processes in production) on one tenant: each must see the other's
+/// events before deciding, although each caches stream states between batches.
+#[tokio::test]
+async fn two_writers_on_one_customer_see_each_others_events() {
+    let app = TestApp::spawn_with(Components::NONE).await;
+    let spawn_writer = || {
+        schema::writer::spawn(
+            app.pool.clone(),
+            app.settings.writer(),
+            Arc::new(tokio::sync::Notify::new()),
+        )
+        .0
+    };
+    let (first, second) = (spawn_writer(), spawn_writer());
+    let customer = enrol(&first, app.tenant_id, 1).await[0];
+    let mut expected_balance = 0;
+    for round in 0..6 {
+        let writer = if round % 2 == 0 { &first } else { &second };
+        let outcome = writer
+            .submit(submission(
+                app.tenant_id,
+                purchase_command(customer, 100_000),
+            ))
+            .await
+            .unwrap();
+        let Outcome::Decided { events, .. } = outcome else {
+            panic!("round {round}: {outcome:?}");
+        };
+        assert_eq!(events.len(), 2, "round {round}");
+        expected_balance += 10;
+        // Versions continue from the other writer's: 1 enrolment + 2 per purchase.
+        assert_eq!(events[1].version, 1 + 2 * (round + 1), "round {round}");
+        let Event::PurchaseLogged(logged) = events[0].decode().unwrap() else {
+            panic!("round {round}: not a purchase");
+        };
+        assert_eq!(
+            logged.purchase_number,
+            round as u32 + 1,
+            "round {round}: stale state"
+        );
+    }
+    // A redemption of everything through either writer succeeds; one more point fails.
+    let redeem = |points: i64| Command::RedeemPoints {
+        customer_id: customer,
+        redemption_id: ledger_core::RedemptionId::from_uuid(Uuid::now_v7()),
+        points: ledger_core::Points::new(points),
+        description: "all of it".into(),
+        at: Utc::now(),
+    };
+    let all = first
+        .submit(submission(app.tenant_id, redeem(expected_balance)))
+        .await
+        .unwrap();
+    assert!(matches!(all, Outcome::Decided { ref events, .. } if events.len() == 1));
+    let more = second
+        .submit(submission(app.tenant_id, redeem(1)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(more, Outcome::Decided { ref events, ref response } if events.is_empty() && response.status == 409)
+    );
+    app.stop().await;
+}
+
+/// A stranger's append to one stream must not be hidden by this writer's own later append
+/// to another stream of the same tenant.
+#[tokio::test]
+async fn a_strangers_append_invalidates_every_cached_stream_of_the_tenant() {
+    let app = TestApp::spawn_with(Components::NONE).await;
+    let spawn_writer = || {
+        schema::writer::spawn(
+            app.pool.clone(),
+            app.settings.writer(),
+            Arc::new(tokio::sync::Notify::new()),
+        )
+        .0
+    };
+    let (mine, stranger) = (spawn_writer(), spawn_writer());
+    let customers = enrol(&mine, app.tenant_id, 2).await;
+    let (x, y) = (customers[0], customers[1]);
+    let purchase = |writer: &WriterHandle, customer| {
+        let writer = writer.clone();
+        async move {
+            match writer
+                .submit(submission(
+                    app.tenant_id,
+                    purchase_command(customer, 100_000),
+                ))
+                .await
+                .unwrap()
+            {
+                Outcome::Decided { events, .. } => events,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    purchase(&mine, y).await; // mine caches y at version 3
+    purchase(&stranger, y).await; // y is now at version 5, unknown to mine
+    purchase(&mine, x).await; // mine catches up x only, and commits
+    let events = purchase(&mine, y).await; // must continue from 5, not conflict at 4
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].version, 6);
+    app.stop().await;
+}

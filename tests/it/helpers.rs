@@ -186,6 +186,7 @@ impl TestApp {
     }
 
     pub async fn start(settings: Settings, components: Components) -> TestApp {
+        init_test_logging();
         let running = app::start(&settings, components)
             .await
             .expect("starting the app");
@@ -400,5 +401,18 @@ impl Rng {
     /// Uniform enough in `low..high` for test workloads.
     pub fn range(&mut self, low: i64, high: i64) -> i64 {
         low + (self.next() % (high - low) as u64) as i64
+    }
+}
+
+/// With `TEST_LOG=1`, the app's logs go to stderr (silent otherwise, like zero2prod).
+pub fn init_test_logging() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    if std::env::var_os("TEST_LOG").is_some() {
+        INIT.call_once(|| {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+                .with_test_writer()
+                .try_init();
+        });
     }
 }
