@@ -16,6 +16,7 @@
 #
 # Environment (defaults shown):
 #   BENCH_SECONDS=30          pgbench -T and the loadgen measured window
+#   BENCH_MODE=all            `loyalty all` (every component) or `loyalty api` (API + writer only)
 #   BENCH_CLIENTS=64          pgbench -c and loadgen --clients
 #   BENCH_WARMUP_SECONDS=2    loadgen warm-up (not measured; pgbench has none)
 #   BENCH_CUSTOMERS=1000      customers enrolled before the load
@@ -54,6 +55,10 @@ export NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/loyalty-ledger-target}
 
 BENCH_SECONDS=${BENCH_SECONDS:-30}
+# all = every component in one process (the headline); api = the API and its writer alone,
+# with no relay or projector competing for the two cores (a diagnostic).
+BENCH_MODE=${BENCH_MODE:-all}
+[[ $BENCH_MODE == all || $BENCH_MODE == api ]] || die "BENCH_MODE must be all or api"
 BENCH_CLIENTS=${BENCH_CLIENTS:-64}
 BENCH_WARMUP_SECONDS=${BENCH_WARMUP_SECONDS:-2}
 BENCH_CUSTOMERS=${BENCH_CUSTOMERS:-1000}
@@ -205,8 +210,8 @@ if [[ $BENCH_SKIP_PRODUCT != 1 ]]; then
     if curl -s -o /dev/null --max-time 2 "$BASE_URL/health"; then
         die "something already answers at $BASE_URL; set BENCH_HTTP_ADDR to a free port"
     fi
-    log "starting loyalty all on $BENCH_HTTP_ADDR"
-    "$LOYALTY" all >"$WORK/loyalty-all.log" 2>&1 &
+    log "starting loyalty $BENCH_MODE on $BENCH_HTTP_ADDR"
+    "$LOYALTY" "$BENCH_MODE" >"$WORK/loyalty-all.log" 2>&1 &
     SERVER_PID=$!
     healthy=0
     health_deadline=$((SECONDS + 60))
@@ -277,7 +282,7 @@ RESULT_FILE=$RESULTS_DIR/$STAMP.md
     echo "| measure | value |"
     echo "| --- | --- |"
     echo "| pgbench single-row INSERT commits/s (-M prepared -c $BENCH_CLIENTS -j $PGBENCH_THREADS -T $BENCH_SECONDS) | $PGBENCH_TPS (latency avg ${PGBENCH_LATENCY_MS:-?} ms, $PGBENCH_ROWS rows) |"
-    echo "| purchases/s, 2xx ($BENCH_CLIENTS clients, ${BENCH_SECONDS} s after ${BENCH_WARMUP_SECONDS} s warm-up) | $(show "$RATE") |"
+    echo "| purchases/s, 2xx (loyalty $BENCH_MODE, $BENCH_CLIENTS clients, ${BENCH_SECONDS} s after ${BENCH_WARMUP_SECONDS} s warm-up) | $(show "$RATE") |"
     echo "| purchase latency p50 / p90 / p99 / max (ms) | $(show "$P50") / $(show "$P90") / $(show "$P99") / $(show "$PMAX") |"
     echo "| purchases/s ÷ pgbench tps | $RATIO |"
     echo "| non-2xx / transport errors (whole loadgen run) | $(show "$NON2XX") / $(show "$TRANSPORT") |"

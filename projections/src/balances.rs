@@ -8,10 +8,10 @@
 
 use crate::runner::{Projection, ProjectionError};
 use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient as _, Transaction};
 use ledger_core::{Event, StreamId};
 use schema::store::RecordedEvent;
 use std::collections::HashMap;
-use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 pub struct Balances;
@@ -134,7 +134,7 @@ async fn continue_stream(
     }
     let missing = i64::from(newest - applied_version);
     Ok(schema::store::read_stream(
-        transaction,
+        &**transaction,
         StreamId::Customer(ledger_core::CustomerId::from_uuid(customer_id)),
         applied_version,
         missing,
@@ -149,8 +149,12 @@ async fn applied_versions(
 ) -> Result<HashMap<Uuid, i32>, ProjectionError> {
     let rows = transaction
         .query(
-            "SELECT customer_id, stream_version FROM projection.customer_balances \
+            &transaction
+                .prepare_cached(
+                    "SELECT customer_id, stream_version FROM projection.customer_balances \
              WHERE customer_id = ANY($1) ORDER BY customer_id FOR UPDATE",
+                )
+                .await?,
             &[&customer_ids],
         )
         .await?;
@@ -268,10 +272,10 @@ async fn insert_enrolled(
     }
     transaction
         .execute(
-            "INSERT INTO projection.customer_balances (customer_id, tenant_id, phone, \
+            &transaction.prepare_cached("INSERT INTO projection.customer_balances (customer_id, tenant_id, phone, \
                  stream_version, balance, earned, redeemed, expired, purchases, enrolled_at, updated_at) \
              SELECT id, tenant, phone, 0, 0, 0, 0, 0, 0, at, at \
-             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) AS n(id, tenant, phone, at)",
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) AS n(id, tenant, phone, at)").await?,
             &[&ids, &tenants, &phones, &enrolled_at],
         )
         .await?;
@@ -292,11 +296,11 @@ async fn insert_lots(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), P
     let expires_at: Vec<DateTime<Utc>> = fold.new_lots.iter().map(|l| l.expires_at).collect();
     transaction
         .execute(
-            "INSERT INTO projection.point_lots (customer_id, lot_id, tenant_id, purchase_id, \
+            &transaction.prepare_cached("INSERT INTO projection.point_lots (customer_id, lot_id, tenant_id, purchase_id, \
                  points, remaining, earned_at, expires_at) \
              SELECT c, l, t, p, pts, pts, e, x \
              FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::bigint[], \
-                 $6::timestamptz[], $7::timestamptz[]) AS n(c, l, t, p, pts, e, x)",
+                 $6::timestamptz[], $7::timestamptz[]) AS n(c, l, t, p, pts, e, x)").await?,
             &[
                 &customers,
                 &lots,
@@ -337,7 +341,9 @@ async fn update_customers(
         .collect();
     transaction
         .execute(
-            "UPDATE projection.customer_balances b SET stream_version = d.version, \
+            &transaction
+                .prepare_cached(
+                    "UPDATE projection.customer_balances b SET stream_version = d.version, \
                  balance = b.balance + d.balance, earned = b.earned + d.earned, \
                  redeemed = b.redeemed + d.redeemed, expired = b.expired + d.expired, \
                  purchases = greatest(b.purchases, d.purchases), updated_at = d.updated_at \
@@ -345,6 +351,8 @@ async fn update_customers(
                  $6::bigint[], $7::int[], $8::timestamptz[]) \
                  AS d(id, version, balance, earned, redeemed, expired, purchases, updated_at) \
              WHERE b.customer_id = d.id",
+                )
+                .await?,
             &[
                 &ids,
                 &versions,
@@ -371,9 +379,13 @@ async fn debit_lots(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), Pr
     let points: Vec<i64> = debits.iter().map(|(_, p)| **p).collect();
     transaction
         .execute(
-            "UPDATE projection.point_lots l SET remaining = l.remaining - d.points \
+            &transaction
+                .prepare_cached(
+                    "UPDATE projection.point_lots l SET remaining = l.remaining - d.points \
              FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS d(customer_id, lot_id, points) \
              WHERE l.customer_id = d.customer_id AND l.lot_id = d.lot_id",
+                )
+                .await?,
             &[&customers, &lots, &points],
         )
         .await?;

@@ -29,6 +29,8 @@ pub struct RelaySettings {
     /// How often to look for new events when nobody in this process says there are some.
     pub poll_interval: Duration,
     pub retry_delay_max: Duration,
+    /// Pause after a partial batch; bounds the latency the relay adds when idle.
+    pub gather_delay: Duration,
 }
 
 impl RelaySettings {
@@ -38,6 +40,7 @@ impl RelaySettings {
             batch_size_max: 1_000,
             poll_interval: Duration::from_millis(50),
             retry_delay_max: Duration::from_secs(5),
+            gather_delay: Duration::from_millis(10),
         }
     }
 }
@@ -141,6 +144,15 @@ async fn lead(
         let last = batch.last().and_then(|e| e.position).unwrap_or(cursor);
         save_cursor(&session, &settings.name, last, batch.len()).await?;
         cursor = last;
+        if (batch.len() as i64) < settings.batch_size_max {
+            // Caught up: let a few commits gather before the next read, so that under load
+            // the relay's fixed cost per batch (a read, a cursor commit) is paid per many
+            // events rather than per writer commit.
+            tokio::select! {
+                _ = tokio::time::sleep(settings.gather_delay) => {}
+                _ = crate::stopped(shutdown) => return Ok(()),
+            }
+        }
     }
 }
 

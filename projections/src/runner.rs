@@ -25,14 +25,14 @@ pub trait Projection: Send + Sync {
     /// skipped (guard by stream version); an event whose predecessor is missing is an error.
     fn apply(
         &self,
-        transaction: &tokio_postgres::Transaction<'_>,
+        transaction: &deadpool_postgres::Transaction<'_>,
         events: &[RecordedEvent],
     ) -> impl std::future::Future<Output = Result<(), ProjectionError>> + Send;
 
     /// Empties the read model before a rebuild.
     fn reset(
         &self,
-        transaction: &tokio_postgres::Transaction<'_>,
+        transaction: &deadpool_postgres::Transaction<'_>,
     ) -> impl std::future::Future<Output = Result<(), ProjectionError>> + Send;
 }
 

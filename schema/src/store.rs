@@ -2,6 +2,7 @@
 //! missing a row committed out of order, and how one append checks the expected version.
 
 use chrono::{DateTime, SubsecRound, Utc};
+use deadpool_postgres::GenericClient as PooledClient;
 use ledger_core::chain::{self, ChainFields, ChainHash};
 use ledger_core::codec::{self, CodecError};
 use ledger_core::events::EventMetadata;
@@ -274,7 +275,7 @@ pub async fn stream_version(
 /// fails on `events_stream_version_key` and the whole transaction with it: a conflict is
 /// an error, never swallowed.
 pub async fn insert_events(
-    client: &impl GenericClient,
+    client: &impl PooledClient,
     events: &[RecordedEvent],
 ) -> Result<(), StoreError> {
     if events.is_empty() {
@@ -295,11 +296,11 @@ pub async fn insert_events(
     let hashes: Vec<&[u8]> = events.iter().map(|e| e.hash.as_slice()).collect();
     let result = client
         .execute(
-            "INSERT INTO events (event_id, tenant_id, tenant_sequence, stream_id, version, \
+            &client.prepare_cached("INSERT INTO events (event_id, tenant_id, tenant_sequence, stream_id, version, \
                  event_type, type_version, payload, metadata, recorded_at, previous_hash, hash) \
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::int[], \
                  $6::text[], $7::smallint[], $8::bytea[], $9::bytea[], $10::timestamptz[], \
-                 $11::bytea[], $12::bytea[])",
+                 $11::bytea[], $12::bytea[])").await?,
             &[
                 &event_ids,
                 &tenant_ids,
@@ -333,7 +334,7 @@ pub async fn insert_events(
 /// transaction and returns them. Taking this lock is each append transaction's first write,
 /// which is what makes transaction-id order equal sequence order within a tenant.
 pub async fn lock_tenant_heads(
-    client: &impl GenericClient,
+    client: &impl PooledClient,
     tenants: &[TenantId],
 ) -> Result<Vec<(TenantId, TenantHead)>, StoreError> {
     let mut ids: Vec<Uuid> = tenants.iter().map(TenantId::as_uuid).collect();
@@ -341,8 +342,12 @@ pub async fn lock_tenant_heads(
     ids.dedup();
     let rows = client
         .query(
-            "SELECT tenant_id, sequence, head_hash FROM tenant_heads \
+            &client
+                .prepare_cached(
+                    "SELECT tenant_id, sequence, head_hash FROM tenant_heads \
              WHERE tenant_id = ANY($1) ORDER BY tenant_id FOR UPDATE",
+                )
+                .await?,
             &[&ids],
         )
         .await?;
@@ -363,7 +368,7 @@ pub async fn lock_tenant_heads(
 
 /// Creates chain heads for tenants about to be registered (no-op for existing ones).
 pub async fn create_tenant_heads(
-    client: &impl GenericClient,
+    client: &impl PooledClient,
     tenants: &[TenantId],
 ) -> Result<(), StoreError> {
     if tenants.is_empty() {
@@ -372,9 +377,13 @@ pub async fn create_tenant_heads(
     let ids: Vec<Uuid> = tenants.iter().map(TenantId::as_uuid).collect();
     client
         .execute(
-            "INSERT INTO tenant_heads (tenant_id, sequence, head_hash) \
+            &client
+                .prepare_cached(
+                    "INSERT INTO tenant_heads (tenant_id, sequence, head_hash) \
              SELECT id, 0, $2 FROM unnest($1::uuid[]) AS t(id) ORDER BY id \
              ON CONFLICT (tenant_id) DO NOTHING",
+                )
+                .await?,
             &[&ids, &chain::GENESIS.as_slice()],
         )
         .await?;
@@ -382,7 +391,7 @@ pub async fn create_tenant_heads(
 }
 
 pub async fn save_tenant_heads(
-    client: &impl GenericClient,
+    client: &impl PooledClient,
     heads: &[(TenantId, TenantHead)],
 ) -> Result<(), StoreError> {
     if heads.is_empty() {
@@ -393,9 +402,13 @@ pub async fn save_tenant_heads(
     let hashes: Vec<&[u8]> = heads.iter().map(|(_, h)| h.hash.as_slice()).collect();
     client
         .execute(
-            "UPDATE tenant_heads h SET sequence = n.sequence, head_hash = n.hash \
+            &client
+                .prepare_cached(
+                    "UPDATE tenant_heads h SET sequence = n.sequence, head_hash = n.hash \
              FROM unnest($1::uuid[], $2::bigint[], $3::bytea[]) AS n(tenant_id, sequence, hash) \
              WHERE h.tenant_id = n.tenant_id",
+                )
+                .await?,
             &[&ids, &sequences, &hashes],
         )
         .await?;
@@ -415,7 +428,7 @@ pub enum ExpectedVersion {
 /// version. The group-commit writer is the fast path for commands; this is the plain
 /// building block, used by tools and tests, with the same chain and the same checks.
 pub async fn append(
-    client: &mut tokio_postgres::Client,
+    client: &mut deadpool_postgres::Client,
     tenant_id: TenantId,
     stream: StreamId,
     expected: ExpectedVersion,
@@ -427,7 +440,7 @@ pub async fn append(
     let (_, head) = heads
         .first_mut()
         .ok_or(StoreError::UnknownTenant(tenant_id))?;
-    let actual = stream_version(&transaction, stream).await?;
+    let actual = stream_version(&*transaction, stream).await?;
     let expected_number = match expected {
         ExpectedVersion::NoStream => 0,
         ExpectedVersion::Exact(v) => v,

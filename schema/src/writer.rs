@@ -19,6 +19,7 @@
 
 use crate::store::{self, RecordedEvent, StoreError, TenantHead};
 use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
 use deadpool_postgres::Pool;
 use ledger_core::aggregate::{Aggregate, LedgerState};
 use ledger_core::codec;
@@ -33,7 +34,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -399,14 +399,14 @@ impl Writer {
             })?;
         let transaction = client.transaction().await?;
         let mut batch = Batch::load(
-            &*transaction,
+            &transaction,
             &mut self.cache,
             &mut self.freshness,
             submissions,
         )
         .await?;
         let outcomes = batch.decide_all(submissions)?;
-        batch.write(&*transaction).await?;
+        batch.write(&transaction).await?;
         transaction.commit().await?;
         Ok((batch, outcomes))
     }
@@ -688,18 +688,19 @@ async fn catch_up(
     }
     let ids: Vec<String> = streams.iter().map(|(s, _)| s.to_string()).collect();
     let known: Vec<i32> = streams.iter().map(|(_, v)| *v).collect();
+    // LATERAL keeps this an index range scan per stream: with a plain join the planner may
+    // hash the whole event table once it has grown (measured: 45 ms at 127k events against
+    // 0.3 ms).
     let rows = client
         .query(
-            // LATERAL keeps this an index range scan per stream: with a plain join the
-            // planner may hash the whole event table once it has grown (measured: 45 ms at
-            // 127k events against 0.3 ms).
+            &client.prepare_cached(
             "SELECT e.stream_id, e.version, e.event_type, e.type_version, e.payload, e.tenant_id \
              FROM unnest($1::text[], $2::int[]) AS c(stream_id, known) \
              CROSS JOIN LATERAL ( \
                  SELECT * FROM events e \
                  WHERE e.stream_id = c.stream_id AND e.version > c.known \
                  ORDER BY e.version) e \
-             ORDER BY e.stream_id, e.version",
+             ORDER BY e.stream_id, e.version").await?,
             &[&ids, &known],
         )
         .await?;
@@ -743,11 +744,11 @@ async fn load_idempotency(
     let keys: Vec<&str> = claims.iter().map(|(_, k)| *k).collect();
     let rows = client
         .query(
-            "SELECT r.tenant_id, r.idempotency_key, r.request_hash, r.response_status, r.response_body \
+            &client.prepare_cached("SELECT r.tenant_id, r.idempotency_key, r.request_hash, r.response_status, r.response_body \
              FROM unnest($1::uuid[], $2::text[]) AS c(tenant_id, idempotency_key) \
              CROSS JOIN LATERAL ( \
                  SELECT * FROM idempotency_records r \
-                 WHERE r.tenant_id = c.tenant_id AND r.idempotency_key = c.idempotency_key) r",
+                 WHERE r.tenant_id = c.tenant_id AND r.idempotency_key = c.idempotency_key) r").await?,
             &[&tenants, &keys],
         )
         .await?;
@@ -789,11 +790,15 @@ async fn load_phones(
     let phones: Vec<&str> = wanted.iter().map(|(_, p)| p.as_str()).collect();
     let rows = client
         .query(
-            "SELECT p.tenant_id, p.phone_lookup, p.customer_id \
+            &client
+                .prepare_cached(
+                    "SELECT p.tenant_id, p.phone_lookup, p.customer_id \
              FROM unnest($1::uuid[], $2::text[]) AS w(tenant_id, phone_lookup) \
              CROSS JOIN LATERAL ( \
                  SELECT * FROM customer_phones p \
                  WHERE p.tenant_id = w.tenant_id AND p.phone_lookup = w.phone_lookup) p",
+                )
+                .await?,
             &[&tenants, &phones],
         )
         .await?;
@@ -827,9 +832,9 @@ async fn save_idempotency(
     let bodies: Vec<&[u8]> = records.iter().map(|r| r.3.body.as_slice()).collect();
     client
         .execute(
-            "INSERT INTO idempotency_records \
+            &client.prepare_cached("INSERT INTO idempotency_records \
                  (tenant_id, idempotency_key, request_hash, response_status, response_body) \
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::smallint[], $5::bytea[])",
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::smallint[], $5::bytea[])").await?,
             &[&tenants, &keys, &hashes, &statuses, &bodies],
         )
         .await?;
@@ -848,8 +853,12 @@ async fn save_phones(
     let customers: Vec<Uuid> = phones.iter().map(|p| p.2.as_uuid()).collect();
     client
         .execute(
-            "INSERT INTO customer_phones (tenant_id, phone_lookup, customer_id) \
+            &client
+                .prepare_cached(
+                    "INSERT INTO customer_phones (tenant_id, phone_lookup, customer_id) \
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[])",
+                )
+                .await?,
             &[&tenants, &lookups, &customers],
         )
         .await?;

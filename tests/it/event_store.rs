@@ -185,7 +185,7 @@ async fn the_event_table_is_append_only() {
 async fn slow_append(app: &TestApp, tenant_id: TenantId, customer: CustomerId, hold: Duration) {
     let mut client = app.db().await;
     let transaction = client.transaction().await.unwrap();
-    let mut heads = store::lock_tenant_heads(&*transaction, &[tenant_id])
+    let mut heads = store::lock_tenant_heads(&transaction, &[tenant_id])
         .await
         .unwrap();
     let stream = StreamId::Customer(customer);
@@ -210,10 +210,8 @@ async fn slow_append(app: &TestApp, tenant_id: TenantId, customer: CustomerId, h
             Utc::now(),
         )
         .unwrap();
-    store::insert_events(&*transaction, &[sealed])
-        .await
-        .unwrap();
-    store::save_tenant_heads(&*transaction, &heads)
+    store::insert_events(&transaction, &[sealed]).await.unwrap();
+    store::save_tenant_heads(&transaction, &heads)
         .await
         .unwrap();
     tokio::time::sleep(hold).await;
