@@ -179,24 +179,7 @@ pub async fn read_after(
     after: Position,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events \
-         WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
-           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY transaction_id, global_position \
-         LIMIT $3"
-    );
-    let rows = client
-        .query(
-            &sql,
-            &[
-                &after.transaction_id.to_string(),
-                &after.global_position,
-                &limit,
-            ],
-        )
-        .await?;
-    rows.iter().map(event_from_row).collect()
+    read_in_order(client, after, limit, true).await
 }
 
 /// Reads every event visible to the caller's snapshot after `after`, in the same order as
@@ -209,9 +192,23 @@ pub async fn read_snapshot_after(
     after: Position,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
+    read_in_order(client, after, limit, false).await
+}
+
+async fn read_in_order(
+    client: &impl GenericClient,
+    after: Position,
+    limit: i64,
+    only_safe: bool,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let safe = if only_safe {
+        "AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+    } else {
+        ""
+    };
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events \
-         WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+         WHERE (transaction_id, global_position) > ($1::text::xid8, $2) {safe} \
          ORDER BY transaction_id, global_position \
          LIMIT $3"
     );

@@ -330,23 +330,6 @@ fn decode(event: &RecordedEvent) -> Event {
     })
 }
 
-/// Whether the balances read model reflects every customer event (the same comparison as
-/// `TestApp::wait_until_projected`).
-async fn projection_caught_up(db: &tokio_postgres::Client) -> bool {
-    let row = db
-        .query_one(
-            "SELECT \
-               (SELECT coalesce(sum(max_version), 0) FROM \
-                  (SELECT max(version) AS max_version FROM events \
-                   WHERE stream_id LIKE 'customer-%' GROUP BY stream_id) v)::bigint, \
-               (SELECT coalesce(sum(stream_version), 0) FROM projection.customer_balances)::bigint",
-            &[],
-        )
-        .await
-        .expect("comparing the projection with the events");
-    row.get::<_, i64>(0) == row.get::<_, i64>(1)
-}
-
 /// Waits (bounded by `limit`) until the balances read model reflects every customer event;
 /// `check` runs before each poll (e.g. to fail fast when a process died). On timeout, panics
 /// with what a stuck projection looks like: lagging customers, checkpoint, consumer state.
@@ -364,7 +347,7 @@ pub(crate) async fn wait_until_projected_or_explain(
             "the balances projection to catch up",
             || {
                 check();
-                projection_caught_up(db)
+                helpers::projection_caught_up(db)
             },
         ),
     )

@@ -67,6 +67,16 @@ async fn enrol(writer: &WriterHandle, tenant_id: TenantId, n: u32) -> Vec<Custom
     customers
 }
 
+/// Another group-commit writer on the app's database, as a second process would have.
+fn spawn_writer(app: &TestApp) -> WriterHandle {
+    schema::writer::spawn(
+        app.pool.clone(),
+        app.settings.writer(),
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .0
+}
+
 fn purchase_command(customer_id: CustomerId, amount: i64) -> Command {
     Command::LogPurchase {
         customer_id,
@@ -396,15 +406,7 @@ async fn a_batch_answers_each_caller_with_its_own_result() {
 #[tokio::test]
 async fn two_writers_on_one_customer_see_each_others_events() {
     let app = TestApp::spawn_with(Components::NONE).await;
-    let spawn_writer = || {
-        schema::writer::spawn(
-            app.pool.clone(),
-            app.settings.writer(),
-            Arc::new(tokio::sync::Notify::new()),
-        )
-        .0
-    };
-    let (first, second) = (spawn_writer(), spawn_writer());
+    let (first, second) = (spawn_writer(&app), spawn_writer(&app));
     let customer = enrol(&first, app.tenant_id, 1).await[0];
     let mut expected_balance = 0;
     for round in 0..6 {
@@ -460,15 +462,7 @@ async fn two_writers_on_one_customer_see_each_others_events() {
 #[tokio::test]
 async fn a_strangers_append_invalidates_every_cached_stream_of_the_tenant() {
     let app = TestApp::spawn_with(Components::NONE).await;
-    let spawn_writer = || {
-        schema::writer::spawn(
-            app.pool.clone(),
-            app.settings.writer(),
-            Arc::new(tokio::sync::Notify::new()),
-        )
-        .0
-    };
-    let (mine, stranger) = (spawn_writer(), spawn_writer());
+    let (mine, stranger) = (spawn_writer(&app), spawn_writer(&app));
     let customers = enrol(&mine, app.tenant_id, 2).await;
     let (x, y) = (customers[0], customers[1]);
     let purchase = |writer: &WriterHandle, customer| {

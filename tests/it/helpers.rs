@@ -310,20 +310,11 @@ impl TestApp {
     /// Waits (bounded) until the balances projector has applied every customer event.
     pub async fn wait_until_projected(&self) {
         let client = admin_client(&dbname(&self.database_url)).await;
-        wait_for(Duration::from_secs(30), "the balances projection to catch up", || async {
-            let row = client
-                .query_one(
-                    "SELECT \
-                       (SELECT coalesce(sum(max_version), 0) FROM \
-                          (SELECT max(version) AS max_version FROM events \
-                           WHERE stream_id LIKE 'customer-%' GROUP BY stream_id) v)::bigint, \
-                       (SELECT coalesce(sum(stream_version), 0) FROM projection.customer_balances)::bigint",
-                    &[],
-                )
-                .await
-                .unwrap();
-            row.get::<_, i64>(0) == row.get::<_, i64>(1)
-        })
+        wait_for(
+            Duration::from_secs(30),
+            "the balances projection to catch up",
+            || projection_caught_up(&client),
+        )
         .await;
     }
 }
@@ -415,4 +406,21 @@ pub fn init_test_logging() {
                 .try_init();
         });
     }
+}
+
+/// Whether the balances read model reflects every customer event: the sum of each customer
+/// stream's last version equals the sum of the versions the read model has applied.
+pub async fn projection_caught_up(db: &tokio_postgres::Client) -> bool {
+    let row = db
+        .query_one(
+            "SELECT \
+               (SELECT coalesce(sum(max_version), 0) FROM \
+                  (SELECT max(version) AS max_version FROM events \
+                   WHERE stream_id LIKE 'customer-%' GROUP BY stream_id) v)::bigint, \
+               (SELECT coalesce(sum(stream_version), 0) FROM projection.customer_balances)::bigint",
+            &[],
+        )
+        .await
+        .expect("comparing the projection with the events");
+    row.get::<_, i64>(0) == row.get::<_, i64>(1)
 }
