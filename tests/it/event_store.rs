@@ -274,9 +274,15 @@ async fn a_tailing_reader_sees_every_committed_event_once_and_in_stream_order() 
         })
     };
 
+    // Two group-commit writers, as two API processes would be, each fed by eight tasks.
+    let other_writer = spawn_writer(&app);
     let writers: Vec<_> = (0..16)
         .map(|task| {
-            let writer = writer.clone();
+            let writer = if task % 2 == 0 {
+                writer.clone()
+            } else {
+                other_writer.clone()
+            };
             let customers = customers.clone();
             let owner = owner.clone();
             tokio::spawn(async move {
