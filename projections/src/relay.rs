@@ -73,17 +73,15 @@ pub async fn run(
 ) {
     let context = jetstream::new(nats_client);
     let mut delay = Duration::from_millis(100);
+    let mut stop = shutdown.clone();
     while !*shutdown.borrow() {
-        match lead(
-            &pool,
-            &context,
-            &nats_settings,
-            &settings,
-            &wake,
-            &mut shutdown,
-        )
-        .await
-        {
+        // Stopping may cut a batch short at any await: that is safe, because the cursor
+        // moves only after the acks and a re-published event is de-duplicated.
+        let led = tokio::select! {
+            led = lead(&pool, &context, &nats_settings, &settings, &wake, &mut shutdown) => led,
+            _ = crate::stopped(&mut stop) => return,
+        };
+        match led {
             Ok(()) => return,
             Err(error) => {
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "relay interrupted");

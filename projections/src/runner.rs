@@ -94,17 +94,16 @@ pub async fn run<P: Projection>(
 ) {
     let context = jetstream::new(nats_client);
     let mut delay = Duration::from_millis(100);
+    let mut stop = shutdown.clone();
     while !*shutdown.borrow() {
-        match consume(
-            &projection,
-            &pool,
-            &context,
-            &nats_settings,
-            &settings,
-            &mut shutdown,
-        )
-        .await
-        {
+        // Stopping may cut a batch short at any await: that is safe, because an uncommitted
+        // batch is rolled back and a committed but unacknowledged one is redelivered and
+        // skipped by the version guard.
+        let consumed = tokio::select! {
+            consumed = consume(&projection, &pool, &context, &nats_settings, &settings, &mut shutdown) => consumed,
+            _ = crate::stopped(&mut stop) => return,
+        };
+        match consumed {
             Ok(()) => return,
             Err(error) => {
                 tracing::warn!(projection = projection.name(), %error, "projector interrupted");
