@@ -57,8 +57,17 @@ impl PrivateNats {
         server
     }
 
+    /// NATS_SERVER_BIN, else Debian's /usr/sbin/nats-server (not on a non-root PATH),
+    /// else whatever `nats-server` the PATH finds.
     fn binary() -> String {
-        std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into())
+        std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| {
+            let debian = "/usr/sbin/nats-server";
+            if std::path::Path::new(debian).exists() {
+                debian.into()
+            } else {
+                "nats-server".into()
+            }
+        })
     }
 
     fn log_path(&self) -> PathBuf {
