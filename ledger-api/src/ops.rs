@@ -71,7 +71,85 @@ pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     if let Some(source) = &state.extra_metrics {
         source(&mut text);
     }
+    fan_out_metrics(&state, &mut text).await;
     HttpResponse::Ok()
         .content_type(metrics::CONTENT_TYPE)
         .body(text)
+}
+
+/// Fan-out progress, read from the database so that it is right whichever process runs the
+/// relay and the projectors: the newest event's position, the relay's cursor (their
+/// difference approximates the events not yet on JetStream; positions can skip numbers)
+/// and what the relay and each projector have done in total.
+async fn fan_out_metrics(state: &ApiState, out: &mut String) {
+    let query = async {
+        let client = state.pool.get().await.map_err(|e| e.to_string())?;
+        let head = client
+            .query_one(
+                "SELECT (SELECT coalesce(max(global_position), 0) FROM events), \
+                        (SELECT coalesce(min(last_global_position), 0) FROM relay_cursors), \
+                        (SELECT coalesce(sum(published_total), 0) FROM relay_cursors)::bigint",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let projectors = client
+            .query(
+                "SELECT name, applied_total, last_stream_sequence FROM projector_checkpoints ORDER BY name",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((head, projectors))
+    };
+    let (head, projectors) = match tokio::time::timeout(READY_DATABASE_TIMEOUT, query).await {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "metrics: fan-out progress unavailable");
+            return;
+        }
+        Err(_) => return,
+    };
+    let gauge = |out: &mut String, name: &str, help: &str, kind: &str, value: i64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    gauge(
+        out,
+        "loyalty_events_last_position",
+        "Global position of the newest event.",
+        "gauge",
+        head.get(0),
+    );
+    gauge(
+        out,
+        "loyalty_relay_position",
+        "Global position up to which the relay has published.",
+        "gauge",
+        head.get(1),
+    );
+    gauge(
+        out,
+        "loyalty_relay_published_total",
+        "Events the relay has published to JetStream.",
+        "counter",
+        head.get(2),
+    );
+    out.push_str("# HELP loyalty_projector_applied_total Events offered to each projector and committed (duplicates included).\n# TYPE loyalty_projector_applied_total counter\n");
+    for row in &projectors {
+        let name: String = row.get(0);
+        let applied: i64 = row.get(1);
+        out.push_str(&format!(
+            "loyalty_projector_applied_total{{projection=\"{name}\"}} {applied}\n"
+        ));
+    }
+    out.push_str("# HELP loyalty_projector_stream_sequence Last JetStream sequence each projector committed.\n# TYPE loyalty_projector_stream_sequence gauge\n");
+    for row in &projectors {
+        let name: String = row.get(0);
+        let sequence: i64 = row.get(2);
+        out.push_str(&format!(
+            "loyalty_projector_stream_sequence{{projection=\"{name}\"}} {sequence}\n"
+        ));
+    }
 }

@@ -360,6 +360,34 @@ async fn unknown_routes_and_bad_path_ids_are_problems_not_500s() {
         .find_map(|l| l.strip_prefix("loyalty_writer_commands_total "))
         .expect("writer counters are exported");
     assert!(committed.parse::<u64>().unwrap() >= 1, "{text}");
+    // Fan-out progress: the relay's cursor reaches the newest event.
+    let metric = |text: &str, name: &str| -> i64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    let scrape = || async {
+        let response = app.http.get(app.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    };
+    crate::helpers::wait_for(
+        std::time::Duration::from_secs(30),
+        "the relay to reach the newest event",
+        || async {
+            let text = scrape().await;
+            let last = metric(&text, "loyalty_events_last_position ");
+            last >= 2 && metric(&text, "loyalty_relay_position ") == last
+        },
+    )
+    .await;
+    app.wait_until_projected().await;
+    let text = scrape().await;
+    assert!(
+        metric(
+            &text,
+            "loyalty_projector_applied_total{projection=\"balances\"} "
+        ) >= 1
+    );
     app.stop().await;
 }
 
