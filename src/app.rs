@@ -76,11 +76,7 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
             writer.clone(),
             Arc::new(move || projections::nats::is_connected(&nats_for_ready)),
             settings.body_bytes_max,
-        )
-        .with_extra_metrics({
-            let stats = writer.stats();
-            Arc::new(move |out: &mut String| stats.render_prometheus(out))
-        });
+        );
         let workers = settings
             .http_workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));

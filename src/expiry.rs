@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use ledger_core::events::{Actor, EventMetadata};
 use ledger_core::{Command, CustomerId, TenantId};
-use schema::writer::{Outcome, StoredResponse, Submission, Verdict, WriterHandle};
+use schema::writer::{Outcome, Submission, WriterHandle};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -22,13 +22,6 @@ pub struct ExpiryReport {
 /// Customers handed to the writer at once: enough to fill group-commit batches.
 const CONCURRENT_COMMANDS_MAX: usize = 256;
 const PAGE: i64 = 1_000;
-
-fn render_nothing(_: &Submission, _: &Verdict<'_>) -> StoredResponse {
-    StoredResponse {
-        status: 200,
-        body: Vec::new(),
-    }
-}
 
 pub async fn run_once(
     pool: &schema::Pool,
@@ -60,7 +53,7 @@ pub async fn run_once(
                     causation_id: None,
                 },
                 idempotency: None,
-                render: render_nothing,
+                render: schema::writer::render_status_only,
             });
             for outcome in join_all(submissions.map(|s| writer.submit(s))).await {
                 report.customers_checked += 1;

@@ -157,11 +157,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Expire => {
             let pool = schema::db::pool(&settings.db())?;
-            let (writer, task) = schema::writer::spawn(
-                pool.clone(),
-                settings.writer(),
-                std::sync::Arc::new(tokio::sync::Notify::new()),
-            );
+            let (writer, task) = schema::writer::spawn_standalone(pool.clone(), settings.writer());
             let report = expiry::run_once(&pool, &writer, chrono::Utc::now()).await?;
             drop(writer);
             let _ = task.await;
@@ -193,11 +189,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .context("invalid rule")?;
             let pool = schema::db::pool(&settings.db())?;
-            let (writer, task) = schema::writer::spawn(
-                pool.clone(),
-                settings.writer(),
-                std::sync::Arc::new(tokio::sync::Notify::new()),
-            );
+            let (writer, task) = schema::writer::spawn_standalone(pool.clone(), settings.writer());
             let created = tenants::create(&pool, &writer, tenant).await?;
             drop(writer);
             let _ = task.await;

@@ -4,7 +4,7 @@ use chrono::Utc;
 use ledger_core::events::{Actor, EventMetadata};
 use ledger_core::rules::{Rule, RuleSet};
 use ledger_core::{Command, Currency, MinorUnits, Points, TenantId};
-use schema::writer::{Outcome, Refusal, StoredResponse, Submission, Verdict, WriterHandle};
+use schema::writer::{Outcome, Refusal, Submission, WriterHandle};
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -62,17 +62,6 @@ pub enum CreateTenantError {
     Unexpected,
 }
 
-fn render_nothing(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
-    let status = match verdict {
-        Verdict::Accepted { .. } => 201,
-        Verdict::Refused(_) => 409,
-    };
-    StoredResponse {
-        status,
-        body: Vec::new(),
-    }
-}
-
 pub async fn create(
     pool: &schema::Pool,
     writer: &WriterHandle,
@@ -95,7 +84,7 @@ pub async fn create(
             causation_id: None,
         },
         idempotency: None,
-        render: render_nothing,
+        render: schema::writer::render_status_only,
     };
     match writer.submit(submission).await? {
         Outcome::Decided { events, .. } if !events.is_empty() => {}

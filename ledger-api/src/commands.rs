@@ -28,11 +28,11 @@ pub async fn submit(state: &ApiState, submission: Submission) -> Result<HttpResp
                 CommandOutcome::Refused
             };
             state.metrics.count_command(outcome);
-            Ok(stored_response(&response, false))
+            Ok(stored_response(response, false))
         }
         Ok(Outcome::Replayed(response)) => {
             state.metrics.count_command(CommandOutcome::Replayed);
-            Ok(stored_response(&response, true))
+            Ok(stored_response(response, true))
         }
         Ok(Outcome::KeyReusedWithDifferentRequest) => {
             state.metrics.count_command(CommandOutcome::KeyReused);
@@ -48,7 +48,7 @@ pub async fn submit(state: &ApiState, submission: Submission) -> Result<HttpResp
 /// A stored response, byte for byte. Its content type follows from its status, since only
 /// status and body are stored. A replay is marked with `Idempotent-Replayed: true` (as
 /// Stripe does) so a client can tell, though the body is identical.
-pub fn stored_response(response: &StoredResponse, replayed: bool) -> HttpResponse {
+pub fn stored_response(response: StoredResponse, replayed: bool) -> HttpResponse {
     let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let content_type = if status.as_u16() >= 400 {
         PROBLEM_CONTENT_TYPE
@@ -60,5 +60,5 @@ pub fn stored_response(response: &StoredResponse, replayed: bool) -> HttpRespons
     if replayed {
         builder.insert_header(("Idempotent-Replayed", "true"));
     }
-    builder.body(response.body.clone())
+    builder.body(response.body)
 }

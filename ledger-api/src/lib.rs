@@ -48,10 +48,6 @@ use std::time::Instant;
 /// How long in-flight requests get to finish after the server is told to stop.
 pub const SHUTDOWN_TIMEOUT_SECONDS: u64 = 30;
 
-/// Something that appends Prometheus text to the `/metrics` page, e.g. the relay's or a
-/// projector's counters when they run in the same process.
-pub type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
-
 /// What every handler shares: the pool, the writer, and the in-memory caches and metrics.
 pub struct ApiState {
     pub pool: schema::Pool,
@@ -62,7 +58,6 @@ pub struct ApiState {
     pub body_bytes_max: usize,
     api_keys: auth::ApiKeyCache,
     metrics: Arc<metrics::Metrics>,
-    extra_metrics: Option<MetricsSource>,
 }
 
 impl ApiState {
@@ -79,14 +74,7 @@ impl ApiState {
             body_bytes_max,
             api_keys: auth::new_cache(),
             metrics: Arc::new(metrics::Metrics::default()),
-            extra_metrics: None,
         }
-    }
-
-    /// Adds other components' metrics to the `/metrics` page.
-    pub fn with_extra_metrics(mut self, source: MetricsSource) -> Self {
-        self.extra_metrics = Some(source);
-        self
     }
 
     /// A pooled connection, or 503 when the database cannot be reached.

@@ -54,6 +54,51 @@ const DURATION_BUCKETS_SECONDS: [f64; 12] = [
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// Writes a metric family's `# HELP` and `# TYPE` lines.
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Writes one sample; `labels` is empty or `key="value",…` without braces.
+pub fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
+    let _ = if labels.is_empty() {
+        writeln!(out, "{name} {value}")
+    } else {
+        writeln!(out, "{name}{{{labels}}} {value}")
+    };
+}
+
+/// The group-commit writer's counters.
+pub fn render_writer(stats: &schema::writer::WriterStats, out: &mut String) {
+    let counters = [
+        (
+            "loyalty_writer_transactions_total",
+            "Group-commit transactions committed.",
+            &stats.transactions,
+        ),
+        (
+            "loyalty_writer_commands_total",
+            "Commands decided in committed transactions.",
+            &stats.commands,
+        ),
+        (
+            "loyalty_writer_events_total",
+            "Events appended.",
+            &stats.events,
+        ),
+        (
+            "loyalty_writer_failed_transactions_total",
+            "Group-commit transactions that failed.",
+            &stats.failed_transactions,
+        ),
+    ];
+    for (name, help, counter) in counters {
+        family(out, name, "counter", help);
+        sample(out, name, "", counter.load(Ordering::Relaxed));
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     http_requests: [AtomicU64; 5],
@@ -90,64 +135,50 @@ impl Metrics {
     /// The metrics in the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self, out: &mut String) {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        // Writing to a String cannot fail.
-        let _ = writeln!(
+        let requests = "loyalty_http_requests_total";
+        family(
             out,
-            "# HELP loyalty_http_requests_total HTTP responses sent, by status class."
+            requests,
+            "counter",
+            "HTTP responses sent, by status class.",
         );
-        let _ = writeln!(out, "# TYPE loyalty_http_requests_total counter");
         for (class, counter) in STATUS_CLASSES.iter().zip(&self.http_requests) {
-            let _ = writeln!(
+            sample(
                 out,
-                "loyalty_http_requests_total{{status_class=\"{class}\"}} {}",
-                load(counter)
+                requests,
+                &format!("status_class=\"{class}\""),
+                load(counter),
             );
         }
-        let _ = writeln!(
+        let commands = "loyalty_commands_total";
+        family(
             out,
-            "# HELP loyalty_commands_total Ledger commands submitted over HTTP, by outcome."
+            commands,
+            "counter",
+            "Ledger commands submitted over HTTP, by outcome.",
         );
-        let _ = writeln!(out, "# TYPE loyalty_commands_total counter");
         for (outcome, counter) in CommandOutcome::ALL.iter().zip(&self.commands) {
-            let _ = writeln!(
+            sample(
                 out,
-                "loyalty_commands_total{{outcome=\"{}\"}} {}",
-                outcome.label(),
-                load(counter)
+                commands,
+                &format!("outcome=\"{}\"", outcome.label()),
+                load(counter),
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP loyalty_http_request_duration_seconds Time from request to response."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE loyalty_http_request_duration_seconds histogram"
-        );
+        let duration = "loyalty_http_request_duration_seconds";
+        family(out, duration, "histogram", "Time from request to response.");
+        let bucket = format!("{duration}_bucket");
         let mut cumulative = 0;
         for (bound, counter) in DURATION_BUCKETS_SECONDS.iter().zip(&self.duration_buckets) {
             cumulative += load(counter);
-            let _ = writeln!(
-                out,
-                "loyalty_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
+            sample(out, &bucket, &format!("le=\"{bound}\""), cumulative);
         }
         cumulative += load(&self.duration_buckets[DURATION_BUCKETS_SECONDS.len()]);
-        let _ = writeln!(
-            out,
-            "loyalty_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-        );
+        sample(out, &bucket, "le=\"+Inf\"", cumulative);
         let sum_micros = load(&self.duration_micros_sum);
-        let _ = writeln!(
-            out,
-            "loyalty_http_request_duration_seconds_sum {}.{:06}",
-            sum_micros / 1_000_000,
-            sum_micros % 1_000_000
-        );
-        let _ = writeln!(
-            out,
-            "loyalty_http_request_duration_seconds_count {cumulative}"
-        );
+        let sum = format!("{}.{:06}", sum_micros / 1_000_000, sum_micros % 1_000_000);
+        sample(out, &format!("{duration}_sum"), "", sum);
+        sample(out, &format!("{duration}_count"), "", cumulative);
     }
 }
 

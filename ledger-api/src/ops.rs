@@ -68,9 +68,7 @@ async fn database_answers(state: &ApiState) -> bool {
 pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     let mut text = String::with_capacity(4096);
     state.metrics.render(&mut text);
-    if let Some(source) = &state.extra_metrics {
-        source(&mut text);
-    }
+    metrics::render_writer(&state.writer.stats(), &mut text);
     fan_out_metrics(&state, &mut text).await;
     HttpResponse::Ok()
         .content_type(metrics::CONTENT_TYPE)
@@ -110,46 +108,50 @@ async fn fan_out_metrics(state: &ApiState, out: &mut String) {
         }
         Err(_) => return,
     };
-    let gauge = |out: &mut String, name: &str, help: &str, kind: &str, value: i64| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
-    };
-    gauge(
-        out,
-        "loyalty_events_last_position",
-        "Global position of the newest event.",
-        "gauge",
-        head.get(0),
-    );
-    gauge(
-        out,
-        "loyalty_relay_position",
-        "Global position up to which the relay has published.",
-        "gauge",
-        head.get(1),
-    );
-    gauge(
-        out,
-        "loyalty_relay_published_total",
-        "Events the relay has published to JetStream.",
-        "counter",
-        head.get(2),
-    );
-    out.push_str("# HELP loyalty_projector_applied_total Events offered to each projector and committed (duplicates included).\n# TYPE loyalty_projector_applied_total counter\n");
-    for row in &projectors {
-        let name: String = row.get(0);
-        let applied: i64 = row.get(1);
-        out.push_str(&format!(
-            "loyalty_projector_applied_total{{projection=\"{name}\"}} {applied}\n"
-        ));
+    let position_gauges = [
+        (
+            "loyalty_events_last_position",
+            "Global position of the newest event.",
+            0,
+        ),
+        (
+            "loyalty_relay_position",
+            "Global position up to which the relay has published.",
+            1,
+        ),
+    ];
+    for (name, help, column) in position_gauges {
+        metrics::family(out, name, "gauge", help);
+        metrics::sample(out, name, "", head.get::<_, i64>(column));
     }
-    out.push_str("# HELP loyalty_projector_stream_sequence Last JetStream sequence each projector committed.\n# TYPE loyalty_projector_stream_sequence gauge\n");
-    for row in &projectors {
-        let name: String = row.get(0);
-        let sequence: i64 = row.get(2);
-        out.push_str(&format!(
-            "loyalty_projector_stream_sequence{{projection=\"{name}\"}} {sequence}\n"
-        ));
+    let published = "loyalty_relay_published_total";
+    metrics::family(
+        out,
+        published,
+        "counter",
+        "Events the relay has published to JetStream.",
+    );
+    metrics::sample(out, published, "", head.get::<_, i64>(2));
+    let per_projector = [
+        (
+            "loyalty_projector_applied_total",
+            "counter",
+            "Events offered to each projector and committed (duplicates included).",
+            1,
+        ),
+        (
+            "loyalty_projector_stream_sequence",
+            "gauge",
+            "Last JetStream sequence each projector committed.",
+            2,
+        ),
+    ];
+    for (name, kind, help, column) in per_projector {
+        metrics::family(out, name, kind, help);
+        for row in &projectors {
+            let projection: String = row.get(0);
+            let labels = format!("projection=\"{projection}\"");
+            metrics::sample(out, name, &labels, row.get::<_, i64>(column));
+        }
     }
 }

@@ -348,15 +348,19 @@ mod tests {
         assert_eq!(body["rule_set_version"], 1);
     }
 
-    #[test]
-    fn a_redemption_answers_with_the_balance_after_it() {
-        let redeem = Command::RedeemPoints {
+    fn redeem_ten() -> Command {
+        Command::RedeemPoints {
             customer_id: customer_id(),
             redemption_id: RedemptionId::from_uuid(Uuid::from_u128(300)),
             points: Points::new(10),
             description: "Free drink".into(),
             at: at(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_redemption_answers_with_the_balance_after_it() {
+        let redeem = redeem_ten();
         let (status, body) =
             decide_and_render(vec![enrol(), purchase_of(250_000, 1), redeem], redemption);
         assert_eq!(status, 201);
@@ -367,13 +371,7 @@ mod tests {
 
     #[test]
     fn a_refusal_is_rendered_as_its_problem() {
-        let redeem = Command::RedeemPoints {
-            customer_id: customer_id(),
-            redemption_id: RedemptionId::from_uuid(Uuid::from_u128(300)),
-            points: Points::new(10),
-            description: "Free drink".into(),
-            at: at(),
-        };
+        let redeem = redeem_ten();
         let (status, body) = decide_and_render(vec![enrol(), redeem], redemption);
         assert_eq!(status, 409);
         assert_eq!(

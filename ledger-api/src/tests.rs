@@ -313,7 +313,7 @@ async fn metrics_are_prometheus_text() {
 #[test]
 fn stored_responses_keep_their_bytes_and_get_a_content_type_by_status() {
     let created = commands::stored_response(
-        &schema::StoredResponse {
+        schema::StoredResponse {
             status: 201,
             body: b"{\"a\":1}".to_vec(),
         },
@@ -329,7 +329,7 @@ fn stored_responses_keep_their_bytes_and_get_a_content_type_by_status() {
         "true"
     );
     let refused = commands::stored_response(
-        &schema::StoredResponse {
+        schema::StoredResponse {
             status: 409,
             body: b"{}".to_vec(),
         },

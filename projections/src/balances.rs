@@ -3,8 +3,8 @@
 //!
 //! A batch is folded in memory first, then written with a fixed number of statements
 //! whatever its size. Every customer row carries the version of the customer's stream it
-//! reflects: an event at or below it is a duplicate and skipped; an event more than one
-//! above it means a predecessor is missing, which is an error (the batch is retried later).
+//! reflects: an event at or below it is a duplicate and skipped; versions missing between it
+//! and the batch's events are read from the event table (see [`continue_stream`]).
 
 use crate::runner::{Projection, ProjectionError};
 use chrono::{DateTime, Utc};
@@ -43,9 +43,8 @@ struct NewLot {
 
 #[derive(Default)]
 struct Fold {
-    customers: HashMap<Uuid, CustomerChange>,
-    /// Customers in the order first seen, so writes are deterministic.
-    order: Vec<Uuid>,
+    /// Each customer the batch changes, in the order first seen (writes are deterministic).
+    customers: Vec<(Uuid, CustomerChange)>,
     new_lots: Vec<NewLot>,
     lot_debits: HashMap<(Uuid, Uuid), i64>,
 }
@@ -66,14 +65,13 @@ impl Projection for Balances {
         }
         let customer_ids: Vec<Uuid> = by_customer.iter().map(|(id, _)| *id).collect();
         let applied = applied_versions(transaction, &customer_ids).await?;
-        let mut in_order = Vec::with_capacity(events.len());
+        let mut fold = Fold::default();
         for (customer_id, customer_events) in by_customer {
             let applied_version = applied.get(&customer_id).copied().unwrap_or(0);
-            in_order.extend(
-                continue_stream(transaction, customer_id, applied_version, customer_events).await?,
-            );
+            let continuation =
+                continue_stream(transaction, customer_id, applied_version, customer_events).await?;
+            fold.customer(customer_id, applied_version, &continuation)?;
         }
-        let fold = fold(&in_order, &applied)?;
         write(transaction, &fold).await
     }
 
@@ -163,41 +161,43 @@ async fn applied_versions(
         .collect()
 }
 
-fn fold(events: &[RecordedEvent], applied: &HashMap<Uuid, i32>) -> Result<Fold, ProjectionError> {
-    let mut fold = Fold::default();
-    for recorded in events {
-        let Ok(StreamId::Customer(customer)) = StreamId::parse(&recorded.stream_id) else {
-            continue;
+impl Fold {
+    /// Folds one customer's events, in version order, continuing from `applied_version`.
+    fn customer(
+        &mut self,
+        customer_id: Uuid,
+        applied_version: i32,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let Some(first) = events.first() else {
+            return Ok(());
         };
-        let customer_id = customer.as_uuid();
-        if !fold.customers.contains_key(&customer_id) {
-            fold.order.push(customer_id);
-            fold.customers.insert(
-                customer_id,
-                CustomerChange {
-                    tenant_id: recorded.tenant_id.as_uuid(),
-                    version: applied.get(&customer_id).copied().unwrap_or(0),
-                    ..CustomerChange::default()
-                },
-            );
+        let mut change = CustomerChange {
+            tenant_id: first.tenant_id.as_uuid(),
+            version: applied_version,
+            ..CustomerChange::default()
+        };
+        for recorded in events {
+            if recorded.version <= change.version {
+                continue; // already applied: a redelivery or a replay
+            }
+            if recorded.version != change.version + 1 {
+                return Err(ProjectionError::Gap {
+                    stream: recorded.stream_id.clone(),
+                    applied: change.version,
+                    found: recorded.version,
+                });
+            }
+            change.version = recorded.version;
+            change.updated_at = Some(recorded.recorded_at);
+            self.event(customer_id, &mut change, recorded.decode()?);
         }
-        let change = fold
-            .customers
-            .get_mut(&customer_id)
-            .expect("inserted above");
-        if recorded.version <= change.version {
-            continue; // already applied: a redelivery or a replay
-        }
-        if recorded.version != change.version + 1 {
-            return Err(ProjectionError::Gap {
-                stream: recorded.stream_id.clone(),
-                applied: change.version,
-                found: recorded.version,
-            });
-        }
-        change.version = recorded.version;
-        change.updated_at = Some(recorded.recorded_at);
-        match recorded.decode()? {
+        self.customers.push((customer_id, change));
+        Ok(())
+    }
+
+    fn event(&mut self, customer_id: Uuid, change: &mut CustomerChange, event: Event) {
+        match event {
             Event::CustomerEnrolled(e) => {
                 change.enrolled = Some((e.phone.as_str().to_owned(), e.enrolled_at));
             }
@@ -209,7 +209,7 @@ fn fold(events: &[RecordedEvent], applied: &HashMap<Uuid, i32>) -> Result<Fold, 
             Event::PointsEarned(e) => {
                 change.balance += e.points.value();
                 change.earned += e.points.value();
-                fold.new_lots.push(NewLot {
+                self.new_lots.push(NewLot {
                     customer_id,
                     lot_id: e.lot_id.as_uuid(),
                     tenant_id: change.tenant_id,
@@ -223,24 +223,21 @@ fn fold(events: &[RecordedEvent], applied: &HashMap<Uuid, i32>) -> Result<Fold, 
                 change.balance -= e.points.value();
                 change.redeemed += e.points.value();
                 for debit in &e.consumed {
-                    *fold
-                        .lot_debits
-                        .entry((customer_id, debit.lot_id.as_uuid()))
-                        .or_default() += debit.points.value();
+                    self.debit(customer_id, debit.lot_id.as_uuid(), debit.points.value());
                 }
             }
             Event::PointsExpired(e) => {
                 change.balance -= e.points.value();
                 change.expired += e.points.value();
-                *fold
-                    .lot_debits
-                    .entry((customer_id, e.lot_id.as_uuid()))
-                    .or_default() += e.points.value();
+                self.debit(customer_id, e.lot_id.as_uuid(), e.points.value());
             }
             Event::TenantRegistered(_) | Event::RuleSetPublished(_) => {}
         }
     }
-    Ok(fold)
+
+    fn debit(&mut self, customer_id: Uuid, lot_id: Uuid, points: i64) {
+        *self.lot_debits.entry((customer_id, lot_id)).or_default() += points;
+    }
 }
 
 async fn write(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), ProjectionError> {
@@ -258,8 +255,7 @@ async fn insert_enrolled(
     let mut tenants = Vec::new();
     let mut phones = Vec::new();
     let mut enrolled_at = Vec::new();
-    for id in &fold.order {
-        let change = &fold.customers[id];
+    for (id, change) in &fold.customers {
         if let Some((phone, at)) = &change.enrolled {
             ids.push(*id);
             tenants.push(change.tenant_id);
@@ -320,9 +316,9 @@ async fn update_customers(
     fold: &Fold,
 ) -> Result<(), ProjectionError> {
     let changes: Vec<(&Uuid, &CustomerChange)> = fold
-        .order
+        .customers
         .iter()
-        .map(|id| (id, &fold.customers[id]))
+        .map(|(id, change)| (id, change))
         .filter(|(_, c)| c.updated_at.is_some())
         .collect();
     if changes.is_empty() {

@@ -125,47 +125,13 @@ pub struct WriterHandle {
     stats: Arc<WriterStats>,
 }
 
-/// Counters of the writer since it started, for `/metrics` and benchmarks.
+/// Counters of the writer since it started (the API exports them on `/metrics`).
 #[derive(Debug, Default)]
 pub struct WriterStats {
     pub transactions: AtomicU64,
     pub commands: AtomicU64,
     pub events: AtomicU64,
     pub failed_transactions: AtomicU64,
-}
-
-impl WriterStats {
-    /// Prometheus text exposition of the counters.
-    pub fn render_prometheus(&self, out: &mut String) {
-        let counters = [
-            (
-                "loyalty_writer_transactions_total",
-                "Group-commit transactions committed.",
-                &self.transactions,
-            ),
-            (
-                "loyalty_writer_commands_total",
-                "Commands decided in committed transactions.",
-                &self.commands,
-            ),
-            (
-                "loyalty_writer_events_total",
-                "Events appended.",
-                &self.events,
-            ),
-            (
-                "loyalty_writer_failed_transactions_total",
-                "Group-commit transactions that failed.",
-                &self.failed_transactions,
-            ),
-        ];
-        for (name, help, counter) in counters {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                counter.load(Ordering::Relaxed)
-            ));
-        }
-    }
 }
 
 impl WriterHandle {
@@ -202,6 +168,28 @@ pub fn spawn(
     };
     let task = tokio::spawn(writer.run(receiver));
     (WriterHandle { queue, stats }, task)
+}
+
+/// Starts a writer for a caller that needs no commit notifications: CLI commands, tools,
+/// tests. Its relay, if any, polls.
+pub fn spawn_standalone(
+    pool: Pool,
+    config: WriterConfig,
+) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+    spawn(pool, config, Arc::new(Notify::new()))
+}
+
+/// The render function of callers that answer no HTTP request (the CLI, the expiry run):
+/// no body; 201 when accepted, 409 when refused.
+pub fn render_status_only(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+    let status = match verdict {
+        Verdict::Accepted { .. } => 201,
+        Verdict::Refused(_) => 409,
+    };
+    StoredResponse {
+        status,
+        body: Vec::new(),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -359,7 +347,7 @@ impl Writer {
                 .failed_transactions
                 .fetch_add(1, Ordering::Relaxed);
         }
-        let (batch, outcomes) = result?;
+        let (mut batch, decisions) = result?;
         self.stats.transactions.fetch_add(1, Ordering::Relaxed);
         self.stats
             .commands
@@ -376,7 +364,7 @@ impl Writer {
         for (tenant, head) in &batch.heads {
             self.freshness.committed(*tenant, head.sequence);
         }
-        for (stream, mut cached) in batch.streams {
+        for (stream, mut cached) in std::mem::take(&mut batch.streams) {
             // Current as of this commit: caught up under the lock, then our own events applied.
             cached.verified_at = cached
                 .owner
@@ -384,7 +372,7 @@ impl Writer {
                 .map_or(-1, |(_, head)| head.sequence);
             self.cache.insert(stream, cached);
         }
-        Ok(outcomes)
+        Ok(Batch::into_outcomes(batch.events, decisions))
     }
 
     /// Loading takes the involved streams out of the cache; `execute` puts them back after
@@ -392,7 +380,7 @@ impl Writer {
     async fn transact(
         &mut self,
         submissions: &[&Submission],
-    ) -> Result<(Batch, Vec<Outcome>), StoreError> {
+    ) -> Result<(Batch, Vec<Decision>), StoreError> {
         let mut client =
             self.pool.get().await.map_err(|e| {
                 StoreError::Malformed(format!("no database connection available: {e}"))
@@ -405,10 +393,10 @@ impl Writer {
             submissions,
         )
         .await?;
-        let outcomes = batch.decide_all(submissions)?;
+        let decisions = batch.decide_all(submissions)?;
         batch.write(&transaction).await?;
         transaction.commit().await?;
-        Ok((batch, outcomes))
+        Ok((batch, decisions))
     }
 }
 
@@ -423,14 +411,26 @@ fn answer(jobs: Vec<Job>, outcomes: impl Iterator<Item = Result<Outcome, WriterE
     }
 }
 
+/// A submission's outcome before the commit: its events stay in the batch (to be inserted
+/// with one statement) until the commit hands them to their callers.
+enum Decision {
+    Decided {
+        response: StoredResponse,
+        events_sealed: usize,
+    },
+    Replayed(StoredResponse),
+    KeyReused,
+}
+
 /// One batch's working set, loaded under the tenant locks.
 struct Batch {
     recorded_at: DateTime<Utc>,
     heads: Vec<(TenantId, TenantHead)>,
     streams: HashMap<StreamId, Cached>,
     /// Idempotency records: those already stored, then those this batch adds.
-    idempotency: HashMap<(TenantId, String), ([u8; 32], StoredResponse)>,
-    new_idempotency: Vec<(TenantId, String, [u8; 32], StoredResponse)>,
+    idempotency: IdempotencyMap,
+    /// Keys of `idempotency` this batch adds.
+    new_idempotency: Vec<IdempotencyKey>,
     phones: HashMap<(TenantId, String), CustomerId>,
     new_phones: Vec<(TenantId, String, CustomerId)>,
     events: Vec<RecordedEvent>,
@@ -511,41 +511,57 @@ impl Batch {
         })
     }
 
-    fn decide_all(&mut self, submissions: &[&Submission]) -> Result<Vec<Outcome>, StoreError> {
+    fn decide_all(&mut self, submissions: &[&Submission]) -> Result<Vec<Decision>, StoreError> {
         submissions.iter().map(|s| self.decide_one(s)).collect()
     }
 
-    fn decide_one(&mut self, submission: &Submission) -> Result<Outcome, StoreError> {
+    fn decide_one(&mut self, submission: &Submission) -> Result<Decision, StoreError> {
         if let Some(claim) = &submission.idempotency {
             let key = (submission.tenant_id, claim.key.clone());
             if let Some((request_hash, response)) = self.idempotency.get(&key) {
                 return Ok(if *request_hash == claim.request_hash {
-                    Outcome::Replayed(response.clone())
+                    Decision::Replayed(response.clone())
                 } else {
-                    Outcome::KeyReusedWithDifferentRequest
+                    Decision::KeyReused
                 });
             }
         }
-        let (response, events) = match self.phone_refusal(submission) {
+        let (response, events_sealed) = match self.phone_refusal(submission) {
             Some(refusal) => (
                 (submission.render)(submission, &Verdict::Refused(&refusal)),
-                Vec::new(),
+                0,
             ),
             None => self.decide_and_seal(submission)?,
         };
         if let Some(claim) = &submission.idempotency {
-            self.idempotency.insert(
-                (submission.tenant_id, claim.key.clone()),
-                (claim.request_hash, response.clone()),
-            );
-            self.new_idempotency.push((
-                submission.tenant_id,
-                claim.key.clone(),
-                claim.request_hash,
-                response.clone(),
-            ));
+            let key = (submission.tenant_id, claim.key.clone());
+            self.idempotency
+                .insert(key.clone(), (claim.request_hash, response.clone()));
+            self.new_idempotency.push(key);
         }
-        Ok(Outcome::Decided { response, events })
+        Ok(Decision::Decided {
+            response,
+            events_sealed,
+        })
+    }
+
+    /// Hands each caller its share of the batch's events, once they are committed.
+    fn into_outcomes(events: Vec<RecordedEvent>, decisions: Vec<Decision>) -> Vec<Outcome> {
+        let mut events = events.into_iter();
+        decisions
+            .into_iter()
+            .map(|decision| match decision {
+                Decision::Decided {
+                    response,
+                    events_sealed,
+                } => Outcome::Decided {
+                    response,
+                    events: events.by_ref().take(events_sealed).collect(),
+                },
+                Decision::Replayed(response) => Outcome::Replayed(response),
+                Decision::KeyReused => Outcome::KeyReusedWithDifferentRequest,
+            })
+            .collect()
     }
 
     fn phone_refusal(&self, submission: &Submission) -> Option<Refusal> {
@@ -558,7 +574,7 @@ impl Batch {
     fn decide_and_seal(
         &mut self,
         submission: &Submission,
-    ) -> Result<(StoredResponse, Vec<RecordedEvent>), StoreError> {
+    ) -> Result<(StoredResponse, usize), StoreError> {
         let tenant_stream = StreamId::Tenant(submission.tenant_id);
         let target = stream_of(submission);
         // The tenant's state is small (profile and rule set); the target's state, possibly
@@ -581,10 +597,10 @@ impl Batch {
         submission: &Submission,
         tenant: &TenantState,
         target: &mut Cached,
-    ) -> Result<(StoredResponse, Vec<RecordedEvent>), StoreError> {
+    ) -> Result<(StoredResponse, usize), StoreError> {
         let refuse = |refusal: Refusal| {
             let response = (submission.render)(submission, &Verdict::Refused(&refusal));
-            Ok((response, Vec::new()))
+            Ok((response, 0))
         };
         if target
             .owner
@@ -622,7 +638,7 @@ impl Batch {
             },
         );
         let stream = stream_of(submission);
-        let recorded = self.seal(submission, stream, version_before, &events)?;
+        self.seal(submission, stream, version_before, &events)?;
         if let (Some(phone), Command::EnrolCustomer { customer_id, .. }) =
             (enrolled_phone(&submission.command), &submission.command)
         {
@@ -631,7 +647,7 @@ impl Batch {
             self.new_phones
                 .push((submission.tenant_id, phone, *customer_id));
         }
-        Ok((response, recorded))
+        Ok((response, events.len()))
     }
 
     fn seal(
@@ -640,7 +656,7 @@ impl Batch {
         stream: StreamId,
         version_before: i32,
         events: &[Event],
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
+    ) -> Result<(), StoreError> {
         let head = self
             .heads
             .iter_mut()
@@ -648,7 +664,6 @@ impl Batch {
             .map(|(_, head)| head)
             .ok_or(StoreError::UnknownTenant(submission.tenant_id))?;
         let metadata = codec::encode_metadata(&submission.metadata)?;
-        let mut recorded = Vec::with_capacity(events.len());
         for (offset, event) in (1..).zip(events) {
             let sealed = head.seal(
                 submission.tenant_id,
@@ -659,10 +674,9 @@ impl Batch {
                 metadata.clone(),
                 self.recorded_at,
             )?;
-            recorded.push(sealed);
+            self.events.push(sealed);
         }
-        self.events.extend(recorded.iter().cloned());
-        Ok(recorded)
+        Ok(())
     }
 
     /// Writes everything the batch decided; the statements are pipelined on the one
@@ -671,7 +685,7 @@ impl Batch {
         tokio::try_join!(
             store::insert_events(client, &self.events),
             store::save_tenant_heads(client, &self.heads),
-            save_idempotency(client, &self.new_idempotency),
+            save_idempotency(client, &self.new_idempotency, &self.idempotency),
             save_phones(client, &self.new_phones),
         )?;
         Ok(())
@@ -723,7 +737,10 @@ async fn catch_up(
         .collect()
 }
 
-type IdempotencyMap = HashMap<(TenantId, String), ([u8; 32], StoredResponse)>;
+/// `(tenant, key)` → (request hash, response).
+type IdempotencyKey = (TenantId, String);
+type IdempotencyRecord = ([u8; 32], StoredResponse);
+type IdempotencyMap = HashMap<IdempotencyKey, IdempotencyRecord>;
 
 async fn load_idempotency(
     client: &impl GenericClient,
@@ -817,19 +834,27 @@ async fn load_phones(
 
 async fn save_idempotency(
     client: &impl GenericClient,
-    records: &[(TenantId, String, [u8; 32], StoredResponse)],
+    new_keys: &[IdempotencyKey],
+    records: &IdempotencyMap,
 ) -> Result<(), StoreError> {
+    let records: Vec<(&IdempotencyKey, &IdempotencyRecord)> = new_keys
+        .iter()
+        .filter_map(|key| records.get_key_value(key))
+        .collect();
     if records.is_empty() {
         return Ok(());
     }
-    let tenants: Vec<Uuid> = records.iter().map(|r| r.0.as_uuid()).collect();
-    let keys: Vec<&str> = records.iter().map(|r| r.1.as_str()).collect();
-    let hashes: Vec<&[u8]> = records.iter().map(|r| r.2.as_slice()).collect();
+    let tenants: Vec<Uuid> = records.iter().map(|((t, _), _)| t.as_uuid()).collect();
+    let keys: Vec<&str> = records.iter().map(|((_, k), _)| k.as_str()).collect();
+    let hashes: Vec<&[u8]> = records.iter().map(|(_, (h, _))| h.as_slice()).collect();
     let statuses: Vec<i16> = records
         .iter()
-        .map(|r| i16::try_from(r.3.status).unwrap_or(500))
+        .map(|(_, (_, r))| i16::try_from(r.status).unwrap_or(500))
         .collect();
-    let bodies: Vec<&[u8]> = records.iter().map(|r| r.3.body.as_slice()).collect();
+    let bodies: Vec<&[u8]> = records
+        .iter()
+        .map(|(_, (_, r))| r.body.as_slice())
+        .collect();
     client
         .execute(
             &client.prepare_cached("INSERT INTO idempotency_records \

@@ -39,21 +39,13 @@ async fn a_purchase_earns_points_and_answers_with_the_new_balance() {
     assert!(second["lot"].is_object());
 
     app.wait_until_projected().await;
-    let view: Value = app
-        .get(&format!("/v1/customers/{customer}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let view: Value = app.get_json(&format!("/v1/customers/{customer}")).await;
     assert_eq!(view["balance"], 26);
     assert_eq!(view["lots"].as_array().unwrap().len(), 2);
 
     let history: Value = app
-        .get(&format!("/v1/customers/{customer}/history"))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v1/customers/{customer}/history"))
+        .await;
     let entries = history["entries"].as_array().unwrap();
     // Enrolled, 2 × (PurchaseLogged, PointsEarned).
     assert_eq!(entries.len(), 5);

@@ -12,7 +12,6 @@ use schema::store::RecordedEvent;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::net::TcpListener;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -102,10 +101,7 @@ impl LoyaltyProcess {
 
 impl Drop for LoyaltyProcess {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        helpers::kill_child(self.child.take());
         if std::thread::panicking() {
             eprintln!(
                 "crash test failed; last lines of {}:\n{}",
@@ -146,11 +142,6 @@ fn command(args: &[&str], env: &[(String, String)]) -> Command {
     }
     command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     command
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free loopback port");
-    listener.local_addr().expect("local address").port()
 }
 
 /// `loyalty tenant create --json`, through the real CLI; returns (tenant_id, api_key).
@@ -438,7 +429,7 @@ async fn a_killed_process_loses_nothing_and_counts_nothing_twice() {
     let db = helpers::admin_client(&helpers::dbname(&database_url)).await;
     let unique = Uuid::now_v7().simple().to_string();
     let stream_name = format!("LT_{unique}");
-    let http_port = free_port();
+    let http_port = helpers::free_port();
     let base = format!("http://127.0.0.1:{http_port}");
     let env: Vec<(String, String)> = [
         ("DATABASE_URL", database_url.clone()),

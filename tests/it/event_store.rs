@@ -10,7 +10,7 @@ use ledger_core::{
 };
 use loyalty::app::Components;
 use schema::store::{self, ExpectedVersion, Position, RecordedEvent, StoreError, TenantHead};
-use schema::writer::{Outcome, StoredResponse, Submission, Verdict, WriterHandle};
+use schema::writer::{Outcome, Submission, WriterHandle};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,24 +25,13 @@ fn metadata() -> EventMetadata {
     }
 }
 
-fn render(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
-    StoredResponse {
-        status: if matches!(verdict, Verdict::Accepted { .. }) {
-            201
-        } else {
-            409
-        },
-        body: Vec::new(),
-    }
-}
-
 fn submission(tenant_id: TenantId, command: Command) -> Submission {
     Submission {
         tenant_id,
         command,
         metadata: metadata(),
         idempotency: None,
-        render,
+        render: schema::writer::render_status_only,
     }
 }
 
@@ -69,12 +58,7 @@ async fn enrol(writer: &WriterHandle, tenant_id: TenantId, n: u32) -> Vec<Custom
 
 /// Another group-commit writer on the app's database, as a second process would have.
 fn spawn_writer(app: &TestApp) -> WriterHandle {
-    schema::writer::spawn(
-        app.pool.clone(),
-        app.settings.writer(),
-        Arc::new(tokio::sync::Notify::new()),
-    )
-    .0
+    schema::writer::spawn_standalone(app.pool.clone(), app.settings.writer()).0
 }
 
 fn purchase_command(customer_id: CustomerId, amount: i64) -> Command {
@@ -231,11 +215,8 @@ async fn slow_append(app: &TestApp, tenant_id: TenantId, customer: CustomerId, h
 #[tokio::test]
 async fn a_tailing_reader_sees_every_committed_event_once_and_in_stream_order() {
     let app = TestApp::spawn_with(Components::NONE).await;
-    let (writer, writer_task) = schema::writer::spawn(
-        app.pool.clone(),
-        app.settings.writer(),
-        Arc::new(tokio::sync::Notify::new()),
-    );
+    let (writer, writer_task) =
+        schema::writer::spawn_standalone(app.pool.clone(), app.settings.writer());
     let (second_tenant, _) = create_tenant(&app.pool, &app.settings).await;
     let (slow_tenant, _) = create_tenant(&app.pool, &app.settings).await;
     let mut customers = enrol(&writer, app.tenant_id, 12).await;
@@ -371,13 +352,12 @@ async fn a_tailing_reader_sees_every_committed_event_once_and_in_stream_order() 
 #[tokio::test]
 async fn a_batch_answers_each_caller_with_its_own_result() {
     let app = TestApp::spawn_with(Components::NONE).await;
-    let (writer, _task) = schema::writer::spawn(
+    let (writer, _task) = schema::writer::spawn_standalone(
         app.pool.clone(),
         schema::WriterConfig {
             batch_wait_max: Duration::from_millis(50),
             ..app.settings.writer()
         },
-        Arc::new(tokio::sync::Notify::new()),
     );
     let customer = enrol(&writer, app.tenant_id, 1).await[0];
     let stranger = CustomerId::from_uuid(Uuid::now_v7());

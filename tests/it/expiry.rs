@@ -3,16 +3,11 @@
 use crate::helpers::{phone, TestApp};
 use chrono::{Duration as Days, Utc};
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 #[tokio::test]
 async fn the_expiry_run_expires_what_is_left_of_due_lots_once() {
     let app = TestApp::spawn().await;
-    let (writer, _task) = schema::writer::spawn(
-        app.pool.clone(),
-        app.settings.writer(),
-        Arc::new(tokio::sync::Notify::new()),
-    );
+    let (writer, _task) = schema::writer::spawn_standalone(app.pool.clone(), app.settings.writer());
     let customer = app.enrolled_customer(&phone()).await;
     // 40 points dated 200 days ago (lots live 180 days), then 10 fresh points.
     let old = json!({"customer_id": customer, "amount_minor": 400_000,
@@ -43,12 +38,7 @@ async fn the_expiry_run_expires_what_is_left_of_due_lots_once() {
     );
     assert_eq!(second.points_expired, 0);
 
-    let view: Value = app
-        .get(&format!("/v1/customers/{customer}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let view: Value = app.get_json(&format!("/v1/customers/{customer}")).await;
     assert_eq!(view["balance"], 10);
     assert_eq!(view["expired"], 40);
     app.stop().await;

@@ -148,11 +148,7 @@ pub struct TestApp {
 
 /// Registers a tenant (1 point per 10,000 minor units, 180-day lots) and returns it.
 pub async fn create_tenant(pool: &schema::Pool, settings: &Settings) -> (TenantId, String) {
-    let (writer, task) = schema::writer::spawn(
-        pool.clone(),
-        settings.writer(),
-        std::sync::Arc::new(tokio::sync::Notify::new()),
-    );
+    let (writer, task) = schema::writer::spawn_standalone(pool.clone(), settings.writer());
     let tenant = NewTenant::per_amount_spent(
         "Test Shop".into(),
         Currency::NGN,
@@ -294,6 +290,13 @@ impl TestApp {
             .expect("GET")
     }
 
+    /// `GET path` answered 200, as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.expect("a JSON body")
+    }
+
     pub async fn db(&self) -> deadpool_postgres::Object {
         self.pool.get().await.expect("a database connection")
     }
@@ -423,4 +426,19 @@ pub async fn projection_caught_up(db: &tokio_postgres::Client) -> bool {
         .await
         .expect("comparing the projection with the events");
     row.get::<_, i64>(0) == row.get::<_, i64>(1)
+}
+
+/// A loopback port nobody listens on right now (for a child process to bind).
+pub fn free_port() -> u16 {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free loopback port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Kills and reaps a child process, if there is one (from a `Drop`: errors are moot there).
+pub fn kill_child(child: Option<std::process::Child>) {
+    if let Some(mut child) = child {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod api_purchases;
+mod cli;
 mod crash;
 mod event_store;
 mod expiry;

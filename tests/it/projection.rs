@@ -10,7 +10,6 @@ use projections::runner::{self, Projection};
 use schema::store::{self, Position};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use uuid::Uuid;
 
 /// Every row of the read model, as text, in a stable order.
@@ -71,11 +70,8 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
     let app = TestApp::spawn().await;
     let (mut rng, seed) = Rng::seeded();
     eprintln!("workload seed (TEST_SEED): {seed}");
-    let (writer, _writer_task) = schema::writer::spawn(
-        app.pool.clone(),
-        app.settings.writer(),
-        Arc::new(tokio::sync::Notify::new()),
-    );
+    let (writer, _writer_task) =
+        schema::writer::spawn_standalone(app.pool.clone(), app.settings.writer());
     let mut customers = Vec::new();
     for _ in 0..8 {
         customers.push(app.enrolled_customer(&phone()).await);

@@ -12,7 +12,7 @@ use projections::envelope::EventEnvelope;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -49,7 +49,7 @@ impl PrivateNats {
             )
         });
         let mut server = PrivateNats {
-            port: free_port(),
+            port: helpers::free_port(),
             root,
             child: None,
         };
@@ -143,10 +143,7 @@ impl PrivateNats {
 
 impl Drop for PrivateNats {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        helpers::kill_child(self.child.take());
         if std::thread::panicking() {
             eprintln!(
                 "relay test failed: nats-server log and store kept in {}",
@@ -156,11 +153,6 @@ impl Drop for PrivateNats {
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free loopback port");
-    listener.local_addr().expect("local address").port()
 }
 
 /// Messages in the stream and its last sequence, or `None` while the stream cannot be read
