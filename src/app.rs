@@ -42,14 +42,19 @@ impl Components {
 pub struct RunningApp {
     /// Where the API listens, when it was started.
     pub http_addr: Option<SocketAddr>,
+    /// The tenant-scoped pool (`loyalty_app`) of the API and the writer.
     pub pool: schema::Pool,
+    /// The cross-tenant pool (`loyalty_platform`) of the relay, projectors and expiry scan.
+    pub platform_pool: schema::Pool,
     server: Option<actix_web::dev::ServerHandle>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
 
 pub async fn start(settings: &Settings, components: Components) -> anyhow::Result<RunningApp> {
-    let pool = schema::db::pool(&settings.db()).context("building the database pool")?;
+    let pool = schema::db::pool(&settings.app_db()).context("building the database pool")?;
+    let platform_pool = schema::db::pool(&settings.platform_db())
+        .context("building the platform database pool")?;
     let nats_client = projections::nats::connect(&settings.nats_url)
         .await
         .context("configuring the NATS client")?;
@@ -97,7 +102,7 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
         tasks.push((
             "relay",
             tokio::spawn(projections::relay::run(
-                pool.clone(),
+                platform_pool.clone(),
                 nats_client.clone(),
                 settings.nats(),
                 RelaySettings::new("main"),
@@ -111,7 +116,7 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
             "projector:balances",
             tokio::spawn(projections::runner::run(
                 Balances,
-                pool.clone(),
+                platform_pool.clone(),
                 nats_client.clone(),
                 settings.nats(),
                 RunnerSettings::default(),
@@ -124,7 +129,7 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
         tasks.push((
             "expiry",
             tokio::spawn(expiry::schedule(
-                pool.clone(),
+                platform_pool.clone(),
                 writer.clone(),
                 interval,
                 shutdown_signal.clone(),
@@ -137,6 +142,7 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
     Ok(RunningApp {
         http_addr,
         pool,
+        platform_pool,
         server,
         shutdown,
         tasks,

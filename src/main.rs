@@ -146,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Project {
             command: ProjectCommand::Rebuild { name },
         } => {
-            let pool = schema::db::pool(&settings.db())?;
+            let pool = schema::db::pool(&settings.platform_db())?;
             let events = match name {
                 ProjectionName::Balances => {
                     projections::runner::rebuild(&projections::balances::Balances, &pool).await
@@ -156,9 +156,10 @@ async fn main() -> anyhow::Result<()> {
             println!("rebuilt from {events} events");
         }
         Command::Expire => {
-            let pool = schema::db::pool(&settings.db())?;
-            let (writer, task) = schema::writer::spawn_standalone(pool.clone(), settings.writer());
-            let report = expiry::run_once(&pool, &writer, chrono::Utc::now()).await?;
+            let pool = schema::db::pool(&settings.app_db())?;
+            let platform_pool = schema::db::pool(&settings.platform_db())?;
+            let (writer, task) = schema::writer::spawn_standalone(pool, settings.writer());
+            let report = expiry::run_once(&platform_pool, &writer, chrono::Utc::now()).await?;
             drop(writer);
             let _ = task.await;
             println!(
@@ -188,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
                     .context("--minimum-purchase-minor")?,
             )
             .context("invalid rule")?;
-            let pool = schema::db::pool(&settings.db())?;
+            let pool = schema::db::pool(&settings.app_db())?;
             let (writer, task) = schema::writer::spawn_standalone(pool.clone(), settings.writer());
             let created = tenants::create(&pool, &writer, tenant).await?;
             drop(writer);

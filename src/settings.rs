@@ -61,14 +61,20 @@ pub struct Settings {
     )]
     pub db_pool_size: usize,
 
-    /// Role the service switches to after connecting (empty: stay the login role).
+    /// Connection URL of the API and writer (role `loyalty_app`). When unset, DATABASE_URL
+    /// with its user replaced by `loyalty_app`.
+    #[arg(long, env = "LOYALTY_APP_DATABASE_URL", global = true, hide_env_values = true)]
+    pub app_database_url: Option<String>,
+
+    /// Connection URL of the relay, projectors and expiry scan (role `loyalty_platform`).
+    /// When unset, DATABASE_URL with its user replaced by `loyalty_platform`.
     #[arg(
         long,
-        env = "LOYALTY_DB_APP_ROLE",
-        default_value = "loyalty_app",
-        global = true
+        env = "LOYALTY_PLATFORM_DATABASE_URL",
+        global = true,
+        hide_env_values = true
     )]
-    pub db_app_role: String,
+    pub platform_database_url: Option<String>,
 
     /// Group commit: most commands in one transaction.
     #[arg(
@@ -138,11 +144,28 @@ impl Settings {
         )
     }
 
-    pub fn db(&self) -> schema::DbSettings {
-        schema::DbSettings {
-            url: self.database_url(),
-            pool_size_max: self.db_pool_size.max(1),
-            app_role: Some(self.db_app_role.clone()).filter(|r| !r.is_empty()),
+    /// The pool of tenant-facing components: the API and the group-commit writer.
+    pub fn app_db(&self) -> schema::DbSettings {
+        self.role_db(&self.app_database_url, schema::db::APP_ROLE)
+    }
+
+    /// The pool of cross-tenant platform components: relay, projectors, expiry scan.
+    pub fn platform_db(&self) -> schema::DbSettings {
+        self.role_db(&self.platform_database_url, schema::db::PLATFORM_ROLE)
+    }
+
+    fn role_db(&self, own_url: &Option<String>, role: &str) -> schema::DbSettings {
+        match own_url {
+            Some(url) => schema::DbSettings {
+                url: url.clone(),
+                pool_size_max: self.db_pool_size.max(1),
+                login_role: None,
+            },
+            None => schema::DbSettings {
+                url: self.database_url(),
+                pool_size_max: self.db_pool_size.max(1),
+                login_role: Some(role.to_owned()),
+            },
         }
     }
 

@@ -56,6 +56,8 @@ pub enum CreateTenantError {
     Writer(#[from] schema::WriterError),
     #[error("api key: {0}")]
     ApiKey(#[from] schema::api_keys::ApiKeyError),
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("unexpected writer outcome")]
@@ -95,7 +97,9 @@ pub async fn create(
         }
         _ => return Err(CreateTenantError::Unexpected),
     }
-    let client = pool.get().await?;
-    let api_key = schema::api_keys::create(&**client, tenant_id, "default").await?;
+    let mut client = pool.get().await?;
+    let transaction = schema::tenancy::begin(&mut client, tenant_id).await?;
+    let api_key = schema::api_keys::create(&transaction, tenant_id, "default", "staff").await?;
+    transaction.commit().await?;
     Ok(CreatedTenant { tenant_id, api_key })
 }

@@ -95,10 +95,10 @@ async fn authenticate(state: &ApiState, key_hash: [u8; 32]) -> Result<Caller, Ap
     let found = schema::api_keys::find_active(&**client, &key_hash)
         .await
         .map_err(|e| ApiError::Unavailable(format!("API key look-up failed: {e}")))?;
-    let (tenant_id, api_key_id) = found.ok_or(ApiError::Unauthenticated)?;
+    let key = found.ok_or(ApiError::Unauthenticated)?;
     let caller = Caller {
-        tenant_id,
-        api_key_id,
+        tenant_id: key.tenant_id,
+        api_key_id: key.api_key_id,
     };
     state.api_keys.insert(key_hash, caller, Instant::now());
     Ok(caller)

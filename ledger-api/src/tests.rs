@@ -32,7 +32,7 @@ fn state() -> web::Data<ApiState> {
     let pool = schema::db::pool(&DbSettings {
         url: "postgres://nobody:secret-password@127.0.0.1:1/nowhere".into(),
         pool_size_max: 2,
-        app_role: None,
+        login_role: None,
     })
     .expect("a pool builds without connecting");
     let config = WriterConfig {

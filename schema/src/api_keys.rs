@@ -37,10 +37,13 @@ pub fn hash_key(plaintext: &str) -> [u8; 32] {
     Sha256::digest(plaintext.as_bytes()).into()
 }
 
+/// Creates a key of `tenant_id` with `role` (`staff`, `auditor` or `analyst`). The caller's
+/// transaction must be scoped to the tenant ([`crate::tenancy`]).
 pub async fn create(
     client: &impl GenericClient,
     tenant_id: TenantId,
     label: &str,
+    role: &str,
 ) -> Result<NewApiKey, ApiKeyError> {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| ApiKeyError::Random(e.to_string()))?;
@@ -48,12 +51,14 @@ pub async fn create(
     let api_key_id = Uuid::now_v7();
     client
         .execute(
-            "INSERT INTO api_keys (api_key_id, tenant_id, key_hash, label) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO api_keys (api_key_id, tenant_id, key_hash, label, role) \
+             VALUES ($1, $2, $3, $4, $5)",
             &[
                 &api_key_id,
                 &tenant_id.as_uuid(),
                 &hash_key(&plaintext).as_slice(),
                 &label,
+                &role,
             ],
         )
         .await?;
@@ -63,19 +68,32 @@ pub async fn create(
     })
 }
 
-/// The tenant and key id of an active key, by the key's hash.
+/// An active (not revoked) key, found by its hash before the tenant is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveKey {
+    pub api_key_id: Uuid,
+    pub tenant_id: TenantId,
+    pub role: String,
+}
+
+/// The active key with this hash, through the `tenancy.api_key_by_hash` definer function
+/// (the only way `loyalty_app` reads a key before its tenant is known).
 pub async fn find_active(
     client: &impl GenericClient,
     key_hash: &[u8; 32],
-) -> Result<Option<(TenantId, Uuid)>, ApiKeyError> {
+) -> Result<Option<ActiveKey>, ApiKeyError> {
     let row = client
         .query_opt(
-            "SELECT tenant_id, api_key_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            "SELECT api_key_id, tenant_id, role FROM tenancy.api_key_by_hash($1)",
             &[&key_hash.as_slice()],
         )
         .await?;
     Ok(match row {
-        Some(row) => Some((TenantId::from_uuid(row.try_get(0)?), row.try_get(1)?)),
+        Some(row) => Some(ActiveKey {
+            api_key_id: row.try_get(0)?,
+            tenant_id: TenantId::from_uuid(row.try_get(1)?),
+            role: row.try_get(2)?,
+        }),
         None => None,
     })
 }

@@ -1,7 +1,7 @@
 //! Everything that knows SQL on the write side: migrations, the connection pool, the event
 //! store (reads and appends), the group-commit writer and API keys.
 //!
-//! Reading order: [`migrate`] (the schema, in `migrations/`), [`db`] (pools and roles),
+//! Reading order: [`migrate`] (the schema, in `migrations/`), [`db`] (pools and login roles), [`tenancy`] (the tenant scope of a transaction),
 //! [`store`] (the recorded event, the safe-position reader, a single append with expected
 //! version), then [`writer`] (the group-commit path every command takes) and [`api_keys`].
 //!
@@ -11,6 +11,7 @@ pub mod api_keys;
 pub mod db;
 pub mod migrate;
 pub mod store;
+pub mod tenancy;
 pub mod writer;
 
 pub use db::{DbSettings, Pool};
