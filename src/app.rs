@@ -81,6 +81,7 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
             writer.clone(),
             Arc::new(move || projections::nats::is_connected(&nats_for_ready)),
             settings.body_bytes_max,
+            Arc::new(settings.vault()?),
         );
         let workers = settings
             .http_workers

@@ -103,6 +103,16 @@ pub struct Settings {
     )]
     pub body_bytes_max: usize,
 
+    /// Master keys that wrap customers' data keys: `id:base64-32-bytes`, comma-separated. The
+    /// first wraps new keys; all unwrap (rotation: prepend a new key, run
+    /// `loyalty keys rewrap`, then drop the old one).
+    #[arg(long, env = "LOYALTY_MASTER_KEYS", global = true, hide_env_values = true)]
+    pub master_keys: Option<String>,
+
+    /// Key of the phone numbers' blind index (HMAC-SHA256), base64 of 32 bytes.
+    #[arg(long, env = "LOYALTY_BLIND_INDEX_KEY", global = true, hide_env_values = true)]
+    pub blind_index_key: Option<String>,
+
     /// How often `loyalty all` runs the expiry of points, in seconds.
     #[arg(
         long,
@@ -167,6 +177,19 @@ impl Settings {
                 login_role: Some(role.to_owned()),
             },
         }
+    }
+
+    /// The vault of personal-data keys; refuses to build without both keys, so the API never
+    /// runs with personal data it could not protect.
+    pub fn vault(&self) -> anyhow::Result<vault::Vault> {
+        let master_keys = self.master_keys.as_deref().unwrap_or_default();
+        let blind_index_key = self.blind_index_key.as_deref().unwrap_or_default();
+        vault::Vault::from_config(master_keys, blind_index_key).map_err(|error| {
+            anyhow::anyhow!(
+                "personal-data keys: {error} (set LOYALTY_MASTER_KEYS and \
+                 LOYALTY_BLIND_INDEX_KEY; `loyalty keys generate` prints fresh ones)"
+            )
+        })
     }
 
     pub fn nats(&self) -> projections::nats::NatsSettings {

@@ -99,7 +99,7 @@ pub async fn create(
     }
     let mut client = pool.get().await?;
     let transaction = schema::tenancy::begin(&mut client, tenant_id).await?;
-    let api_key = schema::api_keys::create(&transaction, tenant_id, "default", "staff").await?;
+    let api_key = schema::api_keys::create(&*transaction, tenant_id, "default", "staff").await?;
     transaction.commit().await?;
     Ok(CreatedTenant { tenant_id, api_key })
 }

@@ -1,4 +1,5 @@
-//! `POST /v1/customers` (enrol) and `GET /v1/customers/{id}` (balance and open lots).
+//! Customers: `POST /v1/customers` (enrol), `GET /v1/customers` (find by phone, or list),
+//! `GET /v1/customers/{id}` (balance, open lots and personal data).
 //!
 //! The balance is read from the balances read model (`projection.customer_balances` and
 //! `projection.point_lots`), which the balances projector keeps up to date from the event
@@ -6,53 +7,100 @@
 //! the balance before it. The purchase's own response always has the new balance
 //! (read-your-writes). A customer the projector has not reached yet (just enrolled) is
 //! folded from the event store instead, so a fresh enrolment is never answered 404.
+//!
+//! Personal data (phone number, name) is sealed here, at the edge, before the command goes
+//! to the writer, and opened here when shown (see [`crate::personal`]); the ledger, the read
+//! models and the logs only ever hold ciphertext, a keyed blind index and ids. Every read
+//! runs in a transaction scoped to the caller's tenant (row-level security).
 
 use crate::auth::Caller;
 use crate::body::{self, JsonObject};
 use crate::commands;
 use crate::idempotency::IdempotencyKey;
+use crate::personal::{self, PersonalView};
 use crate::problem::ApiError;
 use crate::{render, ApiState};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use ledger_core::aggregate::Aggregate;
 use ledger_core::{Command, CustomerId, CustomerState, LotId, PhoneNumber, StreamId, TenantId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
 use uuid::Uuid;
+use vault::{PersonalData, Vault};
 
 /// Most open lots listed by `GET /v1/customers/{id}` (soonest-expiring first): the balance
 /// always counts all of them; the list is for display.
 pub const LOTS_LISTED_MAX: i64 = 500;
 /// Events read per round trip when folding a customer from the event store.
 const STREAM_PAGE_EVENTS: i64 = 1_000;
+/// Longest customer name accepted, in characters.
+pub const NAME_CHARS_MAX: usize = 100;
+pub const LIST_LIMIT_DEFAULT: i64 = 50;
+pub const LIST_LIMIT_MAX: i64 = 200;
 
 /// An enrolment as a client may send it. Built only by [`EnrolmentRequest::parse`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct EnrolmentRequest {
     pub phone: PhoneNumber,
+    pub name: Option<String>,
+}
+
+impl std::fmt::Debug for EnrolmentRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnrolmentRequest(<personal data>)")
+    }
 }
 
 impl EnrolmentRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let object = JsonObject::parse(body)?;
-        object.deny_unknown(&["phone"])?;
-        let phone = object.required("phone", |value| match value {
-            // The error never echoes the number: phone numbers stay out of logs.
-            serde_json::Value::String(raw) => {
-                PhoneNumber::parse(raw).map_err(|e| format!("is invalid: {e}"))
-            }
-            _ => Err("must be a string in E.164 form, e.g. +2348012345678".to_owned()),
+        object.deny_unknown(&["phone", "name"])?;
+        let phone = object.required("phone", parse_phone)?;
+        let name = object.optional("name", |value| {
+            body::text(value, 1, NAME_CHARS_MAX).map(|name| name.trim().to_owned())
         })?;
-        Ok(EnrolmentRequest { phone })
+        Ok(EnrolmentRequest { phone, name })
     }
 
-    pub fn into_command(self, customer_id: CustomerId, at: DateTime<Utc>) -> Command {
-        Command::EnrolCustomer {
-            customer_id,
+    /// The command, with the personal data sealed under a new data key of the customer and
+    /// the phone number replaced by its blind index.
+    pub fn into_command(
+        self,
+        vault: &Vault,
+        tenant_id: TenantId,
+        customer_id: CustomerId,
+        at: DateTime<Utc>,
+    ) -> Result<Command, ApiError> {
+        let phone_index = vault.phone_index(tenant_id, &self.phone);
+        let (data_key, wrapped) = vault
+            .new_data_key(tenant_id, customer_id)
+            .map_err(personal::vault_failed)?;
+        let personal_data = PersonalData {
             phone: self.phone,
+            name: self.name,
+        };
+        let sealed = vault
+            .seal(&data_key, tenant_id, customer_id, &personal_data)
+            .map_err(personal::vault_failed)?;
+        Ok(Command::EnrolCustomer {
+            customer_id,
+            phone_index,
+            personal_data: sealed,
+            data_key: wrapped,
             at,
+        })
+    }
+}
+
+/// A phone number from a body or a query. The error never echoes the number: phone numbers
+/// stay out of logs and error bodies.
+fn parse_phone(value: &serde_json::Value) -> Result<PhoneNumber, String> {
+    match value {
+        serde_json::Value::String(raw) => {
+            PhoneNumber::parse(raw).map_err(|e| format!("is invalid: {e}"))
         }
+        _ => Err("must be a string in E.164 form, e.g. +2348012345678".to_owned()),
     }
 }
 
@@ -66,7 +114,12 @@ pub async fn enrol(
     let key = IdempotencyKey::optional(&req)?;
     let body = body::read_json(&req, payload, state.body_bytes_max).await?;
     let request = EnrolmentRequest::parse(&body)?;
-    let command = request.into_command(CustomerId::from_uuid(Uuid::now_v7()), commands::now());
+    let command = request.into_command(
+        &state.vault,
+        caller.tenant_id,
+        CustomerId::from_uuid(Uuid::now_v7()),
+        commands::now(),
+    )?;
     let claim = key.map(|key| key.claim(req.method().as_str(), req.path(), &body));
     let submission = caller.submission(command, claim, render::enrolment);
     commands::submit(&state, submission).await
@@ -76,7 +129,10 @@ pub async fn enrol(
 #[derive(Debug, Serialize)]
 pub struct CustomerView {
     pub customer_id: CustomerId,
-    pub phone: String,
+    /// `null` once the customer's personal data was erased.
+    pub phone: Option<String>,
+    pub name: Option<String>,
+    pub erased_at: Option<DateTime<Utc>>,
     pub balance: i64,
     pub earned: i64,
     pub redeemed: i64,
@@ -108,20 +164,155 @@ pub async fn show(
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     let customer_id = customer_in_path(&path)?;
-    let client = state.client().await?;
-    let view = match projected(&client, caller.tenant_id, customer_id).await? {
-        Some(view) => view,
-        None => folded_from_events(&client, caller.tenant_id, customer_id)
-            .await?
-            .ok_or(ApiError::CustomerNotFound)?,
-    };
+    let mut client = state.client().await?;
+    let transaction = scoped(&mut client, caller.tenant_id).await?;
+    let view = customer_view(&transaction, &state.vault, caller.tenant_id, customer_id)
+        .await?
+        .ok_or(ApiError::CustomerNotFound)?;
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// A read-only transaction scoped to one tenant: row-level security hides every other
+/// tenant's rows, whatever the queries in it say.
+pub async fn scoped(
+    client: &mut deadpool_postgres::Client,
+    tenant_id: TenantId,
+) -> Result<deadpool_postgres::Transaction<'_>, ApiError> {
+    schema::tenancy::begin(client, tenant_id)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("beginning a scoped transaction: {e}")))
+}
+
+/// The customer with balance, lots and (unless erased) personal data; `None` when the
+/// tenant has no such customer.
+async fn customer_view(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    vault: &Vault,
+    tenant_id: TenantId,
+    customer_id: CustomerId,
+) -> Result<Option<CustomerView>, ApiError> {
+    let view = match projected(transaction, tenant_id, customer_id).await? {
+        Some(view) => Some(view),
+        None => folded_from_events(transaction, tenant_id, customer_id).await?,
+    };
+    let Some(mut view) = view else {
+        return Ok(None);
+    };
+    let PersonalView { personal, .. } =
+        personal::read(transaction, vault, tenant_id, customer_id).await?;
+    if let Some(personal) = personal {
+        view.phone = Some(personal.phone.as_str().to_owned());
+        view.name = personal.name;
+    }
+    Ok(Some(view))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CustomersQuery {
+    /// Kept as text so a bad value gets our problem, naming the parameter.
+    phone: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+/// `200` body of `GET /v1/customers`.
+#[derive(Debug, Serialize)]
+pub struct CustomerList {
+    pub customers: Vec<CustomerView>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    pub next_after: Option<CustomerId>,
+}
+
+/// `GET /v1/customers?phone=+234…` finds a customer by phone number (through the blind
+/// index: the number itself is not stored); `GET /v1/customers?limit=&after=` lists the
+/// tenant's customers by id, a page at a time.
+#[tracing::instrument(name = "list_customers", skip_all, fields(tenant_id = %caller.tenant_id))]
+pub async fn list(
+    caller: Caller,
+    query: web::Query<CustomersQuery>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let mut client = state.client().await?;
+    let transaction = scoped(&mut client, caller.tenant_id).await?;
+    let ids = match &query.phone {
+        Some(raw) => {
+            if query.limit.is_some() || query.after.is_some() {
+                return Err(ApiError::InvalidQuery {
+                    parameter: "phone".into(),
+                    detail: "phone finds one customer; it takes no limit or after".into(),
+                });
+            }
+            let phone = parse_phone(&serde_json::Value::String(raw.clone())).map_err(|detail| {
+                ApiError::InvalidQuery {
+                    parameter: "phone".into(),
+                    detail: format!("phone {detail}"),
+                }
+            })?;
+            let index = state.vault.phone_index(caller.tenant_id, &phone);
+            let row = transaction
+                .query_opt(
+                    "SELECT customer_id FROM customer_phone_index \
+                     WHERE tenant_id = $1 AND phone_index = $2",
+                    &[&caller.tenant_id.as_uuid(), &index.0.as_slice()],
+                )
+                .await
+                .map_err(read_failed)?;
+            let ids: Vec<Uuid> = row.map(|r| r.try_get(0)).transpose().map_err(column_failed)?.into_iter().collect();
+            (ids, None)
+        }
+        None => {
+            let limit = crate::history::parse_limit_within(
+                query.limit.as_deref(),
+                LIST_LIMIT_DEFAULT,
+                LIST_LIMIT_MAX,
+            )?;
+            let after = match query.after.as_deref() {
+                None => Uuid::nil(),
+                Some(raw) => Uuid::parse_str(raw).map_err(|_| ApiError::InvalidQuery {
+                    parameter: "after".into(),
+                    detail: "after must be a customer id from a previous page".into(),
+                })?,
+            };
+            let rows = transaction
+                .query(
+                    "SELECT customer_id FROM projection.customer_balances \
+                     WHERE tenant_id = $1 AND customer_id > $2 ORDER BY customer_id LIMIT $3",
+                    &[&caller.tenant_id.as_uuid(), &after, &(limit + 1)],
+                )
+                .await
+                .map_err(read_failed)?;
+            let mut ids: Vec<Uuid> = rows
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()
+                .map_err(column_failed)?;
+            let more = ids.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+            ids.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            let next = more.then(|| ids.last().copied()).flatten();
+            (ids, next.map(CustomerId::from_uuid))
+        }
+    };
+    let (ids, next_after) = ids;
+    let mut customers = Vec::with_capacity(ids.len());
+    for id in ids {
+        let customer_id = CustomerId::from_uuid(id);
+        if let Some(view) =
+            customer_view(&transaction, &state.vault, caller.tenant_id, customer_id).await?
+        {
+            customers.push(view);
+        }
+    }
+    Ok(HttpResponse::Ok().json(CustomerList {
+        customers,
+        next_after,
+    }))
 }
 
 /// The customer from the read model, always filtered by the caller's tenant: another
 /// tenant's customer is not found.
 async fn projected(
-    client: &tokio_postgres::Client,
+    client: &deadpool_postgres::Transaction<'_>,
     tenant_id: TenantId,
     customer_id: CustomerId,
 ) -> Result<Option<CustomerView>, ApiError> {
@@ -129,7 +320,8 @@ async fn projected(
         [&customer_id.as_uuid(), &tenant_id.as_uuid()];
     let row = client
         .query_opt(
-            "SELECT customer_id, phone, balance, earned, redeemed, expired, purchases, enrolled_at \
+            "SELECT customer_id, erased_at, balance, earned, redeemed, expired, purchases, \
+                    enrolled_at \
              FROM projection.customer_balances WHERE customer_id = $1 AND tenant_id = $2",
             &ids,
         )
@@ -158,7 +350,9 @@ async fn projected(
 fn view_from_row(row: &Row, lots: Vec<LotView>) -> Result<CustomerView, tokio_postgres::Error> {
     Ok(CustomerView {
         customer_id: CustomerId::from_uuid(row.try_get(0)?),
-        phone: row.try_get(1)?,
+        phone: None,
+        name: None,
+        erased_at: row.try_get(1)?,
         balance: row.try_get(2)?,
         earned: row.try_get(3)?,
         redeemed: row.try_get(4)?,
@@ -182,8 +376,8 @@ fn lot_from_row(row: &Row) -> Result<LotView, tokio_postgres::Error> {
 /// The customer folded from its own stream: the answer for a customer enrolled a moment
 /// ago, before the projector has written its row. `None` when there is no such stream or it
 /// belongs to another tenant.
-async fn folded_from_events(
-    client: &tokio_postgres::Client,
+pub(crate) async fn folded_from_events(
+    client: &deadpool_postgres::Transaction<'_>,
     tenant_id: TenantId,
     customer_id: CustomerId,
 ) -> Result<Option<CustomerView>, ApiError> {
@@ -191,7 +385,7 @@ async fn folded_from_events(
     let mut state = CustomerState::default();
     let mut version = 0;
     loop {
-        let page = schema::store::read_stream(client, stream, version, STREAM_PAGE_EVENTS)
+        let page = schema::store::read_stream(&**client, stream, version, STREAM_PAGE_EVENTS)
             .await
             .map_err(|e| ApiError::Unavailable(format!("reading {stream}: {e}")))?;
         let Some(last) = page.last() else {
@@ -229,7 +423,9 @@ fn view_from_state(state: &CustomerState) -> Option<CustomerView> {
     lots.truncate(usize::try_from(LOTS_LISTED_MAX).unwrap_or(usize::MAX));
     Some(CustomerView {
         customer_id: profile.customer_id,
-        phone: profile.phone.as_str().to_owned(),
+        phone: None,
+        name: None,
+        erased_at: profile.erased_at,
         balance: state.balance.value(),
         earned: state.earned.value(),
         redeemed: state.redeemed.value(),
@@ -289,12 +485,29 @@ mod tests {
             );
         }
         assert_eq!(
-            parse(r#"{"phone":"+2348012345678","name":"Ada"}"#)
+            parse(r#"{"phone":"+2348012345678","nickname":"Ada"}"#)
                 .unwrap_err()
                 .1,
-            "name"
+            "nickname"
         );
         assert_eq!(parse("phone=+2348012345678").unwrap_err().0, 400);
+    }
+
+    #[test]
+    fn an_enrolment_may_carry_a_name_of_1_to_100_characters() {
+        let request = parse(r#"{"phone":"+2348012345678","name":" Ada Obi "}"#).unwrap();
+        assert_eq!(request.name.as_deref(), Some("Ada Obi"));
+        assert_eq!(parse(r#"{"phone":"+2348012345678"}"#).unwrap().name, None);
+        let long = "a".repeat(NAME_CHARS_MAX + 1);
+        for body in [
+            r#"{"phone":"+2348012345678","name":""}"#.to_owned(),
+            r#"{"phone":"+2348012345678","name":42}"#.to_owned(),
+            r#"{"phone":"+2348012345678","name":"tab\there"}"#.to_owned(),
+            format!(r#"{{"phone":"+2348012345678","name":"{long}"}}"#),
+        ] {
+            let (status, field, _) = parse(&body).unwrap_err();
+            assert_eq!((status, field.as_str()), (422, "name"), "{body}");
+        }
     }
 
     #[test]

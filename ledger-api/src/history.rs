@@ -43,14 +43,19 @@ pub struct HistoryEntry {
 }
 
 pub fn parse_limit(raw: Option<&str>) -> Result<i64, ApiError> {
+    parse_limit_within(raw, LIMIT_DEFAULT, LIMIT_MAX)
+}
+
+/// A `limit` query parameter: `default` when absent, else a whole number from 1 to `max`.
+pub fn parse_limit_within(raw: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
     let Some(raw) = raw else {
-        return Ok(LIMIT_DEFAULT);
+        return Ok(default);
     };
     match raw.parse::<i64>() {
-        Ok(limit) if (1..=LIMIT_MAX).contains(&limit) => Ok(limit),
+        Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
         _ => Err(ApiError::InvalidQuery {
             parameter: "limit".into(),
-            detail: format!("limit must be a whole number from 1 to {LIMIT_MAX}"),
+            detail: format!("limit must be a whole number from 1 to {max}"),
         }),
     }
 }
@@ -64,9 +69,10 @@ pub async fn history(
 ) -> Result<HttpResponse, ApiError> {
     let customer_id = customer_in_path(&path)?;
     let limit = parse_limit(query.limit.as_deref())?;
-    let client = state.client().await?;
+    let mut client = state.client().await?;
+    let client = crate::customers::scoped(&mut client, caller.tenant_id).await?;
     let recorded =
-        schema::store::read_stream_backwards(&**client, StreamId::Customer(customer_id), limit)
+        schema::store::read_stream_backwards(&*client, StreamId::Customer(customer_id), limit)
             .await
             .map_err(|e| {
                 ApiError::Unavailable(format!("reading the history of {customer_id}: {e}"))
@@ -105,11 +111,11 @@ fn entry(recorded: &RecordedEvent, currency: &str) -> Result<HistoryEntry, ApiEr
 }
 
 /// The tenant's currency code, from its registration (the first event of its stream).
-async fn tenant_currency(
-    client: &tokio_postgres::Client,
+pub async fn tenant_currency(
+    client: &deadpool_postgres::Transaction<'_>,
     tenant_id: TenantId,
 ) -> Result<String, ApiError> {
-    let first = schema::store::read_stream(client, StreamId::Tenant(tenant_id), 0, 1)
+    let first = schema::store::read_stream(&**client, StreamId::Tenant(tenant_id), 0, 1)
         .await
         .map_err(|e| ApiError::Unavailable(format!("reading the tenant stream: {e}")))?;
     let registered = first
@@ -130,6 +136,7 @@ async fn tenant_currency(
 pub fn reason(event: &Event, currency: &str) -> String {
     match event {
         Event::CustomerEnrolled(_) => "Enrolled".to_owned(),
+        Event::CustomerErased(_) => "Personal data erased at the customer's request".to_owned(),
         Event::PurchaseLogged(e) => {
             format!("Purchase of {} {currency}", minor_units(e.amount.value()))
                 .trim_end()
@@ -179,7 +186,7 @@ mod tests {
         CustomerEnrolled, PointsEarned, PointsExpired, PurchaseLogged, RewardRedeemed,
     };
     use ledger_core::rules::{RuleKind, RulePoints};
-    use ledger_core::{LotId, MinorUnits, PhoneNumber, PurchaseId, RedemptionId};
+    use ledger_core::{LotId, MinorUnits, PurchaseId, RedemptionId};
     use uuid::Uuid;
 
     #[test]
@@ -209,7 +216,7 @@ mod tests {
             (
                 Event::CustomerEnrolled(CustomerEnrolled {
                     customer_id: CustomerId::from_uuid(Uuid::from_u128(3)),
-                    phone: PhoneNumber::parse("+2348012345678").unwrap(),
+                    personal_data: None,
                     enrolled_at: at,
                 }),
                 "Enrolled",

@@ -6,8 +6,8 @@
 //! 2. [`problem`]: the one error type and every status the API answers with;
 //! 3. [`auth`] (who is calling), [`idempotency`] (the key and the request fingerprint),
 //!    `body` (content type, size limit, JSON read field by field);
-//! 4. the endpoints: [`purchases`], [`customers`] (enrol, balance), [`redemptions`],
-//!    [`history`];
+//! 4. the endpoints: [`purchases`], [`customers`] (enrol, find, list, balance),
+//!    [`redemptions`], [`history`], [`personal`] (export and erasure of personal data);
 //! 5. [`commands`] (submitting to the writer) and [`render`] (the responses the writer stores
 //!    under idempotency keys);
 //! 6. `ops` (`/health`, `/ready`, `/metrics`) and [`metrics`].
@@ -19,7 +19,10 @@
 //! - Command responses are computed from the decision just made (read-your-writes), never
 //!   from a projection; only `GET /v1/customers/{id}` reads the balances read model.
 //! - No client input produces a 500 or a panic: every error is an RFC 9457 problem.
-//! - Phone numbers and API keys are never logged.
+//! - Phone numbers and names are sealed (vault) before they leave this crate and opened only
+//!   to answer the tenant that holds them; they, API keys and tokens are never logged.
+//! - Every read runs in a transaction scoped to the caller's tenant: row-level security in
+//!   PostgreSQL hides every other tenant's rows even from a query that forgot to filter.
 //! - This crate knows HTTP; SQL stays in `schema`, except the few read-model queries of
 //!   `customers` and the ownership look-up of `commands`.
 
@@ -32,6 +35,7 @@ pub mod history;
 pub mod idempotency;
 pub mod metrics;
 mod ops;
+pub mod personal;
 pub mod problem;
 pub mod purchases;
 pub mod redemptions;
@@ -56,6 +60,8 @@ pub struct ApiState {
     pub nats_ready: Arc<dyn Fn() -> bool + Send + Sync>,
     /// Largest request body accepted; larger ones are refused with 413 before being buffered.
     pub body_bytes_max: usize,
+    /// The keys that seal and open customers' personal data and blind-index phone numbers.
+    pub vault: Arc<vault::Vault>,
     api_keys: auth::ApiKeyCache,
     metrics: Arc<metrics::Metrics>,
 }
@@ -66,12 +72,14 @@ impl ApiState {
         writer: schema::WriterHandle,
         nats_ready: Arc<dyn Fn() -> bool + Send + Sync>,
         body_bytes_max: usize,
+        vault: Arc<vault::Vault>,
     ) -> Self {
         ApiState {
             pool,
             writer,
             nats_ready,
             body_bytes_max,
+            vault,
             api_keys: auth::new_cache(),
             metrics: Arc::new(metrics::Metrics::default()),
         }
@@ -153,7 +161,11 @@ fn routes(config: &mut web::ServiceConfig) {
         .service(resource("/health").route(web::get().to(ops::health)))
         .service(resource("/ready").route(web::get().to(ops::ready)))
         .service(resource("/metrics").route(web::get().to(ops::metrics)))
-        .service(resource("/v1/customers").route(web::post().to(customers::enrol)))
+        .service(
+            resource("/v1/customers")
+                .route(web::post().to(customers::enrol))
+                .route(web::get().to(customers::list)),
+        )
         .service(resource("/v1/purchases").route(web::post().to(purchases::log_purchase)))
         .service(resource("/v1/customers/{customer_id}").route(web::get().to(customers::show)))
         .service(
@@ -162,6 +174,12 @@ fn routes(config: &mut web::ServiceConfig) {
         .service(
             resource("/v1/customers/{customer_id}/redemptions")
                 .route(web::post().to(redemptions::redeem)),
+        )
+        .service(
+            resource("/v1/customers/{customer_id}/export").route(web::get().to(personal::export)),
+        )
+        .service(
+            resource("/v1/customers/{customer_id}/erasure").route(web::post().to(personal::erase)),
         );
 }
 

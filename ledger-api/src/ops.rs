@@ -84,7 +84,7 @@ async fn fan_out_metrics(state: &ApiState, out: &mut String) {
         let client = state.pool.get().await.map_err(|e| e.to_string())?;
         let head = client
             .query_one(
-                "SELECT (SELECT coalesce(max(global_position), 0) FROM events), \
+                "SELECT tenancy.newest_event_position(), \
                         (SELECT coalesce(min(last_global_position), 0) FROM relay_cursors), \
                         (SELECT coalesce(sum(published_total), 0) FROM relay_cursors)::bigint",
                 &[],

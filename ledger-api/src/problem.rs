@@ -263,6 +263,13 @@ fn rejected(rejection: &Rejection) -> Problem {
             "Customer not found",
             detail,
         ),
+        R::CustomerErased => Problem::new(
+            StatusCode::GONE,
+            "customer-erased",
+            "Customer erased",
+            "this customer's personal data was erased at their request; \
+             they may enrol again as a new customer",
+        ),
         R::TenantNotRegistered => Problem::new(
             StatusCode::NOT_FOUND,
             "tenant-not-registered",
@@ -368,6 +375,11 @@ mod tests {
                 Refusal::Rejected(Rejection::TenantNotRegistered),
                 404,
                 "tenant-not-registered",
+            ),
+            (
+                Refusal::Rejected(Rejection::CustomerErased),
+                410,
+                "customer-erased",
             ),
             (
                 Refusal::Rejected(Rejection::InsufficientPoints {

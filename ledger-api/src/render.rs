@@ -14,12 +14,19 @@ use ledger_core::{Command, CustomerId, Event, LotId, PurchaseId, RedemptionId};
 use schema::{Refusal, StoredResponse, Submission, Verdict};
 use serde::Serialize;
 
-/// `201` body of `POST /v1/customers`.
+/// `201` body of `POST /v1/customers`. It does not echo the phone number: this body is
+/// stored under the idempotency key, and personal data is stored only encrypted.
 #[derive(Debug, Serialize)]
 pub struct EnrolmentResponse {
     pub customer_id: CustomerId,
-    pub phone: String,
     pub enrolled_at: DateTime<Utc>,
+}
+
+/// `200` body of `POST /v1/customers/{id}/erasure`.
+#[derive(Debug, Serialize)]
+pub struct ErasureResponse {
+    pub customer_id: CustomerId,
+    pub erased_at: DateTime<Utc>,
 }
 
 /// `201` body of `POST /v1/purchases`.
@@ -70,10 +77,30 @@ pub fn enrolment(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
     match enrolled {
         Some(enrolled) => created(&EnrolmentResponse {
             customer_id: enrolled.customer_id,
-            phone: enrolled.phone.as_str().to_owned(),
             enrolled_at: enrolled.enrolled_at,
         }),
         None => inconsistent("an accepted enrolment without CustomerEnrolled"),
+    }
+}
+
+pub fn erasure(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+    let events = match verdict {
+        Verdict::Refused(refusal) => return refused(refusal),
+        Verdict::Accepted { events, .. } => events,
+    };
+    let erased = events.iter().find_map(|event| match event {
+        Event::CustomerErased(erased) => Some(erased),
+        _ => None,
+    });
+    match erased {
+        Some(erased) => StoredResponse {
+            status: StatusCode::OK.as_u16(),
+            body: json_bytes(&ErasureResponse {
+                customer_id: erased.customer_id,
+                erased_at: erased.erased_at,
+            }),
+        },
+        None => inconsistent("an accepted erasure without CustomerErased"),
     }
 }
 
@@ -193,9 +220,10 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use ledger_core::aggregate::Aggregate;
-    use ledger_core::events::{Actor, EventMetadata, LineItem};
+    use ledger_core::command::{PhoneIndex, WrappedDataKey};
+    use ledger_core::events::{Actor, EventMetadata, LineItem, SealedPersonalData};
     use ledger_core::{
-        decide, Currency, CustomerState, LedgerState, MinorUnits, PhoneNumber, Points, Rejection,
+        decide, Currency, CustomerState, LedgerState, MinorUnits, Points, Rejection,
         RuleSet, TenantId, TenantProfile, TenantState,
     };
     use serde_json::Value;
@@ -277,7 +305,15 @@ mod tests {
     fn enrol() -> Command {
         Command::EnrolCustomer {
             customer_id: customer_id(),
-            phone: PhoneNumber::parse("+2348012345678").unwrap(),
+            phone_index: PhoneIndex([1; 32]),
+            personal_data: SealedPersonalData {
+                nonce: vec![0; 12],
+                ciphertext: vec![1, 2, 3],
+            },
+            data_key: WrappedDataKey {
+                master_key_id: "k1".into(),
+                bytes: vec![4; 60],
+            },
             at: at(),
         }
     }
@@ -304,7 +340,7 @@ mod tests {
         let (status, body) = decide_and_render(vec![enrol()], enrolment);
         assert_eq!(status, 201);
         assert_eq!(body["customer_id"], customer_id().to_string());
-        assert_eq!(body["phone"], "+2348012345678");
+        assert!(body.get("phone").is_none(), "no personal data in a stored body");
         assert_eq!(body["enrolled_at"], "2025-03-01T12:00:00Z");
     }
 

@@ -43,7 +43,18 @@ fn state() -> web::Data<ApiState> {
     };
     let (writer, _task) =
         schema::writer::spawn(pool.clone(), config, Arc::new(tokio::sync::Notify::new()));
-    let state = ApiState::new(pool, writer, Arc::new(|| false), BODY_BYTES_MAX);
+    let vault = vault::Vault::from_config(
+        &format!("test:{}", vault::generate_key_base64().unwrap()),
+        &vault::generate_key_base64().unwrap(),
+    )
+    .unwrap();
+    let state = ApiState::new(
+        pool,
+        writer,
+        Arc::new(|| false),
+        BODY_BYTES_MAX,
+        Arc::new(vault),
+    );
     let caller = Caller {
         tenant_id: tenant(),
         api_key_id: Uuid::from_u128(3),

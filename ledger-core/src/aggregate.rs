@@ -7,11 +7,10 @@
 use crate::amounts::{MinorUnits, Points};
 use crate::command::{Command, Rejection};
 use crate::events::{
-    CustomerEnrolled, Event, LineItem, LotDebit, PointsEarned, PointsExpired, PurchaseLogged,
+    CustomerEnrolled, CustomerErased, Event, LineItem, LotDebit, PointsEarned, PointsExpired, PurchaseLogged,
     RewardRedeemed, RuleSetPublished, TenantRegistered,
 };
 use crate::ids::{CustomerId, LotId, PurchaseId, TenantId};
-use crate::phone::PhoneNumber;
 use crate::rules::{PurchaseFacts, RuleSet};
 use crate::Currency;
 use chrono::{DateTime, Duration, Utc};
@@ -78,8 +77,10 @@ pub struct Lot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomerProfile {
     pub customer_id: CustomerId,
-    pub phone: PhoneNumber,
+    /// Sealed under the customer's data key; unreadable after erasure.
+    pub personal_data: Option<crate::events::SealedPersonalData>,
     pub enrolled_at: DateTime<Utc>,
+    pub erased_at: Option<DateTime<Utc>>,
 }
 
 /// One customer's ledger. Invariant (checked by the property tests after every step):
@@ -118,9 +119,16 @@ impl Aggregate for CustomerState {
             Event::CustomerEnrolled(e) => {
                 self.profile = Some(CustomerProfile {
                     customer_id: e.customer_id,
-                    phone: e.phone.clone(),
+                    personal_data: e.personal_data.clone(),
                     enrolled_at: e.enrolled_at,
+                    erased_at: None,
                 });
+            }
+            Event::CustomerErased(e) => {
+                if let Some(profile) = &mut self.profile {
+                    profile.personal_data = None;
+                    profile.erased_at = Some(e.erased_at);
+                }
             }
             Event::PurchaseLogged(e) => {
                 self.purchases = self.purchases.max(e.purchase_number);
@@ -219,8 +227,9 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
         }
         Command::EnrolCustomer {
             customer_id,
-            phone,
+            personal_data,
             at,
+            ..
         } => {
             tenant(state)?;
             if state.customer.profile.is_some() {
@@ -228,8 +237,16 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
             }
             Ok(vec![Event::CustomerEnrolled(CustomerEnrolled {
                 customer_id: *customer_id,
-                phone: phone.clone(),
+                personal_data: Some(personal_data.clone()),
                 enrolled_at: *at,
+            })])
+        }
+        Command::EraseCustomer { customer_id, at } => {
+            tenant(state)?;
+            active_customer(state)?;
+            Ok(vec![Event::CustomerErased(CustomerErased {
+                customer_id: *customer_id,
+                erased_at: *at,
             })])
         }
         Command::LogPurchase {
@@ -261,7 +278,7 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
             ..
         } => {
             tenant(state)?;
-            customer(state)?;
+            active_customer(state)?;
             if !points.is_positive() {
                 return Err(Rejection::AmountNotPositive);
             }
@@ -309,7 +326,7 @@ fn decide_purchase(
     input: PurchaseInput<'_>,
 ) -> Result<Vec<Event>, Rejection> {
     let profile = tenant(state)?;
-    customer(state)?;
+    active_customer(state)?;
     if input.amount.value() <= 0 {
         return Err(Rejection::AmountNotPositive);
     }
@@ -402,6 +419,17 @@ fn customer<'a>(state: LedgerState<'a>) -> Result<&'a CustomerProfile, Rejection
         .profile
         .as_ref()
         .ok_or(Rejection::CustomerNotEnrolled)
+}
+
+/// An enrolled customer who has not been erased. An erased customer's points still expire
+/// (the scheduled run is not a choice of the customer's), but nothing new is recorded for
+/// them: they may enrol again as a new customer.
+fn active_customer<'a>(state: LedgerState<'a>) -> Result<&'a CustomerProfile, Rejection> {
+    let profile = customer(state)?;
+    if profile.erased_at.is_some() {
+        return Err(Rejection::CustomerErased);
+    }
+    Ok(profile)
 }
 
 fn expire_due_lots(customer: &CustomerState, at: DateTime<Utc>) -> Vec<Event> {

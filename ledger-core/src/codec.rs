@@ -6,10 +6,10 @@
 
 use crate::amounts::MinorUnits;
 use crate::events::{
-    CustomerEnrolled, Event, EventMetadata, PointsEarned, PointsExpired, PurchaseLogged,
+    CustomerEnrolled, CustomerErased, Event, EventMetadata, PointsEarned, PointsExpired, PurchaseLogged,
     RewardRedeemed, RuleSetPublished, TenantRegistered,
 };
-use crate::ids::PurchaseId;
+use crate::ids::{CustomerId, PurchaseId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -43,9 +43,9 @@ pub struct EncodedEvent {
 /// The version every event type is written with today.
 pub fn current_version(event_type: &str) -> Option<u16> {
     match event_type {
-        "PurchaseLogged" => Some(2),
-        "TenantRegistered" | "RuleSetPublished" | "CustomerEnrolled" | "PointsEarned"
-        | "RewardRedeemed" | "PointsExpired" => Some(1),
+        "PurchaseLogged" | "CustomerEnrolled" => Some(2),
+        "TenantRegistered" | "RuleSetPublished" | "PointsEarned" | "RewardRedeemed"
+        | "PointsExpired" | "CustomerErased" => Some(1),
         _ => None,
     }
 }
@@ -59,6 +59,7 @@ pub fn encode(event: &Event) -> Result<EncodedEvent, CodecError> {
         Event::PointsEarned(e) => rmp_serde::to_vec_named(e)?,
         Event::RewardRedeemed(e) => rmp_serde::to_vec_named(e)?,
         Event::PointsExpired(e) => rmp_serde::to_vec_named(e)?,
+        Event::CustomerErased(e) => rmp_serde::to_vec_named(e)?,
     };
     let event_type = event.type_name();
     let type_version = current_version(event_type).unwrap_or(1);
@@ -83,8 +84,16 @@ pub fn decode(event_type: &str, type_version: u16, payload: &[u8]) -> Result<Eve
             rmp_serde::from_slice::<RuleSetPublished>(payload).map_err(fail)?,
         ),
         ("CustomerEnrolled", 1) => Event::CustomerEnrolled(
+            rmp_serde::from_slice::<CustomerEnrolledV1>(payload)
+                .map_err(fail)?
+                .upcast(),
+        ),
+        ("CustomerEnrolled", 2) => Event::CustomerEnrolled(
             rmp_serde::from_slice::<CustomerEnrolled>(payload).map_err(fail)?,
         ),
+        ("CustomerErased", 1) => {
+            Event::CustomerErased(rmp_serde::from_slice::<CustomerErased>(payload).map_err(fail)?)
+        }
         ("PurchaseLogged", 1) => Event::PurchaseLogged(
             rmp_serde::from_slice::<PurchaseLoggedV1>(payload)
                 .map_err(fail)?
@@ -118,6 +127,25 @@ pub fn encode_metadata(metadata: &EventMetadata) -> Result<Vec<u8>, CodecError> 
 
 pub fn decode_metadata(bytes: &[u8]) -> Result<EventMetadata, CodecError> {
     rmp_serde::from_slice(bytes).map_err(CodecError::Metadata)
+}
+
+/// `CustomerEnrolled` as first published, with the phone number in plain text. Read without
+/// it: the number is not carried into the current shape, so no reader can show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerEnrolledV1 {
+    pub customer_id: CustomerId,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub enrolled_at: DateTime<Utc>,
+}
+
+impl CustomerEnrolledV1 {
+    fn upcast(self) -> CustomerEnrolled {
+        CustomerEnrolled {
+            customer_id: self.customer_id,
+            personal_data: None,
+            enrolled_at: self.enrolled_at,
+        }
+    }
 }
 
 /// `PurchaseLogged` as first published: no line items, no reference.
@@ -177,7 +205,10 @@ mod tests {
             }),
             Event::CustomerEnrolled(CustomerEnrolled {
                 customer_id: CustomerId::from_uuid(id(2)),
-                phone: crate::PhoneNumber::parse("+2348012345678").unwrap(),
+                personal_data: Some(SealedPersonalData {
+                    nonce: vec![7; 12],
+                    ciphertext: vec![1, 2, 3, 4],
+                }),
                 enrolled_at: at(),
             }),
             Event::PurchaseLogged(PurchaseLogged {
@@ -219,6 +250,10 @@ mod tests {
                 points: Points::new(15),
                 expired_at: at(),
             }),
+            Event::CustomerErased(CustomerErased {
+                customer_id: CustomerId::from_uuid(id(2)),
+                erased_at: at(),
+            }),
         ]
     }
 
@@ -257,6 +292,43 @@ mod tests {
                 purchase_number: 1,
             })
         );
+    }
+
+    #[test]
+    fn customer_enrolled_v1_is_read_without_its_plain_phone_number() {
+        #[derive(Serialize)]
+        struct PublishedV1 {
+            customer_id: CustomerId,
+            phone: String,
+            #[serde(with = "chrono::serde::ts_microseconds")]
+            enrolled_at: DateTime<Utc>,
+        }
+        let bytes = rmp_serde::to_vec_named(&PublishedV1 {
+            customer_id: CustomerId::from_uuid(id(2)),
+            phone: "+2348012345678".into(),
+            enrolled_at: at(),
+        })
+        .unwrap();
+        assert_eq!(
+            decode("CustomerEnrolled", 1, &bytes).unwrap(),
+            Event::CustomerEnrolled(CustomerEnrolled {
+                customer_id: CustomerId::from_uuid(id(2)),
+                personal_data: None,
+                enrolled_at: at(),
+            })
+        );
+    }
+
+    #[test]
+    fn sealed_personal_data_is_stored_as_binary_not_as_an_array_of_numbers() {
+        let event = &one_of_each()[2];
+        let encoded = encode(event).unwrap();
+        // bin 8 header (0xc4) + length 12 + the nonce bytes: compact and unambiguous.
+        let nonce_as_bin = [&[0xc4, 12][..], &[7u8; 12][..]].concat();
+        assert!(encoded
+            .payload
+            .windows(nonce_as_bin.len())
+            .any(|w| w == nonce_as_bin.as_slice()));
     }
 
     #[test]

@@ -3,9 +3,33 @@
 use crate::amounts::{Currency, MinorUnits, Points};
 use crate::events::LineItem;
 use crate::ids::{CustomerId, LotId, PurchaseId, RedemptionId, TenantId};
-use crate::phone::PhoneNumber;
+use crate::events::SealedPersonalData;
 use crate::rules::{InvalidRuleSet, Rule, RuleSet};
 use chrono::{DateTime, Utc};
+
+/// The keyed blind index of a phone number: HMAC-SHA256 under the blind-index key, so the
+/// number can be looked up without being stored. Computed by the shell (`vault`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PhoneIndex(pub [u8; 32]);
+
+impl std::fmt::Debug for PhoneIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PhoneIndex(..)")
+    }
+}
+
+/// A customer's data key, encrypted under the master key named `master_key_id`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WrappedDataKey {
+    pub master_key_id: String,
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for WrappedDataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WrappedDataKey(master {})", self.master_key_id)
+    }
+}
 
 /// A command. Ids of things it creates are chosen by the caller (the shell), so a command
 /// is a pure value and `decide` stays deterministic. `at` is the shell's clock reading.
@@ -21,9 +45,21 @@ pub enum Command {
     },
     /// Publishes a new rule set; its version is the current one plus one.
     PublishRuleSet { rules: Vec<Rule>, at: DateTime<Utc> },
+    /// Enrols a customer whose personal data the shell has already sealed. `phone_index` (the
+    /// keyed blind index of the number) and `data_key` (the wrapped data key) are for the
+    /// writer's phone index and key store; neither is written into an event, so erasing the
+    /// key and the index leaves nothing in the ledger that links back to the person.
     EnrolCustomer {
         customer_id: CustomerId,
-        phone: PhoneNumber,
+        phone_index: PhoneIndex,
+        personal_data: SealedPersonalData,
+        data_key: WrappedDataKey,
+        at: DateTime<Utc>,
+    },
+    /// Erases the customer's personal data (crypto-shredding: the writer deletes the data key
+    /// and the phone index in the same transaction as the `CustomerErased` event).
+    EraseCustomer {
+        customer_id: CustomerId,
         at: DateTime<Utc>,
     },
     LogPurchase {
@@ -66,7 +102,8 @@ impl Command {
             Command::EnrolCustomer { customer_id, .. }
             | Command::LogPurchase { customer_id, .. }
             | Command::RedeemPoints { customer_id, .. }
-            | Command::ExpirePoints { customer_id, .. } => Target::Customer(*customer_id),
+            | Command::ExpirePoints { customer_id, .. }
+            | Command::EraseCustomer { customer_id, .. } => Target::Customer(*customer_id),
         }
     }
 }
@@ -82,6 +119,8 @@ pub enum Rejection {
     CustomerAlreadyEnrolled,
     #[error("the customer is not enrolled")]
     CustomerNotEnrolled,
+    #[error("the customer's personal data was erased")]
+    CustomerErased,
     #[error("insufficient points: balance {available}, requested {requested}")]
     InsufficientPoints {
         available: Points,

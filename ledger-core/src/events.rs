@@ -7,7 +7,6 @@
 
 use crate::amounts::{Currency, MinorUnits, Points};
 use crate::ids::{CustomerId, EventId, LotId, PurchaseId, RedemptionId, TenantId};
-use crate::phone::PhoneNumber;
 use crate::rules::{RulePoints, RuleSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,6 +21,7 @@ pub enum Event {
     PointsEarned(PointsEarned),
     RewardRedeemed(RewardRedeemed),
     PointsExpired(PointsExpired),
+    CustomerErased(CustomerErased),
 }
 
 impl Event {
@@ -35,6 +35,7 @@ impl Event {
             Event::PointsEarned(_) => "PointsEarned",
             Event::RewardRedeemed(_) => "RewardRedeemed",
             Event::PointsExpired(_) => "PointsExpired",
+            Event::CustomerErased(_) => "CustomerErased",
         }
     }
 
@@ -68,12 +69,43 @@ pub struct RuleSetPublished {
     pub published_at: DateTime<Utc>,
 }
 
+/// A customer's personal data (phone number, name) encrypted under the customer's own data
+/// key (AES-256-GCM, see the `vault` crate). The ledger never sees the plaintext: it stores
+/// and replays these bytes, and destroying the data key (erasure) makes them unreadable
+/// everywhere they were copied (event table, JetStream, backups) at once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedPersonalData {
+    #[serde(with = "serde_bytes")]
+    pub nonce: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedPersonalData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealedPersonalData({} bytes)", self.ciphertext.len())
+    }
+}
+
+/// Current shape (version 2). Version 1 carried the phone number in plain text; it is read as
+/// version 2 without personal data (only development databases from before the tenancy
+/// issue hold any).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerEnrolled {
     pub customer_id: CustomerId,
-    pub phone: PhoneNumber,
+    pub personal_data: Option<SealedPersonalData>,
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub enrolled_at: DateTime<Utc>,
+}
+
+/// The customer's personal data was erased (right to erasure): their data key was destroyed
+/// in the same transaction, so the `personal_data` of their `CustomerEnrolled` can no longer
+/// be read. The balance and history remain, as facts about an anonymous customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerErased {
+    pub customer_id: CustomerId,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub erased_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,14 +25,14 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ledger_core::codec::{current_version, decode, encode};
-use ledger_core::command::Target;
+use ledger_core::command::{PhoneIndex, Target, WrappedDataKey};
 use ledger_core::events::{
-    CustomerEnrolled, LineItem, PointsExpired, PurchaseLogged, RewardRedeemed, TenantRegistered,
+    CustomerEnrolled, LineItem, SealedPersonalData, PointsExpired, PurchaseLogged, RewardRedeemed, TenantRegistered,
 };
 use ledger_core::rules::{InvalidRuleSet, RuleKind, RulePoints};
 use ledger_core::{
     decide, evolve, Command, Currency, CustomerId, CustomerState, Event, LedgerState, Lot, LotId,
-    MinorUnits, PhoneNumber, Points, PurchaseId, RedemptionId, Rejection, Rule, RuleSet, TenantId,
+    MinorUnits, Points, PurchaseId, RedemptionId, Rejection, Rule, RuleSet, TenantId,
     TenantState,
 };
 use proptest::prelude::*;
@@ -84,6 +84,14 @@ fn config() -> ProptestConfig {
 }
 
 const PHONES: [&str; 3] = ["+2348012345678", "+2348098765432", "+14155550100"];
+
+/// Stands in for personal data sealed by the shell: the ledger treats it as opaque bytes.
+fn sealed(phone: usize) -> SealedPersonalData {
+    SealedPersonalData {
+        nonce: vec![0; 12],
+        ciphertext: PHONES[phone].as_bytes().to_vec(),
+    }
+}
 
 fn clock_start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 5, 8, 0, 0).unwrap()
@@ -918,7 +926,12 @@ impl Harness {
     fn enrol_command(&self, phone: usize) -> Command {
         Command::EnrolCustomer {
             customer_id: self.customer_id,
-            phone: PhoneNumber::parse(PHONES[phone]).unwrap(),
+            phone_index: PhoneIndex([phone as u8; 32]),
+            personal_data: sealed(phone),
+            data_key: WrappedDataKey {
+                master_key_id: "test".into(),
+                bytes: vec![phone as u8; 60],
+            },
             at: self.clock,
         }
     }
@@ -937,7 +950,7 @@ impl Harness {
             events,
             vec![Event::CustomerEnrolled(CustomerEnrolled {
                 customer_id: self.customer_id,
-                phone: PhoneNumber::parse(PHONES[phone]).unwrap(),
+                personal_data: Some(sealed(phone)),
                 enrolled_at: self.clock,
             })]
         );

@@ -21,7 +21,8 @@ pub const NAME: &str = "balances";
 #[derive(Debug, Default)]
 struct CustomerChange {
     tenant_id: Uuid,
-    enrolled: Option<(String, DateTime<Utc>)>,
+    enrolled: Option<DateTime<Utc>>,
+    erased: Option<DateTime<Utc>>,
     version: i32,
     balance: i64,
     earned: i64,
@@ -199,7 +200,10 @@ impl Fold {
     fn event(&mut self, customer_id: Uuid, change: &mut CustomerChange, event: Event) {
         match event {
             Event::CustomerEnrolled(e) => {
-                change.enrolled = Some((e.phone.as_str().to_owned(), e.enrolled_at));
+                change.enrolled = Some(e.enrolled_at);
+            }
+            Event::CustomerErased(e) => {
+                change.erased = Some(e.erased_at);
             }
             Event::PurchaseLogged(e) => {
                 change.purchases = change
@@ -253,14 +257,12 @@ async fn insert_enrolled(
 ) -> Result<(), ProjectionError> {
     let mut ids = Vec::new();
     let mut tenants = Vec::new();
-    let mut phones = Vec::new();
     let mut enrolled_at = Vec::new();
     for (id, change) in &fold.customers {
-        if let Some((phone, at)) = &change.enrolled {
+        if let Some(at) = change.enrolled {
             ids.push(*id);
             tenants.push(change.tenant_id);
-            phones.push(phone.as_str());
-            enrolled_at.push(*at);
+            enrolled_at.push(at);
         }
     }
     if ids.is_empty() {
@@ -268,11 +270,11 @@ async fn insert_enrolled(
     }
     transaction
         .execute(
-            &transaction.prepare_cached("INSERT INTO projection.customer_balances (customer_id, tenant_id, phone, \
+            &transaction.prepare_cached("INSERT INTO projection.customer_balances (customer_id, tenant_id, \
                  stream_version, balance, earned, redeemed, expired, purchases, enrolled_at, updated_at) \
-             SELECT id, tenant, phone, 0, 0, 0, 0, 0, 0, at, at \
-             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) AS n(id, tenant, phone, at)").await?,
-            &[&ids, &tenants, &phones, &enrolled_at],
+             SELECT id, tenant, 0, 0, 0, 0, 0, 0, at, at \
+             FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) AS n(id, tenant, at)").await?,
+            &[&ids, &tenants, &enrolled_at],
         )
         .await?;
     Ok(())
@@ -335,6 +337,7 @@ async fn update_customers(
         .iter()
         .map(|(_, c)| c.updated_at.unwrap_or_default())
         .collect();
+    let erased_at: Vec<Option<DateTime<Utc>>> = changes.iter().map(|(_, c)| c.erased).collect();
     transaction
         .execute(
             &transaction
@@ -342,10 +345,12 @@ async fn update_customers(
                     "UPDATE projection.customer_balances b SET stream_version = d.version, \
                  balance = b.balance + d.balance, earned = b.earned + d.earned, \
                  redeemed = b.redeemed + d.redeemed, expired = b.expired + d.expired, \
-                 purchases = greatest(b.purchases, d.purchases), updated_at = d.updated_at \
+                 purchases = greatest(b.purchases, d.purchases), updated_at = d.updated_at, \
+                 erased_at = coalesce(d.erased_at, b.erased_at) \
              FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[], \
-                 $6::bigint[], $7::int[], $8::timestamptz[]) \
-                 AS d(id, version, balance, earned, redeemed, expired, purchases, updated_at) \
+                 $6::bigint[], $7::int[], $8::timestamptz[], $9::timestamptz[]) \
+                 AS d(id, version, balance, earned, redeemed, expired, purchases, updated_at, \
+                      erased_at) \
              WHERE b.customer_id = d.id",
                 )
                 .await?,
@@ -358,6 +363,7 @@ async fn update_customers(
                 &expired,
                 &purchases,
                 &updated_at,
+                &erased_at,
             ],
         )
         .await?;

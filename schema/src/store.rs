@@ -433,6 +433,7 @@ pub async fn append(
     metadata: &EventMetadata,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let transaction = client.transaction().await?;
+    crate::tenancy::set_scope(&transaction, &[tenant_id]).await?;
     let mut heads = lock_tenant_heads(&transaction, &[tenant_id]).await?;
     let (_, head) = heads
         .first_mut()

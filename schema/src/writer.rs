@@ -23,13 +23,14 @@ use deadpool_postgres::GenericClient;
 use deadpool_postgres::Pool;
 use ledger_core::aggregate::{Aggregate, LedgerState};
 use ledger_core::codec;
-use ledger_core::command::Target;
+use ledger_core::command::{PhoneIndex, Target, WrappedDataKey};
 use ledger_core::events::EventMetadata;
 use ledger_core::{
     decide, Command, CustomerId, CustomerState, Event, EventId, Rejection, StreamId, TenantId,
     TenantState,
 };
 use std::collections::HashMap;
+use tokio_postgres::types::ToSql;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -386,6 +387,11 @@ impl Writer {
                 StoreError::Malformed(format!("no database connection available: {e}"))
             })?;
         let transaction = client.transaction().await?;
+        // Row-level security admits this transaction to the batch's tenants only.
+        let mut tenants: Vec<TenantId> = submissions.iter().map(|s| s.tenant_id).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        crate::tenancy::set_scope(&transaction, &tenants).await?;
         let mut batch = Batch::load(
             &transaction,
             &mut self.cache,
@@ -431,9 +437,20 @@ struct Batch {
     idempotency: IdempotencyMap,
     /// Keys of `idempotency` this batch adds.
     new_idempotency: Vec<IdempotencyKey>,
-    phones: HashMap<(TenantId, String), CustomerId>,
-    new_phones: Vec<(TenantId, String, CustomerId)>,
+    phones: HashMap<(TenantId, PhoneIndex), CustomerId>,
+    /// Enrolments this batch decided: the phone index and data key rows to write.
+    enrolled: Vec<Enrolled>,
+    /// Customers this batch erased: their data key and phone index rows to delete.
+    erased: Vec<(TenantId, CustomerId)>,
     events: Vec<RecordedEvent>,
+}
+
+/// The write-side rows of one enrolment, written in the same transaction as its event.
+struct Enrolled {
+    tenant_id: TenantId,
+    customer_id: CustomerId,
+    phone_index: PhoneIndex,
+    data_key: WrappedDataKey,
 }
 
 fn stream_of(submission: &Submission) -> StreamId {
@@ -443,9 +460,9 @@ fn stream_of(submission: &Submission) -> StreamId {
     }
 }
 
-fn enrolled_phone(command: &Command) -> Option<String> {
+fn enrolled_phone(command: &Command) -> Option<PhoneIndex> {
     match command {
-        Command::EnrolCustomer { phone, .. } => Some(phone.as_str().to_owned()),
+        Command::EnrolCustomer { phone_index, .. } => Some(*phone_index),
         _ => None,
     }
 }
@@ -506,7 +523,8 @@ impl Batch {
             idempotency,
             new_idempotency: Vec::new(),
             phones,
-            new_phones: Vec::new(),
+            enrolled: Vec::new(),
+            erased: Vec::new(),
             events: Vec::new(),
         })
     }
@@ -639,13 +657,28 @@ impl Batch {
         );
         let stream = stream_of(submission);
         self.seal(submission, stream, version_before, &events)?;
-        if let (Some(phone), Command::EnrolCustomer { customer_id, .. }) =
-            (enrolled_phone(&submission.command), &submission.command)
-        {
-            self.phones
-                .insert((submission.tenant_id, phone.clone()), *customer_id);
-            self.new_phones
-                .push((submission.tenant_id, phone, *customer_id));
+        match &submission.command {
+            Command::EnrolCustomer {
+                customer_id,
+                phone_index,
+                data_key,
+                ..
+            } => {
+                self.phones
+                    .insert((submission.tenant_id, *phone_index), *customer_id);
+                self.enrolled.push(Enrolled {
+                    tenant_id: submission.tenant_id,
+                    customer_id: *customer_id,
+                    phone_index: *phone_index,
+                    data_key: data_key.clone(),
+                });
+            }
+            Command::EraseCustomer { customer_id, .. } => {
+                // The number is free again within this batch too: it may enrol anew.
+                self.phones.retain(|_, owner| owner != customer_id);
+                self.erased.push((submission.tenant_id, *customer_id));
+            }
+            _ => {}
         }
         Ok((response, events.len()))
     }
@@ -686,7 +719,8 @@ impl Batch {
             store::insert_events(client, &self.events),
             store::save_tenant_heads(client, &self.heads),
             save_idempotency(client, &self.new_idempotency, &self.idempotency),
-            save_phones(client, &self.new_phones),
+            save_enrolments(client, &self.enrolled),
+            shred_erased(client, &self.erased),
         )?;
         Ok(())
     }
@@ -795,8 +829,8 @@ async fn load_idempotency(
 async fn load_phones(
     client: &impl GenericClient,
     submissions: &[&Submission],
-) -> Result<HashMap<(TenantId, String), CustomerId>, StoreError> {
-    let wanted: Vec<(Uuid, String)> = submissions
+) -> Result<HashMap<(TenantId, PhoneIndex), CustomerId>, StoreError> {
+    let wanted: Vec<(Uuid, PhoneIndex)> = submissions
         .iter()
         .filter_map(|s| enrolled_phone(&s.command).map(|p| (s.tenant_id.as_uuid(), p)))
         .collect();
@@ -804,28 +838,29 @@ async fn load_phones(
         return Ok(HashMap::new());
     }
     let tenants: Vec<Uuid> = wanted.iter().map(|(t, _)| *t).collect();
-    let phones: Vec<&str> = wanted.iter().map(|(_, p)| p.as_str()).collect();
+    let indexes: Vec<&[u8]> = wanted.iter().map(|(_, p)| p.0.as_slice()).collect();
     let rows = client
         .query(
             &client
                 .prepare_cached(
-                    "SELECT p.tenant_id, p.phone_lookup, p.customer_id \
-             FROM unnest($1::uuid[], $2::text[]) AS w(tenant_id, phone_lookup) \
+                    "SELECT p.tenant_id, p.phone_index, p.customer_id \
+             FROM unnest($1::uuid[], $2::bytea[]) AS w(tenant_id, phone_index) \
              CROSS JOIN LATERAL ( \
-                 SELECT * FROM customer_phones p \
-                 WHERE p.tenant_id = w.tenant_id AND p.phone_lookup = w.phone_lookup) p",
+                 SELECT * FROM customer_phone_index p \
+                 WHERE p.tenant_id = w.tenant_id AND p.phone_index = w.phone_index) p",
                 )
                 .await?,
-            &[&tenants, &phones],
+            &[&tenants, &indexes],
         )
         .await?;
     rows.iter()
         .map(|row| {
+            let index: Vec<u8> = row.try_get(1)?;
+            let index: [u8; 32] = index
+                .try_into()
+                .map_err(|_| StoreError::Malformed("a phone index is not 32 bytes".into()))?;
             Ok((
-                (
-                    TenantId::from_uuid(row.try_get(0)?),
-                    row.try_get::<_, String>(1)?,
-                ),
+                (TenantId::from_uuid(row.try_get(0)?), PhoneIndex(index)),
                 CustomerId::from_uuid(row.try_get(2)?),
             ))
         })
@@ -866,26 +901,63 @@ async fn save_idempotency(
     Ok(())
 }
 
-async fn save_phones(
+/// The phone index and wrapped data key of each enrolment.
+async fn save_enrolments(
     client: &impl GenericClient,
-    phones: &[(TenantId, String, CustomerId)],
+    enrolled: &[Enrolled],
 ) -> Result<(), StoreError> {
-    if phones.is_empty() {
+    if enrolled.is_empty() {
         return Ok(());
     }
-    let tenants: Vec<Uuid> = phones.iter().map(|p| p.0.as_uuid()).collect();
-    let lookups: Vec<&str> = phones.iter().map(|p| p.1.as_str()).collect();
-    let customers: Vec<Uuid> = phones.iter().map(|p| p.2.as_uuid()).collect();
-    client
-        .execute(
-            &client
-                .prepare_cached(
-                    "INSERT INTO customer_phones (tenant_id, phone_lookup, customer_id) \
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[])",
-                )
-                .await?,
-            &[&tenants, &lookups, &customers],
+    let tenants: Vec<Uuid> = enrolled.iter().map(|e| e.tenant_id.as_uuid()).collect();
+    let customers: Vec<Uuid> = enrolled.iter().map(|e| e.customer_id.as_uuid()).collect();
+    let indexes: Vec<&[u8]> = enrolled.iter().map(|e| e.phone_index.0.as_slice()).collect();
+    let master_key_ids: Vec<&str> = enrolled
+        .iter()
+        .map(|e| e.data_key.master_key_id.as_str())
+        .collect();
+    let wrapped: Vec<&[u8]> = enrolled.iter().map(|e| e.data_key.bytes.as_slice()).collect();
+    let save_index = client
+        .prepare_cached(
+            "INSERT INTO customer_phone_index (tenant_id, phone_index, customer_id) \
+             SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::uuid[])",
         )
         .await?;
+    let save_keys = client
+        .prepare_cached(
+            "INSERT INTO customer_keys (tenant_id, customer_id, master_key_id, wrapped_key) \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bytea[])",
+        )
+        .await?;
+    let index_params: [&(dyn ToSql + Sync); 3] = [&tenants, &indexes, &customers];
+    let key_params: [&(dyn ToSql + Sync); 4] = [&tenants, &customers, &master_key_ids, &wrapped];
+    tokio::try_join!(
+        client.execute(&save_index, &index_params),
+        client.execute(&save_keys, &key_params),
+    )?;
+    Ok(())
+}
+
+/// Crypto-shredding: deletes the erased customers' data keys (their sealed personal data
+/// can no longer be opened) and phone index rows (the number may enrol again, as new).
+async fn shred_erased(
+    client: &impl GenericClient,
+    erased: &[(TenantId, CustomerId)],
+) -> Result<(), StoreError> {
+    if erased.is_empty() {
+        return Ok(());
+    }
+    let customers: Vec<Uuid> = erased.iter().map(|(_, c)| c.as_uuid()).collect();
+    let delete_keys = client
+        .prepare_cached("DELETE FROM customer_keys WHERE customer_id = ANY ($1::uuid[])")
+        .await?;
+    let delete_index = client
+        .prepare_cached("DELETE FROM customer_phone_index WHERE customer_id = ANY ($1::uuid[])")
+        .await?;
+    let params: [&(dyn ToSql + Sync); 1] = [&customers];
+    tokio::try_join!(
+        client.execute(&delete_keys, &params),
+        client.execute(&delete_index, &params),
+    )?;
     Ok(())
 }

@@ -446,6 +446,7 @@ async fn a_killed_process_loses_nothing_and_counts_nothing_twice() {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(helpers::key_env())
     .collect();
 
     let (tenant_id, api_key) = create_tenant_with_cli(&env).await;

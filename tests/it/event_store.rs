@@ -6,7 +6,7 @@ use chrono::Utc;
 use ledger_core::chain::{ChainVerifier, StoredLink};
 use ledger_core::events::{Actor, EventMetadata};
 use ledger_core::{
-    Command, CustomerId, Event, LotId, MinorUnits, PhoneNumber, PurchaseId, StreamId, TenantId,
+    Command, CustomerId, Event, LotId, MinorUnits, PurchaseId, StreamId, TenantId,
 };
 use loyalty::app::Components;
 use schema::store::{self, ExpectedVersion, Position, RecordedEvent, StoreError, TenantHead};
@@ -42,11 +42,11 @@ async fn enrol(writer: &WriterHandle, tenant_id: TenantId, n: u32) -> Vec<Custom
         let outcome = writer
             .submit(submission(
                 tenant_id,
-                Command::EnrolCustomer {
+                crate::helpers::enrol_command(
+                    tenant_id,
                     customer_id,
-                    phone: PhoneNumber::parse(&format!("+2348{:09}", 100_000_000 + i)).unwrap(),
-                    at: Utc::now(),
-                },
+                    &format!("+2348{:09}", 100_000_000 + i),
+                ),
             ))
             .await
             .unwrap();
@@ -81,7 +81,7 @@ async fn an_append_at_a_stale_expected_version_is_a_conflict() {
     let customer = CustomerId::from_uuid(Uuid::now_v7());
     let enrolled = Event::CustomerEnrolled(ledger_core::events::CustomerEnrolled {
         customer_id: customer,
-        phone: PhoneNumber::parse("+2348011111111").unwrap(),
+        personal_data: None,
         enrolled_at: Utc::now(),
     });
     let stream = StreamId::Customer(customer);
@@ -178,7 +178,9 @@ async fn the_event_table_is_append_only() {
 /// would skip.
 async fn slow_append(app: &TestApp, tenant_id: TenantId, customer: CustomerId, hold: Duration) {
     let mut client = app.db().await;
-    let transaction = client.transaction().await.unwrap();
+    let transaction = schema::tenancy::begin(&mut client, tenant_id)
+        .await
+        .unwrap();
     let mut heads = store::lock_tenant_heads(&transaction, &[tenant_id])
         .await
         .unwrap();
@@ -228,10 +230,10 @@ async fn a_tailing_reader_sees_every_committed_event_once_and_in_stream_order() 
         .map(|(i, c)| (*c, if i < 12 { app.tenant_id } else { second_tenant }))
         .collect();
 
-    // The reader tails from the start while writers run.
+    // The reader (with the relay's role) tails from the start while writers run.
     let writing = Arc::new(AtomicBool::new(true));
     let reader = {
-        let pool = app.pool.clone();
+        let pool = app.platform_pool.clone();
         let writing = writing.clone();
         tokio::spawn(async move {
             let client = pool.get().await.unwrap();

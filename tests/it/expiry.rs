@@ -23,13 +23,13 @@ async fn the_expiry_run_expires_what_is_left_of_due_lots_once() {
     assert_eq!(response["balance"], 50);
     app.wait_until_projected().await;
 
-    let first = loyalty::expiry::run_once(&app.pool, &writer, Utc::now())
+    let first = loyalty::expiry::run_once(&app.platform_pool, &writer, Utc::now())
         .await
         .unwrap();
     assert_eq!(first.lots_expired, 1);
     assert_eq!(first.points_expired, 40);
     app.wait_until_projected().await;
-    let second = loyalty::expiry::run_once(&app.pool, &writer, Utc::now())
+    let second = loyalty::expiry::run_once(&app.platform_pool, &writer, Utc::now())
         .await
         .unwrap();
     assert_eq!(

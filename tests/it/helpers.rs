@@ -117,6 +117,47 @@ pub async fn fresh_database() -> String {
     panic!("could not create a test database: {last_error:?}");
 }
 
+/// Personal-data keys of this test run: random, so no test can depend on a fixed key.
+pub struct TestKeys {
+    pub master_keys: String,
+    pub blind_index_key: String,
+}
+
+pub static TEST_KEYS: std::sync::LazyLock<TestKeys> = std::sync::LazyLock::new(|| TestKeys {
+    master_keys: format!("test1:{}", vault::generate_key_base64().unwrap()),
+    blind_index_key: vault::generate_key_base64().unwrap(),
+});
+
+/// The vault of this test run's keys, as the app under test has it.
+pub fn test_vault() -> vault::Vault {
+    vault::Vault::from_config(&TEST_KEYS.master_keys, &TEST_KEYS.blind_index_key).unwrap()
+}
+
+/// An `EnrolCustomer` command sealed exactly as the API seals one.
+pub fn enrol_command(
+    tenant_id: TenantId,
+    customer_id: ledger_core::CustomerId,
+    phone: &str,
+) -> ledger_core::Command {
+    ledger_api::customers::EnrolmentRequest {
+        phone: ledger_core::PhoneNumber::parse(phone).unwrap(),
+        name: None,
+    }
+    .into_command(&test_vault(), tenant_id, customer_id, chrono::Utc::now())
+    .unwrap()
+}
+
+/// The environment a `loyalty` child process needs besides its database and NATS.
+pub fn key_env() -> Vec<(String, String)> {
+    vec![
+        ("LOYALTY_MASTER_KEYS".into(), TEST_KEYS.master_keys.clone()),
+        (
+            "LOYALTY_BLIND_INDEX_KEY".into(),
+            TEST_KEYS.blind_index_key.clone(),
+        ),
+    ]
+}
+
 pub fn test_settings(database_url: &str) -> Settings {
     let unique = Uuid::new_v4().simple().to_string();
     Settings {
@@ -129,6 +170,8 @@ pub fn test_settings(database_url: &str) -> Settings {
         db_pool_size: 8,
         app_database_url: None,
         platform_database_url: None,
+        master_keys: Some(TEST_KEYS.master_keys.clone()),
+        blind_index_key: Some(TEST_KEYS.blind_index_key.clone()),
         batch_size_max: 128,
         batch_wait_max_micros: 500,
         body_bytes_max: 16_384,
@@ -141,7 +184,11 @@ pub struct TestApp {
     pub settings: Settings,
     pub database_url: String,
     pub http: reqwest::Client,
+    /// The app's tenant-scoped pool (`loyalty_app`): sees a tenant's rows only inside
+    /// `schema::tenancy` scopes, like the API and the writer.
     pub pool: schema::Pool,
+    /// The cross-tenant pool (`loyalty_platform`) of the relay, projectors and expiry scan.
+    pub platform_pool: schema::Pool,
     pub tenant_id: TenantId,
     pub api_key: String,
     running: Option<RunningApp>,
@@ -188,6 +235,7 @@ impl TestApp {
             .await
             .expect("starting the app");
         let pool = running.pool.clone();
+        let platform_pool = running.platform_pool.clone();
         let (tenant_id, api_key) = create_tenant(&pool, &settings).await;
         TestApp {
             address: running
@@ -198,6 +246,7 @@ impl TestApp {
             settings,
             http: reqwest::Client::new(),
             pool,
+            platform_pool,
             tenant_id,
             api_key,
             running: Some(running),
@@ -298,8 +347,17 @@ impl TestApp {
         response.json().await.expect("a JSON body")
     }
 
+    /// A connection of the app's tenant-scoped role: it sees nothing outside a scope.
     pub async fn db(&self) -> deadpool_postgres::Object {
         self.pool.get().await.expect("a database connection")
+    }
+
+    /// A connection of the platform role: every tenant's events and read-model rows.
+    pub async fn platform_db(&self) -> deadpool_postgres::Object {
+        self.platform_pool
+            .get()
+            .await
+            .expect("a platform database connection")
     }
 
     pub async fn event_count(&self) -> i64 {

@@ -29,7 +29,7 @@ pub async fn snapshot(app: &TestApp) -> Vec<String> {
 
 /// Balances by replaying each customer's events through ledger-core.
 async fn replayed_balances(app: &TestApp) -> BTreeMap<Uuid, i64> {
-    let client = app.db().await;
+    let client = app.platform_db().await;
     let mut states: BTreeMap<Uuid, CustomerState> = BTreeMap::new();
     let mut position = Position::default();
     loop {
@@ -109,7 +109,7 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
             }
             _ => {
                 app.wait_until_projected().await;
-                let report = loyalty::expiry::run_once(&app.pool, &writer, Utc::now())
+                let report = loyalty::expiry::run_once(&app.platform_pool, &writer, Utc::now())
                     .await
                     .unwrap();
                 expiries += report.lots_expired;
@@ -129,7 +129,7 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
         replayed_balances(&app).await,
         "live != replay"
     );
-    let events = runner::rebuild(&Balances, &app.pool).await.unwrap();
+    let events = runner::rebuild(&Balances, &app.platform_pool).await.unwrap();
     assert_eq!(events as i64, app.event_count().await);
     let rebuilt = snapshot(&app).await;
     assert_eq!(live.len(), rebuilt.len());
@@ -149,7 +149,7 @@ async fn applying_the_same_events_twice_changes_nothing() {
     app.wait_until_projected().await;
     let before = snapshot(&app).await;
 
-    let mut client = app.pool.get().await.unwrap();
+    let mut client = app.platform_pool.get().await.unwrap();
     let all = store::read_after(&**client, Position::default(), 10_000)
         .await
         .unwrap();
@@ -175,7 +175,7 @@ async fn events_delivered_out_of_order_are_completed_from_the_event_table() {
             .await;
     }
     app.redeem("r", customer, 40).await;
-    let mut client = app.pool.get().await.unwrap();
+    let mut client = app.platform_pool.get().await.unwrap();
     let all = store::read_after(&**client, Position::default(), 10_000)
         .await
         .unwrap();

@@ -1,0 +1,247 @@
+//! Personal data under data protection law (GDPR, Nigeria's NDPA): reading it back, the
+//! export of everything held about one customer, and erasure.
+//!
+//! - **Read**: a customer's phone number and name live only inside their `CustomerEnrolled`
+//!   event, sealed with their data key; the key lives in `customer_keys`, wrapped by a master
+//!   key. Opening needs both, and the vault's master keys.
+//! - **Erasure** (`POST /v1/customers/{id}/erasure`) is a ledger command: the writer records
+//!   `CustomerErased` and, in the same transaction, deletes the data key and the phone's
+//!   blind-index row. The sealed bytes stay in the append-only event table (the hash chain
+//!   still verifies, balances and history still replay) but nobody can open them any more,
+//!   and the phone number may enrol again as a new customer.
+//! - **Export** (`GET /v1/customers/{id}/export`) returns what is held: the personal data
+//!   (while it exists), the key's metadata, the balance and lots folded from the ledger, and
+//!   every event of the customer's stream with its actor.
+
+use crate::auth::Caller;
+use crate::commands;
+use crate::customers::{customer_in_path, scoped};
+use crate::history::{self, tenant_currency};
+use crate::idempotency::IdempotencyKey;
+use crate::problem::ApiError;
+use crate::{render, ApiState};
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use ledger_core::aggregate::Aggregate;
+use ledger_core::command::WrappedDataKey;
+use ledger_core::events::Actor;
+use ledger_core::{Command, CustomerId, CustomerState, Event, StreamId, TenantId};
+use schema::RecordedEvent;
+use serde::Serialize;
+use vault::{PersonalData, Vault, VaultError};
+
+/// Events read per round trip when exporting a stream.
+const STREAM_PAGE_EVENTS: i64 = 1_000;
+
+/// What is held of a customer's personal data.
+pub struct PersonalView {
+    /// `None` when erased (or enrolled before personal data was sealed).
+    pub personal: Option<PersonalData>,
+    /// The wrapped data key's metadata, while the key exists.
+    pub data_key: Option<DataKeyView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DataKeyView {
+    pub master_key_id: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A vault failure is the server's (a missing master key, no randomness, bytes that do not
+/// open), never the client's: logged with its cause, answered with a fixed sentence.
+pub fn vault_failed(error: VaultError) -> ApiError {
+    ApiError::Internal(format!("personal data protection: {error}"))
+}
+
+/// Opens a customer's personal data, inside the caller's tenant-scoped transaction.
+pub async fn read(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    vault: &Vault,
+    tenant_id: TenantId,
+    customer_id: CustomerId,
+) -> Result<PersonalView, ApiError> {
+    let key_row = transaction
+        .query_opt(
+            "SELECT master_key_id, wrapped_key, created_at FROM customer_keys \
+             WHERE customer_id = $1 AND tenant_id = $2",
+            &[&customer_id.as_uuid(), &tenant_id.as_uuid()],
+        )
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("reading a data key: {e}")))?;
+    let Some(key_row) = key_row else {
+        return Ok(PersonalView {
+            personal: None,
+            data_key: None,
+        });
+    };
+    let column = |e: tokio_postgres::Error| ApiError::Internal(format!("customer_keys: {e}"));
+    let wrapped = WrappedDataKey {
+        master_key_id: key_row.try_get(0).map_err(column)?,
+        bytes: key_row.try_get(1).map_err(column)?,
+    };
+    let data_key_view = DataKeyView {
+        master_key_id: wrapped.master_key_id.clone(),
+        created_at: key_row.try_get(2).map_err(column)?,
+    };
+    let first = schema::store::read_stream(&**transaction, StreamId::Customer(customer_id), 0, 1)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("reading an enrolment: {e}")))?;
+    let sealed = match first.first().map(RecordedEvent::decode).transpose() {
+        Ok(Some(Event::CustomerEnrolled(enrolled))) => enrolled.personal_data,
+        Ok(_) => None,
+        Err(e) => return Err(ApiError::Internal(format!("an enrolment does not decode: {e}"))),
+    };
+    let personal = match sealed {
+        None => None,
+        Some(sealed) => {
+            let data_key = vault
+                .unwrap(&wrapped, tenant_id, customer_id)
+                .map_err(vault_failed)?;
+            Some(
+                vault
+                    .open(&data_key, tenant_id, customer_id, &sealed)
+                    .map_err(vault_failed)?,
+            )
+        }
+    };
+    Ok(PersonalView {
+        personal,
+        data_key: Some(data_key_view),
+    })
+}
+
+#[tracing::instrument(name = "erase_customer", skip_all, fields(tenant_id = %caller.tenant_id))]
+pub async fn erase(
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let customer_id = customer_in_path(&path)?;
+    let key = IdempotencyKey::optional(&req)?;
+    let claim = key.map(|key| key.claim(req.method().as_str(), req.path(), &[]));
+    let command = Command::EraseCustomer {
+        customer_id,
+        at: commands::now(),
+    };
+    let submission = caller.submission(command, claim, render::erasure);
+    commands::submit(&state, submission).await
+}
+
+/// `200` body of `GET /v1/customers/{id}/export`.
+#[derive(Debug, Serialize)]
+pub struct CustomerExport {
+    pub customer_id: CustomerId,
+    pub exported_at: DateTime<Utc>,
+    /// `null` once erased.
+    pub personal_data: Option<ExportedPersonalData>,
+    pub erased_at: Option<DateTime<Utc>>,
+    /// Metadata of the customer's data key while it exists (never the key).
+    pub data_key: Option<DataKeyView>,
+    pub enrolled_at: DateTime<Utc>,
+    pub balance: i64,
+    pub earned: i64,
+    pub redeemed: i64,
+    pub expired: i64,
+    pub purchases: u32,
+    /// Every event of the customer's stream, oldest first.
+    pub events: Vec<ExportedEvent>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExportedPersonalData {
+    pub phone: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExportedEvent {
+    pub sequence: i64,
+    pub version: i32,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub points: i64,
+    pub reason: String,
+    pub recorded_at: DateTime<Utc>,
+    /// Who caused it: `{"api_key": id}`, `{"user": id}`, `{"customer": id}` or `{"system": name}`.
+    pub actor: Actor,
+    pub correlation_id: uuid::Uuid,
+}
+
+#[tracing::instrument(name = "export_customer", skip_all, fields(tenant_id = %caller.tenant_id))]
+pub async fn export(
+    caller: Caller,
+    path: web::Path<String>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let customer_id = customer_in_path(&path)?;
+    let mut client = state.client().await?;
+    let transaction = scoped(&mut client, caller.tenant_id).await?;
+    let recorded = whole_stream(&transaction, customer_id).await?;
+    if recorded.is_empty() {
+        return Err(ApiError::CustomerNotFound);
+    }
+    let currency = tenant_currency(&transaction, caller.tenant_id).await?;
+    let mut state_folded = CustomerState::default();
+    let mut events = Vec::with_capacity(recorded.len());
+    for event in &recorded {
+        let decoded = event.decode().map_err(|e| {
+            ApiError::Internal(format!("event {} does not decode: {e}", event.event_id))
+        })?;
+        let metadata = event.decode_metadata().map_err(|e| {
+            ApiError::Internal(format!("metadata of {} does not decode: {e}", event.event_id))
+        })?;
+        state_folded.apply(&decoded);
+        events.push(ExportedEvent {
+            sequence: event.tenant_sequence,
+            version: event.version,
+            event_type: event.event_type.clone(),
+            points: decoded.points_delta().value(),
+            reason: history::reason(&decoded, &currency),
+            recorded_at: event.recorded_at,
+            actor: metadata.actor,
+            correlation_id: metadata.correlation_id,
+        });
+    }
+    let profile = state_folded
+        .profile
+        .as_ref()
+        .ok_or(ApiError::CustomerNotFound)?;
+    let held = read(&transaction, &state.vault, caller.tenant_id, customer_id).await?;
+    Ok(HttpResponse::Ok().json(CustomerExport {
+        customer_id,
+        exported_at: Utc::now(),
+        personal_data: held.personal.map(|p| ExportedPersonalData {
+            phone: p.phone.as_str().to_owned(),
+            name: p.name,
+        }),
+        erased_at: profile.erased_at,
+        data_key: held.data_key,
+        enrolled_at: profile.enrolled_at,
+        balance: state_folded.balance.value(),
+        earned: state_folded.earned.value(),
+        redeemed: state_folded.redeemed.value(),
+        expired: state_folded.expired.value(),
+        purchases: state_folded.purchases,
+        events,
+    }))
+}
+
+async fn whole_stream(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    customer_id: CustomerId,
+) -> Result<Vec<RecordedEvent>, ApiError> {
+    let stream = StreamId::Customer(customer_id);
+    let mut all = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |e: &RecordedEvent| e.version);
+        let page = schema::store::read_stream(&**transaction, stream, after, STREAM_PAGE_EVENTS)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("reading {stream}: {e}")))?;
+        let done = page.len() < usize::try_from(STREAM_PAGE_EVENTS).unwrap_or(usize::MAX);
+        all.extend(page);
+        if done {
+            return Ok(all);
+        }
+    }
+}
