@@ -53,8 +53,8 @@ pub struct RunningApp {
 
 pub async fn start(settings: &Settings, components: Components) -> anyhow::Result<RunningApp> {
     let pool = schema::db::pool(&settings.app_db()).context("building the database pool")?;
-    let platform_pool = schema::db::pool(&settings.platform_db())
-        .context("building the platform database pool")?;
+    let platform_pool =
+        schema::db::pool(&settings.platform_db()).context("building the platform database pool")?;
     let nats_client = projections::nats::connect(&settings.nats_url)
         .await
         .context("configuring the NATS client")?;

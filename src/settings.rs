@@ -63,7 +63,12 @@ pub struct Settings {
 
     /// Connection URL of the API and writer (role `loyalty_app`). When unset, DATABASE_URL
     /// with its user replaced by `loyalty_app`.
-    #[arg(long, env = "LOYALTY_APP_DATABASE_URL", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "LOYALTY_APP_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
     pub app_database_url: Option<String>,
 
     /// Connection URL of the relay, projectors and expiry scan (role `loyalty_platform`).
@@ -106,11 +111,21 @@ pub struct Settings {
     /// Master keys that wrap customers' data keys: `id:base64-32-bytes`, comma-separated. The
     /// first wraps new keys; all unwrap (rotation: prepend a new key, run
     /// `loyalty keys rewrap`, then drop the old one).
-    #[arg(long, env = "LOYALTY_MASTER_KEYS", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "LOYALTY_MASTER_KEYS",
+        global = true,
+        hide_env_values = true
+    )]
     pub master_keys: Option<String>,
 
     /// Key of the phone numbers' blind index (HMAC-SHA256), base64 of 32 bytes.
-    #[arg(long, env = "LOYALTY_BLIND_INDEX_KEY", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "LOYALTY_BLIND_INDEX_KEY",
+        global = true,
+        hide_env_values = true
+    )]
     pub blind_index_key: Option<String>,
 
     /// How often `loyalty all` runs the expiry of points, in seconds.

@@ -210,103 +210,115 @@ async fn customer_view(
 #[derive(Debug, Deserialize)]
 pub struct CustomersQuery {
     /// Kept as text so a bad value gets our problem, naming the parameter.
-    phone: Option<String>,
     limit: Option<String>,
     after: Option<String>,
 }
 
-/// `200` body of `GET /v1/customers`.
+/// `200` body of `GET /v1/customers` and `POST /v1/customers/search`.
 #[derive(Debug, Serialize)]
 pub struct CustomerList {
     pub customers: Vec<CustomerView>,
-    /// Pass as `after` for the next page; `null` on the last page.
+    /// Pass as `after` for the next page; `null` on the last page (and for a search).
     pub next_after: Option<CustomerId>,
 }
 
-/// `GET /v1/customers?phone=+234…` finds a customer by phone number (through the blind
-/// index: the number itself is not stored); `GET /v1/customers?limit=&after=` lists the
-/// tenant's customers by id, a page at a time.
+/// `GET /v1/customers?limit=&after=`: the tenant's customers by id, a page at a time.
 #[tracing::instrument(name = "list_customers", skip_all, fields(tenant_id = %caller.tenant_id))]
 pub async fn list(
     caller: Caller,
     query: web::Query<CustomersQuery>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = query.into_inner();
+    let limit = crate::history::parse_limit_within(
+        query.limit.as_deref(),
+        LIST_LIMIT_DEFAULT,
+        LIST_LIMIT_MAX,
+    )?;
+    let after = match query.after.as_deref() {
+        None => Uuid::nil(),
+        Some(raw) => Uuid::parse_str(raw).map_err(|_| ApiError::InvalidQuery {
+            parameter: "after".into(),
+            detail: "after must be a customer id from a previous page".into(),
+        })?,
+    };
     let mut client = state.client().await?;
     let transaction = scoped(&mut client, caller.tenant_id).await?;
-    let ids = match &query.phone {
-        Some(raw) => {
-            if query.limit.is_some() || query.after.is_some() {
-                return Err(ApiError::InvalidQuery {
-                    parameter: "phone".into(),
-                    detail: "phone finds one customer; it takes no limit or after".into(),
-                });
-            }
-            let phone = parse_phone(&serde_json::Value::String(raw.clone())).map_err(|detail| {
-                ApiError::InvalidQuery {
-                    parameter: "phone".into(),
-                    detail: format!("phone {detail}"),
-                }
-            })?;
-            let index = state.vault.phone_index(caller.tenant_id, &phone);
-            let row = transaction
-                .query_opt(
-                    "SELECT customer_id FROM customer_phone_index \
-                     WHERE tenant_id = $1 AND phone_index = $2",
-                    &[&caller.tenant_id.as_uuid(), &index.0.as_slice()],
-                )
-                .await
-                .map_err(read_failed)?;
-            let ids: Vec<Uuid> = row.map(|r| r.try_get(0)).transpose().map_err(column_failed)?.into_iter().collect();
-            (ids, None)
-        }
-        None => {
-            let limit = crate::history::parse_limit_within(
-                query.limit.as_deref(),
-                LIST_LIMIT_DEFAULT,
-                LIST_LIMIT_MAX,
-            )?;
-            let after = match query.after.as_deref() {
-                None => Uuid::nil(),
-                Some(raw) => Uuid::parse_str(raw).map_err(|_| ApiError::InvalidQuery {
-                    parameter: "after".into(),
-                    detail: "after must be a customer id from a previous page".into(),
-                })?,
-            };
-            let rows = transaction
-                .query(
-                    "SELECT customer_id FROM projection.customer_balances \
-                     WHERE tenant_id = $1 AND customer_id > $2 ORDER BY customer_id LIMIT $3",
-                    &[&caller.tenant_id.as_uuid(), &after, &(limit + 1)],
-                )
-                .await
-                .map_err(read_failed)?;
-            let mut ids: Vec<Uuid> = rows
-                .iter()
-                .map(|r| r.try_get(0))
-                .collect::<Result<_, _>>()
-                .map_err(column_failed)?;
-            let more = ids.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-            ids.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-            let next = more.then(|| ids.last().copied()).flatten();
-            (ids, next.map(CustomerId::from_uuid))
-        }
-    };
-    let (ids, next_after) = ids;
-    let mut customers = Vec::with_capacity(ids.len());
-    for id in ids {
-        let customer_id = CustomerId::from_uuid(id);
-        if let Some(view) =
-            customer_view(&transaction, &state.vault, caller.tenant_id, customer_id).await?
-        {
-            customers.push(view);
-        }
-    }
+    let rows = transaction
+        .query(
+            "SELECT customer_id FROM projection.customer_balances \
+             WHERE tenant_id = $1 AND customer_id > $2 ORDER BY customer_id LIMIT $3",
+            &[&caller.tenant_id.as_uuid(), &after, &(limit + 1)],
+        )
+        .await
+        .map_err(read_failed)?;
+    let mut ids: Vec<Uuid> = rows
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()
+        .map_err(column_failed)?;
+    let page_size = usize::try_from(limit).unwrap_or(usize::MAX);
+    let next_after = (ids.len() > page_size)
+        .then(|| ids.get(page_size - 1).copied().map(CustomerId::from_uuid))
+        .flatten();
+    ids.truncate(page_size);
+    let customers = views(&transaction, &state.vault, caller.tenant_id, &ids).await?;
     Ok(HttpResponse::Ok().json(CustomerList {
         customers,
         next_after,
     }))
+}
+
+/// `POST /v1/customers/search` with `{"phone": "+234…"}`: the customer with this number, if
+/// any, found through the blind index (the number itself is not stored). A POST body, not a
+/// query string, because URLs end up in access logs, proxies and browser histories.
+#[tracing::instrument(name = "search_customers", skip_all, fields(tenant_id = %caller.tenant_id))]
+pub async fn search(
+    caller: Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body::read_json(&req, payload, state.body_bytes_max).await?;
+    let object = JsonObject::parse(&body)?;
+    object.deny_unknown(&["phone"])?;
+    let phone = object.required("phone", parse_phone)?;
+    let index = state.vault.phone_index(caller.tenant_id, &phone);
+    let mut client = state.client().await?;
+    let transaction = scoped(&mut client, caller.tenant_id).await?;
+    let row = transaction
+        .query_opt(
+            "SELECT customer_id FROM customer_phone_index WHERE tenant_id = $1 AND phone_index = $2",
+            &[&caller.tenant_id.as_uuid(), &index.0.as_slice()],
+        )
+        .await
+        .map_err(read_failed)?;
+    let ids: Vec<Uuid> = row
+        .map(|row| row.try_get(0))
+        .transpose()
+        .map_err(column_failed)?
+        .into_iter()
+        .collect();
+    let customers = views(&transaction, &state.vault, caller.tenant_id, &ids).await?;
+    Ok(HttpResponse::Ok().json(CustomerList {
+        customers,
+        next_after: None,
+    }))
+}
+
+async fn views(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    vault: &Vault,
+    tenant_id: TenantId,
+    ids: &[Uuid],
+) -> Result<Vec<CustomerView>, ApiError> {
+    let mut customers = Vec::with_capacity(ids.len());
+    for id in ids {
+        let customer_id = CustomerId::from_uuid(*id);
+        if let Some(view) = customer_view(transaction, vault, tenant_id, customer_id).await? {
+            customers.push(view);
+        }
+    }
+    Ok(customers)
 }
 
 /// The customer from the read model, always filtered by the caller's tenant: another

@@ -166,6 +166,7 @@ fn routes(config: &mut web::ServiceConfig) {
                 .route(web::post().to(customers::enrol))
                 .route(web::get().to(customers::list)),
         )
+        .service(resource("/v1/customers/search").route(web::post().to(customers::search)))
         .service(resource("/v1/purchases").route(web::post().to(purchases::log_purchase)))
         .service(resource("/v1/customers/{customer_id}").route(web::get().to(customers::show)))
         .service(

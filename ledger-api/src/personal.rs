@@ -89,7 +89,11 @@ pub async fn read(
     let sealed = match first.first().map(RecordedEvent::decode).transpose() {
         Ok(Some(Event::CustomerEnrolled(enrolled))) => enrolled.personal_data,
         Ok(_) => None,
-        Err(e) => return Err(ApiError::Internal(format!("an enrolment does not decode: {e}"))),
+        Err(e) => {
+            return Err(ApiError::Internal(format!(
+                "an enrolment does not decode: {e}"
+            )))
+        }
     };
     let personal = match sealed {
         None => None,
@@ -189,7 +193,10 @@ pub async fn export(
             ApiError::Internal(format!("event {} does not decode: {e}", event.event_id))
         })?;
         let metadata = event.decode_metadata().map_err(|e| {
-            ApiError::Internal(format!("metadata of {} does not decode: {e}", event.event_id))
+            ApiError::Internal(format!(
+                "metadata of {} does not decode: {e}",
+                event.event_id
+            ))
         })?;
         state_folded.apply(&decoded);
         events.push(ExportedEvent {

@@ -223,8 +223,8 @@ mod tests {
     use ledger_core::command::{PhoneIndex, WrappedDataKey};
     use ledger_core::events::{Actor, EventMetadata, LineItem, SealedPersonalData};
     use ledger_core::{
-        decide, Currency, CustomerState, LedgerState, MinorUnits, Points, Rejection,
-        RuleSet, TenantId, TenantProfile, TenantState,
+        decide, Currency, CustomerState, LedgerState, MinorUnits, Points, Rejection, RuleSet,
+        TenantId, TenantProfile, TenantState,
     };
     use serde_json::Value;
     use uuid::Uuid;
@@ -340,7 +340,10 @@ mod tests {
         let (status, body) = decide_and_render(vec![enrol()], enrolment);
         assert_eq!(status, 201);
         assert_eq!(body["customer_id"], customer_id().to_string());
-        assert!(body.get("phone").is_none(), "no personal data in a stored body");
+        assert!(
+            body.get("phone").is_none(),
+            "no personal data in a stored body"
+        );
         assert_eq!(body["enrolled_at"], "2025-03-01T12:00:00Z");
     }
 

@@ -7,8 +7,8 @@
 use crate::amounts::{MinorUnits, Points};
 use crate::command::{Command, Rejection};
 use crate::events::{
-    CustomerEnrolled, CustomerErased, Event, LineItem, LotDebit, PointsEarned, PointsExpired, PurchaseLogged,
-    RewardRedeemed, RuleSetPublished, TenantRegistered,
+    CustomerEnrolled, CustomerErased, Event, LineItem, LotDebit, PointsEarned, PointsExpired,
+    PurchaseLogged, RewardRedeemed, RuleSetPublished, TenantRegistered,
 };
 use crate::ids::{CustomerId, LotId, PurchaseId, TenantId};
 use crate::rules::{PurchaseFacts, RuleSet};

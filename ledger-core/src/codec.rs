@@ -6,8 +6,8 @@
 
 use crate::amounts::MinorUnits;
 use crate::events::{
-    CustomerEnrolled, CustomerErased, Event, EventMetadata, PointsEarned, PointsExpired, PurchaseLogged,
-    RewardRedeemed, RuleSetPublished, TenantRegistered,
+    CustomerEnrolled, CustomerErased, Event, EventMetadata, PointsEarned, PointsExpired,
+    PurchaseLogged, RewardRedeemed, RuleSetPublished, TenantRegistered,
 };
 use crate::ids::{CustomerId, PurchaseId};
 use chrono::{DateTime, Utc};

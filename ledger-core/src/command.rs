@@ -2,8 +2,8 @@
 
 use crate::amounts::{Currency, MinorUnits, Points};
 use crate::events::LineItem;
-use crate::ids::{CustomerId, LotId, PurchaseId, RedemptionId, TenantId};
 use crate::events::SealedPersonalData;
+use crate::ids::{CustomerId, LotId, PurchaseId, RedemptionId, TenantId};
 use crate::rules::{InvalidRuleSet, Rule, RuleSet};
 use chrono::{DateTime, Utc};
 

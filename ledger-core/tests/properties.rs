@@ -27,13 +27,13 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use ledger_core::codec::{current_version, decode, encode};
 use ledger_core::command::{PhoneIndex, Target, WrappedDataKey};
 use ledger_core::events::{
-    CustomerEnrolled, LineItem, SealedPersonalData, PointsExpired, PurchaseLogged, RewardRedeemed, TenantRegistered,
+    CustomerEnrolled, LineItem, PointsExpired, PurchaseLogged, RewardRedeemed, SealedPersonalData,
+    TenantRegistered,
 };
 use ledger_core::rules::{InvalidRuleSet, RuleKind, RulePoints};
 use ledger_core::{
     decide, evolve, Command, Currency, CustomerId, CustomerState, Event, LedgerState, Lot, LotId,
-    MinorUnits, Points, PurchaseId, RedemptionId, Rejection, Rule, RuleSet, TenantId,
-    TenantState,
+    MinorUnits, Points, PurchaseId, RedemptionId, Rejection, Rule, RuleSet, TenantId, TenantState,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, RngSeed};

@@ -30,11 +30,11 @@ use ledger_core::{
     TenantState,
 };
 use std::collections::HashMap;
-use tokio_postgres::types::ToSql;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -911,12 +911,18 @@ async fn save_enrolments(
     }
     let tenants: Vec<Uuid> = enrolled.iter().map(|e| e.tenant_id.as_uuid()).collect();
     let customers: Vec<Uuid> = enrolled.iter().map(|e| e.customer_id.as_uuid()).collect();
-    let indexes: Vec<&[u8]> = enrolled.iter().map(|e| e.phone_index.0.as_slice()).collect();
+    let indexes: Vec<&[u8]> = enrolled
+        .iter()
+        .map(|e| e.phone_index.0.as_slice())
+        .collect();
     let master_key_ids: Vec<&str> = enrolled
         .iter()
         .map(|e| e.data_key.master_key_id.as_str())
         .collect();
-    let wrapped: Vec<&[u8]> = enrolled.iter().map(|e| e.data_key.bytes.as_slice()).collect();
+    let wrapped: Vec<&[u8]> = enrolled
+        .iter()
+        .map(|e| e.data_key.bytes.as_slice())
+        .collect();
     let save_index = client
         .prepare_cached(
             "INSERT INTO customer_phone_index (tenant_id, phone_index, customer_id) \

@@ -5,9 +5,7 @@ use crate::helpers::{admin_client, create_tenant, dbname, TestApp};
 use chrono::Utc;
 use ledger_core::chain::{ChainVerifier, StoredLink};
 use ledger_core::events::{Actor, EventMetadata};
-use ledger_core::{
-    Command, CustomerId, Event, LotId, MinorUnits, PurchaseId, StreamId, TenantId,
-};
+use ledger_core::{Command, CustomerId, Event, LotId, MinorUnits, PurchaseId, StreamId, TenantId};
 use loyalty::app::Components;
 use schema::store::{self, ExpectedVersion, Position, RecordedEvent, StoreError, TenantHead};
 use schema::writer::{Outcome, Submission, WriterHandle};

@@ -28,7 +28,7 @@ pub fn nats_url() -> String {
     std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
-fn url_for(database: &str) -> String {
+pub fn url_for(database: &str) -> String {
     let mut config = tokio_postgres::Config::from_str(&server_url())
         .expect("DATABASE_URL is not a valid PostgreSQL URL");
     config.dbname(database);

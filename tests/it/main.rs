@@ -10,3 +10,4 @@ mod event_store;
 mod expiry;
 mod projection;
 mod relay;
+mod tenancy;

@@ -129,7 +129,9 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
         replayed_balances(&app).await,
         "live != replay"
     );
-    let events = runner::rebuild(&Balances, &app.platform_pool).await.unwrap();
+    let events = runner::rebuild(&Balances, &app.platform_pool)
+        .await
+        .unwrap();
     assert_eq!(events as i64, app.event_count().await);
     let rebuilt = snapshot(&app).await;
     assert_eq!(live.len(), rebuilt.len());

@@ -346,13 +346,14 @@ mod tests {
     fn personal_data_round_trips_through_a_wrapped_data_key() {
         let vault = vault(&format!("k1:{}", key(1)));
         let (data_key, wrapped) = vault.new_data_key(tenant(1), customer(2)).unwrap();
-        let sealed = vault.seal(&data_key, tenant(1), customer(2), &personal()).unwrap();
-        assert!(!sealed
-            .ciphertext
-            .windows(13)
-            .any(|w| w == b"2348012345678"));
+        let sealed = vault
+            .seal(&data_key, tenant(1), customer(2), &personal())
+            .unwrap();
+        assert!(!sealed.ciphertext.windows(13).any(|w| w == b"2348012345678"));
         let unwrapped = vault.unwrap(&wrapped, tenant(1), customer(2)).unwrap();
-        let opened = vault.open(&unwrapped, tenant(1), customer(2), &sealed).unwrap();
+        let opened = vault
+            .open(&unwrapped, tenant(1), customer(2), &sealed)
+            .unwrap();
         assert_eq!(opened, personal());
     }
 
@@ -360,7 +361,9 @@ mod tests {
     fn sealed_data_opens_only_for_its_own_tenant_and_customer() {
         let vault = vault(&format!("k1:{}", key(1)));
         let (data_key, wrapped) = vault.new_data_key(tenant(1), customer(2)).unwrap();
-        let sealed = vault.seal(&data_key, tenant(1), customer(2), &personal()).unwrap();
+        let sealed = vault
+            .seal(&data_key, tenant(1), customer(2), &personal())
+            .unwrap();
         assert_eq!(
             vault.open(&data_key, tenant(3), customer(2), &sealed),
             Err(VaultError::Decryption)
@@ -387,8 +390,12 @@ mod tests {
     fn sealing_twice_gives_different_ciphertexts() {
         let vault = vault(&format!("k1:{}", key(1)));
         let (data_key, _) = vault.new_data_key(tenant(1), customer(2)).unwrap();
-        let a = vault.seal(&data_key, tenant(1), customer(2), &personal()).unwrap();
-        let b = vault.seal(&data_key, tenant(1), customer(2), &personal()).unwrap();
+        let a = vault
+            .seal(&data_key, tenant(1), customer(2), &personal())
+            .unwrap();
+        let b = vault
+            .seal(&data_key, tenant(1), customer(2), &personal())
+            .unwrap();
         assert_ne!(a.nonce, b.nonce);
         assert_ne!(a.ciphertext, b.ciphertext);
     }
@@ -399,13 +406,17 @@ mod tests {
         let (data_key, wrapped_by_old) = old.new_data_key(tenant(1), customer(2)).unwrap();
         let rotated = vault(&format!("k2:{}, k1:{}", key(2), key(1)));
         assert_eq!(rotated.current_master_key_id(), "k2");
-        let unwrapped = rotated.unwrap(&wrapped_by_old, tenant(1), customer(2)).unwrap();
+        let unwrapped = rotated
+            .unwrap(&wrapped_by_old, tenant(1), customer(2))
+            .unwrap();
         assert_eq!(unwrapped.0, data_key.0);
         let rewrapped = rotated.wrap(&unwrapped, tenant(1), customer(2)).unwrap();
         assert_eq!(rewrapped.master_key_id, "k2");
         let retired = vault(&format!("k2:{}", key(2)));
         assert_eq!(
-            retired.unwrap(&wrapped_by_old, tenant(1), customer(2)).err(),
+            retired
+                .unwrap(&wrapped_by_old, tenant(1), customer(2))
+                .err(),
             Some(VaultError::UnknownMasterKey("k1".into()))
         );
         assert!(retired.unwrap(&rewrapped, tenant(1), customer(2)).is_ok());
@@ -415,10 +426,19 @@ mod tests {
     fn the_blind_index_is_stable_keyed_and_per_tenant() {
         let phone = PhoneNumber::parse("+2348012345678").unwrap();
         let a = vault(&format!("k1:{}", key(1)));
-        assert_eq!(a.phone_index(tenant(1), &phone), a.phone_index(tenant(1), &phone));
-        assert_ne!(a.phone_index(tenant(1), &phone), a.phone_index(tenant(2), &phone));
+        assert_eq!(
+            a.phone_index(tenant(1), &phone),
+            a.phone_index(tenant(1), &phone)
+        );
+        assert_ne!(
+            a.phone_index(tenant(1), &phone),
+            a.phone_index(tenant(2), &phone)
+        );
         let other_phone = PhoneNumber::parse("+2348012345679").unwrap();
-        assert_ne!(a.phone_index(tenant(1), &phone), a.phone_index(tenant(1), &other_phone));
+        assert_ne!(
+            a.phone_index(tenant(1), &phone),
+            a.phone_index(tenant(1), &other_phone)
+        );
         let other_key = Vault::from_config(&format!("k1:{}", key(1)), &key(8)).unwrap();
         assert_ne!(
             a.phone_index(tenant(1), &phone),
