@@ -10,7 +10,10 @@
 //!    [`history`];
 //! 5. [`commands`] (submitting to the writer) and [`render`] (the responses the writer stores
 //!    under idempotency keys);
-//! 6. `ops` (`/health`, `/ready`, `/metrics`) and [`metrics`].
+//! 6. `ops` (`/health`, `/ready`, `/metrics`) and [`metrics`];
+//! 7. the edge middleware: [`edge`] (rate limits per client IP and per principal, the
+//!    client address behind trusted proxies), [`rate_limit`] (the limiter), [`cors`] and
+//!    [`security_headers`].
 //!
 //! Architecture invariants:
 //! - Every query and command is scoped to the caller's tenant, taken from its API key; a
@@ -27,15 +30,19 @@ pub mod auth;
 mod body;
 mod cache;
 pub mod commands;
+pub mod cors;
 pub mod customers;
+pub mod edge;
 pub mod history;
 pub mod idempotency;
 pub mod metrics;
 mod ops;
 pub mod problem;
 pub mod purchases;
+pub mod rate_limit;
 pub mod redemptions;
 pub mod render;
+pub mod security_headers;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, Service, ServiceFactory, ServiceRequest, ServiceResponse};
@@ -58,6 +65,8 @@ pub struct ApiState {
     pub body_bytes_max: usize,
     api_keys: auth::ApiKeyCache,
     metrics: Arc<metrics::Metrics>,
+    /// Rate limits, trusted proxies and CORS origins; set with [`ApiState::with_edge`].
+    edge: edge::EdgeState,
 }
 
 impl ApiState {
@@ -74,6 +83,7 @@ impl ApiState {
             body_bytes_max,
             api_keys: auth::new_cache(),
             metrics: Arc::new(metrics::Metrics::default()),
+            edge: edge::EdgeState::new(edge::EdgeConfig::default()),
         }
     }
 
@@ -105,7 +115,8 @@ pub fn serve(listener: TcpListener, state: ApiState, workers: usize) -> std::io:
 }
 
 /// The application: shared state, extractor error handlers that answer with problems, the
-/// request metrics, the routes, and a 404 problem for every other path.
+/// request metrics, the routes, and a 404 problem for every other path. Middleware, from the
+/// outside in: security headers, CORS, request metrics, the per-IP rate limit.
 fn app(
     state: web::Data<ApiState>,
 ) -> App<
@@ -118,6 +129,8 @@ fn app(
     >,
 > {
     let metrics = Arc::clone(&state.metrics);
+    let client_rate_limit = edge::ClientRateLimit::new(state.clone());
+    let cors = cors::Cors::new(&state.edge_config().cors_origins);
     App::new()
         .app_data(web::PayloadConfig::new(state.body_bytes_max))
         .app_data(state)
@@ -129,6 +142,7 @@ fn app(
             }
             .into()
         }))
+        .wrap(client_rate_limit)
         .wrap_fn(move |request, service| {
             let metrics = Arc::clone(&metrics);
             let started = Instant::now();
@@ -143,6 +157,8 @@ fn app(
                 response
             }
         })
+        .wrap(cors)
+        .wrap(security_headers::SecurityHeaders)
         .configure(routes)
         .default_service(web::to(route_not_found))
 }
