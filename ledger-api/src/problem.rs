@@ -548,4 +548,18 @@ mod tests {
         assert_eq!(value["detail"], "amount_minor must be an integer");
         assert_eq!(value["field"], "amount_minor");
     }
+
+    #[test]
+    fn a_rate_limit_refusal_says_when_to_retry_in_whole_seconds() {
+        let error = ApiError::RateLimited {
+            retry_after: std::time::Duration::from_millis(1_200),
+        };
+        let response = error.error_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "2");
+        let problem = error.problem();
+        assert_eq!(problem.type_uri, format!("{PROBLEM_TYPE_BASE}rate-limited"));
+        assert_eq!(problem.extensions["retry_after_seconds"], 2);
+        assert_eq!(problem.detail, "too many requests; retry after 2 s");
+    }
 }
