@@ -194,6 +194,10 @@ if [[ $BENCH_SKIP_PRODUCT != 1 ]]; then
     # tokio-postgres does not read PGPASSWORD, so a password (if any) goes into the URL.
     export DATABASE_URL="postgres://$PGUSER${PGPASSWORD:+:$PGPASSWORD}@$PGHOST:$PGPORT/loyalty_bench"
     export LOYALTY_HTTP_ADDR=$BENCH_HTTP_ADDR
+    # loadgen drives thousands of requests a second from one address with one API key: far
+    # over the default rate limits, which are for production clients, not for this measure.
+    export LOYALTY_RATE_LIMIT_IP_PER_SECOND=1000000 LOYALTY_RATE_LIMIT_IP_BURST=1000000
+    export LOYALTY_RATE_LIMIT_PRINCIPAL_PER_SECOND=1000000 LOYALTY_RATE_LIMIT_PRINCIPAL_BURST=1000000
     export RUST_LOG=warn
     BASE_URL="http://$BENCH_HTTP_ADDR"
 

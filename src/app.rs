@@ -82,7 +82,8 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
             Arc::new(move || projections::nats::is_connected(&nats_for_ready)),
             settings.body_bytes_max,
             Arc::new(settings.vault()?),
-        );
+        )
+        .with_edge(settings.edge.config().context("the rate limit settings")?);
         let workers = settings
             .http_workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));

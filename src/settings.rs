@@ -2,6 +2,11 @@
 //! `.env.example`. Secrets never appear in `Debug` output.
 
 use clap::Args;
+use ledger_api::cors::CorsOrigin;
+use ledger_api::edge::EdgeConfig;
+use ledger_api::rate_limit::{InvalidQuota, Quota};
+use std::net::IpAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 #[derive(Args, Clone)]
@@ -136,6 +141,117 @@ pub struct Settings {
         global = true
     )]
     pub expiry_interval_seconds: u64,
+
+    /// Rate limits, trusted proxies and CORS origins of the HTTP API.
+    #[command(flatten)]
+    pub edge: EdgeSettings,
+}
+
+/// The HTTP API's edge: rate limits (per process), the proxies whose `X-Forwarded-For` is
+/// believed, and the origins allowed to call the API from a browser.
+#[derive(Args, Clone, Debug)]
+pub struct EdgeSettings {
+    /// Requests per second allowed from one client IP (every path but /health and /ready).
+    #[arg(
+        long,
+        env = "LOYALTY_RATE_LIMIT_IP_PER_SECOND",
+        default_value_t = ledger_api::edge::CLIENT_IP_QUOTA_DEFAULT.per_second(),
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000_000),
+        global = true
+    )]
+    pub rate_limit_ip_per_second: u32,
+
+    /// Requests one client IP may make at once before the per-second rate applies.
+    #[arg(
+        long,
+        env = "LOYALTY_RATE_LIMIT_IP_BURST",
+        default_value_t = ledger_api::edge::CLIENT_IP_QUOTA_DEFAULT.burst(),
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub rate_limit_ip_burst: u32,
+
+    /// Requests per second allowed for one API key (after authentication).
+    #[arg(
+        long,
+        env = "LOYALTY_RATE_LIMIT_PRINCIPAL_PER_SECOND",
+        default_value_t = ledger_api::edge::PRINCIPAL_QUOTA_DEFAULT.per_second(),
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000_000),
+        global = true
+    )]
+    pub rate_limit_principal_per_second: u32,
+
+    /// Requests one API key may make at once before the per-second rate applies.
+    #[arg(
+        long,
+        env = "LOYALTY_RATE_LIMIT_PRINCIPAL_BURST",
+        default_value_t = ledger_api::edge::PRINCIPAL_QUOTA_DEFAULT.burst(),
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub rate_limit_principal_burst: u32,
+
+    /// Comma-separated proxy addresses whose X-Forwarded-For names the client (default: none).
+    #[arg(
+        long,
+        env = "LOYALTY_TRUSTED_PROXIES",
+        default_value = "",
+        hide_default_value = true,
+        value_parser = parse_comma_list::<IpAddr>,
+        global = true
+    )]
+    pub trusted_proxies: CommaList<IpAddr>,
+
+    /// Comma-separated origins allowed to call the API from a browser, e.g.
+    /// https://dashboard.example.com (default: none, no CORS).
+    #[arg(
+        long,
+        env = "LOYALTY_CORS_ORIGINS",
+        default_value = "",
+        hide_default_value = true,
+        value_parser = parse_comma_list::<CorsOrigin>,
+        global = true
+    )]
+    pub cors_origins: CommaList<CorsOrigin>,
+}
+
+impl EdgeSettings {
+    pub fn config(&self) -> Result<EdgeConfig, InvalidQuota> {
+        Ok(EdgeConfig {
+            client_ip_quota: Quota::new(self.rate_limit_ip_per_second, self.rate_limit_ip_burst)?,
+            principal_quota: Quota::new(
+                self.rate_limit_principal_per_second,
+                self.rate_limit_principal_burst,
+            )?,
+            trusted_proxies: self.trusted_proxies.0.clone(),
+            cors_origins: self.cors_origins.0.clone(),
+        })
+    }
+}
+
+/// A setting holding a comma-separated list. Blank items are skipped, so an empty value
+/// (`LOYALTY_CORS_ORIGINS=` in a `.env`) is the empty list, like leaving the variable unset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommaList<T>(pub Vec<T>);
+
+// By hand: the derive would require `T: Default`, which an empty list does not need.
+impl<T> Default for CommaList<T> {
+    fn default() -> Self {
+        CommaList(Vec::new())
+    }
+}
+
+fn parse_comma_list<T>(raw: &str) -> Result<CommaList<T>, String>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    raw.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| item.parse().map_err(|e| format!("`{item}`: {e}")))
+        .collect::<Result<Vec<T>, String>>()
+        .map(CommaList)
 }
 
 impl std::fmt::Debug for Settings {
@@ -149,6 +265,7 @@ impl std::fmt::Debug for Settings {
             .field("nats_subject_prefix", &self.nats_subject_prefix)
             .field("batch_size_max", &self.batch_size_max)
             .field("batch_wait_max_micros", &self.batch_wait_max_micros)
+            .field("edge", &self.edge)
             .finish_non_exhaustive()
     }
 }
@@ -222,5 +339,21 @@ impl Settings {
             queue_capacity: 16_384,
             cached_streams_max: 200_000,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comma_lists_skip_blank_items_and_name_the_bad_one() {
+        let parsed = parse_comma_list::<IpAddr>(" 10.0.0.1,, fe80::1 ,").unwrap();
+        let expected: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "fe80::1".parse().unwrap()];
+        assert_eq!(parsed, CommaList(expected));
+        assert_eq!(parse_comma_list::<IpAddr>(""), Ok(CommaList(Vec::new())));
+        let error = parse_comma_list::<CorsOrigin>("https://a.example.com, https://b.example.com/")
+            .unwrap_err();
+        assert!(error.starts_with("`https://b.example.com/`"), "{error}");
     }
 }

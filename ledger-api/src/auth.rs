@@ -78,7 +78,9 @@ impl FromRequest for Caller {
             let key_hash = presented?;
             let state =
                 state.ok_or_else(|| ApiError::Internal("ApiState is not registered".into()))?;
-            authenticate(&state, key_hash).await
+            let caller = authenticate(&state, key_hash).await?;
+            state.check_principal_rate(caller.api_key_id)?;
+            Ok(caller)
         })
     }
 }

@@ -10,7 +10,10 @@
 //!    [`redemptions`], [`history`], [`personal`] (export and erasure of personal data);
 //! 5. [`commands`] (submitting to the writer) and [`render`] (the responses the writer stores
 //!    under idempotency keys);
-//! 6. `ops` (`/health`, `/ready`, `/metrics`) and [`metrics`].
+//! 6. `ops` (`/health`, `/ready`, `/metrics`) and [`metrics`];
+//! 7. the edge middleware: [`edge`] (rate limits per client IP and per principal, the
+//!    client address behind trusted proxies), [`rate_limit`] (the limiter), [`cors`] and
+//!    [`security_headers`].
 //!
 //! Architecture invariants:
 //! - Every query and command is scoped to the caller's tenant, taken from its API key; a
@@ -30,7 +33,9 @@ pub mod auth;
 mod body;
 mod cache;
 pub mod commands;
+pub mod cors;
 pub mod customers;
+pub mod edge;
 pub mod history;
 pub mod idempotency;
 pub mod metrics;
@@ -38,8 +43,10 @@ mod ops;
 pub mod personal;
 pub mod problem;
 pub mod purchases;
+pub mod rate_limit;
 pub mod redemptions;
 pub mod render;
+pub mod security_headers;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, Service, ServiceFactory, ServiceRequest, ServiceResponse};
@@ -64,6 +71,8 @@ pub struct ApiState {
     pub vault: Arc<vault::Vault>,
     api_keys: auth::ApiKeyCache,
     metrics: Arc<metrics::Metrics>,
+    /// Rate limits, trusted proxies and CORS origins; set with [`ApiState::with_edge`].
+    edge: edge::EdgeState,
 }
 
 impl ApiState {
@@ -82,6 +91,7 @@ impl ApiState {
             vault,
             api_keys: auth::new_cache(),
             metrics: Arc::new(metrics::Metrics::default()),
+            edge: edge::EdgeState::new(edge::EdgeConfig::default()),
         }
     }
 
@@ -113,7 +123,8 @@ pub fn serve(listener: TcpListener, state: ApiState, workers: usize) -> std::io:
 }
 
 /// The application: shared state, extractor error handlers that answer with problems, the
-/// request metrics, the routes, and a 404 problem for every other path.
+/// request metrics, the routes, and a 404 problem for every other path. Middleware, from the
+/// outside in: security headers, CORS, request metrics, the per-IP rate limit.
 fn app(
     state: web::Data<ApiState>,
 ) -> App<
@@ -126,6 +137,8 @@ fn app(
     >,
 > {
     let metrics = Arc::clone(&state.metrics);
+    let client_rate_limit = edge::ClientRateLimit::new(state.clone());
+    let cors = cors::Cors::new(&state.edge_config().cors_origins);
     App::new()
         .app_data(web::PayloadConfig::new(state.body_bytes_max))
         .app_data(state)
@@ -137,6 +150,7 @@ fn app(
             }
             .into()
         }))
+        .wrap(client_rate_limit)
         .wrap_fn(move |request, service| {
             let metrics = Arc::clone(&metrics);
             let started = Instant::now();
@@ -151,6 +165,8 @@ fn app(
                 response
             }
         })
+        .wrap(cors)
+        .wrap(security_headers::SecurityHeaders)
         .configure(routes)
         .default_service(web::to(route_not_found))
 }

@@ -93,6 +93,12 @@ pub enum ApiError {
     RouteNotFound,
     #[error("this method is not allowed on this resource")]
     MethodNotAllowed,
+    /// Over a rate limit (of the client address or of the API key); see `rate_limit`.
+    #[error("too many requests; retry after {} s", crate::rate_limit::whole_seconds_rounded_up(*retry_after))]
+    RateLimited { retry_after: std::time::Duration },
+    /// A CORS preflight from an origin, or for a method or header, that is not allowed.
+    #[error("{0}")]
+    CorsPreflightRefused(String),
     /// The database or the writer could not be reached. The string is for the log only.
     #[error("the ledger is temporarily unavailable: {0}")]
     Unavailable(String),
@@ -189,6 +195,22 @@ impl ApiError {
                 "Method not allowed",
                 detail,
             ),
+            E::RateLimited { retry_after } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                detail,
+            )
+            .with(
+                "retry_after_seconds",
+                crate::rate_limit::whole_seconds_rounded_up(*retry_after),
+            ),
+            E::CorsPreflightRefused(_) => Problem::new(
+                StatusCode::FORBIDDEN,
+                "cors-preflight-refused",
+                "Cross-origin request refused",
+                detail,
+            ),
             E::Unavailable(_) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -230,6 +252,10 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            ApiError::RateLimited { retry_after } => {
+                let seconds = crate::rate_limit::whole_seconds_rounded_up(*retry_after);
+                response.insert_header((header::RETRY_AFTER, seconds));
             }
             _ => {}
         }
@@ -533,5 +559,19 @@ mod tests {
         assert_eq!(value["status"], 422);
         assert_eq!(value["detail"], "amount_minor must be an integer");
         assert_eq!(value["field"], "amount_minor");
+    }
+
+    #[test]
+    fn a_rate_limit_refusal_says_when_to_retry_in_whole_seconds() {
+        let error = ApiError::RateLimited {
+            retry_after: std::time::Duration::from_millis(1_200),
+        };
+        let response = error.error_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "2");
+        let problem = error.problem();
+        assert_eq!(problem.type_uri, format!("{PROBLEM_TYPE_BASE}rate-limited"));
+        assert_eq!(problem.extensions["retry_after_seconds"], 2);
+        assert_eq!(problem.detail, "too many requests; retry after 2 s");
     }
 }

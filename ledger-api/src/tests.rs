@@ -28,6 +28,16 @@ fn customer() -> CustomerId {
 
 /// State whose database refuses connections (port 1), with `KEY` already cached as an
 /// active key of `tenant()` and `customer()` known to belong to it.
+/// A vault with random keys: unit tests never open anything sealed by another run.
+pub(crate) fn test_vault() -> Arc<vault::Vault> {
+    let vault = vault::Vault::from_config(
+        &format!("test:{}", vault::generate_key_base64().unwrap()),
+        &vault::generate_key_base64().unwrap(),
+    )
+    .unwrap();
+    Arc::new(vault)
+}
+
 fn state() -> web::Data<ApiState> {
     let pool = schema::db::pool(&DbSettings {
         url: "postgres://nobody:secret-password@127.0.0.1:1/nowhere".into(),
@@ -43,17 +53,12 @@ fn state() -> web::Data<ApiState> {
     };
     let (writer, _task) =
         schema::writer::spawn(pool.clone(), config, Arc::new(tokio::sync::Notify::new()));
-    let vault = vault::Vault::from_config(
-        &format!("test:{}", vault::generate_key_base64().unwrap()),
-        &vault::generate_key_base64().unwrap(),
-    )
-    .unwrap();
     let state = ApiState::new(
         pool,
         writer,
         Arc::new(|| false),
         BODY_BYTES_MAX,
-        Arc::new(vault),
+        test_vault(),
     );
     let caller = Caller {
         tenant_id: tenant(),

@@ -440,6 +440,14 @@ async fn a_killed_process_loses_nothing_and_counts_nothing_twice() {
         ("LOYALTY_NATS_STREAM", stream_name.clone()),
         ("LOYALTY_NATS_SUBJECT_PREFIX", format!("lt{unique}.events")),
         ("LOYALTY_EXPIRY_INTERVAL_SECONDS", "86400".to_owned()),
+        // The load comes from one address and one key, far above the default rate limits.
+        ("LOYALTY_RATE_LIMIT_IP_PER_SECOND", "1000000".to_owned()),
+        ("LOYALTY_RATE_LIMIT_IP_BURST", "1000000".to_owned()),
+        (
+            "LOYALTY_RATE_LIMIT_PRINCIPAL_PER_SECOND",
+            "1000000".to_owned(),
+        ),
+        ("LOYALTY_RATE_LIMIT_PRINCIPAL_BURST", "1000000".to_owned()),
         ("LOYALTY_LOG_FORMAT", "text".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
         ("NO_COLOR", "1".to_owned()),

@@ -9,7 +9,7 @@
 
 use ledger_core::{Currency, MinorUnits, Points, TenantId};
 use loyalty::app::{self, Components, RunningApp};
-use loyalty::settings::Settings;
+use loyalty::settings::{EdgeSettings, Settings};
 use loyalty::tenants::{self, NewTenant};
 use serde_json::Value;
 use std::str::FromStr;
@@ -176,6 +176,21 @@ pub fn test_settings(database_url: &str) -> Settings {
         batch_wait_max_micros: 500,
         body_bytes_max: 16_384,
         expiry_interval_seconds: 24 * 3600,
+        edge: generous_edge_settings(),
+    }
+}
+
+/// Rate limits far above anything a test drives from its one address and one key, so that
+/// no test sees a 429 it did not ask for; a rate-limit test sets tight ones
+/// (`TestApp::spawn_with_settings`).
+pub fn generous_edge_settings() -> EdgeSettings {
+    EdgeSettings {
+        rate_limit_ip_per_second: 1_000_000,
+        rate_limit_ip_burst: 1_000_000,
+        rate_limit_principal_per_second: 1_000_000,
+        rate_limit_principal_burst: 1_000_000,
+        trusted_proxies: Default::default(),
+        cors_origins: Default::default(),
     }
 }
 
@@ -220,6 +235,21 @@ impl TestApp {
             expiry_schedule: false,
             ..Components::ALL
         })
+        .await
+    }
+
+    /// The default components, with settings adjusted by `adjust` (e.g. tight rate limits).
+    pub async fn spawn_with_settings(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        let database_url = fresh_database().await;
+        let mut settings = test_settings(&database_url);
+        adjust(&mut settings);
+        Self::start(
+            settings,
+            Components {
+                expiry_schedule: false,
+                ..Components::ALL
+            },
+        )
         .await
     }
 

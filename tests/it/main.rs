@@ -6,6 +6,7 @@ mod helpers;
 mod api_purchases;
 mod cli;
 mod crash;
+mod edge;
 mod event_store;
 mod expiry;
 mod projection;
