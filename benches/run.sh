@@ -199,6 +199,11 @@ if [[ $BENCH_SKIP_PRODUCT != 1 ]]; then
     export LOYALTY_RATE_LIMIT_IP_PER_SECOND=1000000 LOYALTY_RATE_LIMIT_IP_BURST=1000000
     export LOYALTY_RATE_LIMIT_PRINCIPAL_PER_SECOND=1000000 LOYALTY_RATE_LIMIT_PRINCIPAL_BURST=1000000
     export RUST_LOG=warn
+    # A fresh database per run, so fresh keys per run (never written to disk).
+    LOYALTY_MASTER_KEYS="bench:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+    LOYALTY_BLIND_INDEX_KEY="$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+    LOYALTY_JWT_KEYS="bench:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+    export LOYALTY_MASTER_KEYS LOYALTY_BLIND_INDEX_KEY LOYALTY_JWT_KEYS
     BASE_URL="http://$BENCH_HTTP_ADDR"
 
     log "fresh database loyalty_bench; NATS stream $LOYALTY_NATS_STREAM, subjects $LOYALTY_NATS_SUBJECT_PREFIX.*"

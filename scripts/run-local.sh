@@ -4,9 +4,11 @@
 #   1. makes PostgreSQL and NATS (JetStream) available, installing and starting them
 #      from the distribution's packages when missing (scripts/services.sh);
 #   2. builds the `loyalty` binary (release) and applies the migrations;
-#   3. creates a demo tenant once and keeps its id and API key in
+#   3. generates the secret keys once into .local/keys.env (master, blind-index and JWT
+#      keys; git-ignored) unless the environment or .env sets them;
+#   4. creates a demo tenant once and keeps its id and API key in
 #      .local/demo-tenant.json (git-ignored; delete it to get a fresh tenant);
-#   4. prints the API key and a curl example, then replaces itself with `loyalty all`
+#   5. prints the API key and a curl example, then replaces itself with `loyalty all`
 #      (API, relay, balances projector and the expiry schedule in one process).
 #
 # Settings come from the environment, then from .env when present (see .env.example).
@@ -18,6 +20,7 @@ cd "$repo_root"
 source scripts/services.sh
 
 load_dotenv .env
+ensure_local_keys .local/keys.env
 ensure_services
 
 echo "==> cargo build --release --bin loyalty" >&2

@@ -424,6 +424,34 @@ ensure_services() {
         "(JetStream), CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 }
 
+# The secret keys of a local run: the master key that wraps customers' data keys, the
+# phone numbers' blind-index key and the JWT signing key. Generated once into
+# .local/keys.env (git-ignored, mode 600) and reused, since data sealed under a key cannot
+# be read without it; variables already set (e.g. from .env) win. Production sets its own.
+ensure_local_keys() {
+    local file=${1:-.local/keys.env} stamp
+    if [ ! -f "$file" ]; then
+        mkdir -p "$(dirname "$file")"
+        stamp=$(date -u +%Y%m%d)
+        _ll_say "generating local secret keys into $file (keep it: personal data needs them)"
+        (
+            umask 077
+            {
+                printf 'LOYALTY_MASTER_KEYS=m%s:%s\n' "$stamp" "$(_ll_random_key)"
+                printf 'LOYALTY_BLIND_INDEX_KEY=%s\n' "$(_ll_random_key)"
+                printf 'LOYALTY_JWT_KEYS=j%s:%s\n' "$stamp" "$(_ll_random_key)"
+            } >"$file.new"
+            mv "$file.new" "$file"
+        )
+    fi
+    load_dotenv "$file"
+}
+
+# 32 random bytes in base64.
+_ll_random_key() {
+    head -c 32 /dev/urandom | base64 | tr -d '\n'
+}
+
 # Reads KEY=VALUE lines from a dotenv file (default .env) into the environment.
 # Variables already set in the environment win, as with every dotenv loader.
 load_dotenv() {
