@@ -2,9 +2,10 @@
 //! commands that are not a long-running component (tenant creation, the expiry run).
 //!
 //! Reading order: [`settings`], [`app`] (what `loyalty all` starts and how it stops),
-//! [`tenants`], [`expiry`].
+//! [`tenants`], [`expiry`], [`keys`] (rotating the personal-data keys).
 
 pub mod app;
 pub mod expiry;
+pub mod keys;
 pub mod settings;
 pub mod tenants;

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ledger_core::{Currency, MinorUnits, Points};
 use loyalty::app::{self, Components};
 use loyalty::settings::Settings;
-use loyalty::{expiry, tenants};
+use loyalty::{expiry, keys, tenants};
 
 #[derive(Parser)]
 #[command(name = "loyalty", version, about = "loyalty-ledger: an event-sourced loyalty-points service", long_about = None)]
@@ -38,6 +38,22 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Generate and rotate the secret keys (see docs/SECURITY.md).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print fresh master, blind-index and JWT keys as environment lines.
+    Generate,
+    /// Wrap every customer's data key again under the first of LOYALTY_MASTER_KEYS.
+    Rewrap,
+    /// Recompute every phone index under the blind-index key in
+    /// LOYALTY_NEW_BLIND_INDEX_KEY (run with the API stopped).
+    Reindex,
 }
 
 #[derive(Subcommand)]
@@ -104,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     let settings = cli.settings;
     match cli.command {
+        Command::Keys { command } => run_keys(&settings, command).await?,
         Command::Migrate => {
             let applied = schema::migrate::migrate(&settings.database_url())
                 .await
@@ -206,6 +223,51 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn run_keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Generate => {
+            let suffix = chrono::Utc::now().format("%Y%m%d").to_string();
+            print!("{}", keys::generate(&suffix)?);
+        }
+        KeysCommand::Rewrap => {
+            let vault = settings.vault()?;
+            let owner = owner_connection(settings).await?;
+            let count = keys::rewrap(&owner, &vault).await?;
+            println!(
+                "data keys re-wrapped under master key {}: {count}",
+                vault.current_master_key_id()
+            );
+        }
+        KeysCommand::Reindex => {
+            let vault = settings.vault()?;
+            let new_key = std::env::var("LOYALTY_NEW_BLIND_INDEX_KEY")
+                .context("LOYALTY_NEW_BLIND_INDEX_KEY is not set")?;
+            let new_index_key = vault::Vault::from_config(
+                settings.master_keys.as_deref().unwrap_or_default(),
+                &new_key,
+            )
+            .map_err(|e| anyhow::anyhow!("LOYALTY_NEW_BLIND_INDEX_KEY: {e}"))?;
+            let owner = owner_connection(settings).await?;
+            let count = keys::reindex(&owner, &vault, &new_index_key).await?;
+            println!(
+                "phone indexes recomputed: {count}; now set LOYALTY_BLIND_INDEX_KEY to the new key"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The operator's connection (DATABASE_URL, the schema owner): key rotation reads and
+/// writes across tenants, which the service's roles cannot.
+async fn owner_connection(settings: &Settings) -> anyhow::Result<tokio_postgres::Client> {
+    let (owner, connection) =
+        tokio_postgres::connect(&settings.database_url(), tokio_postgres::NoTls)
+            .await
+            .context("connecting with DATABASE_URL (the schema owner's connection)")?;
+    tokio::spawn(connection);
+    Ok(owner)
 }
 
 async fn serve(settings: &Settings, components: Components) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@ mod crash;
 mod edge;
 mod event_store;
 mod expiry;
+mod keys;
 mod projection;
 mod relay;
 mod tenancy;
