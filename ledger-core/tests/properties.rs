@@ -27,8 +27,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use ledger_core::codec::{current_version, decode, encode};
 use ledger_core::command::{PhoneIndex, Target, WrappedDataKey};
 use ledger_core::events::{
-    CustomerEnrolled, LineItem, PointsExpired, PurchaseLogged, RewardRedeemed, SealedPersonalData,
-    TenantRegistered,
+    CustomerEnrolled, CustomerErased, LineItem, PointsExpired, PurchaseLogged, RewardRedeemed,
+    SealedPersonalData, TenantRegistered,
 };
 use ledger_core::rules::{InvalidRuleSet, RuleKind, RulePoints};
 use ledger_core::{
@@ -137,6 +137,8 @@ enum Op {
     Expire,
     /// May be invalid: the model predicts which rejection.
     Publish(Vec<Rule>),
+    /// Erasure of the customer's personal data (crypto-shredding in the shell).
+    Erase,
 }
 
 #[derive(Debug, Clone)]
@@ -458,11 +460,14 @@ fn redeem() -> impl Strategy<Value = RedeemSpec> {
 
 fn op(scale: Scale) -> impl Strategy<Value = Op> {
     prop_oneof![
-        1 => (0..PHONES.len()).prop_map(|phone| Op::Enrol { phone }),
-        6 => purchase().prop_map(Op::Purchase),
-        4 => redeem().prop_map(Op::Redeem),
-        2 => Just(Op::Expire),
-        1 => published_rules(scale).prop_map(Op::Publish),
+        // Erasure is rare: after it every purchase and redemption is refused, so a common
+        // erasure would leave little of a sequence to exercise the balance rules.
+        4 => (0..PHONES.len()).prop_map(|phone| Op::Enrol { phone }),
+        24 => purchase().prop_map(Op::Purchase),
+        16 => redeem().prop_map(Op::Redeem),
+        8 => Just(Op::Expire),
+        4 => published_rules(scale).prop_map(Op::Publish),
+        1 => Just(Op::Erase),
     ]
 }
 
@@ -515,6 +520,7 @@ struct Model {
     rules: Vec<Rule>,
     rule_set_version: u32,
     enrolled: bool,
+    erased: bool,
     purchases: u32,
     /// Lots with points left, in the order they were earned.
     lots: Vec<ModelLot>,
@@ -556,6 +562,9 @@ impl Model {
     ) -> Result<Vec<(RuleKind, i128)>, Rejection> {
         if !self.enrolled {
             return Err(Rejection::CustomerNotEnrolled);
+        }
+        if self.erased {
+            return Err(Rejection::CustomerErased);
         }
         if occurred_at > at + Duration::milliseconds(SKEW_MAX_MILLIS) {
             return Err(Rejection::PurchaseInFuture);
@@ -607,6 +616,9 @@ impl Model {
     ) -> Result<RedemptionPlan, Rejection> {
         if !self.enrolled {
             return Err(Rejection::CustomerNotEnrolled);
+        }
+        if self.erased {
+            return Err(Rejection::CustomerErased);
         }
         let spendable = self.spendable_at(at);
         if i128::from(points) > spendable {
@@ -779,6 +791,7 @@ impl Harness {
                 rules: scenario.rules.clone(),
                 rule_set_version: 1,
                 enrolled: false,
+                erased: false,
                 purchases: 0,
                 lots: Vec::new(),
                 earned: 0,
@@ -841,6 +854,7 @@ impl Harness {
                 Op::Redeem(spec) => harness.redeem(spec),
                 Op::Expire => harness.expire(),
                 Op::Publish(rules) => harness.publish(rules),
+                Op::Erase => harness.erase(),
             }
         }
         harness
@@ -1132,6 +1146,33 @@ impl Harness {
         self.check_after_success();
     }
 
+    fn erase(&mut self) {
+        let command = Command::EraseCustomer {
+            customer_id: self.customer_id,
+            at: self.clock,
+        };
+        let predicted = if !self.model.enrolled {
+            Err(Rejection::CustomerNotEnrolled)
+        } else if self.model.erased {
+            Err(Rejection::CustomerErased)
+        } else {
+            Ok(())
+        };
+        let Some(events) = self.decide_as_predicted(&command, &predicted) else {
+            return;
+        };
+        assert_eq!(
+            events,
+            vec![Event::CustomerErased(CustomerErased {
+                customer_id: self.customer_id,
+                erased_at: self.clock,
+            })]
+        );
+        self.apply(&command, &events);
+        self.model.erased = true;
+        self.check_after_success();
+    }
+
     fn publish(&mut self, rules: &[Rule]) {
         let command = Command::PublishRuleSet {
             rules: rules.to_vec(),
@@ -1173,6 +1214,10 @@ impl Harness {
 
         let customer = &self.customer;
         assert_eq!(customer.profile.is_some(), model.enrolled);
+        if let Some(profile) = &customer.profile {
+            assert_eq!(profile.erased_at.is_some(), model.erased);
+            assert_eq!(profile.personal_data.is_none(), model.erased);
+        }
         assert_eq!(customer.purchases, model.purchases);
         assert_eq!(i128::from(customer.earned.value()), model.earned, "earned");
         assert_eq!(
