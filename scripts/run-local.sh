@@ -24,6 +24,17 @@ echo "==> cargo build --release --bin loyalty" >&2
 cargo build --release --bin loyalty
 loyalty="$CARGO_TARGET_DIR/release/loyalty"
 
+# The API signs access tokens with LOYALTY_JWT_KEYS. For local runs a key is generated
+# once and kept in .local/jwt-keys (private), so tokens survive a restart.
+if [ -z "${LOYALTY_JWT_KEYS:-}" ]; then
+    mkdir -p .local
+    if [ ! -s .local/jwt-keys ]; then
+        (umask 077; printf 'local1:%s\n' "$(head -c 32 /dev/urandom | base64 -w0)" >.local/jwt-keys)
+    fi
+    LOYALTY_JWT_KEYS=$(cat .local/jwt-keys)
+    export LOYALTY_JWT_KEYS
+fi
+
 echo "==> loyalty migrate" >&2
 "$loyalty" migrate
 
@@ -52,8 +63,8 @@ if [ -f "$tenant_file" ] && [ "$(json_field database "$tenant_file")" = "$databa
     && tenant_still_exists; then
     echo "==> reusing the demo tenant in $tenant_file" >&2
 else
-    echo "==> loyalty tenant create --name \"Demo Shop\" --json" >&2
-    created=$("$loyalty" tenant create --name "Demo Shop" --json | grep '^{' | tail -n 1)
+    echo "==> loyalty tenant create --name \"Demo Shop\" --vendor-code DEMOSHOP --json" >&2
+    created=$("$loyalty" tenant create --name "Demo Shop" --vendor-code DEMOSHOP --json | grep '^{' | tail -n 1)
     [ -n "$created" ] || { echo "error: loyalty tenant create printed no JSON line" >&2; exit 1; }
     mkdir -p .local
     # The API key is a secret: keep the file private to this user.

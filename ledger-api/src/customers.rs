@@ -63,6 +63,7 @@ pub async fn enrol(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.authorize(schema::accounts::Permission::EnrolCustomer)?;
     let key = IdempotencyKey::optional(&req)?;
     let body = body::read_json(&req, payload, state.body_bytes_max).await?;
     let request = EnrolmentRequest::parse(&body)?;
@@ -107,6 +108,7 @@ pub async fn show(
     path: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.authorize(schema::accounts::Permission::ReadCustomer)?;
     let customer_id = customer_in_path(&path)?;
     let client = state.client().await?;
     let view = match projected(&client, caller.tenant_id, customer_id).await? {

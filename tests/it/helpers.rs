@@ -133,7 +133,49 @@ pub fn test_settings(database_url: &str) -> Settings {
         batch_wait_max_micros: 500,
         body_bytes_max: 16_384,
         expiry_interval_seconds: 24 * 3600,
+        jwt_keys: Some(random_jwt_keys()),
+        // Short, so tests of revocation and disabling need not wait a minute.
+        auth_cache_ttl_seconds: 1,
     }
+}
+
+/// A fresh `LOYALTY_JWT_KEYS` value: one random 32-byte key.
+pub fn random_jwt_keys() -> String {
+    let key: Vec<u8> = Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .chain(Uuid::new_v4().as_bytes())
+        .copied()
+        .collect();
+    format!("test:{}", base64_standard(&key))
+}
+
+/// Standard base64 (the tests need it for one key; not worth a dependency).
+pub fn base64_standard(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A vendor code no other test uses: `T` and 19 hex digits of a random UUID, upper-case.
+pub fn unique_vendor_code() -> String {
+    let hex = Uuid::new_v4().simple().to_string().to_uppercase();
+    format!("T{}", &hex[..19])
 }
 
 pub struct TestApp {
@@ -147,10 +189,12 @@ pub struct TestApp {
     running: Option<RunningApp>,
 }
 
-/// Registers a tenant (1 point per 10,000 minor units, 180-day lots) and returns it.
-pub async fn create_tenant(pool: &schema::Pool, settings: &Settings) -> (TenantId, String) {
-    let (writer, task) = schema::writer::spawn_standalone(pool.clone(), settings.writer());
+/// Registers a tenant (1 point per 10,000 minor units, 180-day lots) with a unique vendor
+/// code, through the same code as `loyalty tenant create`, and returns it.
+pub async fn create_tenant(pool: &schema::Pool, _settings: &Settings) -> (TenantId, String) {
+    let vendor_code = schema::accounts::VendorCode::parse(&unique_vendor_code()).unwrap();
     let tenant = NewTenant::per_amount_spent(
+        vendor_code,
         "Test Shop".into(),
         Currency::NGN,
         180,
@@ -159,11 +203,9 @@ pub async fn create_tenant(pool: &schema::Pool, settings: &Settings) -> (TenantI
         MinorUnits::ZERO,
     )
     .unwrap();
-    let created = tenants::create(pool, &writer, tenant)
+    let created = tenants::create(pool, tenant)
         .await
         .expect("creating a tenant");
-    drop(writer);
-    task.await.unwrap();
     (created.tenant_id, created.api_key.plaintext.clone())
 }
 
