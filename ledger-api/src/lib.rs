@@ -7,13 +7,13 @@
 //! 3. [`auth`] (who is calling: API key or access token, role, correlation id),
 //!    [`idempotency`] (the key and the request fingerprint), `body` (content type, size
 //!    limit, JSON read field by field);
-//! 3b. accounts: [`accounts`] (signup, login, refresh, logout, invitations), [`jwt`],
-//!    [`passwords`], [`login_limiter`], [`users`], [`api_keys`];
 //! 4. the endpoints: [`purchases`], [`customers`] (enrol, balance), [`redemptions`],
 //!    [`history`];
 //! 5. [`commands`] (submitting to the writer) and [`render`] (the responses the writer stores
 //!    under idempotency keys);
-//! 6. `ops` (`/health`, `/ready`, `/metrics`) and [`metrics`].
+//! 6. `ops` (`/health`, `/ready`, `/metrics`) and [`metrics`];
+//! 7. accounts: [`accounts`] (signup, login, refresh, logout, invitations, `/v1/me`),
+//!    [`jwt`], [`passwords`], [`login_limiter`], [`users`], [`api_keys`].
 //!
 //! Architecture invariants:
 //! - Every query and command is scoped to the caller's tenant, taken from its API key or

@@ -1,9 +1,10 @@
 //! Slows down password guessing: failed logins are counted per email and per client IP, in
 //! memory, per process.
 //!
-//! Policy: within a window of [`LimiterPolicy::window`], the first `failures_free` failures
-//! cost nothing; each further failure locks that email (or IP) for `lockout_base`, doubled
-//! per extra failure, capped at `lockout_max`. While locked, attempts are answered 429 with
+//! Policy: within a window of [`LimiterPolicy::window`], failures below the
+//! `*_failures_free` count cost nothing; the failure that reaches it locks that email (or IP)
+//! for `lockout_base`, and each one after doubles the lock, capped at `lockout_max` (with the
+//! defaults: 4 free failures, the 5th locks for 30 s, then 60 s, 120 s … 15 min). While locked, attempts are answered 429 with
 //! `Retry-After` before any password is checked (so a lock also saves the argon2 work). A
 //! successful login clears its email's record; an IP's record only ages out, since one
 //! address may serve many users. The IP limit is higher than the email limit because many
