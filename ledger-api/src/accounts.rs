@@ -73,6 +73,8 @@ pub(crate) fn accounts_error(error: AccountsError, email_field: &'static str) ->
         AccountsError::VendorCodeTaken => ApiError::VendorCodeTaken,
         AccountsError::EmailTaken => ApiError::EmailTaken { field: email_field },
         AccountsError::Db(e) => database(e),
+        AccountsError::Store(schema::StoreError::Db(e)) => database(e),
+        AccountsError::ApiKey(schema::api_keys::ApiKeyError::Db(e)) => database(e),
         other => ApiError::Internal(other.to_string()),
     }
 }
@@ -315,10 +317,13 @@ pub async fn login(
         .login_limiter
         .check(&email, ip, Instant::now())
         .map_err(retry_after)?;
-    let mut client = state.client().await?;
-    let candidate = accounts::user_by_email(&**client, &request.email)
-        .await
-        .map_err(|e| accounts_error(e, "email"))?;
+    // The connection goes back to the pool before the slow password check.
+    let candidate = {
+        let client = state.client().await?;
+        accounts::user_by_email(&**client, &request.email)
+            .await
+            .map_err(|e| accounts_error(e, "email"))?
+    };
     let stored_hash = candidate
         .as_ref()
         .and_then(|c| c.password_hash.clone())
@@ -337,6 +342,7 @@ pub async fn login(
         }
     };
     state.login_limiter.record_success(&email);
+    let mut client = state.client().await?;
     let transaction = scoped(&mut client, user.tenant_id).await?;
     let session = issue_session(
         &state,
@@ -498,11 +504,13 @@ pub async fn accept_invitation(
     if !accounts::is_well_formed_token(&token, accounts::INVITATION_TOKEN_PREFIX) {
         return Err(ApiError::InvitationNotFound);
     }
-    let mut client = state.client().await?;
-    let invitation = accounts::invitation_by_hash(&**client, &accounts::hash_token(&token))
-        .await
-        .map_err(|e| accounts_error(e, "token"))?
-        .ok_or(ApiError::InvitationNotFound)?;
+    let invitation = {
+        let client = state.client().await?;
+        accounts::invitation_by_hash(&**client, &accounts::hash_token(&token))
+            .await
+            .map_err(|e| accounts_error(e, "token"))?
+            .ok_or(ApiError::InvitationNotFound)?
+    };
     let now = Utc::now();
     if invitation.accepted_at.is_some() || invitation.expires_at <= now {
         return Err(ApiError::InvitationNotFound);
@@ -510,6 +518,7 @@ pub async fn accept_invitation(
     let password_hash = passwords::off_the_runtime(move || passwords::hash(&password))
         .await?
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut client = state.client().await?;
     let transaction = scoped(&mut client, invitation.tenant_id).await?;
     let (user_id, role) =
         accounts::accept_invitation(&*transaction, invitation.invitation_id, &password_hash, now)

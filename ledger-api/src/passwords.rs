@@ -147,7 +147,10 @@ mod tests {
         let password = Password::parse("correct horse battery").unwrap();
         let started = std::time::Instant::now();
         let stored = hash(&password).unwrap();
-        eprintln!("argon2id hash took {:?} (argon2 is built with opt-level 3 even in dev)", started.elapsed());
+        eprintln!(
+            "argon2id hash took {:?} (argon2 is built with opt-level 3 even in dev)",
+            started.elapsed()
+        );
         assert!(
             stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
             "{stored}"

@@ -432,7 +432,8 @@ pub async fn append(
     events: &[Event],
     metadata: &EventMetadata,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let transaction = client.transaction().await?;
+    // Scoped to the tenant, so it works for `loyalty_app` under row-level security.
+    let transaction = crate::tenancy::begin(client, tenant_id).await?;
     let recorded = append_in(&transaction, tenant_id, stream, expected, events, metadata).await?;
     transaction.commit().await?;
     Ok(recorded)
