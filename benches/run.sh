@@ -209,7 +209,7 @@ if [[ $BENCH_SKIP_PRODUCT != 1 ]]; then
     log "fresh database loyalty_bench; NATS stream $LOYALTY_NATS_STREAM, subjects $LOYALTY_NATS_SUBJECT_PREFIX.*"
     psql_admin -c "DROP DATABASE IF EXISTS loyalty_bench WITH (FORCE)" -c "CREATE DATABASE loyalty_bench"
     timeout 120 "$LOYALTY" migrate
-    timeout 60 "$LOYALTY" tenant create --name Bench --json >"$WORK/tenant.json"
+    timeout 60 "$LOYALTY" tenant create --name Bench --vendor-code BENCH --json >"$WORK/tenant.json"
     # The key stays in the environment of loadgen, never on a command line or in the logs.
     LOYALTY_API_KEY=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["api_key"])' <"$WORK/tenant.json")
     TENANT_ID=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["tenant_id"])' <"$WORK/tenant.json")

@@ -55,8 +55,8 @@ if [ -f "$tenant_file" ] && [ "$(json_field database "$tenant_file")" = "$databa
     && tenant_still_exists; then
     echo "==> reusing the demo tenant in $tenant_file" >&2
 else
-    echo "==> loyalty tenant create --name \"Demo Shop\" --json" >&2
-    created=$("$loyalty" tenant create --name "Demo Shop" --json | grep '^{' | tail -n 1)
+    echo "==> loyalty tenant create --name \"Demo Shop\" --vendor-code DEMOSHOP --json" >&2
+    created=$("$loyalty" tenant create --name "Demo Shop" --vendor-code DEMOSHOP --json | grep '^{' | tail -n 1)
     [ -n "$created" ] || { echo "error: loyalty tenant create printed no JSON line" >&2; exit 1; }
     mkdir -p .local
     # The API key is a secret: keep the file private to this user.

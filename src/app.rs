@@ -52,6 +52,12 @@ pub struct RunningApp {
 }
 
 pub async fn start(settings: &Settings, components: Components) -> anyhow::Result<RunningApp> {
+    // Checked before anything starts: an API that cannot sign access tokens is refused.
+    let accounts = if components.api {
+        Some(settings.accounts().context("the API cannot start")?)
+    } else {
+        None
+    };
     let pool = schema::db::pool(&settings.app_db()).context("building the database pool")?;
     let platform_pool =
         schema::db::pool(&settings.platform_db()).context("building the platform database pool")?;
@@ -83,7 +89,8 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
             settings.body_bytes_max,
             Arc::new(settings.vault()?),
         )
-        .with_edge(settings.edge.config().context("the rate limit settings")?);
+        .with_edge(settings.edge.config().context("the rate limit settings")?)
+        .with_accounts(accounts.clone().unwrap_or_default());
         let workers = settings
             .http_workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));

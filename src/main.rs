@@ -79,6 +79,13 @@ enum TenantCommand {
         /// The vendor's display name.
         #[arg(long)]
         name: String,
+        /// The vendor's public code: 3 to 20 letters A-Z or digits (case-insensitive, unique).
+        #[arg(long)]
+        vendor_code: String,
+        /// Also create the owner's account with this email; the password is read from
+        /// LOYALTY_OWNER_PASSWORD (12 to 256 characters), never from the command line.
+        #[arg(long)]
+        owner_email: Option<String>,
         /// ISO 4217 currency of the tenant's amounts.
         #[arg(long, default_value = "NGN")]
         currency: String,
@@ -94,7 +101,7 @@ enum TenantCommand {
         /// Smallest purchase, in minor units, that earns points.
         #[arg(long, default_value_t = 0)]
         minimum_purchase_minor: i64,
-        /// Print one JSON line `{"tenant_id": ..., "api_key": ...}` instead of prose.
+        /// Print one JSON line `{"tenant_id", "vendor_code", "api_key"}` instead of prose.
         #[arg(long)]
         json: bool,
     },
@@ -188,6 +195,8 @@ async fn main() -> anyhow::Result<()> {
             command:
                 TenantCommand::Create {
                     name,
+                    vendor_code,
+                    owner_email,
                     currency,
                     expiry_days,
                     amount_step_minor,
@@ -196,7 +205,11 @@ async fn main() -> anyhow::Result<()> {
                     json,
                 },
         } => {
-            let tenant = tenants::NewTenant::per_amount_spent(
+            let vendor_code = schema::accounts::VendorCode::parse(&vendor_code)
+                .map_err(|e| anyhow::anyhow!("--vendor-code {e}"))?;
+            let owner = owner_account(owner_email)?;
+            let mut tenant = tenants::NewTenant::per_amount_spent(
+                vendor_code,
                 name,
                 Currency::parse(&currency).context("--currency")?,
                 expiry_days,
@@ -206,18 +219,30 @@ async fn main() -> anyhow::Result<()> {
                     .context("--minimum-purchase-minor")?,
             )
             .context("invalid rule")?;
+            tenant.owner = owner;
             let pool = schema::db::pool(&settings.app_db())?;
-            let (writer, task) = schema::writer::spawn_standalone(pool.clone(), settings.writer());
-            let created = tenants::create(&pool, &writer, tenant).await?;
-            drop(writer);
-            let _ = task.await;
+            let created = tenants::create(&pool, tenant).await.map_err(|e| match e {
+                tenants::CreateTenantError::VendorCodeTaken => {
+                    anyhow::anyhow!("--vendor-code is already taken")
+                }
+                tenants::CreateTenantError::EmailTaken => {
+                    anyhow::anyhow!("--owner-email is already registered")
+                }
+                other => anyhow::Error::new(other).context("creating the tenant"),
+            })?;
             if json {
-                println!(
-                    "{{\"tenant_id\":\"{}\",\"api_key\":\"{}\"}}",
-                    created.tenant_id, created.api_key.plaintext
-                );
+                let line = serde_json::json!({
+                    "tenant_id": created.tenant_id.to_string(),
+                    "vendor_code": created.vendor_code.as_str(),
+                    "api_key": created.api_key.plaintext,
+                });
+                println!("{line}");
             } else {
                 println!("tenant id: {}", created.tenant_id);
+                println!("vendor code: {}", created.vendor_code.as_str());
+                if let Some(user_id) = created.owner_user_id {
+                    println!("owner user id: {user_id}");
+                }
                 println!("API key (shown once): {}", created.api_key.plaintext);
             }
         }
@@ -268,6 +293,22 @@ async fn owner_connection(settings: &Settings) -> anyhow::Result<tokio_postgres:
             .context("connecting with DATABASE_URL (the schema owner's connection)")?;
     tokio::spawn(connection);
     Ok(owner)
+}
+
+/// The owner account of `tenant create`: the email from `--owner-email`, the password from
+/// the environment (a command line is visible to every user of the machine).
+fn owner_account(owner_email: Option<String>) -> anyhow::Result<Option<tenants::OwnerAccount>> {
+    let Some(email) = owner_email else {
+        return Ok(None);
+    };
+    let email =
+        schema::accounts::Email::parse(&email).map_err(|e| anyhow::anyhow!("--owner-email {e}"))?;
+    let password = std::env::var("LOYALTY_OWNER_PASSWORD").map_err(|_| {
+        anyhow::anyhow!("--owner-email needs the owner's password in LOYALTY_OWNER_PASSWORD")
+    })?;
+    let password = ledger_api::passwords::Password::parse(&password)
+        .map_err(|e| anyhow::anyhow!("LOYALTY_OWNER_PASSWORD {e}"))?;
+    Ok(Some(tenants::OwnerAccount { email, password }))
 }
 
 async fn serve(settings: &Settings, components: Components) -> anyhow::Result<()> {

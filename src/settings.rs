@@ -133,6 +133,21 @@ pub struct Settings {
     )]
     pub blind_index_key: Option<String>,
 
+    /// Keys of the access tokens (JWT, HS256): `kid:base64key[,kid:base64key...]`, each key
+    /// at least 32 bytes. The first signs, all verify. Required to run the API.
+    #[arg(long, env = "LOYALTY_JWT_KEYS", global = true, hide_env_values = true)]
+    pub jwt_keys: Option<String>,
+
+    /// How long API keys and user statuses are cached, in seconds (1 to 60): the longest a
+    /// revoked key or a disabled user's access token keeps working.
+    #[arg(
+        long,
+        env = "LOYALTY_AUTH_CACHE_TTL_SECONDS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub auth_cache_ttl_seconds: u64,
+
     /// How often `loyalty all` runs the expiry of points, in seconds.
     #[arg(
         long,
@@ -259,6 +274,7 @@ impl std::fmt::Debug for Settings {
         // The database URL may carry a password.
         f.debug_struct("Settings")
             .field("database_url", &"<redacted>")
+            .field("jwt_keys", &"<redacted>")
             .field("nats_url", &self.nats_url)
             .field("http_addr", &self.http_addr)
             .field("nats_stream", &self.nats_stream)
@@ -321,6 +337,18 @@ impl Settings {
                 "personal-data keys: {error} (set LOYALTY_MASTER_KEYS and \
                  LOYALTY_BLIND_INDEX_KEY; `loyalty keys generate` prints fresh ones)"
             )
+        })
+    }
+
+    /// The API's accounts configuration; refuses a missing or short JWT key.
+    pub fn accounts(
+        &self,
+    ) -> Result<ledger_api::accounts::AccountsConfig, ledger_api::jwt::JwtKeyError> {
+        let jwt_keys = ledger_api::jwt::JwtKeys::parse(self.jwt_keys.as_deref().unwrap_or(""))?;
+        Ok(ledger_api::accounts::AccountsConfig {
+            jwt_keys,
+            auth_cache_ttl: Duration::from_secs(self.auth_cache_ttl_seconds.clamp(1, 60)),
+            login_limiter: Default::default(),
         })
     }
 

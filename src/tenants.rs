@@ -1,23 +1,35 @@
-//! Registering a tenant: its `TenantRegistered` event and its first API key.
+//! Registering a tenant from the command line: its directory row, optionally its owner, its
+//! `TenantRegistered` event and its first API key, in one transaction through
+//! `schema::accounts::register_tenant` (the same code as `POST /v1/signup`).
 
-use chrono::Utc;
+use ledger_api::passwords::{self, Password};
 use ledger_core::events::{Actor, EventMetadata};
 use ledger_core::rules::{Rule, RuleSet};
-use ledger_core::{Command, Currency, MinorUnits, Points, TenantId};
-use schema::writer::{Outcome, Refusal, Submission, WriterHandle};
+use ledger_core::{Currency, MinorUnits, Points, TenantId};
+use schema::accounts::{AccountsError, Email, NewOwner, Registration, VendorCode};
 use uuid::Uuid;
+
+/// The owner to create with the tenant.
+#[derive(Debug, Clone)]
+pub struct OwnerAccount {
+    pub email: Email,
+    pub password: Password,
+}
 
 #[derive(Debug, Clone)]
 pub struct NewTenant {
+    pub vendor_code: VendorCode,
     pub name: String,
     pub currency: Currency,
     pub expiry_days: u32,
     pub rule_set: RuleSet,
+    pub owner: Option<OwnerAccount>,
 }
 
 impl NewTenant {
-    /// A tenant with one `per_amount_spent` rule.
+    /// A tenant with one `per_amount_spent` rule and no owner account.
     pub fn per_amount_spent(
+        vendor_code: VendorCode,
         name: String,
         currency: Currency,
         expiry_days: u32,
@@ -34,10 +46,12 @@ impl NewTenant {
             }],
         )?;
         Ok(NewTenant {
+            vendor_code,
             name,
             currency,
             expiry_days,
             rule_set,
+            owner: None,
         })
     }
 }
@@ -45,61 +59,79 @@ impl NewTenant {
 #[derive(Debug)]
 pub struct CreatedTenant {
     pub tenant_id: TenantId,
+    pub vendor_code: VendorCode,
+    pub owner_user_id: Option<Uuid>,
     pub api_key: schema::api_keys::NewApiKey,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateTenantError {
-    #[error("the ledger refused the registration: {0:?}")]
-    Refused(Refusal),
-    #[error("writer: {0}")]
-    Writer(#[from] schema::WriterError),
-    #[error("api key: {0}")]
-    ApiKey(#[from] schema::api_keys::ApiKeyError),
-    #[error("database: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    #[error("the vendor code is already taken")]
+    VendorCodeTaken,
+    #[error("the owner's email address is already registered")]
+    EmailTaken,
+    #[error("registration: {0}")]
+    Accounts(AccountsError),
+    #[error("hashing the owner's password: {0}")]
+    Password(#[from] passwords::PasswordError),
+    #[error("hashing the owner's password: {0}")]
+    Task(#[from] tokio::task::JoinError),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
-    #[error("unexpected writer outcome")]
+    #[error("the registration returned no API key")]
     Unexpected,
+}
+
+impl From<AccountsError> for CreateTenantError {
+    fn from(error: AccountsError) -> Self {
+        match error {
+            AccountsError::VendorCodeTaken => CreateTenantError::VendorCodeTaken,
+            AccountsError::EmailTaken => CreateTenantError::EmailTaken,
+            other => CreateTenantError::Accounts(other),
+        }
+    }
 }
 
 pub async fn create(
     pool: &schema::Pool,
-    writer: &WriterHandle,
     tenant: NewTenant,
 ) -> Result<CreatedTenant, CreateTenantError> {
-    let tenant_id = TenantId::from_uuid(Uuid::now_v7());
-    let submission = Submission {
-        tenant_id,
-        command: Command::RegisterTenant {
-            tenant_id,
-            name: tenant.name,
-            currency: tenant.currency,
-            expiry_days: tenant.expiry_days,
-            rule_set: tenant.rule_set,
-            at: Utc::now(),
-        },
+    let owner = match tenant.owner {
+        Some(owner) => {
+            let password = owner.password;
+            let password_hash =
+                tokio::task::spawn_blocking(move || passwords::hash(&password)).await??;
+            Some(NewOwner {
+                user_id: Uuid::now_v7(),
+                email: owner.email,
+                password_hash,
+            })
+        }
+        None => None,
+    };
+    let owner_user_id = owner.as_ref().map(|o| o.user_id);
+    let registration = Registration {
+        tenant_id: TenantId::from_uuid(Uuid::now_v7()),
+        vendor_code: tenant.vendor_code.clone(),
+        name: tenant.name,
+        currency: tenant.currency,
+        expiry_days: tenant.expiry_days,
+        rule_set: tenant.rule_set,
+        owner,
+        first_api_key_label: Some("default".to_owned()),
         metadata: EventMetadata {
             actor: Actor::System("cli".into()),
             correlation_id: Uuid::now_v7(),
             causation_id: None,
         },
-        idempotency: None,
-        render: schema::writer::render_status_only,
+        at: ledger_api::commands::now(),
     };
-    match writer.submit(submission).await? {
-        Outcome::Decided { events, .. } if !events.is_empty() => {}
-        Outcome::Decided { .. } => {
-            return Err(CreateTenantError::Refused(Refusal::Rejected(
-                ledger_core::Rejection::TenantAlreadyRegistered,
-            )))
-        }
-        _ => return Err(CreateTenantError::Unexpected),
-    }
     let mut client = pool.get().await?;
-    let transaction = schema::tenancy::begin(&mut client, tenant_id).await?;
-    let api_key = schema::api_keys::create(&*transaction, tenant_id, "default", "staff").await?;
-    transaction.commit().await?;
-    Ok(CreatedTenant { tenant_id, api_key })
+    let registered = schema::accounts::register_tenant(&mut client, registration).await?;
+    Ok(CreatedTenant {
+        tenant_id: registered.tenant_id,
+        vendor_code: tenant.vendor_code,
+        owner_user_id,
+        api_key: registered.api_key.ok_or(CreateTenantError::Unexpected)?,
+    })
 }

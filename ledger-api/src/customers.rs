@@ -24,6 +24,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use ledger_core::aggregate::Aggregate;
 use ledger_core::{Command, CustomerId, CustomerState, LotId, PhoneNumber, StreamId, TenantId};
+use schema::accounts::Permission;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -111,6 +112,7 @@ pub async fn enrol(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.authorize(Permission::EnrolCustomer)?;
     let key = IdempotencyKey::optional(&req)?;
     let body = body::read_json(&req, payload, state.body_bytes_max).await?;
     let request = EnrolmentRequest::parse(&body)?;
@@ -163,12 +165,18 @@ pub async fn show(
     path: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.authorize(Permission::ReadCustomer)?;
     let customer_id = customer_in_path(&path)?;
     let mut client = state.client().await?;
     let transaction = scoped(&mut client, caller.tenant_id).await?;
-    let view = customer_view(&transaction, &state.vault, caller.tenant_id, customer_id)
-        .await?
-        .ok_or(ApiError::CustomerNotFound)?;
+    let view = customer_view(
+        &transaction,
+        opener(&caller, &state),
+        caller.tenant_id,
+        customer_id,
+    )
+    .await?
+    .ok_or(ApiError::CustomerNotFound)?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -183,11 +191,20 @@ pub async fn scoped(
         .map_err(|e| ApiError::Unavailable(format!("beginning a scoped transaction: {e}")))
 }
 
-/// The customer with balance, lots and (unless erased) personal data; `None` when the
-/// tenant has no such customer.
+/// The vault when the caller's role may see personal data in the clear (owner, staff);
+/// auditors and analysts get the same views with `phone` and `name` left `null`.
+fn opener<'a>(caller: &Caller, state: &'a ApiState) -> Option<&'a Vault> {
+    caller
+        .role
+        .allows(Permission::ReadPersonalData)
+        .then_some(&*state.vault)
+}
+
+/// The customer with balance, lots and (unless erased, or `vault` is `None`) personal data;
+/// `None` when the tenant has no such customer.
 async fn customer_view(
     transaction: &deadpool_postgres::Transaction<'_>,
-    vault: &Vault,
+    vault: Option<&Vault>,
     tenant_id: TenantId,
     customer_id: CustomerId,
 ) -> Result<Option<CustomerView>, ApiError> {
@@ -197,6 +214,9 @@ async fn customer_view(
     };
     let Some(mut view) = view else {
         return Ok(None);
+    };
+    let Some(vault) = vault else {
+        return Ok(Some(view));
     };
     let PersonalView { personal, .. } =
         personal::read(transaction, vault, tenant_id, customer_id).await?;
@@ -229,6 +249,7 @@ pub async fn list(
     query: web::Query<CustomersQuery>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.authorize(Permission::ReadCustomer)?;
     let limit = crate::history::parse_limit_within(
         query.limit.as_deref(),
         LIST_LIMIT_DEFAULT,
@@ -261,7 +282,13 @@ pub async fn list(
         .then(|| ids.get(page_size - 1).copied().map(CustomerId::from_uuid))
         .flatten();
     ids.truncate(page_size);
-    let customers = views(&transaction, &state.vault, caller.tenant_id, &ids).await?;
+    let customers = views(
+        &transaction,
+        opener(&caller, &state),
+        caller.tenant_id,
+        &ids,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(CustomerList {
         customers,
         next_after,
@@ -278,6 +305,7 @@ pub async fn search(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.authorize(Permission::ReadPersonalData)?;
     let body = body::read_json(&req, payload, state.body_bytes_max).await?;
     let object = JsonObject::parse(&body)?;
     object.deny_unknown(&["phone"])?;
@@ -298,7 +326,7 @@ pub async fn search(
         .map_err(column_failed)?
         .into_iter()
         .collect();
-    let customers = views(&transaction, &state.vault, caller.tenant_id, &ids).await?;
+    let customers = views(&transaction, Some(&state.vault), caller.tenant_id, &ids).await?;
     Ok(HttpResponse::Ok().json(CustomerList {
         customers,
         next_after: None,
@@ -307,7 +335,7 @@ pub async fn search(
 
 async fn views(
     transaction: &deadpool_postgres::Transaction<'_>,
-    vault: &Vault,
+    vault: Option<&Vault>,
     tenant_id: TenantId,
     ids: &[Uuid],
 ) -> Result<Vec<CustomerView>, ApiError> {

@@ -67,6 +67,7 @@ pub async fn history(
     query: web::Query<HistoryQuery>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.authorize(schema::accounts::Permission::ReadHistory)?;
     let customer_id = customer_in_path(&path)?;
     let limit = parse_limit(query.limit.as_deref())?;
     let mut client = state.client().await?;

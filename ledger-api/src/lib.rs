@@ -4,8 +4,9 @@
 //! Reading order:
 //! 1. this file: [`ApiState`], [`serve`] and the route table;
 //! 2. [`problem`]: the one error type and every status the API answers with;
-//! 3. [`auth`] (who is calling), [`idempotency`] (the key and the request fingerprint),
-//!    `body` (content type, size limit, JSON read field by field);
+//! 3. [`auth`] (who is calling: API key or access token, role, correlation id),
+//!    [`idempotency`] (the key and the request fingerprint), `body` (content type, size
+//!    limit, JSON read field by field);
 //! 4. the endpoints: [`purchases`], [`customers`] (enrol, find, list, balance),
 //!    [`redemptions`], [`history`], [`personal`] (export and erasure of personal data);
 //! 5. [`commands`] (submitting to the writer) and [`render`] (the responses the writer stores
@@ -13,22 +14,27 @@
 //! 6. `ops` (`/health`, `/ready`, `/metrics`) and [`metrics`];
 //! 7. the edge middleware: [`edge`] (rate limits per client IP and per principal, the
 //!    client address behind trusted proxies), [`rate_limit`] (the limiter), [`cors`] and
-//!    [`security_headers`].
+//!    [`security_headers`];
+//! 8. accounts: [`accounts`] (signup, login, refresh, logout, invitations, `/v1/me`),
+//!    [`jwt`], [`passwords`], [`login_limiter`], [`users`], [`api_keys`].
 //!
 //! Architecture invariants:
-//! - Every query and command is scoped to the caller's tenant, taken from its API key; a
-//!   client never names a tenant, and another tenant's customer is indistinguishable from
-//!   an unknown one (404).
+//! - Every query and command is scoped to the caller's tenant, taken from its API key or
+//!   access token; a client never names a tenant, and another tenant's customer, user or key
+//!   is indistinguishable from an unknown one (404).
+//! - Every handler behind authentication calls `caller.authorize(Permission)` first.
 //! - Command responses are computed from the decision just made (read-your-writes), never
 //!   from a projection; only `GET /v1/customers/{id}` reads the balances read model.
 //! - No client input produces a 500 or a panic: every error is an RFC 9457 problem.
 //! - Phone numbers and names are sealed (vault) before they leave this crate and opened only
-//!   to answer the tenant that holds them; they, API keys and tokens are never logged.
+//!   to answer the tenant that holds them; they, API keys, passwords and tokens are never logged.
 //! - Every read runs in a transaction scoped to the caller's tenant: row-level security in
 //!   PostgreSQL hides every other tenant's rows even from a query that forgot to filter.
 //! - This crate knows HTTP; SQL stays in `schema`, except the few read-model queries of
 //!   `customers` and the ownership look-up of `commands`.
 
+pub mod accounts;
+pub mod api_keys;
 pub mod auth;
 mod body;
 mod cache;
@@ -38,8 +44,11 @@ pub mod customers;
 pub mod edge;
 pub mod history;
 pub mod idempotency;
+pub mod jwt;
+pub mod login_limiter;
 pub mod metrics;
 mod ops;
+pub mod passwords;
 pub mod personal;
 pub mod problem;
 pub mod purchases;
@@ -47,10 +56,12 @@ pub mod rate_limit;
 pub mod redemptions;
 pub mod render;
 pub mod security_headers;
+pub mod users;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, Service, ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
 use problem::ApiError;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -70,6 +81,11 @@ pub struct ApiState {
     /// The keys that seal and open customers' personal data and blind-index phone numbers.
     pub vault: Arc<vault::Vault>,
     api_keys: auth::ApiKeyCache,
+    user_statuses: auth::UserStatusCache,
+    /// Keys whose `last_used_at` this process wrote recently.
+    key_uses: cache::BoundedCache<uuid::Uuid, ()>,
+    login_limiter: login_limiter::LoginLimiter,
+    accounts: accounts::AccountsConfig,
     metrics: Arc<metrics::Metrics>,
     /// Rate limits, trusted proxies and CORS origins; set with [`ApiState::with_edge`].
     edge: edge::EdgeState,
@@ -89,10 +105,34 @@ impl ApiState {
             nats_ready,
             body_bytes_max,
             vault,
-            api_keys: auth::new_cache(),
+            api_keys: cache::BoundedCache::new(
+                Some(auth::AUTH_CACHE_TTL_DEFAULT),
+                auth::AUTH_CACHE_ENTRIES_MAX,
+            ),
+            user_statuses: cache::BoundedCache::new(
+                Some(auth::AUTH_CACHE_TTL_DEFAULT),
+                auth::AUTH_CACHE_ENTRIES_MAX,
+            ),
+            key_uses: cache::BoundedCache::new(
+                Some(auth::LAST_USED_WRITE_INTERVAL),
+                auth::AUTH_CACHE_ENTRIES_MAX,
+            ),
+            login_limiter: login_limiter::LoginLimiter::default(),
+            accounts: accounts::AccountsConfig::default(),
             metrics: Arc::new(metrics::Metrics::default()),
             edge: edge::EdgeState::new(edge::EdgeConfig::default()),
         }
+    }
+
+    /// Sets the accounts configuration: the JWT keys (without which no user can log in), the
+    /// auth cache TTL and the login limiter's policy.
+    pub fn with_accounts(mut self, config: accounts::AccountsConfig) -> Self {
+        let ttl = Some(config.auth_cache_ttl);
+        self.api_keys = cache::BoundedCache::new(ttl, auth::AUTH_CACHE_ENTRIES_MAX);
+        self.user_statuses = cache::BoundedCache::new(ttl, auth::AUTH_CACHE_ENTRIES_MAX);
+        self.login_limiter = login_limiter::LoginLimiter::new(config.login_limiter);
+        self.accounts = config;
+        self
     }
 
     /// A pooled connection, or 503 when the database cannot be reached.
@@ -165,6 +205,23 @@ fn app(
                 response
             }
         })
+        .wrap_fn(|request, service| {
+            // The correlation id of every request: the client's when it sent a UUID, else a
+            // new one; recorded in events by `Caller::submission` and echoed to the client.
+            let correlation_id = auth::CorrelationId::from_headers(request.headers());
+            request.extensions_mut().insert(correlation_id);
+            let response = service.call(request);
+            async move {
+                let mut response = response.await?;
+                if let Ok(value) = HeaderValue::from_str(&correlation_id.0.to_string()) {
+                    response.headers_mut().insert(
+                        HeaderName::from_static(auth::CORRELATION_ID_RESPONSE_HEADER),
+                        value,
+                    );
+                }
+                Ok(response)
+            }
+        })
         .wrap(cors)
         .wrap(security_headers::SecurityHeaders)
         .configure(routes)
@@ -197,7 +254,27 @@ fn routes(config: &mut web::ServiceConfig) {
         )
         .service(
             resource("/v1/customers/{customer_id}/erasure").route(web::post().to(personal::erase)),
-        );
+        )
+        .service(resource("/v1/signup").route(web::post().to(accounts::signup)))
+        .service(resource("/v1/auth/login").route(web::post().to(accounts::login)))
+        .service(resource("/v1/auth/refresh").route(web::post().to(accounts::refresh)))
+        .service(resource("/v1/auth/logout").route(web::post().to(accounts::logout)))
+        .service(resource("/v1/me").route(web::get().to(accounts::me)))
+        .service(
+            resource("/v1/invitations/accept").route(web::post().to(accounts::accept_invitation)),
+        )
+        .service(
+            resource("/v1/users")
+                .route(web::post().to(users::create))
+                .route(web::get().to(users::list)),
+        )
+        .service(resource("/v1/users/{user_id}/disable").route(web::post().to(users::disable)))
+        .service(
+            resource("/v1/api-keys")
+                .route(web::post().to(api_keys::create))
+                .route(web::get().to(api_keys::list)),
+        )
+        .service(resource("/v1/api-keys/{api_key_id}").route(web::delete().to(api_keys::revoke)));
 }
 
 fn resource(path: &str) -> actix_web::Resource {

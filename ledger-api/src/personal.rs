@@ -26,6 +26,7 @@ use ledger_core::aggregate::Aggregate;
 use ledger_core::command::WrappedDataKey;
 use ledger_core::events::Actor;
 use ledger_core::{Command, CustomerId, CustomerState, Event, StreamId, TenantId};
+use schema::accounts::Permission;
 use schema::RecordedEvent;
 use serde::Serialize;
 use vault::{PersonalData, Vault, VaultError};
@@ -121,6 +122,7 @@ pub async fn erase(
     path: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.authorize(Permission::ManagePersonalData)?;
     let customer_id = customer_in_path(&path)?;
     let key = IdempotencyKey::optional(&req)?;
     let claim = key.map(|key| key.claim(req.method().as_str(), req.path(), &[]));
@@ -178,6 +180,7 @@ pub async fn export(
     path: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.authorize(Permission::ManagePersonalData)?;
     let customer_id = customer_in_path(&path)?;
     let mut client = state.client().await?;
     let transaction = scoped(&mut client, caller.tenant_id).await?;

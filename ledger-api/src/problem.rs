@@ -67,8 +67,36 @@ impl Problem {
 /// `type`; see [`ApiError::problem`].
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("a valid API key is required: send `Authorization: Bearer ll_<64 hex digits>`")]
+    #[error("a valid API key or access token is required: send `Authorization: Bearer <API key or access token>`")]
     Unauthenticated,
+    /// Authenticated, but the caller's role does not allow this.
+    #[error("your role ({role}) is not allowed to {action}")]
+    Forbidden {
+        role: &'static str,
+        action: &'static str,
+    },
+    /// Login refused. One message for unknown email, wrong password, disabled user and
+    /// invitation not accepted, so the answer does not tell which accounts exist.
+    #[error("the email or password is incorrect")]
+    InvalidCredentials,
+    #[error("the refresh token is invalid, expired or revoked; log in again")]
+    InvalidRefreshToken,
+    #[error("the invitation is unknown, expired or already accepted")]
+    InvitationNotFound,
+    #[error("too many failed attempts; retry in {retry_after_seconds} seconds")]
+    TooManyAttempts { retry_after_seconds: u64 },
+    #[error("this vendor code is already taken")]
+    VendorCodeTaken,
+    #[error("this email address is already registered")]
+    EmailTaken { field: &'static str },
+    #[error("there is no user with this id")]
+    UserNotFound,
+    #[error("there is no API key with this id")]
+    ApiKeyNotFound,
+    #[error("you cannot disable your own account")]
+    CannotDisableSelf,
+    #[error("the tenant would be left without an active owner")]
+    LastActiveOwner,
     #[error("the Idempotency-Key header is required for this request")]
     IdempotencyKeyMissing,
     #[error("the Idempotency-Key header must be 1 to 255 visible ASCII characters (0x21 to 0x7E)")]
@@ -123,6 +151,70 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
                 "Unauthenticated",
+                detail,
+            ),
+            E::Forbidden { .. } => {
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+            }
+            E::InvalidCredentials => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid-credentials",
+                "Invalid credentials",
+                detail,
+            ),
+            E::InvalidRefreshToken => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid-refresh-token",
+                "Invalid refresh token",
+                detail,
+            )
+            .with("field", "refresh_token"),
+            E::InvitationNotFound => Problem::new(
+                StatusCode::NOT_FOUND,
+                "invitation-not-found",
+                "Invitation not found",
+                detail,
+            )
+            .with("field", "token"),
+            E::TooManyAttempts { .. } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-attempts",
+                "Too many attempts",
+                detail,
+            ),
+            E::VendorCodeTaken => Problem::new(
+                StatusCode::CONFLICT,
+                "vendor-code-taken",
+                "Vendor code taken",
+                detail,
+            )
+            .with("field", "vendor_code"),
+            E::EmailTaken { field } => {
+                Problem::new(StatusCode::CONFLICT, "email-taken", "Email taken", detail)
+                    .with("field", *field)
+            }
+            E::UserNotFound => Problem::new(
+                StatusCode::NOT_FOUND,
+                "user-not-found",
+                "User not found",
+                detail,
+            ),
+            E::ApiKeyNotFound => Problem::new(
+                StatusCode::NOT_FOUND,
+                "api-key-not-found",
+                "API key not found",
+                detail,
+            ),
+            E::CannotDisableSelf => Problem::new(
+                StatusCode::CONFLICT,
+                "cannot-disable-self",
+                "Cannot disable yourself",
+                detail,
+            ),
+            E::LastActiveOwner => Problem::new(
+                StatusCode::CONFLICT,
+                "last-active-owner",
+                "Last active owner",
                 detail,
             ),
             E::IdempotencyKeyMissing => Problem::new(
@@ -256,6 +348,11 @@ impl ResponseError for ApiError {
             ApiError::RateLimited { retry_after } => {
                 let seconds = crate::rate_limit::whole_seconds_rounded_up(*retry_after);
                 response.insert_header((header::RETRY_AFTER, seconds));
+            }
+            ApiError::TooManyAttempts {
+                retry_after_seconds,
+            } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
             }
             _ => {}
         }
@@ -482,6 +579,30 @@ mod tests {
     fn api_errors_map_to_statuses() {
         let table: Vec<(ApiError, u16, &str)> = vec![
             (ApiError::Unauthenticated, 401, "unauthenticated"),
+            (
+                ApiError::Forbidden {
+                    role: "staff",
+                    action: "manage users",
+                },
+                403,
+                "forbidden",
+            ),
+            (ApiError::InvalidCredentials, 401, "invalid-credentials"),
+            (ApiError::InvalidRefreshToken, 401, "invalid-refresh-token"),
+            (ApiError::InvitationNotFound, 404, "invitation-not-found"),
+            (
+                ApiError::TooManyAttempts {
+                    retry_after_seconds: 30,
+                },
+                429,
+                "too-many-attempts",
+            ),
+            (ApiError::VendorCodeTaken, 409, "vendor-code-taken"),
+            (ApiError::EmailTaken { field: "email" }, 409, "email-taken"),
+            (ApiError::UserNotFound, 404, "user-not-found"),
+            (ApiError::ApiKeyNotFound, 404, "api-key-not-found"),
+            (ApiError::CannotDisableSelf, 409, "cannot-disable-self"),
+            (ApiError::LastActiveOwner, 409, "last-active-owner"),
             (
                 ApiError::IdempotencyKeyMissing,
                 400,

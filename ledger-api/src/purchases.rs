@@ -109,6 +109,7 @@ pub async fn log_purchase(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.authorize(schema::accounts::Permission::LogPurchase)?;
     let key = IdempotencyKey::required(&req)?;
     let body = body::read_json(&req, payload, state.body_bytes_max).await?;
     let request = PurchaseRequest::parse(&body)?;

@@ -76,6 +76,7 @@ pub async fn redeem(
     payload: web::Payload,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.authorize(schema::accounts::Permission::RedeemPoints)?;
     let customer_id = customer_in_path(&path)?;
     let key = IdempotencyKey::required(&req)?;
     let body = body::read_json(&req, payload, state.body_bytes_max).await?;

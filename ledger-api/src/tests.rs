@@ -4,11 +4,12 @@
 //! Behaviour with a real database is tested by the root crate's integration tests.
 
 use super::*;
-use crate::auth::Caller;
+use crate::auth::CachedKey;
 use actix_web::http::header::{HeaderValue, CONTENT_TYPE};
 use actix_web::http::{Method, StatusCode};
 use actix_web::test::{self, TestRequest};
 use ledger_core::{CustomerId, TenantId};
+use schema::accounts::Role;
 use schema::{DbSettings, WriterConfig};
 use serde_json::Value;
 use std::time::Duration;
@@ -60,13 +61,14 @@ fn state() -> web::Data<ApiState> {
         BODY_BYTES_MAX,
         test_vault(),
     );
-    let caller = Caller {
+    let key = CachedKey {
         tenant_id: tenant(),
         api_key_id: Uuid::from_u128(3),
+        role: Role::Staff,
     };
     state
         .api_keys
-        .insert(schema::api_keys::hash_key(KEY), caller, Instant::now());
+        .insert(schema::api_keys::hash_key(KEY), key, Instant::now());
     web::Data::new(state)
 }
 

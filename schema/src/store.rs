@@ -432,13 +432,29 @@ pub async fn append(
     events: &[Event],
     metadata: &EventMetadata,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let transaction = client.transaction().await?;
-    crate::tenancy::set_scope(&transaction, &[tenant_id]).await?;
-    let mut heads = lock_tenant_heads(&transaction, &[tenant_id]).await?;
+    // Scoped to the tenant, so it works for `loyalty_app` under row-level security.
+    let transaction = crate::tenancy::begin(client, tenant_id).await?;
+    let recorded = append_in(&transaction, tenant_id, stream, expected, events, metadata).await?;
+    transaction.commit().await?;
+    Ok(recorded)
+}
+
+/// [`append`] inside the caller's transaction, so events can be written atomically with
+/// other rows (a tenant's registration writes its directory row, owner and first event
+/// together). Locks the tenant head first, as every append must; the caller commits.
+pub async fn append_in(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    tenant_id: TenantId,
+    stream: StreamId,
+    expected: ExpectedVersion,
+    events: &[Event],
+    metadata: &EventMetadata,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut heads = lock_tenant_heads(transaction, &[tenant_id]).await?;
     let (_, head) = heads
         .first_mut()
         .ok_or(StoreError::UnknownTenant(tenant_id))?;
-    let actual = stream_version(&*transaction, stream).await?;
+    let actual = stream_version(&**transaction, stream).await?;
     let expected_number = match expected {
         ExpectedVersion::NoStream => 0,
         ExpectedVersion::Exact(v) => v,
@@ -465,8 +481,7 @@ pub async fn append(
             now,
         )?);
     }
-    insert_events(&transaction, &recorded).await?;
-    save_tenant_heads(&transaction, &heads).await?;
-    transaction.commit().await?;
+    insert_events(transaction, &recorded).await?;
+    save_tenant_heads(transaction, &heads).await?;
     Ok(recorded)
 }

@@ -147,7 +147,15 @@ fn command(args: &[&str], env: &[(String, String)]) -> Command {
 /// `loyalty tenant create --json`, through the real CLI; returns (tenant_id, api_key).
 async fn create_tenant_with_cli(env: &[(String, String)]) -> (Uuid, String) {
     let mut command = tokio::process::Command::from(command(
-        &["tenant", "create", "--name", "Crash Test Shop", "--json"],
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "Crash Test Shop",
+            "--vendor-code",
+            &helpers::unique_vendor_code(),
+            "--json",
+        ],
         env,
     ));
     command.kill_on_drop(true).stdin(Stdio::null());
@@ -449,6 +457,7 @@ async fn a_killed_process_loses_nothing_and_counts_nothing_twice() {
         ),
         ("LOYALTY_RATE_LIMIT_PRINCIPAL_BURST", "1000000".to_owned()),
         ("LOYALTY_LOG_FORMAT", "text".to_owned()),
+        ("LOYALTY_JWT_KEYS", helpers::random_jwt_keys()),
         ("RUST_LOG", "warn".to_owned()),
         ("NO_COLOR", "1".to_owned()),
     ]

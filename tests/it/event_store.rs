@@ -306,7 +306,17 @@ async fn a_tailing_reader_sees_every_committed_event_once_and_in_stream_order() 
         .unwrap()
         .get(0);
     let ids: HashSet<_> = seen.iter().map(|e| e.event_id).collect();
-    assert_eq!(ids.len(), seen.len(), "an event was delivered twice");
+    if ids.len() != seen.len() {
+        let mut counted: HashMap<_, Vec<_>> = HashMap::new();
+        for (index, event) in seen.iter().enumerate() {
+            counted
+                .entry(event.event_id)
+                .or_default()
+                .push((index, event.position));
+        }
+        counted.retain(|_, places| places.len() > 1);
+        panic!("events delivered twice (index in delivery order, position): {counted:?}");
+    }
     assert_eq!(seen.len() as i64, total, "the reader missed events");
 
     let mut versions: HashMap<&str, i32> = HashMap::new();

@@ -147,7 +147,7 @@ pub fn enrol_command(
     .unwrap()
 }
 
-/// The environment a `loyalty` child process needs besides its database and NATS.
+/// The secret keys a `loyalty` child process needs besides its database and NATS.
 pub fn key_env() -> Vec<(String, String)> {
     vec![
         ("LOYALTY_MASTER_KEYS".into(), TEST_KEYS.master_keys.clone()),
@@ -155,7 +155,31 @@ pub fn key_env() -> Vec<(String, String)> {
             "LOYALTY_BLIND_INDEX_KEY".into(),
             TEST_KEYS.blind_index_key.clone(),
         ),
+        ("LOYALTY_JWT_KEYS".into(), random_jwt_keys()),
     ]
+}
+
+/// Signs a new tenant up through `POST /v1/signup` at `base`; returns the tenant and its
+/// owner's access token (an owner may do everything, personal-data routes included).
+pub async fn sign_up_owner(http: &reqwest::Client, base: &str) -> (TenantId, String) {
+    let response = http
+        .post(format!("{base}/v1/signup"))
+        .json(&serde_json::json!({
+            "vendor_code": unique_vendor_code(),
+            "business_name": "Owner's Shop",
+            "owner_email": format!("owner-{}@example.com", Uuid::new_v4().simple()),
+            "owner_password": "correct horse battery staple",
+        }))
+        .send()
+        .await
+        .expect("POST /v1/signup");
+    assert_eq!(response.status(), 201, "signup failed");
+    let body: Value = response.json().await.unwrap();
+    let tenant = Uuid::parse_str(body["tenant_id"].as_str().unwrap()).unwrap();
+    (
+        TenantId::from_uuid(tenant),
+        body["access_token"].as_str().unwrap().to_owned(),
+    )
 }
 
 pub fn test_settings(database_url: &str) -> Settings {
@@ -177,6 +201,9 @@ pub fn test_settings(database_url: &str) -> Settings {
         body_bytes_max: 16_384,
         expiry_interval_seconds: 24 * 3600,
         edge: generous_edge_settings(),
+        jwt_keys: Some(random_jwt_keys()),
+        // Short, so tests of revocation and disabling need not wait a minute.
+        auth_cache_ttl_seconds: 1,
     }
 }
 
@@ -194,6 +221,45 @@ pub fn generous_edge_settings() -> EdgeSettings {
     }
 }
 
+/// A fresh `LOYALTY_JWT_KEYS` value: one random 32-byte key.
+pub fn random_jwt_keys() -> String {
+    let key: Vec<u8> = Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .chain(Uuid::new_v4().as_bytes())
+        .copied()
+        .collect();
+    format!("test:{}", base64_standard(&key))
+}
+
+/// Standard base64 (the tests need it for one key; not worth a dependency).
+pub fn base64_standard(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A vendor code no other test uses: `T` and 19 hex digits of a random UUID, upper-case.
+pub fn unique_vendor_code() -> String {
+    let hex = Uuid::new_v4().simple().to_string().to_uppercase();
+    format!("T{}", &hex[..19])
+}
+
 pub struct TestApp {
     pub address: String,
     pub settings: Settings,
@@ -209,10 +275,12 @@ pub struct TestApp {
     running: Option<RunningApp>,
 }
 
-/// Registers a tenant (1 point per 10,000 minor units, 180-day lots) and returns it.
-pub async fn create_tenant(pool: &schema::Pool, settings: &Settings) -> (TenantId, String) {
-    let (writer, task) = schema::writer::spawn_standalone(pool.clone(), settings.writer());
+/// Registers a tenant (1 point per 10,000 minor units, 180-day lots) with a unique vendor
+/// code, through the same code as `loyalty tenant create`, and returns it.
+pub async fn create_tenant(pool: &schema::Pool, _settings: &Settings) -> (TenantId, String) {
+    let vendor_code = schema::accounts::VendorCode::parse(&unique_vendor_code()).unwrap();
     let tenant = NewTenant::per_amount_spent(
+        vendor_code,
         "Test Shop".into(),
         Currency::NGN,
         180,
@@ -221,11 +289,9 @@ pub async fn create_tenant(pool: &schema::Pool, settings: &Settings) -> (TenantI
         MinorUnits::ZERO,
     )
     .unwrap();
-    let created = tenants::create(pool, &writer, tenant)
+    let created = tenants::create(pool, tenant)
         .await
         .expect("creating a tenant");
-    drop(writer);
-    task.await.unwrap();
     (created.tenant_id, created.api_key.plaintext.clone())
 }
 

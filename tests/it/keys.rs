@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 use vault::Vault;
 
-async fn enrol_named(app: &TestApp, number: &str) -> Uuid {
+async fn enrol_named(app: &TestApp, token: &str, number: &str) -> Uuid {
     let response = app
         .http
         .post(app.url("/v1/customers"))
-        .bearer_auth(&app.api_key)
+        .bearer_auth(token)
         .json(&serde_json::json!({ "phone": number, "name": "Rotating Customer" }))
         .send()
         .await
@@ -58,15 +58,16 @@ async fn open_all(app: &TestApp, vault: &Vault) -> BTreeMap<Uuid, String> {
 #[tokio::test]
 async fn master_and_blind_index_keys_rotate_without_losing_a_customer() {
     let app = TestApp::spawn().await;
+    let (tenant, owner_token) = crate::helpers::sign_up_owner(&app.http, &app.address).await;
     let numbers: Vec<String> = (0..3).map(|_| phone()).collect();
     let mut customers = Vec::new();
     for number in &numbers {
-        customers.push(enrol_named(&app, number).await);
+        customers.push(enrol_named(&app, &owner_token, number).await);
     }
     let erased = app
         .http
         .post(app.url(&format!("/v1/customers/{}/erasure", customers[2])))
-        .bearer_auth(&app.api_key)
+        .bearer_auth(&owner_token)
         .send()
         .await
         .unwrap();
@@ -106,7 +107,7 @@ async fn master_and_blind_index_keys_rotate_without_losing_a_customer() {
         2
     );
     for (customer, number) in &before {
-        let index = reindexed.phone_index(app.tenant_id, &PhoneNumber::parse(number).unwrap());
+        let index = reindexed.phone_index(tenant, &PhoneNumber::parse(number).unwrap());
         let found: Uuid = owner
             .query_one(
                 "SELECT customer_id FROM customer_phone_index WHERE phone_index = $1",
@@ -116,7 +117,7 @@ async fn master_and_blind_index_keys_rotate_without_losing_a_customer() {
             .unwrap()
             .get(0);
         assert_eq!(&found, customer);
-        let old_index = after.phone_index(app.tenant_id, &PhoneNumber::parse(number).unwrap());
+        let old_index = after.phone_index(tenant, &PhoneNumber::parse(number).unwrap());
         let stale: i64 = owner
             .query_one(
                 "SELECT count(*) FROM customer_phone_index WHERE phone_index = $1",

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod accounts;
 mod api_purchases;
 mod cli;
 mod crash;

@@ -5,8 +5,8 @@
 //! in the database dump or the logs; erasure shreds personal data and keeps the ledger.
 
 use crate::helpers::{
-    admin_client, create_tenant, dbname, fresh_database, key_env, phone, purchase, test_settings,
-    test_vault, url_for, TestApp,
+    admin_client, create_tenant, dbname, fresh_database, key_env, phone, purchase, sign_up_owner,
+    test_settings, test_vault, url_for, TestApp,
 };
 use ledger_core::chain::{ChainVerifier, StoredLink};
 use ledger_core::{CustomerId, TenantId};
@@ -27,6 +27,12 @@ struct Vendor {
 }
 
 impl Vendor {
+    /// A new tenant signed up through the API, acting as its owner (who may use every route).
+    async fn signed_up(app: &TestApp) -> (TenantId, Self) {
+        let (tenant, token) = sign_up_owner(&app.http, &app.address).await;
+        (tenant, Vendor::of(app, &token))
+    }
+
     fn of(app: &TestApp, key: &str) -> Self {
         Vendor {
             http: app.http.clone(),
@@ -117,9 +123,8 @@ async fn footprint(database_url: &str, customer: Uuid) -> Vec<i64> {
 #[tokio::test]
 async fn another_tenants_key_can_neither_read_nor_change_our_customers() {
     let app = TestApp::spawn().await;
-    let ours = Vendor::of(&app, &app.api_key);
-    let (_, their_key) = create_tenant(&app.pool, &app.settings).await;
-    let theirs = Vendor::of(&app, &their_key);
+    let (_, ours) = Vendor::signed_up(&app).await;
+    let (_, theirs) = Vendor::signed_up(&app).await;
 
     // The same person is a customer of both vendors: one phone number, two customers.
     let shared_phone = phone();
@@ -375,7 +380,7 @@ async fn role_client(database_url: &str, role: &str) -> tokio_postgres::Client {
 #[tokio::test]
 async fn erasure_shreds_personal_data_and_keeps_the_ledger_verifiable() {
     let app = TestApp::spawn().await;
-    let vendor = Vendor::of(&app, &app.api_key);
+    let (tenant, vendor) = Vendor::signed_up(&app).await;
     let number = phone();
     let customer = vendor.enrol(&number, Some("Chidi Okeke")).await;
     vendor.buy(customer, 400_000).await;
@@ -395,18 +400,17 @@ async fn erasure_shreds_personal_data_and_keeps_the_ledger_verifiable() {
     assert_eq!(export["personal_data"]["phone"], number.as_str());
     assert_eq!(export["personal_data"]["name"], "Chidi Okeke");
     assert_eq!(export["balance"], 25);
-    let api_key_id = schema::api_keys::hash_key(&app.api_key);
     let admin = admin_client(&dbname(&app.database_url)).await;
-    let key_id: Uuid = admin
+    let owner_id: Uuid = admin
         .query_one(
-            "SELECT api_key_id FROM api_keys WHERE key_hash = $1",
-            &[&api_key_id.as_slice()],
+            "SELECT user_id FROM users WHERE tenant_id = $1 AND role = 'owner'",
+            &[&tenant.as_uuid()],
         )
         .await
         .unwrap()
         .get(0);
     for event in export["events"].as_array().unwrap() {
-        assert_eq!(event["actor"]["api_key"], key_id.to_string(), "{event}");
+        assert_eq!(event["actor"]["user"], owner_id.to_string(), "{event}");
         assert!(Uuid::parse_str(event["correlation_id"].as_str().unwrap()).is_ok());
     }
 
@@ -468,7 +472,6 @@ async fn erasure_shreds_personal_data_and_keeps_the_ledger_verifiable() {
     assert_eq!(status, 410);
 
     // The hash chain still verifies from genesis to the stored head.
-    let tenant: TenantId = app.tenant_id;
     let rows = admin
         .query(
             "SELECT global_position FROM events WHERE tenant_id = $1 ORDER BY tenant_sequence",
@@ -550,13 +553,7 @@ async fn no_phone_number_or_name_in_plain_text_in_the_database_or_the_logs() {
         async move { http.get(url).send().await.is_ok_and(|r| r.status() == 200) }
     })
     .await;
-    let pool = schema::db::pool(&schema::DbSettings {
-        url: database_url.clone(),
-        pool_size_max: 2,
-        login_role: Some("loyalty_app".into()),
-    })
-    .unwrap();
-    let (_, key) = create_tenant(&pool, &settings).await;
+    let (_, key) = sign_up_owner(&http, &base).await;
     let vendor = Vendor {
         http: http.clone(),
         base: base.clone(),

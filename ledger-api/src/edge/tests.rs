@@ -2,7 +2,7 @@
 //! pool points at a closed port, so a request that gets as far as Postgres answers 503.
 
 use super::*;
-use crate::auth::Caller;
+use crate::auth::CachedKey;
 use crate::problem::PROBLEM_CONTENT_TYPE;
 use actix_web::dev::ServiceResponse;
 use actix_web::http::header::{self, HeaderName};
@@ -40,13 +40,14 @@ fn state(edge: EdgeConfig) -> web::Data<ApiState> {
         crate::tests::test_vault(),
     )
     .with_edge(edge);
-    let caller = Caller {
+    let key = CachedKey {
         tenant_id: ledger_core::TenantId::from_uuid(Uuid::from_u128(1)),
         api_key_id: API_KEY_ID,
+        role: schema::accounts::Role::Staff,
     };
     state
         .api_keys
-        .insert(schema::api_keys::hash_key(KEY), caller, Instant::now());
+        .insert(schema::api_keys::hash_key(KEY), key, Instant::now());
     web::Data::new(state)
 }
 
