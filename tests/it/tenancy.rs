@@ -270,9 +270,14 @@ async fn a_connection_with_no_tenant_set_sees_no_tenant_rows() {
     let vendor = Vendor::of(&app, &app.api_key);
     let customer = vendor.enrol(&phone(), Some("Ngozi")).await;
     vendor.buy(customer, 250_000).await;
+    // An owner account too, so the accounts tables hold rows (user, refresh token).
+    sign_up_owner(&app.http, &app.address).await;
     app.wait_until_projected().await;
 
     let tenant_tables = [
+        "tenants",
+        "users",
+        "refresh_tokens",
         "events",
         "tenant_heads",
         "idempotency_records",
@@ -629,4 +634,67 @@ async fn no_phone_number_or_name_in_plain_text_in_the_database_or_the_logs() {
     // The vault still opens what it sealed, so the absence above is encryption, not loss.
     let _ = test_vault();
     crate::helpers::delete_stream(&settings.nats_url, &settings.nats_stream).await;
+}
+
+/// Owners and staff see phone numbers and names; auditors and analysts see the same
+/// customers without them and cannot search by phone; only owners export or erase.
+#[tokio::test]
+async fn personal_data_is_shown_to_owners_and_staff_only() {
+    let app = TestApp::spawn().await;
+    let (_, owner) = Vendor::signed_up(&app).await;
+    let mut keys = std::collections::BTreeMap::new();
+    for role in ["staff", "auditor", "analyst"] {
+        let (status, created) = owner
+            .post(
+                "/v1/api-keys",
+                &json!({ "label": format!("{role} key"), "role": role }),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        keys.insert(role, Vendor::of(&app, created["api_key"].as_str().unwrap()));
+    }
+    let number = phone();
+    let customer = owner.enrol(&number, Some("Amaka")).await;
+    let path = format!("/v1/customers/{customer}");
+
+    for (role, vendor, sees_personal_data) in [
+        ("owner", &owner, true),
+        ("staff", &keys["staff"], true),
+        ("auditor", &keys["auditor"], false),
+        ("analyst", &keys["analyst"], false),
+    ] {
+        let (status, shown) = vendor.get(&path).await;
+        assert_eq!(status, 200, "{role}: {shown}");
+        let expected_phone = if sees_personal_data {
+            json!(number)
+        } else {
+            Value::Null
+        };
+        assert_eq!(shown["phone"], expected_phone, "{role}");
+        let (status, _) = vendor
+            .post("/v1/customers/search", &json!({ "phone": number }))
+            .await;
+        assert_eq!(
+            status,
+            if sees_personal_data { 200 } else { 403 },
+            "{role} search"
+        );
+        let (status, _) = vendor.get(&format!("{path}/export")).await;
+        assert_eq!(
+            status,
+            if role == "owner" { 200 } else { 403 },
+            "{role} export"
+        );
+    }
+    for role in ["staff", "auditor", "analyst"] {
+        let (status, refused) = keys[role]
+            .post(&format!("{path}/erasure"), &json!({}))
+            .await;
+        assert_eq!(status, 403, "{role} erasure: {refused}");
+    }
+    // The refusals changed nothing: the customer is still there, with their data.
+    let (_, shown) = owner.get(&path).await;
+    assert_eq!(shown["name"], "Amaka");
+    assert_eq!(shown["erased_at"], Value::Null);
+    app.stop().await;
 }
