@@ -631,6 +631,30 @@ async fn no_phone_number_or_name_in_plain_text_in_the_database_or_the_logs() {
             "the logs contain {spelling:?}"
         );
     }
+    // Nor any secret: the owner's access token, the master and blind-index keys.
+    let master_key = crate::helpers::TEST_KEYS
+        .master_keys
+        .split_once(':')
+        .unwrap()
+        .1
+        .to_owned();
+    for (what, secret) in [
+        ("the access token", vendor.key.as_str()),
+        ("the master key", master_key.as_str()),
+        (
+            "the blind-index key",
+            crate::helpers::TEST_KEYS.blind_index_key.as_str(),
+        ),
+    ] {
+        assert!(
+            !contains(&logs, secret.as_bytes()),
+            "the logs contain {what}"
+        );
+        assert!(
+            !contains(&dump.stdout, secret.as_bytes()),
+            "the dump contains {what}"
+        );
+    }
     // The vault still opens what it sealed, so the absence above is encryption, not loss.
     let _ = test_vault();
     crate::helpers::delete_stream(&settings.nats_url, &settings.nats_stream).await;
