@@ -39,6 +39,10 @@ const STREAM_PAGE_EVENTS: i64 = 1_000;
 pub const NAME_CHARS_MAX: usize = 100;
 pub const LIST_LIMIT_DEFAULT: i64 = 50;
 pub const LIST_LIMIT_MAX: i64 = 200;
+/// The fields an enrolment body may have; any other is refused (422).
+pub const ENROLMENT_FIELDS: [&str; 2] = ["phone", "name"];
+/// The fields a search body may have.
+pub const SEARCH_FIELDS: [&str; 1] = ["phone"];
 
 /// An enrolment as a client may send it. Built only by [`EnrolmentRequest::parse`].
 #[derive(Clone, PartialEq, Eq)]
@@ -56,7 +60,7 @@ impl std::fmt::Debug for EnrolmentRequest {
 impl EnrolmentRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let object = JsonObject::parse(body)?;
-        object.deny_unknown(&["phone", "name"])?;
+        object.deny_unknown(&ENROLMENT_FIELDS)?;
         let phone = object.required("phone", parse_phone)?;
         let name = object.optional("name", |value| {
             body::text(value, 1, NAME_CHARS_MAX).map(|name| name.trim().to_owned())
@@ -105,6 +109,31 @@ fn parse_phone(value: &serde_json::Value) -> Result<PhoneNumber, String> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/customers",
+    tag = "customers",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7E]+$",
+            description = "Optional. 1 to 255 visible ASCII characters, scoped to the tenant: a retry with the same key and the same request gets the first answer, byte for byte; the same key with another request is 422 `idempotency-key-reused`."),
+    ),
+    request_body(content = crate::openapi::EnrolmentRequestSchema, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Enrolled. The phone number is not echoed: this body is stored under the idempotency key, and personal data is stored only encrypted.",
+            body = crate::render::EnrolmentResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`."))),
+        (status = 400, description = "`idempotency-key-invalid` (with `header`) or `malformed-json`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = 404, description = "`tenant-not-registered`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`phone-already-enrolled` (with `field` and the enrolled `customer_id`) or `customer-already-enrolled`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, description = "`invalid-field` (with `field`) or `idempotency-key-reused`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
 #[tracing::instrument(name = "enrol_customer", skip_all, fields(tenant_id = %caller.tenant_id))]
 pub async fn enrol(
     caller: Caller,
@@ -128,12 +157,16 @@ pub async fn enrol(
 }
 
 /// `200` body of `GET /v1/customers/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CustomerView {
+    #[schema(value_type = uuid::Uuid)]
     pub customer_id: CustomerId,
     /// `null` once the customer's personal data was erased.
+    #[schema(required = true)]
     pub phone: Option<String>,
+    #[schema(required = true)]
     pub name: Option<String>,
+    #[schema(required = true)]
     pub erased_at: Option<DateTime<Utc>>,
     pub balance: i64,
     pub earned: i64,
@@ -145,8 +178,9 @@ pub struct CustomerView {
     pub lots: Vec<LotView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LotView {
+    #[schema(value_type = uuid::Uuid)]
     pub lot_id: LotId,
     pub points: i64,
     pub remaining: i64,
@@ -159,6 +193,24 @@ pub fn customer_in_path(raw: &str) -> Result<CustomerId, ApiError> {
     CustomerId::parse(raw).map_err(|_| ApiError::CustomerNotFound)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{customer_id}",
+    tag = "customers",
+    params(
+        ("customer_id" = uuid::Uuid, Path, description = "The customer's id. An unknown id, another tenant's customer and a malformed id are all 404 `customer-not-found`."),
+    ),
+    responses(
+        (status = 200, description = "The customer's balance and open lots from the balances read model (which may trail the ledger by milliseconds), and their personal data unless erased.",
+            body = CustomerView),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = 404, description = "`customer-not-found`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
 #[tracing::instrument(name = "show_customer", skip_all, fields(tenant_id = %caller.tenant_id))]
 pub async fn show(
     caller: Caller,
@@ -235,14 +287,33 @@ pub struct CustomersQuery {
 }
 
 /// `200` body of `GET /v1/customers` and `POST /v1/customers/search`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CustomerList {
     pub customers: Vec<CustomerView>,
     /// Pass as `after` for the next page; `null` on the last page (and for a search).
+    #[schema(value_type = Option<uuid::Uuid>, required = true)]
     pub next_after: Option<CustomerId>,
 }
 
 /// `GET /v1/customers?limit=&after=`: the tenant's customers by id, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/customers",
+    tag = "customers",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Customers per page: 1 to 200, default 50."),
+        ("after" = Option<uuid::Uuid>, Query, description = "`next_after` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "A page of the tenant's customers, ordered by id.", body = CustomerList),
+        (status = 400, description = "`invalid-query` (with `parameter`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
 #[tracing::instrument(name = "list_customers", skip_all, fields(tenant_id = %caller.tenant_id))]
 pub async fn list(
     caller: Caller,
@@ -298,6 +369,24 @@ pub async fn list(
 /// `POST /v1/customers/search` with `{"phone": "+234…"}`: the customer with this number, if
 /// any, found through the blind index (the number itself is not stored). A POST body, not a
 /// query string, because URLs end up in access logs, proxies and browser histories.
+#[utoipa::path(
+    post,
+    path = "/v1/customers/search",
+    tag = "customers",
+    request_body(content = crate::openapi::CustomerSearchSchema, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The customer with this phone number (none or one); `next_after` is `null`.", body = CustomerList),
+        (status = 400, description = "`malformed-json`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, description = "`invalid-field` (with `field`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
 #[tracing::instrument(name = "search_customers", skip_all, fields(tenant_id = %caller.tenant_id))]
 pub async fn search(
     caller: Caller,
@@ -308,7 +397,7 @@ pub async fn search(
     caller.authorize(Permission::ReadPersonalData)?;
     let body = body::read_json(&req, payload, state.body_bytes_max).await?;
     let object = JsonObject::parse(&body)?;
-    object.deny_unknown(&["phone"])?;
+    object.deny_unknown(&SEARCH_FIELDS)?;
     let phone = object.required("phone", parse_phone)?;
     let index = state.vault.phone_index(caller.tenant_id, &phone);
     let mut client = state.client().await?;

@@ -22,13 +22,14 @@ pub struct HistoryQuery {
 }
 
 /// `200` body of the history endpoint.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct History {
+    #[schema(value_type = uuid::Uuid)]
     pub customer_id: CustomerId,
     pub entries: Vec<HistoryEntry>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     /// The event's place in the tenant's gapless sequence.
     pub sequence: i64,
@@ -60,6 +61,25 @@ pub fn parse_limit_within(raw: Option<&str>, default: i64, max: i64) -> Result<i
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{customer_id}/history",
+    tag = "customers",
+    params(
+        ("customer_id" = uuid::Uuid, Path, description = "The customer's id. An unknown id, another tenant's customer and a malformed id are all 404 `customer-not-found`."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Entries: 1 to 200, default 50."),
+    ),
+    responses(
+        (status = 200, description = "The customer's most recent ledger entries, newest first, from the event table.", body = History),
+        (status = 400, description = "`invalid-query` (with `parameter`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = 404, description = "`customer-not-found`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
 #[tracing::instrument(name = "customer_history", skip_all, fields(tenant_id = %caller.tenant_id))]
 pub async fn history(
     caller: Caller,

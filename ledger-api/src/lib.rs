@@ -11,7 +11,8 @@
 //!    [`redemptions`], [`history`], [`personal`] (export and erasure of personal data);
 //! 5. [`commands`] (submitting to the writer) and [`render`] (the responses the writer stores
 //!    under idempotency keys);
-//! 6. `ops` (`/health`, `/ready`, `/metrics`) and [`metrics`];
+//! 6. `ops` (`/health`, `/ready`, `/metrics`) and [`metrics`]; [`openapi`] (the OpenAPI
+//!    document, generated from the handlers' annotations, at `/openapi.json`);
 //! 7. the edge middleware: [`edge`] (rate limits per client IP and per principal, the
 //!    client address behind trusted proxies), [`rate_limit`] (the limiter), [`cors`] and
 //!    [`security_headers`];
@@ -47,6 +48,7 @@ pub mod idempotency;
 pub mod jwt;
 pub mod login_limiter;
 pub mod metrics;
+pub mod openapi;
 mod ops;
 pub mod passwords;
 pub mod personal;
@@ -61,6 +63,7 @@ pub mod users;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
 use problem::ApiError;
 use std::net::TcpListener;
@@ -228,53 +231,146 @@ fn app(
         .default_service(web::to(route_not_found))
 }
 
-/// The route table. Each resource answers other methods with a 405 problem.
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: the operators' probes and the API description.
+    Public,
+    /// A vendor system with an API key (`Authorization: Bearer ll_…`); the handler takes an
+    /// [`auth::Caller`].
+    Vendor,
+}
+
+/// One route of the server: a method on a path, who may call it, and its handler.
+pub struct RouteSpec {
+    pub method: Method,
+    /// In actix's `{name}` syntax, which is also OpenAPI's path-template syntax.
+    pub path: &'static str,
+    pub access: Access,
+    handler: fn() -> actix_web::Route,
+}
+
+fn route(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    handler: fn() -> actix_web::Route,
+) -> RouteSpec {
+    RouteSpec {
+        method,
+        path,
+        access,
+        handler,
+    }
+}
+
+/// Every route the server answers: [`routes`] registers exactly these, and the tests check
+/// that the OpenAPI document ([`openapi`]) describes exactly these. Order matters where
+/// paths overlap: actix tries resources in the order of first appearance, so a literal
+/// segment (`/v1/customers/search`) comes before a template (`/v1/customers/{customer_id}`).
+///
+/// To add a route: add its line here, annotate its handler with `#[utoipa::path(...)]`, and
+/// list the handler in `paths(...)` of [`openapi::ApiDoc`].
+pub fn route_table() -> Vec<RouteSpec> {
+    use Access::{Public, Vendor};
+    vec![
+        route(Method::GET, "/health", Public, || web::to(ops::health)),
+        route(Method::GET, "/ready", Public, || web::to(ops::ready)),
+        route(Method::GET, "/metrics", Public, || web::to(ops::metrics)),
+        route(Method::GET, "/openapi.json", Public, || {
+            web::to(openapi::openapi_json)
+        }),
+        route(Method::POST, "/v1/customers", Vendor, || {
+            web::to(customers::enrol)
+        }),
+        route(Method::GET, "/v1/customers", Vendor, || {
+            web::to(customers::list)
+        }),
+        route(Method::POST, "/v1/customers/search", Vendor, || {
+            web::to(customers::search)
+        }),
+        route(Method::POST, "/v1/purchases", Vendor, || {
+            web::to(purchases::log_purchase)
+        }),
+        route(Method::GET, "/v1/customers/{customer_id}", Vendor, || {
+            web::to(customers::show)
+        }),
+        route(
+            Method::GET,
+            "/v1/customers/{customer_id}/history",
+            Vendor,
+            || web::to(history::history),
+        ),
+        route(
+            Method::POST,
+            "/v1/customers/{customer_id}/redemptions",
+            Vendor,
+            || web::to(redemptions::redeem),
+        ),
+        route(
+            Method::GET,
+            "/v1/customers/{customer_id}/export",
+            Vendor,
+            || web::to(personal::export),
+        ),
+        route(
+            Method::POST,
+            "/v1/customers/{customer_id}/erasure",
+            Vendor,
+            || web::to(personal::erase),
+        ),
+        route(Method::POST, "/v1/signup", Public, || {
+            web::to(accounts::signup)
+        }),
+        route(Method::POST, "/v1/auth/login", Public, || {
+            web::to(accounts::login)
+        }),
+        route(Method::POST, "/v1/auth/refresh", Public, || {
+            web::to(accounts::refresh)
+        }),
+        route(Method::POST, "/v1/auth/logout", Public, || {
+            web::to(accounts::logout)
+        }),
+        route(Method::GET, "/v1/me", Vendor, || web::to(accounts::me)),
+        route(Method::POST, "/v1/invitations/accept", Public, || {
+            web::to(accounts::accept_invitation)
+        }),
+        route(Method::POST, "/v1/users", Vendor, || web::to(users::create)),
+        route(Method::GET, "/v1/users", Vendor, || web::to(users::list)),
+        route(Method::POST, "/v1/users/{user_id}/disable", Vendor, || {
+            web::to(users::disable)
+        }),
+        route(Method::POST, "/v1/api-keys", Vendor, || {
+            web::to(api_keys::create)
+        }),
+        route(Method::GET, "/v1/api-keys", Vendor, || {
+            web::to(api_keys::list)
+        }),
+        route(Method::DELETE, "/v1/api-keys/{api_key_id}", Vendor, || {
+            web::to(api_keys::revoke)
+        }),
+    ]
+}
+
+/// Registers [`route_table`]: one resource per path, in the table's order, with a route per
+/// method. Each resource answers other methods with a 405 problem.
 fn routes(config: &mut web::ServiceConfig) {
-    config
-        .service(resource("/health").route(web::get().to(ops::health)))
-        .service(resource("/ready").route(web::get().to(ops::ready)))
-        .service(resource("/metrics").route(web::get().to(ops::metrics)))
-        .service(
-            resource("/v1/customers")
-                .route(web::post().to(customers::enrol))
-                .route(web::get().to(customers::list)),
-        )
-        .service(resource("/v1/customers/search").route(web::post().to(customers::search)))
-        .service(resource("/v1/purchases").route(web::post().to(purchases::log_purchase)))
-        .service(resource("/v1/customers/{customer_id}").route(web::get().to(customers::show)))
-        .service(
-            resource("/v1/customers/{customer_id}/history").route(web::get().to(history::history)),
-        )
-        .service(
-            resource("/v1/customers/{customer_id}/redemptions")
-                .route(web::post().to(redemptions::redeem)),
-        )
-        .service(
-            resource("/v1/customers/{customer_id}/export").route(web::get().to(personal::export)),
-        )
-        .service(
-            resource("/v1/customers/{customer_id}/erasure").route(web::post().to(personal::erase)),
-        )
-        .service(resource("/v1/signup").route(web::post().to(accounts::signup)))
-        .service(resource("/v1/auth/login").route(web::post().to(accounts::login)))
-        .service(resource("/v1/auth/refresh").route(web::post().to(accounts::refresh)))
-        .service(resource("/v1/auth/logout").route(web::post().to(accounts::logout)))
-        .service(resource("/v1/me").route(web::get().to(accounts::me)))
-        .service(
-            resource("/v1/invitations/accept").route(web::post().to(accounts::accept_invitation)),
-        )
-        .service(
-            resource("/v1/users")
-                .route(web::post().to(users::create))
-                .route(web::get().to(users::list)),
-        )
-        .service(resource("/v1/users/{user_id}/disable").route(web::post().to(users::disable)))
-        .service(
-            resource("/v1/api-keys")
-                .route(web::post().to(api_keys::create))
-                .route(web::get().to(api_keys::list)),
-        )
-        .service(resource("/v1/api-keys/{api_key_id}").route(web::delete().to(api_keys::revoke)));
+    let table = route_table();
+    let mut paths: Vec<&'static str> = Vec::new();
+    for spec in &table {
+        if !paths.contains(&spec.path) {
+            paths.push(spec.path);
+        }
+    }
+    for path in paths {
+        let resource = table
+            .iter()
+            .filter(|spec| spec.path == path)
+            .fold(resource(path), |resource, spec| {
+                resource.route((spec.handler)().method(spec.method.clone()))
+            });
+        config.service(resource);
+    }
 }
 
 fn resource(path: &str) -> actix_web::Resource {

@@ -12,10 +12,27 @@ use std::time::Duration;
 /// Longest the readiness probe waits for Postgres.
 pub const READY_DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Liveness: the process answers. Not rate-limited.", body = crate::openapi::HealthBody),
+    )
+)]
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Readiness: PostgreSQL and NATS answer. Not rate-limited.", body = crate::openapi::ReadyBody),
+        (status = 503, description = "`not-ready`: `checks` names what did not answer.", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
     let postgres = database_answers(&state).await;
     let nats = (state.nats_ready)();
@@ -65,6 +82,15 @@ async fn database_answers(state: &ApiState) -> bool {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text exposition.", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 429, response = crate::openapi::RateLimited),
+    )
+)]
 pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     let mut text = String::with_capacity(4096);
     state.metrics.render(&mut text);

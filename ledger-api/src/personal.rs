@@ -42,7 +42,7 @@ pub struct PersonalView {
     pub data_key: Option<DataKeyView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DataKeyView {
     pub master_key_id: String,
     pub created_at: DateTime<Utc>,
@@ -115,6 +115,29 @@ pub async fn read(
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/customers/{customer_id}/erasure",
+    tag = "personal data",
+    params(
+        ("customer_id" = uuid::Uuid, Path, description = "The customer's id. An unknown id, another tenant's customer and a malformed id are all 404 `customer-not-found`."),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7E]+$",
+            description = "Optional. 1 to 255 visible ASCII characters, scoped to the tenant: a retry with the same key and the same request gets the first answer, byte for byte; the same key with another request is 422 `idempotency-key-reused`."),
+    ),
+    responses(
+        (status = 200, description = "Erased: the customer's data key is destroyed, so their sealed personal data can no longer be opened; balances and history remain.",
+            body = crate::render::ErasureResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`."))),
+        (status = 400, description = "`idempotency-key-invalid` (with `header`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = 404, description = "`customer-not-found` (or `tenant-not-registered`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`customer-erased`: already erased.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency-key-reused`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
 #[tracing::instrument(name = "erase_customer", skip_all, fields(tenant_id = %caller.tenant_id))]
 pub async fn erase(
     caller: Caller,
@@ -135,14 +158,18 @@ pub async fn erase(
 }
 
 /// `200` body of `GET /v1/customers/{id}/export`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CustomerExport {
+    #[schema(value_type = uuid::Uuid)]
     pub customer_id: CustomerId,
     pub exported_at: DateTime<Utc>,
     /// `null` once erased.
+    #[schema(required = true)]
     pub personal_data: Option<ExportedPersonalData>,
+    #[schema(required = true)]
     pub erased_at: Option<DateTime<Utc>>,
     /// Metadata of the customer's data key while it exists (never the key).
+    #[schema(required = true)]
     pub data_key: Option<DataKeyView>,
     pub enrolled_at: DateTime<Utc>,
     pub balance: i64,
@@ -154,13 +181,14 @@ pub struct CustomerExport {
     pub events: Vec<ExportedEvent>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExportedPersonalData {
     pub phone: String,
+    #[schema(required = true)]
     pub name: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExportedEvent {
     pub sequence: i64,
     pub version: i32,
@@ -170,10 +198,29 @@ pub struct ExportedEvent {
     pub reason: String,
     pub recorded_at: DateTime<Utc>,
     /// Who caused it: `{"api_key": id}`, `{"user": id}`, `{"customer": id}` or `{"system": name}`.
+    #[schema(value_type = crate::openapi::Actor)]
     pub actor: Actor,
     pub correlation_id: uuid::Uuid,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{customer_id}/export",
+    tag = "personal data",
+    params(
+        ("customer_id" = uuid::Uuid, Path, description = "The customer's id. An unknown id, another tenant's customer and a malformed id are all 404 `customer-not-found`."),
+    ),
+    responses(
+        (status = 200, description = "Everything held about the customer: personal data (unless erased), the data key's metadata, balances folded from the ledger, and every event of their stream.",
+            body = CustomerExport),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = 404, description = "`customer-not-found`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
 #[tracing::instrument(name = "export_customer", skip_all, fields(tenant_id = %caller.tenant_id))]
 pub async fn export(
     caller: Caller,

@@ -17,6 +17,17 @@ use uuid::Uuid;
 pub const LINE_ITEMS_MAX: usize = 100;
 pub const SKU_CHARS_MAX: usize = 64;
 pub const REFERENCE_CHARS_MAX: usize = 128;
+/// The fields a purchase body may have; any other is refused (422). Shared with the OpenAPI
+/// schema, whose properties the tests compare with this list.
+pub const PURCHASE_FIELDS: [&str; 5] = [
+    "customer_id",
+    "amount_minor",
+    "line_items",
+    "occurred_at",
+    "reference",
+];
+/// The fields a line item may have.
+pub const LINE_ITEM_FIELDS: [&str; 3] = ["sku", "quantity", "unit_price_minor"];
 
 /// A purchase as a client may send it, fully validated. Built only by [`PurchaseRequest::parse`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,13 +42,7 @@ pub struct PurchaseRequest {
 impl PurchaseRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let object = JsonObject::parse(body)?;
-        object.deny_unknown(&[
-            "customer_id",
-            "amount_minor",
-            "line_items",
-            "occurred_at",
-            "reference",
-        ])?;
+        object.deny_unknown(&PURCHASE_FIELDS)?;
         Ok(PurchaseRequest {
             customer_id: object
                 .required("customer_id", |v| body::uuid(v).map(CustomerId::from_uuid))?,
@@ -71,7 +76,7 @@ impl PurchaseRequest {
 }
 
 fn line_item(item: JsonObject) -> Result<LineItem, ApiError> {
-    item.deny_unknown(&["sku", "quantity", "unit_price_minor"])?;
+    item.deny_unknown(&LINE_ITEM_FIELDS)?;
     Ok(LineItem {
         sku: item.required("sku", |v| body::text(v, 1, SKU_CHARS_MAX))?,
         quantity: item.required("quantity", quantity)?,
@@ -102,6 +107,31 @@ fn amount_message(error: AmountError) -> String {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/purchases",
+    tag = "purchases",
+    params(
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7E]+$",
+            description = "Required. 1 to 255 visible ASCII characters, scoped to the tenant: a retry with the same key and the same request gets the first answer, byte for byte; the same key with another request is 422 `idempotency-key-reused`."),
+    ),
+    request_body(content = crate::openapi::PurchaseRequestSchema, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Logged: the points earned and the customer's new balance, from this decision (read-your-writes).",
+            body = crate::render::PurchaseResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`."))),
+        (status = 400, description = "`idempotency-key-missing`, `idempotency-key-invalid` (with `header`) or `malformed-json`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = 404, description = "`customer-not-found` (or `tenant-not-registered`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`customer-erased`: the customer's personal data was erased; they may enrol again.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, description = "`invalid-field` (with `field`), `line-items-do-not-add-up`, `purchase-in-future`, `amount-not-positive`, `overflow` or `idempotency-key-reused`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
 #[tracing::instrument(name = "log_purchase", skip_all, fields(tenant_id = %caller.tenant_id))]
 pub async fn log_purchase(
     caller: Caller,

@@ -16,6 +16,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub const DESCRIPTION_CHARS_MAX: usize = 200;
+/// The fields a redemption body may have; any other is refused (422).
+pub const REDEMPTION_FIELDS: [&str; 2] = ["points", "description"];
 
 /// A redemption as a client may send it. Built only by [`RedemptionRequest::parse`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +29,7 @@ pub struct RedemptionRequest {
 impl RedemptionRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let object = JsonObject::parse(body)?;
-        object.deny_unknown(&["points", "description"])?;
+        object.deny_unknown(&REDEMPTION_FIELDS)?;
         Ok(RedemptionRequest {
             points: object.required("points", positive_points)?,
             description: object.required("description", description)?,
@@ -68,6 +70,33 @@ fn description(value: &Value) -> Result<String, String> {
     Ok(text)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/customers/{customer_id}/redemptions",
+    tag = "redemptions",
+    params(
+        ("customer_id" = uuid::Uuid, Path, description = "The customer's id. An unknown id, another tenant's customer and a malformed id are all 404 `customer-not-found`."),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7E]+$",
+            description = "Required. 1 to 255 visible ASCII characters, scoped to the tenant: a retry with the same key and the same request gets the first answer, byte for byte; the same key with another request is 422 `idempotency-key-reused`."),
+    ),
+    request_body(content = crate::openapi::RedemptionRequestSchema, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Redeemed: the points spent and the balance after them.",
+            body = crate::render::RedemptionResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`."))),
+        (status = 400, description = "`idempotency-key-missing`, `idempotency-key-invalid` (with `header`) or `malformed-json`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = 404, description = "`customer-not-found` (or `tenant-not-registered`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`insufficient-points` (with `available` and `requested`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`customer-erased`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, description = "`invalid-field` (with `field`), `amount-not-positive`, `overflow` or `idempotency-key-reused`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
 #[tracing::instrument(name = "redeem_points", skip_all, fields(tenant_id = %caller.tenant_id))]
 pub async fn redeem(
     caller: Caller,

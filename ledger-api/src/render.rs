@@ -16,23 +16,27 @@ use serde::Serialize;
 
 /// `201` body of `POST /v1/customers`. It does not echo the phone number: this body is
 /// stored under the idempotency key, and personal data is stored only encrypted.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EnrolmentResponse {
+    #[schema(value_type = uuid::Uuid)]
     pub customer_id: CustomerId,
     pub enrolled_at: DateTime<Utc>,
 }
 
 /// `200` body of `POST /v1/customers/{id}/erasure`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErasureResponse {
+    #[schema(value_type = uuid::Uuid)]
     pub customer_id: CustomerId,
     pub erased_at: DateTime<Utc>,
 }
 
 /// `201` body of `POST /v1/purchases`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PurchaseResponse {
+    #[schema(value_type = uuid::Uuid)]
     pub purchase_id: PurchaseId,
+    #[schema(value_type = uuid::Uuid)]
     pub customer_id: CustomerId,
     pub amount_minor: i64,
     pub points_earned: i64,
@@ -40,26 +44,31 @@ pub struct PurchaseResponse {
     pub rule_set_version: u32,
     pub breakdown: Vec<RuleShare>,
     /// `None` (JSON `null`) when the purchase earned nothing, so no lot was opened.
+    #[schema(required = true)]
     pub lot: Option<OpenedLot>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RuleShare {
+    #[schema(value_type = String)]
     pub rule: &'static str,
     pub points: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OpenedLot {
+    #[schema(value_type = uuid::Uuid)]
     pub lot_id: LotId,
     pub points: i64,
     pub expires_at: DateTime<Utc>,
 }
 
 /// `201` body of `POST /v1/customers/{id}/redemptions`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RedemptionResponse {
+    #[schema(value_type = uuid::Uuid)]
     pub redemption_id: RedemptionId,
+    #[schema(value_type = uuid::Uuid)]
     pub customer_id: CustomerId,
     pub points: i64,
     pub balance: i64,

@@ -15,6 +15,8 @@ use serde_json::Value;
 use std::time::Duration;
 use uuid::Uuid;
 
+mod openapi;
+
 const KEY: &str = "ll_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 const UNKNOWN_KEY: &str = "ll_ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
 const BODY_BYTES_MAX: usize = 1024;

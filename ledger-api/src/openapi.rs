@@ -1,0 +1,438 @@
+//! The OpenAPI 3.1 description of the API, generated from the code and served at
+//! `GET /openapi.json`.
+//!
+//! Reading order: [`ApiDoc`] (the document: which operations, the reusable responses, the
+//! security schemes), then the handlers' `#[utoipa::path(...)]` annotations (one per
+//! operation, beside the handler), then the schema-only request bodies below.
+//!
+//! Where each part comes from:
+//! - **operations**: each handler's `#[utoipa::path(...)]`; the tests check that the
+//!   documented (method, path) pairs are exactly those of [`crate::route_table`], from which
+//!   the server registers its routes, so the document cannot miss a route or describe one
+//!   the server lacks;
+//! - **response bodies**: `#[derive(ToSchema)]` on the types the handlers serialise
+//!   ([`crate::render`], [`crate::customers`], [`crate::history`], [`crate::personal`]);
+//! - **request bodies**: the handlers read their bodies field by field from raw bytes (the
+//!   idempotency fingerprint is over those bytes; see `body`), so there is no request type to
+//!   derive from. The schema-only structs here mirror what the parsers accept; the tests
+//!   check their property sets against the parsers' own field lists
+//!   (e.g. [`crate::purchases::PURCHASE_FIELDS`]) and their limits against the parsers'
+//!   constants;
+//! - **errors**: one [`Problem`] schema (RFC 9457, `application/problem+json`), referenced by
+//!   every error response.
+
+use crate::problem::{Problem, JSON_CONTENT_TYPE, PROBLEM_TYPE_BASE};
+use actix_web::HttpResponse;
+use chrono::{DateTime, Utc};
+use std::borrow::Cow;
+use std::sync::LazyLock;
+use utoipa::openapi::schema::{
+    AdditionalProperties, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::RefOr;
+use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
+use uuid::Uuid;
+
+/// The security scheme of vendor systems: `Authorization: Bearer ll_<64 hex>`.
+pub const API_KEY_SCHEME: &str = "api_key";
+/// The security scheme of signed-in users: `Authorization: Bearer <JWT access token>`.
+pub const USER_TOKEN_SCHEME: &str = "user_token";
+
+/// The document. `paths(...)` lists every documented handler; the route tests fail when it
+/// and [`crate::route_table`] disagree.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "loyalty-ledger vendor API",
+        description = "Event-sourced loyalty points for vendors. Amounts are integers in minor \
+            units, points are integers. Every error is an RFC 9457 problem \
+            (`application/problem+json`, schema `Problem`)."
+    ),
+    paths(
+        crate::ops::health,
+        crate::ops::ready,
+        crate::ops::metrics,
+        openapi_json,
+        crate::customers::enrol,
+        crate::customers::list,
+        crate::customers::search,
+        crate::purchases::log_purchase,
+        crate::customers::show,
+        crate::history::history,
+        crate::redemptions::redeem,
+        crate::personal::export,
+        crate::personal::erase,
+    ),
+    components(
+        schemas(Problem),
+        responses(
+            Unauthenticated,
+            RateLimited,
+            Unavailable,
+            InternalError,
+            UnsupportedMediaType,
+            PayloadTooLarge
+        )
+    ),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "customers", description = "Enrol, find and show customers"),
+        (name = "purchases", description = "Log purchases and earn points"),
+        (name = "redemptions", description = "Spend points"),
+        (name = "personal data", description = "Export and erasure of a customer's personal data"),
+        (name = "operations", description = "Probes, metrics and this document; no authentication"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as JSON, generated once per process.
+static DOCUMENT: LazyLock<Result<String, String>> =
+    LazyLock::new(|| ApiDoc::openapi().to_json().map_err(|e| e.to_string()));
+
+/// `GET /openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses(
+        (status = 200, description = "This OpenAPI 3.1 document.", content_type = "application/json", body = Object),
+        (status = 429, response = RateLimited),
+        (status = 500, response = InternalError),
+    )
+)]
+pub async fn openapi_json() -> Result<HttpResponse, crate::problem::ApiError> {
+    match &*DOCUMENT {
+        Ok(json) => Ok(HttpResponse::Ok()
+            .content_type(JSON_CONTENT_TYPE)
+            .body(json.as_str())),
+        Err(error) => Err(crate::problem::ApiError::Internal(format!(
+            "the OpenAPI document did not serialise: {error}"
+        ))),
+    }
+}
+
+/// Declares the two bearer schemes that vendor endpoints accept.
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            API_KEY_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("ll_<64 hex>")
+                    .description(Some(
+                        "An API key of a vendor system: `Authorization: Bearer ll_` followed by \
+                         64 lower-case hex digits, created by `loyalty tenant create`. Stored \
+                         as a SHA-256; a revoked key may keep working for up to 60 seconds.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            USER_TOKEN_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A signed-in user's JWT access token (user login). Accepted on the same \
+                         endpoints as an API key, scoped to the user's tenant.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+// The problem schema, written by hand: `Problem` carries its extension members in a
+// flattened map, and the schema should name the ones the API uses.
+
+impl utoipa::PartialSchema for Problem {
+    fn schema() -> RefOr<Schema> {
+        let string = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description))
+        };
+        let integer = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .description(Some(description))
+        };
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "An RFC 9457 problem details object, sent as `application/problem+json`. \
+                 `type` identifies the problem; extension members sit beside the standard ones.",
+            ))
+            .property(
+                "type",
+                string(&format!(
+                    "`{PROBLEM_TYPE_BASE}<slug>`, e.g. `{PROBLEM_TYPE_BASE}insufficient-points`"
+                ))
+                .format(Some(SchemaFormat::Custom("uri".into()))),
+            )
+            .property("title", string("A short summary of the problem type."))
+            .property(
+                "status",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+                    .minimum(Some(400))
+                    .maximum(Some(599))
+                    .description(Some("The HTTP status code.")),
+            )
+            .property("detail", string("What went wrong, for a person to read."))
+            .property(
+                "field",
+                string(
+                    "The request field at fault, e.g. `amount_minor` or `line_items[2].quantity`.",
+                ),
+            )
+            .property(
+                "header",
+                string("The request header at fault, e.g. `Idempotency-Key`."),
+            )
+            .property(
+                "parameter",
+                string("The query parameter at fault, e.g. `limit`."),
+            )
+            .property(
+                "limit_bytes",
+                integer("The largest request body accepted (413)."),
+            )
+            .property(
+                "retry_after_seconds",
+                integer("Seconds to wait before retrying; also in `Retry-After` (429)."),
+            )
+            .property(
+                "customer_id",
+                string("The customer already enrolled with this phone number (409).")
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+            )
+            .property(
+                "available",
+                integer("Points available (409 `insufficient-points`)."),
+            )
+            .property(
+                "requested",
+                integer("Points requested (409 `insufficient-points`)."),
+            )
+            .property(
+                "line_items_total_minor",
+                integer("The sum of the line items (422 `line-items-do-not-add-up`)."),
+            )
+            .property(
+                "amount_minor",
+                integer("The purchase amount (422 `line-items-do-not-add-up`)."),
+            )
+            .property(
+                "checks",
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(
+                        Schema::Object(string("`ok` or `failed`").build()),
+                    ))))
+                    .description(Some(
+                        "Each dependency and whether it answered (503 `not-ready`).",
+                    )),
+            )
+            .required("type")
+            .required("title")
+            .required("status")
+            .required("detail")
+            .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(true)))
+            .into()
+    }
+}
+
+impl ToSchema for Problem {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Problem")
+    }
+}
+
+// Reusable responses: the problems every authenticated operation (or every rate-limited one)
+// can answer with, described once.
+
+/// 401 `unauthenticated`: the API key is missing, malformed, unknown or revoked.
+#[derive(ToResponse)]
+#[response(
+    description = "`unauthenticated`: the credentials are missing, malformed, unknown or revoked.",
+    content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "`Bearer`"))
+)]
+pub struct Unauthenticated(pub Problem);
+
+/// 429 `rate-limited`: over the limit of the client address or of the API key.
+#[derive(ToResponse)]
+#[response(
+    description = "`rate-limited`: over the rate limit of the client address or of the \
+        credentials. Nothing was executed: retry after `Retry-After` seconds with the same \
+        `Idempotency-Key`.",
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u32, description = "Whole seconds to wait (at least 1)."))
+)]
+pub struct RateLimited(pub Problem);
+
+/// 503 `unavailable`: the database or the writer could not be reached.
+#[derive(ToResponse)]
+#[response(
+    description = "`unavailable`: the ledger is temporarily unavailable. Nothing was stored: \
+        retry with the same `Idempotency-Key`.",
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u32, description = "Seconds to wait: `1`."))
+)]
+pub struct Unavailable(pub Problem);
+
+/// 500 `internal`: a bug or corrupt data, logged; never caused by client input.
+#[derive(ToResponse)]
+#[response(
+    description = "`internal`: an unexpected error, logged on the server. No client input \
+        produces it.",
+    content_type = "application/problem+json"
+)]
+pub struct InternalError(pub Problem);
+
+/// 415 `unsupported-media-type`.
+#[derive(ToResponse)]
+#[response(
+    description = "`unsupported-media-type`: the body must be sent with \
+        `Content-Type: application/json` (optionally `; charset=utf-8`).",
+    content_type = "application/problem+json"
+)]
+pub struct UnsupportedMediaType(pub Problem);
+
+/// 413 `payload-too-large`.
+#[derive(ToResponse)]
+#[response(
+    description = "`payload-too-large`: the body is larger than the server's limit \
+        (`limit_bytes`).",
+    content_type = "application/problem+json"
+)]
+pub struct PayloadTooLarge(pub Problem);
+
+// Request bodies, schema only. Each mirrors one parser: the same fields (the tests compare
+// them with the parser's field list), the same types and limits. `deny_unknown_fields`
+// renders as `additionalProperties: false`, as the parsers refuse unknown fields (422).
+
+/// `POST /v1/purchases`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct PurchaseRequestSchema {
+    /// The customer who bought.
+    customer_id: Uuid,
+    /// The amount paid, in minor units (kobo for NGN).
+    #[schema(minimum = 1, maximum = 1000000000000000_i64)]
+    amount_minor: i64,
+    /// What was bought; when present, quantity × unit price must add up to `amount_minor`.
+    #[schema(max_items = 100)]
+    line_items: Option<Vec<LineItemSchema>>,
+    /// When the purchase happened (RFC 3339 with an offset); not more than 5 minutes ahead.
+    occurred_at: Option<DateTime<Utc>>,
+    /// The vendor's own reference, e.g. a till receipt number.
+    #[schema(max_length = 128)]
+    reference: Option<String>,
+}
+
+/// One line of a purchase.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct LineItemSchema {
+    #[schema(min_length = 1, max_length = 64)]
+    sku: String,
+    #[schema(minimum = 1, maximum = 4294967295_i64)]
+    quantity: u32,
+    /// In minor units.
+    #[schema(minimum = 0, maximum = 1000000000000000_i64)]
+    unit_price_minor: i64,
+}
+
+/// `POST /v1/customers/{customer_id}/redemptions`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RedemptionRequestSchema {
+    /// Points to spend.
+    #[schema(minimum = 1, maximum = 1000000000000_i64)]
+    points: i64,
+    /// What the customer gets for them, shown on receipts and in the history; not only blanks.
+    #[schema(min_length = 1, max_length = 200)]
+    description: String,
+}
+
+/// `POST /v1/customers`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct EnrolmentRequestSchema {
+    /// E.164, e.g. `+2348012345678` (spaces, dashes, dots and brackets are ignored).
+    #[schema(max_length = 32, example = "+2348012345678")]
+    phone: String,
+    /// The customer's name, trimmed.
+    #[schema(min_length = 1, max_length = 100)]
+    name: Option<String>,
+}
+
+/// `POST /v1/customers/search`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct CustomerSearchSchema {
+    /// E.164, e.g. `+2348012345678`. In the body, not the URL, so it stays out of access logs.
+    #[schema(max_length = 32, example = "+2348012345678")]
+    phone: String,
+}
+
+// Bodies of the operator endpoints, which build their JSON inline.
+
+/// `200` body of `GET /health`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct HealthBody {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    status: String,
+}
+
+/// `200` body of `GET /ready`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ReadyBody {
+    /// Always `ready`.
+    #[schema(example = "ready")]
+    status: String,
+    checks: ReadyChecks,
+}
+
+/// Each dependency and whether it answered.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ReadyChecks {
+    /// `ok` or `failed`.
+    postgres: String,
+    /// `ok` or `failed`.
+    nats: String,
+}
+
+/// Who caused an event, as exported: exactly one member.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum Actor {
+    ApiKey(Uuid),
+    User(Uuid),
+    Customer(Uuid),
+    /// A component of the platform, by name (e.g. `expiry`, `cli`).
+    System(String),
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,639 @@
+//! The document against the code: every route the server registers is documented and
+//! nothing else is; every error is a problem; credentials, limits and request fields agree
+//! with the handlers and parsers; response schemas list exactly the keys the responses have.
+//! (Serving the document, and the routes' behaviour, are tested in `crate::tests::openapi`.)
+
+use super::*;
+use crate::customers::{CustomerList, CustomerView, LotView};
+use crate::history::{History, HistoryEntry};
+use crate::personal::{CustomerExport, DataKeyView, ExportedEvent, ExportedPersonalData};
+use crate::render::{
+    EnrolmentResponse, ErasureResponse, OpenedLot, PurchaseResponse, RedemptionResponse, RuleShare,
+};
+use crate::{route_table, Access};
+use chrono::TimeZone;
+use ledger_core::{CustomerId, LotId, MinorUnits, Points, PurchaseId, RedemptionId};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+/// The methods an OpenAPI path item may hold.
+const OPERATION_METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+fn document() -> Value {
+    serde_json::to_value(ApiDoc::openapi()).expect("the document serialises")
+}
+
+/// Every (method, path, operation) of the document, method in lower case.
+fn operations(document: &Value) -> Vec<(String, String, Value)> {
+    let mut found = Vec::new();
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for method in OPERATION_METHODS {
+            if let Some(operation) = item.get(method) {
+                found.push((method.to_owned(), path.clone(), operation.clone()));
+            }
+        }
+    }
+    found
+}
+
+fn operation(document: &Value, method: &str, path: &str) -> Value {
+    document["paths"][path][method].clone()
+}
+
+/// A response, with a `$ref` to `#/components/responses/…` resolved.
+fn resolved(document: &Value, response: &Value) -> Value {
+    match response.get("$ref").and_then(Value::as_str) {
+        None => response.clone(),
+        Some(reference) => {
+            let name = reference
+                .strip_prefix("#/components/responses/")
+                .unwrap_or_else(|| panic!("not a response reference: {reference}"));
+            let target = document["components"]["responses"][name].clone();
+            assert!(target.is_object(), "dangling reference {reference}");
+            target
+        }
+    }
+}
+
+fn schema(document: &Value, name: &str) -> Value {
+    let schema = document["components"]["schemas"][name].clone();
+    assert!(schema.is_object(), "no schema {name}");
+    schema
+}
+
+fn property_names(schema: &Value) -> BTreeSet<String> {
+    schema["properties"]
+        .as_object()
+        .expect("properties")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|name| (*name).to_owned()).collect()
+}
+
+#[test]
+fn the_document_is_openapi_3_1() {
+    let document = document();
+    let version = document["openapi"].as_str().expect("openapi");
+    assert!(version.starts_with("3.1."), "{version}");
+    assert!(document["info"]["title"].is_string());
+}
+
+/// The route test: the server registers its routes from `route_table()`, so comparing the
+/// table with the document compares the server with the document, both ways.
+#[test]
+fn every_route_is_documented_and_every_documented_operation_is_a_route() {
+    let table = route_table();
+    let served: BTreeSet<(String, String)> = table
+        .iter()
+        .map(|spec| (spec.method.as_str().to_lowercase(), spec.path.to_owned()))
+        .collect();
+    assert_eq!(served.len(), table.len(), "a route is in the table twice");
+    let documented: BTreeSet<(String, String)> = operations(&document())
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect();
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "served but not documented (annotate the handler with #[utoipa::path] and list it in \
+         ApiDoc's paths): {undocumented:?}"
+    );
+    let not_served: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        not_served.is_empty(),
+        "documented but not served (add it to route_table): {not_served:?}"
+    );
+}
+
+#[test]
+fn every_error_response_is_a_problem() {
+    let document = document();
+    for (method, path, operation) in operations(&document) {
+        let responses = operation["responses"].as_object().expect("responses");
+        for (status, response) in responses {
+            let code: u16 = status.parse().expect("numeric statuses only");
+            if code < 400 {
+                continue;
+            }
+            let response = resolved(&document, response);
+            let content = response["content"].as_object().expect("error content");
+            assert_eq!(
+                content.keys().collect::<Vec<_>>(),
+                vec!["application/problem+json"],
+                "{method} {path} {status}"
+            );
+            assert_eq!(
+                content["application/problem+json"]["schema"]["$ref"],
+                "#/components/schemas/Problem",
+                "{method} {path} {status}"
+            );
+        }
+    }
+}
+
+/// Every operation can answer some 4xx, documented as a problem, except the probes that are
+/// exempt from rate limits (`/health`, `/ready`): nothing a client sends makes them 4xx.
+#[test]
+fn every_rate_limited_operation_documents_a_4xx_problem_with_retry_after_on_429() {
+    let document = document();
+    for (method, path, operation) in operations(&document) {
+        let responses = operation["responses"].as_object().expect("responses");
+        let client_errors: Vec<&String> = responses
+            .keys()
+            .filter(|status| status.starts_with('4'))
+            .collect();
+        if crate::edge::UNLIMITED_PATHS.contains(&path.as_str()) {
+            assert!(
+                client_errors.is_empty(),
+                "{method} {path}: {client_errors:?}"
+            );
+            continue;
+        }
+        assert!(
+            responses.contains_key("429"),
+            "{method} {path} is rate-limited: document 429"
+        );
+        let too_many = resolved(&document, &responses["429"]);
+        assert!(
+            too_many["headers"]["Retry-After"].is_object(),
+            "{method} {path}"
+        );
+    }
+}
+
+/// Vendor routes take a `Caller` (an API key now, a user token later): their operations
+/// name both bearer schemes as alternatives and document 401 and a 503 with `Retry-After`.
+/// Public routes name no scheme and never answer 401.
+#[test]
+fn operations_declare_the_credentials_their_routes_require() {
+    let document = document();
+    let schemes = document["components"]["securitySchemes"].clone();
+    assert_eq!(schemes[API_KEY_SCHEME]["scheme"], "bearer");
+    assert_eq!(schemes[API_KEY_SCHEME]["bearerFormat"], "ll_<64 hex>");
+    assert_eq!(schemes[USER_TOKEN_SCHEME]["scheme"], "bearer");
+    assert_eq!(schemes[USER_TOKEN_SCHEME]["bearerFormat"], "JWT");
+    for spec in route_table() {
+        let method = spec.method.as_str().to_lowercase();
+        let operation = operation(&document, &method, spec.path);
+        let responses = &operation["responses"];
+        match spec.access {
+            Access::Vendor => {
+                assert_eq!(
+                    operation["security"],
+                    json!([{API_KEY_SCHEME: []}, {USER_TOKEN_SCHEME: []}]),
+                    "{method} {}",
+                    spec.path
+                );
+                assert!(responses["401"].is_object(), "{method} {}", spec.path);
+                let unavailable = resolved(&document, &responses["503"]);
+                assert!(
+                    unavailable["headers"]["Retry-After"].is_object(),
+                    "{method} {}",
+                    spec.path
+                );
+            }
+            Access::Public => {
+                assert!(
+                    operation.get("security").is_none(),
+                    "{method} {}",
+                    spec.path
+                );
+                assert!(responses.get("401").is_none(), "{method} {}", spec.path);
+            }
+        }
+    }
+    assert!(
+        document.get("security").is_none(),
+        "no document-wide requirement: public routes have none"
+    );
+}
+
+/// Which operations take an `Idempotency-Key`, and whether they require it, as the
+/// handlers call `IdempotencyKey::required` or `::optional` (their behaviour is checked in
+/// `crate::tests::openapi`).
+#[test]
+fn the_idempotency_key_is_documented_where_handlers_read_it() {
+    let expected = [
+        ("post", "/v1/purchases", true),
+        ("post", "/v1/customers/{customer_id}/redemptions", true),
+        ("post", "/v1/customers", false),
+        ("post", "/v1/customers/{customer_id}/erasure", false),
+    ];
+    let document = document();
+    for (method, path, operation) in operations(&document) {
+        let header = operation["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["in"] == "header" && p["name"] == "Idempotency-Key");
+        let wanted = expected
+            .iter()
+            .find(|(m, p, _)| *m == method && *p == path)
+            .map(|(_, _, required)| *required);
+        match (wanted, header) {
+            (None, None) => {}
+            (Some(required), Some(header)) => {
+                assert_eq!(header["required"], required, "{method} {path}");
+                let schema = &header["schema"];
+                assert_eq!(schema["minLength"], 1);
+                assert_eq!(schema["maxLength"], crate::idempotency::KEY_BYTES_MAX);
+            }
+            (wanted, header) => panic!("{method} {path}: expected {wanted:?}, found {header:?}"),
+        }
+    }
+}
+
+/// The schema-only request bodies accept exactly the fields the parsers accept (the same
+/// `pub const` lists the parsers pass to `deny_unknown`), and nothing else.
+#[test]
+fn request_schemas_have_exactly_the_parsers_fields() {
+    let document = document();
+    let cases: [(&str, &[&str]); 5] = [
+        (
+            "PurchaseRequestSchema",
+            &crate::purchases::PURCHASE_FIELDS[..],
+        ),
+        ("LineItemSchema", &crate::purchases::LINE_ITEM_FIELDS[..]),
+        (
+            "RedemptionRequestSchema",
+            &crate::redemptions::REDEMPTION_FIELDS[..],
+        ),
+        (
+            "EnrolmentRequestSchema",
+            &crate::customers::ENROLMENT_FIELDS[..],
+        ),
+        ("CustomerSearchSchema", &crate::customers::SEARCH_FIELDS[..]),
+    ];
+    for (name, fields) in cases {
+        let schema = schema(&document, name);
+        assert_eq!(property_names(&schema), names(fields), "{name}");
+        assert_eq!(schema["additionalProperties"], false, "{name}");
+    }
+    let required = |name: &str| -> BTreeSet<String> {
+        schema(&document, name)["required"]
+            .as_array()
+            .expect("required")
+            .iter()
+            .map(|v| v.as_str().expect("a name").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        required("PurchaseRequestSchema"),
+        names(&["customer_id", "amount_minor"])
+    );
+    assert_eq!(
+        required("LineItemSchema"),
+        names(&crate::purchases::LINE_ITEM_FIELDS)
+    );
+    assert_eq!(
+        required("RedemptionRequestSchema"),
+        names(&crate::redemptions::REDEMPTION_FIELDS)
+    );
+    assert_eq!(required("EnrolmentRequestSchema"), names(&["phone"]));
+    assert_eq!(required("CustomerSearchSchema"), names(&["phone"]));
+}
+
+/// The limits in the request schemas (literals, as the attributes need) are the parsers'.
+#[test]
+fn request_schema_limits_are_the_parsers_limits() {
+    let document = document();
+    let purchase = schema(&document, "PurchaseRequestSchema");
+    let line_item = schema(&document, "LineItemSchema");
+    let redemption = schema(&document, "RedemptionRequestSchema");
+    let enrolment = schema(&document, "EnrolmentRequestSchema");
+    let cases: Vec<(&str, &Value, i64)> = vec![
+        (
+            "amount_minor.minimum",
+            &purchase["properties"]["amount_minor"]["minimum"],
+            1,
+        ),
+        (
+            "amount_minor.maximum",
+            &purchase["properties"]["amount_minor"]["maximum"],
+            MinorUnits::AMOUNT_MAX,
+        ),
+        (
+            "line_items.maxItems",
+            &purchase["properties"]["line_items"]["maxItems"],
+            crate::purchases::LINE_ITEMS_MAX as i64,
+        ),
+        (
+            "reference.maxLength",
+            &purchase["properties"]["reference"]["maxLength"],
+            crate::purchases::REFERENCE_CHARS_MAX as i64,
+        ),
+        (
+            "sku.maxLength",
+            &line_item["properties"]["sku"]["maxLength"],
+            crate::purchases::SKU_CHARS_MAX as i64,
+        ),
+        (
+            "quantity.maximum",
+            &line_item["properties"]["quantity"]["maximum"],
+            i64::from(u32::MAX),
+        ),
+        (
+            "unit_price_minor.maximum",
+            &line_item["properties"]["unit_price_minor"]["maximum"],
+            MinorUnits::AMOUNT_MAX,
+        ),
+        (
+            "points.maximum",
+            &redemption["properties"]["points"]["maximum"],
+            Points::COMMAND_MAX,
+        ),
+        (
+            "description.maxLength",
+            &redemption["properties"]["description"]["maxLength"],
+            crate::redemptions::DESCRIPTION_CHARS_MAX as i64,
+        ),
+        (
+            "name.maxLength",
+            &enrolment["properties"]["name"]["maxLength"],
+            crate::customers::NAME_CHARS_MAX as i64,
+        ),
+    ];
+    for (what, documented, limit) in cases {
+        assert_eq!(documented.as_i64(), Some(limit), "{what}");
+    }
+    let list = operation(&document, "get", "/v1/customers");
+    let history = operation(&document, "get", "/v1/customers/{customer_id}/history");
+    for (operation, max) in [
+        (list, crate::customers::LIST_LIMIT_MAX),
+        (history, crate::history::LIMIT_MAX),
+    ] {
+        let limit = operation["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .expect("a limit parameter")
+            .clone();
+        assert_eq!(limit["schema"]["maximum"].as_i64(), Some(max));
+    }
+}
+
+fn at() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()
+}
+
+fn id(n: u128) -> Uuid {
+    Uuid::from_u128(n)
+}
+
+/// A schema's properties are exactly the keys the type serialises to, and every key is
+/// required (these bodies always carry every key, `null` included).
+fn assert_schema_matches<T: serde::Serialize>(document: &Value, name: &str, sample: &T) {
+    let value = serde_json::to_value(sample).expect("serialises");
+    let keys: BTreeSet<String> = value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect();
+    let schema = schema(document, name);
+    assert_eq!(property_names(&schema), keys, "{name}: properties");
+    let required: BTreeSet<String> = schema["required"]
+        .as_array()
+        .expect("required")
+        .iter()
+        .map(|v| v.as_str().expect("a name").to_owned())
+        .collect();
+    assert_eq!(required, keys, "{name}: required");
+}
+
+#[test]
+fn response_schemas_have_exactly_the_keys_the_responses_serialise() {
+    let document = document();
+    let customer_id = CustomerId::from_uuid(id(1));
+    let lot = OpenedLot {
+        lot_id: LotId::from_uuid(id(2)),
+        points: 25,
+        expires_at: at(),
+    };
+    let rule = RuleShare {
+        rule: "per_amount_spent",
+        points: 25,
+    };
+    assert_schema_matches(&document, "OpenedLot", &lot);
+    assert_schema_matches(&document, "RuleShare", &rule);
+    assert_schema_matches(
+        &document,
+        "PurchaseResponse",
+        &PurchaseResponse {
+            purchase_id: PurchaseId::from_uuid(id(3)),
+            customer_id,
+            amount_minor: 250_000,
+            points_earned: 25,
+            balance: 25,
+            rule_set_version: 1,
+            breakdown: vec![rule],
+            lot: None,
+        },
+    );
+    assert_schema_matches(
+        &document,
+        "RedemptionResponse",
+        &RedemptionResponse {
+            redemption_id: RedemptionId::from_uuid(id(4)),
+            customer_id,
+            points: 10,
+            balance: 15,
+        },
+    );
+    assert_schema_matches(
+        &document,
+        "EnrolmentResponse",
+        &EnrolmentResponse {
+            customer_id,
+            enrolled_at: at(),
+        },
+    );
+    assert_schema_matches(
+        &document,
+        "ErasureResponse",
+        &ErasureResponse {
+            customer_id,
+            erased_at: at(),
+        },
+    );
+    let lot_view = LotView {
+        lot_id: LotId::from_uuid(id(2)),
+        points: 25,
+        remaining: 20,
+        earned_at: at(),
+        expires_at: at(),
+    };
+    assert_schema_matches(&document, "LotView", &lot_view);
+    let view = CustomerView {
+        customer_id,
+        phone: None,
+        name: None,
+        erased_at: None,
+        balance: 20,
+        earned: 25,
+        redeemed: 5,
+        expired: 0,
+        purchases: 1,
+        enrolled_at: at(),
+        lots: vec![lot_view],
+    };
+    assert_schema_matches(&document, "CustomerView", &view);
+    assert_schema_matches(
+        &document,
+        "CustomerList",
+        &CustomerList {
+            customers: vec![view],
+            next_after: None,
+        },
+    );
+    let entry = HistoryEntry {
+        sequence: 7,
+        version: 2,
+        event_type: "PointsEarned".into(),
+        points: 25,
+        reason: "Earned".into(),
+        recorded_at: at(),
+    };
+    assert_schema_matches(&document, "HistoryEntry", &entry);
+    assert_schema_matches(
+        &document,
+        "History",
+        &History {
+            customer_id,
+            entries: vec![entry],
+        },
+    );
+    let event = ExportedEvent {
+        sequence: 7,
+        version: 2,
+        event_type: "PointsEarned".into(),
+        points: 25,
+        reason: "Earned".into(),
+        recorded_at: at(),
+        actor: ledger_core::events::Actor::ApiKey(id(5)),
+        correlation_id: id(6),
+    };
+    assert_schema_matches(&document, "ExportedEvent", &event);
+    let data_key = DataKeyView {
+        master_key_id: "k1".into(),
+        created_at: at(),
+    };
+    assert_schema_matches(&document, "DataKeyView", &data_key);
+    let personal = ExportedPersonalData {
+        phone: "+2348012345678".into(),
+        name: None,
+    };
+    assert_schema_matches(&document, "ExportedPersonalData", &personal);
+    assert_schema_matches(
+        &document,
+        "CustomerExport",
+        &CustomerExport {
+            customer_id,
+            exported_at: at(),
+            personal_data: Some(personal),
+            erased_at: None,
+            data_key: Some(data_key),
+            enrolled_at: at(),
+            balance: 20,
+            earned: 25,
+            redeemed: 5,
+            expired: 0,
+            purchases: 1,
+            events: vec![event],
+        },
+    );
+}
+
+/// Each variant of the ledger's `Actor` serialises to the one-member object the `Actor`
+/// schema documents.
+#[test]
+fn the_actor_schema_names_every_actor() {
+    let document = document();
+    let documented: BTreeSet<String> = schema(&document, "Actor")["oneOf"]
+        .as_array()
+        .expect("oneOf")
+        .iter()
+        .flat_map(property_names)
+        .collect();
+    use ledger_core::events::Actor as A;
+    let serialised: BTreeSet<String> = [
+        A::ApiKey(id(1)),
+        A::User(id(1)),
+        A::Customer(CustomerId::from_uuid(id(1))),
+        A::System("expiry".into()),
+    ]
+    .iter()
+    .map(|actor| {
+        let value = serde_json::to_value(actor).expect("serialises");
+        let object = value.as_object().expect("an object").clone();
+        assert_eq!(object.len(), 1, "{value}");
+        object.keys().next().expect("a key").clone()
+    })
+    .collect();
+    assert_eq!(documented, serialised);
+}
+
+/// The problem schema names the standard members as required and every extension member
+/// the API sends, and allows others.
+#[test]
+fn the_problem_schema_covers_what_problems_carry() {
+    let document = document();
+    let problem = schema(&document, "Problem");
+    assert_eq!(
+        problem["required"],
+        json!(["type", "title", "status", "detail"])
+    );
+    assert_eq!(problem["additionalProperties"], true);
+    let documented = property_names(&problem);
+    let mut samples = vec![
+        serde_json::to_value(
+            crate::problem::ApiError::PayloadTooLarge { limit_bytes: 1 }.problem(),
+        )
+        .unwrap(),
+        serde_json::to_value(crate::problem::ApiError::invalid_field("x", "y").problem()).unwrap(),
+        serde_json::to_value(
+            crate::problem::ApiError::InvalidQuery {
+                parameter: "limit".into(),
+                detail: "d".into(),
+            }
+            .problem(),
+        )
+        .unwrap(),
+        serde_json::to_value(crate::problem::ApiError::IdempotencyKeyMissing.problem()).unwrap(),
+        serde_json::to_value(
+            crate::problem::ApiError::RateLimited {
+                retry_after: std::time::Duration::from_secs(1),
+            }
+            .problem(),
+        )
+        .unwrap(),
+    ];
+    for refusal in [
+        ::schema::Refusal::PhoneAlreadyEnrolled(CustomerId::from_uuid(id(1))),
+        ::schema::Refusal::Rejected(ledger_core::Rejection::InsufficientPoints {
+            available: Points::new(1),
+            requested: Points::new(2),
+        }),
+        ::schema::Refusal::Rejected(ledger_core::Rejection::LineItemsDoNotAddUp {
+            line_items_total: MinorUnits::new(1),
+            amount: MinorUnits::new(2),
+        }),
+    ] {
+        samples.push(serde_json::to_value(crate::problem::refusal(&refusal)).unwrap());
+    }
+    for sample in samples {
+        for key in sample.as_object().expect("an object").keys() {
+            assert!(
+                documented.contains(key),
+                "undocumented member {key}: {sample}"
+            );
+        }
+    }
+}
