@@ -510,28 +510,41 @@ pub(crate) async fn folded_from_events(
     tenant_id: TenantId,
     customer_id: CustomerId,
 ) -> Result<Option<CustomerView>, ApiError> {
-    let stream = StreamId::Customer(customer_id);
     let mut state = CustomerState::default();
-    let mut version = 0;
-    loop {
-        let page = schema::store::read_stream(&**client, stream, version, STREAM_PAGE_EVENTS)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("reading {stream}: {e}")))?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        version = last.version;
-        for recorded in &page {
-            if recorded.tenant_id != tenant_id {
-                return Ok(None);
-            }
-            let event = recorded.decode().map_err(|e| {
-                ApiError::Internal(format!("event {} does not decode: {e}", recorded.event_id))
-            })?;
-            state.apply(&event);
+    for recorded in whole_stream(client, customer_id).await? {
+        if recorded.tenant_id != tenant_id {
+            return Ok(None);
         }
+        state.apply(&decoded(&recorded)?);
     }
     Ok(view_from_state(&state))
+}
+
+/// Every event of a customer's stream, oldest first, a page at a time.
+pub(crate) async fn whole_stream(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    customer_id: CustomerId,
+) -> Result<Vec<schema::RecordedEvent>, ApiError> {
+    let stream = StreamId::Customer(customer_id);
+    let mut all: Vec<schema::RecordedEvent> = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |e| e.version);
+        let page = schema::store::read_stream(&**transaction, stream, after, STREAM_PAGE_EVENTS)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("reading {stream}: {e}")))?;
+        let done = page.len() < usize::try_from(STREAM_PAGE_EVENTS).unwrap_or(usize::MAX);
+        all.extend(page);
+        if done {
+            return Ok(all);
+        }
+    }
+}
+
+/// A stored event, decoded; one that does not decode is the server's fault, not the client's.
+pub(crate) fn decoded(recorded: &schema::RecordedEvent) -> Result<ledger_core::Event, ApiError> {
+    recorded.decode().map_err(|e| {
+        ApiError::Internal(format!("event {} does not decode: {e}", recorded.event_id))
+    })
 }
 
 fn view_from_state(state: &CustomerState) -> Option<CustomerView> {

@@ -118,9 +118,7 @@ pub async fn history(
 }
 
 fn entry(recorded: &RecordedEvent, currency: &str) -> Result<HistoryEntry, ApiError> {
-    let event = recorded.decode().map_err(|e| {
-        ApiError::Internal(format!("event {} does not decode: {e}", recorded.event_id))
-    })?;
+    let event = crate::customers::decoded(recorded)?;
     Ok(HistoryEntry {
         sequence: recorded.tenant_sequence,
         version: recorded.version,

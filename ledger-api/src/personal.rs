@@ -15,7 +15,7 @@
 
 use crate::auth::Caller;
 use crate::commands;
-use crate::customers::{customer_in_path, scoped};
+use crate::customers::{customer_in_path, decoded, scoped, whole_stream};
 use crate::history::{self, tenant_currency};
 use crate::idempotency::IdempotencyKey;
 use crate::problem::ApiError;
@@ -30,9 +30,6 @@ use schema::accounts::Permission;
 use schema::RecordedEvent;
 use serde::Serialize;
 use vault::{PersonalData, Vault, VaultError};
-
-/// Events read per round trip when exporting a stream.
-const STREAM_PAGE_EVENTS: i64 = 1_000;
 
 /// What is held of a customer's personal data.
 pub struct PersonalView {
@@ -239,9 +236,7 @@ pub async fn export(
     let mut state_folded = CustomerState::default();
     let mut events = Vec::with_capacity(recorded.len());
     for event in &recorded {
-        let decoded = event.decode().map_err(|e| {
-            ApiError::Internal(format!("event {} does not decode: {e}", event.event_id))
-        })?;
+        let decoded = decoded(event)?;
         let metadata = event.decode_metadata().map_err(|e| {
             ApiError::Internal(format!(
                 "metadata of {} does not decode: {e}",
@@ -282,23 +277,4 @@ pub async fn export(
         purchases: state_folded.purchases,
         events,
     }))
-}
-
-async fn whole_stream(
-    transaction: &deadpool_postgres::Transaction<'_>,
-    customer_id: CustomerId,
-) -> Result<Vec<RecordedEvent>, ApiError> {
-    let stream = StreamId::Customer(customer_id);
-    let mut all = Vec::new();
-    loop {
-        let after = all.last().map_or(0, |e: &RecordedEvent| e.version);
-        let page = schema::store::read_stream(&**transaction, stream, after, STREAM_PAGE_EVENTS)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("reading {stream}: {e}")))?;
-        let done = page.len() < usize::try_from(STREAM_PAGE_EVENTS).unwrap_or(usize::MAX);
-        all.extend(page);
-        if done {
-            return Ok(all);
-        }
-    }
 }

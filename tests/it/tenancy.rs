@@ -440,7 +440,9 @@ async fn erasure_shreds_personal_data_and_keeps_the_ledger_verifiable() {
         number.trim_start_matches('+').as_bytes()
     ));
 
-    // The ledger still answers: balance kept, personal data gone.
+    // The ledger still answers: balance kept, personal data gone (at once: the key is gone),
+    // and, once the projector has applied CustomerErased, the read model says when.
+    app.wait_until_projected().await;
     let (status, shown) = vendor.get(&format!("/v1/customers/{customer}")).await;
     assert_eq!(status, 200);
     assert_eq!(
