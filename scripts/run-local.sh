@@ -55,8 +55,14 @@ if [ -f "$tenant_file" ] && [ "$(json_field database "$tenant_file")" = "$databa
     && tenant_still_exists; then
     echo "==> reusing the demo tenant in $tenant_file" >&2
 else
-    echo "==> loyalty tenant create --name \"Demo Shop\" --vendor-code DEMOSHOP --json" >&2
-    created=$("$loyalty" tenant create --name "Demo Shop" --vendor-code DEMOSHOP --json | grep '^{' | tail -n 1)
+    # DEMOSHOP, unless a demo tenant whose file was deleted already holds it.
+    vendor_code=DEMOSHOP
+    if [ "$(psql -X -w -At -d "$DATABASE_URL" \
+        -c "select 1 from tenants where vendor_code = 'DEMOSHOP'" 2>/dev/null)" = 1 ]; then
+        vendor_code="DEMO$(date +%H%M%S)"
+    fi
+    echo "==> loyalty tenant create --name \"Demo Shop\" --vendor-code $vendor_code --json" >&2
+    created=$("$loyalty" tenant create --name "Demo Shop" --vendor-code "$vendor_code" --json | grep '^{' | tail -n 1)
     [ -n "$created" ] || { echo "error: loyalty tenant create printed no JSON line" >&2; exit 1; }
     mkdir -p .local
     # The API key is a secret: keep the file private to this user.
