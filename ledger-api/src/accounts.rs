@@ -25,7 +25,8 @@ use ledger_core::{Currency, TenantId};
 use schema::accounts::{
     self, AccountsError, Email, NewOwner, NewToken, RefreshVerdict, Registration, Role, VendorCode,
 };
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -52,11 +53,27 @@ pub const BUSINESS_NAME_CHARS_MAX: usize = 120;
 pub const EXPIRY_DAYS_DEFAULT: u32 = 180;
 pub const EXPIRY_DAYS_MAX: i64 = 3_650;
 
+/// The fields of `POST /v1/signup` (also the properties of its OpenAPI schema).
+pub const SIGNUP_FIELDS: [&str; 6] = [
+    "vendor_code",
+    "business_name",
+    "owner_email",
+    "owner_password",
+    "currency",
+    "expiry_days",
+];
+/// The fields of `POST /v1/auth/login`.
+pub const LOGIN_FIELDS: [&str; 2] = ["email", "password"];
+/// The fields of `POST /v1/auth/refresh` and `POST /v1/auth/logout`.
+pub const REFRESH_TOKEN_FIELDS: [&str; 1] = ["refresh_token"];
+/// The fields of `POST /v1/invitations/accept`.
+pub const INVITATION_ACCEPTANCE_FIELDS: [&str; 2] = ["token", "password"];
+
 // ---------------------------------------------------------------------------------------
 // Shared helpers
 // ---------------------------------------------------------------------------------------
 
-pub(crate) fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
+pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
     HttpResponse::build(status)
         .content_type(JSON_CONTENT_TYPE)
         .body(crate::render::json_bytes(body))
@@ -123,17 +140,89 @@ struct Session {
 }
 
 impl Session {
-    fn to_json(&self) -> serde_json::Map<String, Value> {
-        let mut body = serde_json::Map::new();
-        body.insert("access_token".into(), self.access_token.clone().into());
-        body.insert("token_type".into(), "Bearer".into());
-        body.insert("expires_in".into(), jwt::ACCESS_TOKEN_SECONDS.into());
-        body.insert(
-            "refresh_token".into(),
-            self.refresh.plaintext.clone().into(),
-        );
-        body
+    fn response(self) -> SessionResponse {
+        SessionResponse {
+            access_token: self.access_token,
+            token_type: TOKEN_TYPE,
+            expires_in: jwt::ACCESS_TOKEN_SECONDS,
+            refresh_token: self.refresh.plaintext,
+        }
     }
+}
+
+/// `token_type` of every session.
+pub const TOKEN_TYPE: &str = "Bearer";
+
+// The session members appear in three bodies (login and refresh, signup, accepting an
+// invitation); each body is one flat struct, so that its schema lists its keys exactly.
+
+/// `200` body of `POST /v1/auth/login` and `POST /v1/auth/refresh`: a new session.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SessionResponse {
+    /// A JWT access token, valid for `expires_in` seconds: send it as
+    /// `Authorization: Bearer <access_token>`.
+    #[schema(format = Password)]
+    pub access_token: String,
+    /// Always `Bearer`.
+    #[schema(value_type = String, example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds until the access token expires (900).
+    #[schema(example = 900)]
+    pub expires_in: i64,
+    /// `lr_` and 64 hex digits, valid for 30 days: exchange it once at `POST /v1/auth/refresh`
+    /// for a new session, or revoke it at `POST /v1/auth/logout`.
+    #[schema(format = Password, pattern = "^lr_[0-9a-f]{64}$")]
+    pub refresh_token: String,
+}
+
+/// `201` body of `POST /v1/signup`: the new tenant and its owner, signed in.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SignupResponse {
+    #[schema(value_type = uuid::Uuid)]
+    pub tenant_id: TenantId,
+    /// Upper-case, as stored.
+    #[schema(example = "SHOP1")]
+    pub vendor_code: String,
+    /// The owner's user id.
+    pub user_id: Uuid,
+    /// Always `owner`.
+    #[schema(value_type = crate::openapi::UserRole)]
+    pub role: &'static str,
+    /// As in `SessionResponse`.
+    #[schema(format = Password)]
+    pub access_token: String,
+    /// Always `Bearer`.
+    #[schema(value_type = String, example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds until the access token expires (900).
+    #[schema(example = 900)]
+    pub expires_in: i64,
+    /// As in `SessionResponse`.
+    #[schema(format = Password, pattern = "^lr_[0-9a-f]{64}$")]
+    pub refresh_token: String,
+}
+
+/// `200` body of `POST /v1/invitations/accept`: the invited user, signed in.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct InvitationAcceptedResponse {
+    pub user_id: Uuid,
+    #[schema(value_type = uuid::Uuid)]
+    pub tenant_id: TenantId,
+    /// The role the invitation gave.
+    #[schema(value_type = crate::openapi::UserRole)]
+    pub role: &'static str,
+    /// As in `SessionResponse`.
+    #[schema(format = Password)]
+    pub access_token: String,
+    /// Always `Bearer`.
+    #[schema(value_type = String, example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds until the access token expires (900).
+    #[schema(example = 900)]
+    pub expires_in: i64,
+    /// As in `SessionResponse`.
+    #[schema(format = Password, pattern = "^lr_[0-9a-f]{64}$")]
+    pub refresh_token: String,
 }
 
 async fn scoped<'a>(
@@ -163,14 +252,7 @@ pub struct SignupRequest {
 impl SignupRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let object = JsonObject::parse(body)?;
-        object.deny_unknown(&[
-            "vendor_code",
-            "business_name",
-            "owner_email",
-            "owner_password",
-            "currency",
-            "expiry_days",
-        ])?;
+        object.deny_unknown(&SIGNUP_FIELDS)?;
         Ok(SignupRequest {
             vendor_code: object.required("vendor_code", |v| {
                 VendorCode::parse(string_field(v)?).map_err(|e| e.to_string())
@@ -200,6 +282,23 @@ impl SignupRequest {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/signup",
+    tag = "accounts",
+    request_body(content = crate::openapi::SignupRequestSchema, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Signed up: the tenant exists with the starter rule set, and its owner is signed in.", body = SignupResponse),
+        (status = 400, description = "`malformed-json`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`vendor-code-taken` or `email-taken` (with `field`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, description = "`invalid-field` (with `field`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(name = "signup", skip_all)]
 pub async fn signup(
     req: HttpRequest,
@@ -257,12 +356,18 @@ pub async fn signup(
     )
     .await?;
     transaction.commit().await.map_err(database)?;
-    let mut body = session.to_json();
-    body.insert("tenant_id".into(), tenant_id.to_string().into());
-    body.insert("vendor_code".into(), request.vendor_code.as_str().into());
-    body.insert("user_id".into(), owner_user_id.to_string().into());
-    body.insert("role".into(), Role::Owner.as_str().into());
-    Ok(json_response(StatusCode::CREATED, &Value::Object(body)))
+    let session = session.response();
+    let body = SignupResponse {
+        tenant_id,
+        vendor_code: request.vendor_code.as_str().to_owned(),
+        user_id: owner_user_id,
+        role: Role::Owner.as_str(),
+        access_token: session.access_token,
+        token_type: session.token_type,
+        expires_in: session.expires_in,
+        refresh_token: session.refresh_token,
+    };
+    Ok(json_response(StatusCode::CREATED, &body))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -279,7 +384,7 @@ pub struct LoginRequest {
 impl LoginRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let object = JsonObject::parse(body)?;
-        object.deny_unknown(&["email", "password"])?;
+        object.deny_unknown(&LOGIN_FIELDS)?;
         let email = object.required("email", email_field)?;
         let password = object.required("password", |v| {
             let raw = string_field(v)?;
@@ -303,6 +408,24 @@ fn retry_after(wait: Duration) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/auth/login",
+    tag = "accounts",
+    request_body(content = crate::openapi::LoginRequestSchema, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Logged in: a new session.", body = SessionResponse),
+        (status = 400, description = "`malformed-json`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid-credentials`: one answer for an unknown email, a wrong password, a disabled user and an invitation not yet accepted.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, description = "`invalid-field` (with `field`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too-many-attempts`: too many failed logins for this email or from this client address; or `rate-limited`: over the rate limit of the client address. Retry after `Retry-After` seconds.",
+            body = crate::problem::Problem, content_type = "application/problem+json", headers(("Retry-After" = u32, description = "Whole seconds to wait (at least 1)."))),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(name = "login", skip_all)]
 pub async fn login(
     req: HttpRequest,
@@ -355,10 +478,7 @@ pub async fn login(
     .await?;
     transaction.commit().await.map_err(database)?;
     tracing::info!(tenant_id = %user.tenant_id, user_id = %user.user_id, "logged in");
-    Ok(json_response(
-        StatusCode::OK,
-        &Value::Object(session.to_json()),
-    ))
+    Ok(json_response(StatusCode::OK, &session.response()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -369,7 +489,7 @@ pub async fn login(
 /// field is missing or not a string).
 fn refresh_token_hash(body: &[u8]) -> Result<[u8; 32], ApiError> {
     let object = JsonObject::parse(body)?;
-    object.deny_unknown(&["refresh_token"])?;
+    object.deny_unknown(&REFRESH_TOKEN_FIELDS)?;
     let token = object.required("refresh_token", |v| string_field(v).map(str::to_owned))?;
     if !accounts::is_well_formed_token(&token, accounts::REFRESH_TOKEN_PREFIX) {
         return Err(ApiError::InvalidRefreshToken);
@@ -377,6 +497,23 @@ fn refresh_token_hash(body: &[u8]) -> Result<[u8; 32], ApiError> {
     Ok(accounts::hash_token(&token))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/auth/refresh",
+    tag = "accounts",
+    request_body(content = crate::openapi::RefreshTokenRequestSchema, content_type = "application/json"),
+    responses(
+        (status = 200, description = "A new session; the presented refresh token is used up and replaced by the new one (same family).", body = SessionResponse),
+        (status = 400, description = "`malformed-json`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid-refresh-token` (with `field`): unknown, malformed, expired, revoked or already used (presenting a used token revokes its whole family), or its user is disabled. Log in again.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, description = "`invalid-field` (with `field`): `refresh_token` missing or not a string, or an unknown field.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(name = "refresh", skip_all)]
 pub async fn refresh(
     req: HttpRequest,
@@ -431,10 +568,7 @@ pub async fn refresh(
     )
     .await?;
     transaction.commit().await.map_err(database)?;
-    Ok(json_response(
-        StatusCode::OK,
-        &Value::Object(session.to_json()),
-    ))
+    Ok(json_response(StatusCode::OK, &session.response()))
 }
 
 async fn revoke_family(
@@ -448,6 +582,23 @@ async fn revoke_family(
     transaction.commit().await.map_err(database)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    tag = "accounts",
+    request_body(content = crate::openapi::RefreshTokenRequestSchema, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Logged out: every refresh token of the session's family is revoked (access tokens already issued expire on their own)."),
+        (status = 400, description = "`malformed-json`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid-refresh-token` (with `field`): unknown or malformed.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, description = "`invalid-field` (with `field`): `refresh_token` missing or not a string, or an unknown field.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(name = "logout", skip_all)]
 pub async fn logout(
     req: HttpRequest,
@@ -470,19 +621,54 @@ pub async fn logout(
 // GET /v1/me
 // ---------------------------------------------------------------------------------------
 
+/// Which kind of principal is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalKind {
+    /// A signed-in user (access token).
+    User,
+    /// A vendor system (API key).
+    ApiKey,
+}
+
+/// `200` body of `GET /v1/me`: who the credentials belong to.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MeResponse {
+    pub kind: PrincipalKind,
+    /// The user's id or the API key's id, as `kind` says.
+    pub id: Uuid,
+    #[schema(value_type = uuid::Uuid)]
+    pub tenant_id: TenantId,
+    #[schema(value_type = crate::openapi::UserRole)]
+    pub role: &'static str,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "accounts",
+    responses(
+        (status = 200, description = "Who the credentials belong to: a user or an API key, its tenant and role.", body = MeResponse),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
 pub async fn me(caller: Caller) -> Result<HttpResponse, ApiError> {
     let (kind, id) = match caller.principal {
-        crate::auth::Principal::User(id) => ("user", id),
-        crate::auth::Principal::ApiKey(id) => ("api_key", id),
+        crate::auth::Principal::User(id) => (PrincipalKind::User, id),
+        crate::auth::Principal::ApiKey(id) => (PrincipalKind::ApiKey, id),
     };
     Ok(json_response(
         StatusCode::OK,
-        &json!({
-            "kind": kind,
-            "id": id,
-            "tenant_id": caller.tenant_id.to_string(),
-            "role": caller.role.as_str(),
-        }),
+        &MeResponse {
+            kind,
+            id,
+            tenant_id: caller.tenant_id,
+            role: caller.role.as_str(),
+        },
     ))
 }
 
@@ -490,6 +676,23 @@ pub async fn me(caller: Caller) -> Result<HttpResponse, ApiError> {
 // POST /v1/invitations/accept
 // ---------------------------------------------------------------------------------------
 
+#[utoipa::path(
+    post,
+    path = "/v1/invitations/accept",
+    tag = "accounts",
+    request_body(content = crate::openapi::InvitationAcceptanceSchema, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Accepted: the password is set and the invited user is signed in. An invitation works once.", body = InvitationAcceptedResponse),
+        (status = 400, description = "`malformed-json`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`invitation-not-found` (with `field`): unknown, malformed, expired or already accepted.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, description = "`invalid-field` (with `field`), e.g. a password outside the policy.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(name = "accept_invitation", skip_all)]
 pub async fn accept_invitation(
     req: HttpRequest,
@@ -498,7 +701,7 @@ pub async fn accept_invitation(
 ) -> Result<HttpResponse, ApiError> {
     let body = body::read_json(&req, payload, state.body_bytes_max).await?;
     let object = JsonObject::parse(&body)?;
-    object.deny_unknown(&["token", "password"])?;
+    object.deny_unknown(&INVITATION_ACCEPTANCE_FIELDS)?;
     let token = object.required("token", |v| string_field(v).map(str::to_owned))?;
     let password = object.required("password", password_field)?;
     if !accounts::is_well_formed_token(&token, accounts::INVITATION_TOKEN_PREFIX) {
@@ -535,16 +738,23 @@ pub async fn accept_invitation(
     )
     .await?;
     transaction.commit().await.map_err(database)?;
-    let mut body = session.to_json();
-    body.insert("user_id".into(), user_id.to_string().into());
-    body.insert("tenant_id".into(), invitation.tenant_id.to_string().into());
-    body.insert("role".into(), role.as_str().into());
-    Ok(json_response(StatusCode::OK, &Value::Object(body)))
+    let session = session.response();
+    let body = InvitationAcceptedResponse {
+        user_id,
+        tenant_id: invitation.tenant_id,
+        role: role.as_str(),
+        access_token: session.access_token,
+        token_type: session.token_type,
+        expires_in: session.expires_in,
+        refresh_token: session.refresh_token,
+    };
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn field_of(error: ApiError) -> String {
         match error {

@@ -11,13 +11,15 @@ use crate::problem::ApiError;
 use crate::ApiState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use schema::accounts::{self, ApiKeySummary, Permission, Role};
-use serde_json::{json, Value};
+use serde::Serialize;
 use uuid::Uuid;
 
 pub const LABEL_CHARS_MAX: usize = 100;
 pub const KEYS_LISTED_MAX: i64 = 1_000;
+/// The fields of `POST /v1/api-keys` (also the properties of its OpenAPI schema).
+pub const NEW_API_KEY_FIELDS: [&str; 2] = ["label", "role"];
 
 #[derive(Debug)]
 pub struct NewKeyRequest {
@@ -28,7 +30,7 @@ pub struct NewKeyRequest {
 impl NewKeyRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let object = JsonObject::parse(body)?;
-        object.deny_unknown(&["label", "role"])?;
+        object.deny_unknown(&NEW_API_KEY_FIELDS)?;
         Ok(NewKeyRequest {
             label: object.required("label", |v| body::text(v, 1, LABEL_CHARS_MAX))?,
             role: object.required("role", |v| match Role::parse(string_field(v)?) {
@@ -39,18 +41,78 @@ impl NewKeyRequest {
     }
 }
 
-fn key_json(key: &ApiKeySummary) -> Value {
-    json!({
-        "api_key_id": key.api_key_id,
-        "label": key.label,
-        "role": key.role.as_str(),
-        "created_at": key.created_at,
-        "created_by": key.created_by,
-        "last_used_at": key.last_used_at,
-        "revoked_at": key.revoked_at,
-    })
+/// `201` body of `POST /v1/api-keys`: the only time the key is shown.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedApiKeyResponse {
+    pub api_key_id: Uuid,
+    pub label: String,
+    #[schema(value_type = crate::openapi::ApiKeyRole)]
+    pub role: &'static str,
+    /// `ll_` and 64 hex digits: send it as `Authorization: Bearer <api_key>`. Only its
+    /// SHA-256 is stored, so it cannot be shown again.
+    #[schema(format = Password, pattern = "^ll_[0-9a-f]{64}$")]
+    pub api_key: String,
 }
 
+/// One API key of the tenant, as listed: never its secret or hash.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ApiKeyView {
+    pub api_key_id: Uuid,
+    pub label: String,
+    #[schema(value_type = crate::openapi::ApiKeyRole)]
+    pub role: &'static str,
+    pub created_at: DateTime<Utc>,
+    /// The user who created it; `null` for keys created by the operators' CLI.
+    #[schema(required = true)]
+    pub created_by: Option<Uuid>,
+    /// Updated at most once a minute; `null` if never used.
+    #[schema(required = true)]
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// `null` while the key is active.
+    #[schema(required = true)]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// `200` body of `GET /v1/api-keys`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ApiKeyList {
+    /// Newest first, at most 1000.
+    pub api_keys: Vec<ApiKeyView>,
+}
+
+impl From<&ApiKeySummary> for ApiKeyView {
+    fn from(key: &ApiKeySummary) -> Self {
+        ApiKeyView {
+            api_key_id: key.api_key_id,
+            label: key.label.clone(),
+            role: key.role.as_str(),
+            created_at: key.created_at,
+            created_by: key.created_by,
+            last_used_at: key.last_used_at,
+            revoked_at: key.revoked_at,
+        }
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys",
+    tag = "api keys",
+    request_body(content = crate::openapi::NewApiKeyRequestSchema, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created: the key is in `api_key`, shown this once.", body = CreatedApiKeyResponse),
+        (status = 400, description = "`malformed-json`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, description = "`forbidden`: only owners manage API keys.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, description = "`invalid-field` (with `field`), e.g. the role `owner`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
 #[tracing::instrument(name = "create_api_key", skip_all, fields(tenant_id = %caller.tenant_id))]
 pub async fn create(
     caller: Caller,
@@ -78,15 +140,29 @@ pub async fn create(
     tracing::info!(api_key_id = %key.api_key_id, role = %request.role, "API key created");
     Ok(json_response(
         StatusCode::CREATED,
-        &json!({
-            "api_key_id": key.api_key_id,
-            "label": request.label,
-            "role": request.role.as_str(),
-            "api_key": key.plaintext,
-        }),
+        &CreatedApiKeyResponse {
+            api_key_id: key.api_key_id,
+            label: request.label,
+            role: request.role.as_str(),
+            api_key: key.plaintext,
+        },
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    tag = "api keys",
+    responses(
+        (status = 200, description = "The tenant's API keys, newest first (at most 1000), revoked ones included; never a secret or a hash.", body = ApiKeyList),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, description = "`forbidden`: only owners manage API keys.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
 #[tracing::instrument(name = "list_api_keys", skip_all, fields(tenant_id = %caller.tenant_id))]
 pub async fn list(caller: Caller, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     caller.authorize(Permission::ManageApiKeys)?;
@@ -98,10 +174,28 @@ pub async fn list(caller: Caller, state: web::Data<ApiState>) -> Result<HttpResp
         .await
         .map_err(|e| accounts_error(e, "label"))?;
     transaction.commit().await.map_err(database)?;
-    let keys: Vec<Value> = keys.iter().map(key_json).collect();
-    Ok(json_response(StatusCode::OK, &json!({ "api_keys": keys })))
+    let api_keys = keys.iter().map(ApiKeyView::from).collect();
+    Ok(json_response(StatusCode::OK, &ApiKeyList { api_keys }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{api_key_id}",
+    tag = "api keys",
+    params(
+        ("api_key_id" = uuid::Uuid, Path, description = "The key's id. An unknown id, another tenant's key and a malformed id are all 404 `api-key-not-found`."),
+    ),
+    responses(
+        (status = 204, description = "Revoked (revoking a revoked key changes nothing): the key stops working within the auth cache TTL (60 s)."),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, description = "`forbidden`: only owners manage API keys.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`api-key-not-found`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
 #[tracing::instrument(name = "revoke_api_key", skip_all, fields(tenant_id = %caller.tenant_id))]
 pub async fn revoke(
     caller: Caller,

@@ -11,7 +11,8 @@
 //!   the server registers its routes, so the document cannot miss a route or describe one
 //!   the server lacks;
 //! - **response bodies**: `#[derive(ToSchema)]` on the types the handlers serialise
-//!   ([`crate::render`], [`crate::customers`], [`crate::history`], [`crate::personal`]);
+//!   ([`crate::render`], [`crate::customers`], [`crate::history`], [`crate::personal`],
+//!   [`crate::accounts`], [`crate::users`], [`crate::api_keys`]);
 //! - **request bodies**: the handlers read their bodies field by field from raw bytes (the
 //!   idempotency fingerprint is over those bytes; see `body`), so there is no request type to
 //!   derive from. The schema-only structs here mirror what the parsers accept; the tests
@@ -63,6 +64,18 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         crate::redemptions::redeem,
         crate::personal::export,
         crate::personal::erase,
+        crate::accounts::signup,
+        crate::accounts::login,
+        crate::accounts::refresh,
+        crate::accounts::logout,
+        crate::accounts::me,
+        crate::accounts::accept_invitation,
+        crate::users::create,
+        crate::users::list,
+        crate::users::disable,
+        crate::api_keys::create,
+        crate::api_keys::list,
+        crate::api_keys::revoke,
     ),
     components(
         schemas(Problem),
@@ -81,6 +94,9 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         (name = "purchases", description = "Log purchases and earn points"),
         (name = "redemptions", description = "Spend points"),
         (name = "personal data", description = "Export and erasure of a customer's personal data"),
+        (name = "accounts", description = "Sign up, log in, refresh and log out, accept an invitation, and who is calling"),
+        (name = "users", description = "The tenant's users (owners only): invite, list, disable"),
+        (name = "api keys", description = "The tenant's API keys (owners only): create, list, revoke"),
         (name = "operations", description = "Probes, metrics and this document; no authentication"),
     )
 )]
@@ -389,6 +405,126 @@ pub struct CustomerSearchSchema {
     /// E.164, e.g. `+2348012345678`. In the body, not the URL, so it stays out of access logs.
     #[schema(max_length = 32, example = "+2348012345678")]
     phone: String,
+}
+
+/// `POST /v1/signup`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct SignupRequestSchema {
+    /// The vendor's public code: 3 to 20 letters A–Z or digits 0–9, any case (stored
+    /// upper-case, so unique whatever the case).
+    #[schema(
+        min_length = 3,
+        max_length = 20,
+        pattern = "^[A-Za-z0-9]{3,20}$",
+        example = "shop1"
+    )]
+    vendor_code: String,
+    /// The business's name, trimmed; not only blanks.
+    #[schema(min_length = 1, max_length = 120)]
+    business_name: String,
+    /// The owner's login, trimmed and lower-cased; 409 `email-taken` when already registered.
+    #[schema(format = Email, min_length = 3, max_length = 254)]
+    owner_email: String,
+    /// 12 to 256 characters, any but control characters; no composition rules.
+    #[schema(format = Password, min_length = 12, max_length = 256)]
+    owner_password: String,
+    /// The tenant's currency, ISO 4217 in upper case. Default `NGN`.
+    #[schema(pattern = "^[A-Z]{3}$", example = "NGN")]
+    currency: Option<String>,
+    /// How many days earned points remain spendable. Default 180.
+    #[schema(minimum = 1, maximum = 3650, example = 180)]
+    expiry_days: Option<u32>,
+}
+
+/// `POST /v1/auth/login`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct LoginRequestSchema {
+    /// Compared after trimming and lower-casing.
+    #[schema(format = Email, min_length = 3, max_length = 254)]
+    email: String,
+    /// As chosen (only its length is bounded here: the policy applies when a password is
+    /// chosen, not when one is presented).
+    #[schema(format = Password, min_length = 1, max_length = 256)]
+    password: String,
+}
+
+/// `POST /v1/auth/refresh` and `POST /v1/auth/logout`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RefreshTokenRequestSchema {
+    /// The `refresh_token` of the session. A token of another shape is 401
+    /// `invalid-refresh-token`, like an unknown one.
+    #[schema(format = Password, pattern = "^lr_[0-9a-f]{64}$")]
+    refresh_token: String,
+}
+
+/// `POST /v1/invitations/accept`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct InvitationAcceptanceSchema {
+    /// The invitation's `token` (from `POST /v1/users`). A token of another shape is 404
+    /// `invitation-not-found`, like an unknown one.
+    #[schema(format = Password, pattern = "^li_[0-9a-f]{64}$")]
+    token: String,
+    /// The password the invited user chooses: 12 to 256 characters, any but control
+    /// characters.
+    #[schema(format = Password, min_length = 12, max_length = 256)]
+    password: String,
+}
+
+/// `POST /v1/users`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct NewUserRequestSchema {
+    /// The invited user's login, trimmed and lower-cased; 409 `email-taken` when already
+    /// registered.
+    #[schema(format = Email, min_length = 3, max_length = 254)]
+    email: String,
+    role: UserRole,
+    /// Default: empty.
+    #[schema(max_length = 120)]
+    display_name: Option<String>,
+}
+
+/// `POST /v1/api-keys`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct NewApiKeyRequestSchema {
+    /// What the key is for, e.g. `till 1`.
+    #[schema(min_length = 1, max_length = 100)]
+    label: String,
+    role: ApiKeyRole,
+}
+
+/// A user's role: `owner` may do everything; `staff` enrols customers, logs purchases,
+/// redeems and reads customers (with their personal data) and history; `auditor` reads
+/// customers and history; `analyst` reads customers.
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum UserRole {
+    Owner,
+    Staff,
+    Auditor,
+    Analyst,
+}
+
+/// An API key's role: any role but `owner` (keys belong to systems).
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ApiKeyRole {
+    Staff,
+    Auditor,
+    Analyst,
 }
 
 // Bodies of the operator endpoints, which build their JSON inline.

@@ -11,15 +11,17 @@ use crate::problem::ApiError;
 use crate::ApiState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use schema::accounts::{self, DisableRefusal, Email, Permission, Role, UserSummary};
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::time::Instant;
 use uuid::Uuid;
 
 pub const DISPLAY_NAME_CHARS_MAX: usize = 120;
 /// Most users listed (a shop has a handful).
 pub const USERS_LISTED_MAX: i64 = 1_000;
+/// The fields of `POST /v1/users` (also the properties of its OpenAPI schema).
+pub const NEW_USER_FIELDS: [&str; 3] = ["email", "role", "display_name"];
 
 #[derive(Debug)]
 pub struct NewUserRequest {
@@ -31,7 +33,7 @@ pub struct NewUserRequest {
 impl NewUserRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let object = JsonObject::parse(body)?;
-        object.deny_unknown(&["email", "role", "display_name"])?;
+        object.deny_unknown(&NEW_USER_FIELDS)?;
         Ok(NewUserRequest {
             email: object.required("email", email_field)?,
             role: object.required("role", |v| {
@@ -44,19 +46,94 @@ impl NewUserRequest {
     }
 }
 
-fn user_json(user: &UserSummary) -> Value {
-    json!({
-        "user_id": user.user_id,
-        "email": user.email,
-        "display_name": user.display_name,
-        "role": user.role.as_str(),
-        "created_at": user.created_at,
-        "created_by": user.created_by,
-        "disabled_at": user.disabled_at,
-        "invitation_pending": !user.has_password,
-    })
+/// `201` body of `POST /v1/users`: the invited user and their invitation.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct InvitedUserResponse {
+    pub user_id: Uuid,
+    /// Trimmed and lower-cased.
+    #[schema(format = Email)]
+    pub email: String,
+    #[schema(value_type = crate::openapi::UserRole)]
+    pub role: &'static str,
+    /// Empty when none was given.
+    pub display_name: String,
+    pub invitation: InvitationView,
 }
 
+/// An invitation to choose a password, to be handed to the invited user.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct InvitationView {
+    pub invitation_id: Uuid,
+    /// `li_` and 64 hex digits, shown only here: the invited user sends it with a password
+    /// to `POST /v1/invitations/accept`, once.
+    #[schema(format = Password, pattern = "^li_[0-9a-f]{64}$")]
+    pub token: String,
+    /// 7 days after the invitation.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One user of the tenant, as listed.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserView {
+    pub user_id: Uuid,
+    #[schema(format = Email)]
+    pub email: String,
+    pub display_name: String,
+    #[schema(value_type = crate::openapi::UserRole)]
+    pub role: &'static str,
+    pub created_at: DateTime<Utc>,
+    /// The user who invited them; `null` for the owner who signed up.
+    #[schema(required = true)]
+    pub created_by: Option<Uuid>,
+    /// `null` while the user is active.
+    #[schema(required = true)]
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// `true` until the user accepts their invitation (they cannot log in before).
+    pub invitation_pending: bool,
+}
+
+/// `200` body of `GET /v1/users`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserList {
+    /// Oldest first, at most 1000.
+    pub users: Vec<UserView>,
+}
+
+impl From<&UserSummary> for UserView {
+    fn from(user: &UserSummary) -> Self {
+        UserView {
+            user_id: user.user_id,
+            email: user.email.clone(),
+            display_name: user.display_name.clone(),
+            role: user.role.as_str(),
+            created_at: user.created_at,
+            created_by: user.created_by,
+            disabled_at: user.disabled_at,
+            invitation_pending: !user.has_password,
+        }
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "users",
+    request_body(content = crate::openapi::NewUserRequestSchema, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Invited: the user exists without a password until they accept the invitation, and cannot log in before.", body = InvitedUserResponse),
+        (status = 400, description = "`malformed-json`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, description = "`forbidden`: only owners manage users.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`email-taken` (with `field`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, description = "`invalid-field` (with `field`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
 #[tracing::instrument(name = "invite_user", skip_all, fields(tenant_id = %caller.tenant_id))]
 pub async fn create(
     caller: Caller,
@@ -91,20 +168,34 @@ pub async fn create(
     tracing::info!(user_id = %invited.user_id, role = %request.role, "user invited");
     Ok(json_response(
         StatusCode::CREATED,
-        &json!({
-            "user_id": invited.user_id,
-            "email": request.email.as_str(),
-            "role": request.role.as_str(),
-            "display_name": request.display_name,
-            "invitation": {
-                "invitation_id": invited.invitation_id,
-                "token": invited.token.plaintext,
-                "expires_at": invited.expires_at,
+        &InvitedUserResponse {
+            user_id: invited.user_id,
+            email: request.email.as_str().to_owned(),
+            role: request.role.as_str(),
+            display_name: request.display_name,
+            invitation: InvitationView {
+                invitation_id: invited.invitation_id,
+                token: invited.token.plaintext,
+                expires_at: invited.expires_at,
             },
-        }),
+        },
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    tag = "users",
+    responses(
+        (status = 200, description = "The tenant's users, oldest first (at most 1000).", body = UserList),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, description = "`forbidden`: only owners manage users.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
 #[tracing::instrument(name = "list_users", skip_all, fields(tenant_id = %caller.tenant_id))]
 pub async fn list(caller: Caller, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     caller.authorize(Permission::ManageUsers)?;
@@ -116,10 +207,29 @@ pub async fn list(caller: Caller, state: web::Data<ApiState>) -> Result<HttpResp
         .await
         .map_err(|e| accounts_error(e, "email"))?;
     transaction.commit().await.map_err(database)?;
-    let users: Vec<Value> = users.iter().map(user_json).collect();
-    Ok(json_response(StatusCode::OK, &json!({ "users": users })))
+    let users = users.iter().map(UserView::from).collect();
+    Ok(json_response(StatusCode::OK, &UserList { users }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users/{user_id}/disable",
+    tag = "users",
+    params(
+        ("user_id" = uuid::Uuid, Path, description = "The user's id. An unknown id, another tenant's user and a malformed id are all 404 `user-not-found`."),
+    ),
+    responses(
+        (status = 204, description = "Disabled: the user's refresh tokens are revoked and logins refused; their access tokens are refused within the auth cache TTL (60 s)."),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, description = "`forbidden`: only owners manage users.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`user-not-found`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`cannot-disable-self` or `last-active-owner`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
 #[tracing::instrument(name = "disable_user", skip_all, fields(tenant_id = %caller.tenant_id))]
 pub async fn disable(
     caller: Caller,

@@ -4,12 +4,17 @@
 //! (Serving the document, and the routes' behaviour, are tested in `crate::tests::openapi`.)
 
 use super::*;
+use crate::accounts::{
+    InvitationAcceptedResponse, MeResponse, PrincipalKind, SessionResponse, SignupResponse,
+};
+use crate::api_keys::{ApiKeyList, ApiKeyView, CreatedApiKeyResponse};
 use crate::customers::{CustomerList, CustomerView, LotView};
 use crate::history::{History, HistoryEntry};
 use crate::personal::{CustomerExport, DataKeyView, ExportedEvent, ExportedPersonalData};
 use crate::render::{
     EnrolmentResponse, ErasureResponse, OpenedLot, PurchaseResponse, RedemptionResponse, RuleShare,
 };
+use crate::users::{InvitationView, InvitedUserResponse, UserList, UserView};
 use crate::{route_table, Access};
 use chrono::TimeZone;
 use ledger_core::{CustomerId, LotId, MinorUnits, Points, PurchaseId, RedemptionId};
@@ -167,9 +172,18 @@ fn every_rate_limited_operation_documents_a_4xx_problem_with_retry_after_on_429(
     }
 }
 
-/// Vendor routes take a `Caller` (an API key now, a user token later): their operations
+/// The public operations that answer 401 for credentials sent in the body (a password or a
+/// refresh token), with their own problem types and no `WWW-Authenticate` challenge.
+const BODY_CREDENTIAL_OPERATIONS: [(&str, &str); 3] = [
+    ("post", "/v1/auth/login"),
+    ("post", "/v1/auth/refresh"),
+    ("post", "/v1/auth/logout"),
+];
+
+/// Vendor routes take a `Caller` (an API key or a user's access token): their operations
 /// name both bearer schemes as alternatives and document 401 and a 503 with `Retry-After`.
-/// Public routes name no scheme and never answer 401.
+/// Public routes name no scheme and never answer 401 `unauthenticated` (no bearer
+/// challenge); only login, refresh and logout answer 401, for the credentials in their body.
 #[test]
 fn operations_declare_the_credentials_their_routes_require() {
     let document = document();
@@ -204,7 +218,20 @@ fn operations_declare_the_credentials_their_routes_require() {
                     "{method} {}",
                     spec.path
                 );
-                assert!(responses.get("401").is_none(), "{method} {}", spec.path);
+                let body_credentials =
+                    BODY_CREDENTIAL_OPERATIONS.contains(&(method.as_str(), spec.path));
+                match responses.get("401") {
+                    None => assert!(!body_credentials, "{method} {}: document 401", spec.path),
+                    Some(unauthorized) => {
+                        assert!(body_credentials, "{method} {}", spec.path);
+                        assert!(
+                            unauthorized.get("$ref").is_none()
+                                && unauthorized["headers"].get("WWW-Authenticate").is_none(),
+                            "{method} {}: not the bearer challenge",
+                            spec.path
+                        );
+                    }
+                }
             }
         }
     }
@@ -254,7 +281,7 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
 #[test]
 fn request_schemas_have_exactly_the_parsers_fields() {
     let document = document();
-    let cases: [(&str, &[&str]); 5] = [
+    let cases: [(&str, &[&str]); 11] = [
         (
             "PurchaseRequestSchema",
             &crate::purchases::PURCHASE_FIELDS[..],
@@ -269,6 +296,21 @@ fn request_schemas_have_exactly_the_parsers_fields() {
             &crate::customers::ENROLMENT_FIELDS[..],
         ),
         ("CustomerSearchSchema", &crate::customers::SEARCH_FIELDS[..]),
+        ("SignupRequestSchema", &crate::accounts::SIGNUP_FIELDS[..]),
+        ("LoginRequestSchema", &crate::accounts::LOGIN_FIELDS[..]),
+        (
+            "RefreshTokenRequestSchema",
+            &crate::accounts::REFRESH_TOKEN_FIELDS[..],
+        ),
+        (
+            "InvitationAcceptanceSchema",
+            &crate::accounts::INVITATION_ACCEPTANCE_FIELDS[..],
+        ),
+        ("NewUserRequestSchema", &crate::users::NEW_USER_FIELDS[..]),
+        (
+            "NewApiKeyRequestSchema",
+            &crate::api_keys::NEW_API_KEY_FIELDS[..],
+        ),
     ];
     for (name, fields) in cases {
         let schema = schema(&document, name);
@@ -297,6 +339,126 @@ fn request_schemas_have_exactly_the_parsers_fields() {
     );
     assert_eq!(required("EnrolmentRequestSchema"), names(&["phone"]));
     assert_eq!(required("CustomerSearchSchema"), names(&["phone"]));
+    assert_eq!(
+        required("SignupRequestSchema"),
+        names(&[
+            "vendor_code",
+            "business_name",
+            "owner_email",
+            "owner_password"
+        ])
+    );
+    assert_eq!(
+        required("LoginRequestSchema"),
+        names(&crate::accounts::LOGIN_FIELDS)
+    );
+    assert_eq!(
+        required("RefreshTokenRequestSchema"),
+        names(&crate::accounts::REFRESH_TOKEN_FIELDS)
+    );
+    assert_eq!(
+        required("InvitationAcceptanceSchema"),
+        names(&crate::accounts::INVITATION_ACCEPTANCE_FIELDS)
+    );
+    assert_eq!(required("NewUserRequestSchema"), names(&["email", "role"]));
+    assert_eq!(
+        required("NewApiKeyRequestSchema"),
+        names(&crate::api_keys::NEW_API_KEY_FIELDS)
+    );
+}
+
+/// The role enums list exactly the roles the parsers accept: every role for users, every
+/// role an API key may hold for keys.
+#[test]
+fn role_schemas_list_the_roles_the_parsers_accept() {
+    use schema::accounts::Role;
+    let document = document();
+    let listed = |name: &str| -> BTreeSet<String> {
+        schema(&document, name)["enum"]
+            .as_array()
+            .expect("enum")
+            .iter()
+            .map(|v| v.as_str().expect("a role").to_owned())
+            .collect()
+    };
+    let users: BTreeSet<String> = Role::ALL.iter().map(|r| r.as_str().to_owned()).collect();
+    let keys: BTreeSet<String> = Role::ALL
+        .iter()
+        .filter(|r| r.may_hold_api_key())
+        .map(|r| r.as_str().to_owned())
+        .collect();
+    assert_eq!(listed("UserRole"), users);
+    assert_eq!(listed("ApiKeyRole"), keys);
+    for role in &users {
+        assert!(Role::parse(role).is_ok(), "{role}");
+    }
+    let kinds: BTreeSet<String> = [PrincipalKind::User, PrincipalKind::ApiKey]
+        .iter()
+        .map(|kind| {
+            serde_json::to_value(kind)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(listed("PrincipalKind"), kinds);
+}
+
+/// The token patterns of the schemas are the shapes the server issues and accepts.
+#[test]
+fn token_patterns_are_the_shapes_of_issued_tokens() {
+    use schema::accounts::{
+        generate_token, is_well_formed_token, INVITATION_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX,
+    };
+    let document = document();
+    let pattern = |schema_name: &str, property: &str| {
+        schema(&document, schema_name)["properties"][property]["pattern"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{schema_name}.{property}: no pattern"))
+            .to_owned()
+    };
+    let refresh = format!("^{REFRESH_TOKEN_PREFIX}[0-9a-f]{{64}}$");
+    let invitation = format!("^{INVITATION_TOKEN_PREFIX}[0-9a-f]{{64}}$");
+    for (schema_name, property) in [
+        ("RefreshTokenRequestSchema", "refresh_token"),
+        ("SessionResponse", "refresh_token"),
+        ("SignupResponse", "refresh_token"),
+        ("InvitationAcceptedResponse", "refresh_token"),
+    ] {
+        assert_eq!(pattern(schema_name, property), refresh, "{schema_name}");
+    }
+    assert_eq!(pattern("InvitationAcceptanceSchema", "token"), invitation);
+    assert_eq!(pattern("InvitationView", "token"), invitation);
+    for prefix in [REFRESH_TOKEN_PREFIX, INVITATION_TOKEN_PREFIX] {
+        let token = generate_token(prefix).unwrap().plaintext;
+        let hex = token.strip_prefix(prefix).expect("the prefix");
+        assert_eq!(hex.len(), 64);
+        assert!(hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        assert!(is_well_formed_token(&token, prefix));
+    }
+    let key = format!("^{}[0-9a-f]{{64}}$", schema::api_keys::PREFIX);
+    assert_eq!(pattern("CreatedApiKeyResponse", "api_key"), key);
+    // Secrets are marked as such, so that tools mask them.
+    for (schema_name, property) in [
+        ("SignupRequestSchema", "owner_password"),
+        ("LoginRequestSchema", "password"),
+        ("RefreshTokenRequestSchema", "refresh_token"),
+        ("InvitationAcceptanceSchema", "token"),
+        ("InvitationAcceptanceSchema", "password"),
+        ("SessionResponse", "access_token"),
+        ("SessionResponse", "refresh_token"),
+        ("SignupResponse", "access_token"),
+        ("InvitationAcceptedResponse", "access_token"),
+        ("InvitationView", "token"),
+        ("CreatedApiKeyResponse", "api_key"),
+    ] {
+        assert_eq!(
+            schema(&document, schema_name)["properties"][property]["format"],
+            "password",
+            "{schema_name}.{property}"
+        );
+    }
 }
 
 /// The limits in the request schemas (literals, as the attributes need) are the parsers'.
@@ -307,6 +469,14 @@ fn request_schema_limits_are_the_parsers_limits() {
     let line_item = schema(&document, "LineItemSchema");
     let redemption = schema(&document, "RedemptionRequestSchema");
     let enrolment = schema(&document, "EnrolmentRequestSchema");
+    let signup = schema(&document, "SignupRequestSchema");
+    let login = schema(&document, "LoginRequestSchema");
+    let acceptance = schema(&document, "InvitationAcceptanceSchema");
+    let new_user = schema(&document, "NewUserRequestSchema");
+    let new_key = schema(&document, "NewApiKeyRequestSchema");
+    let email_max = schema::accounts::EMAIL_CHARS_MAX as i64;
+    let password_min = crate::passwords::PASSWORD_CHARS_MIN as i64;
+    let password_max = crate::passwords::PASSWORD_CHARS_MAX as i64;
     let cases: Vec<(&str, &Value, i64)> = vec![
         (
             "amount_minor.minimum",
@@ -358,10 +528,95 @@ fn request_schema_limits_are_the_parsers_limits() {
             &enrolment["properties"]["name"]["maxLength"],
             crate::customers::NAME_CHARS_MAX as i64,
         ),
+        (
+            "business_name.maxLength",
+            &signup["properties"]["business_name"]["maxLength"],
+            crate::accounts::BUSINESS_NAME_CHARS_MAX as i64,
+        ),
+        (
+            "owner_email.maxLength",
+            &signup["properties"]["owner_email"]["maxLength"],
+            email_max,
+        ),
+        (
+            "owner_password.minLength",
+            &signup["properties"]["owner_password"]["minLength"],
+            password_min,
+        ),
+        (
+            "owner_password.maxLength",
+            &signup["properties"]["owner_password"]["maxLength"],
+            password_max,
+        ),
+        (
+            "expiry_days.maximum",
+            &signup["properties"]["expiry_days"]["maximum"],
+            crate::accounts::EXPIRY_DAYS_MAX,
+        ),
+        (
+            "login email.maxLength",
+            &login["properties"]["email"]["maxLength"],
+            email_max,
+        ),
+        (
+            "login password.maxLength",
+            &login["properties"]["password"]["maxLength"],
+            password_max,
+        ),
+        (
+            "invitation password.minLength",
+            &acceptance["properties"]["password"]["minLength"],
+            password_min,
+        ),
+        (
+            "invitation password.maxLength",
+            &acceptance["properties"]["password"]["maxLength"],
+            password_max,
+        ),
+        (
+            "new user email.maxLength",
+            &new_user["properties"]["email"]["maxLength"],
+            email_max,
+        ),
+        (
+            "display_name.maxLength",
+            &new_user["properties"]["display_name"]["maxLength"],
+            crate::users::DISPLAY_NAME_CHARS_MAX as i64,
+        ),
+        (
+            "label.maxLength",
+            &new_key["properties"]["label"]["maxLength"],
+            crate::api_keys::LABEL_CHARS_MAX as i64,
+        ),
     ];
     for (what, documented, limit) in cases {
         assert_eq!(documented.as_i64(), Some(limit), "{what}");
     }
+    // The vendor code's and the currency's limits live in their parsers, not in constants:
+    // the documented bounds are checked against the parsers at the edges.
+    let vendor_code = &signup["properties"]["vendor_code"];
+    let min = vendor_code["minLength"].as_u64().expect("minLength") as usize;
+    let max = vendor_code["maxLength"].as_u64().expect("maxLength") as usize;
+    assert_eq!(
+        vendor_code["pattern"],
+        format!("^[A-Za-z0-9]{{{min},{max}}}$")
+    );
+    let code = |n: usize| schema::accounts::VendorCode::parse(&"a1".repeat(n)[..n]);
+    assert!(code(min).is_ok() && code(max).is_ok());
+    assert!(code(min - 1).is_err() && code(max + 1).is_err());
+    assert_eq!(signup["properties"]["currency"]["pattern"], "^[A-Z]{3}$");
+    assert!(ledger_core::Currency::parse("NGN").is_ok());
+    for bad in ["NG", "NGNN", "ngn", "N1N"] {
+        assert!(ledger_core::Currency::parse(bad).is_err(), "{bad}");
+    }
+    assert_eq!(
+        signup["properties"]["expiry_days"]["minimum"].as_i64(),
+        Some(1)
+    );
+    assert_eq!(
+        new_key["properties"]["label"]["minLength"].as_i64(),
+        Some(1)
+    );
     let list = operation(&document, "get", "/v1/customers");
     let history = operation(&document, "get", "/v1/customers/{customer_id}/history");
     for (operation, max) in [
@@ -551,6 +806,116 @@ fn response_schemas_have_exactly_the_keys_the_responses_serialise() {
     );
 }
 
+#[test]
+fn accounts_response_schemas_have_exactly_the_keys_the_responses_serialise() {
+    let document = document();
+    let tenant_id = ledger_core::TenantId::from_uuid(id(1));
+    let refresh_token = format!("lr_{}", "0".repeat(64));
+    assert_schema_matches(
+        &document,
+        "SessionResponse",
+        &SessionResponse {
+            access_token: "a.b.c".into(),
+            token_type: crate::accounts::TOKEN_TYPE,
+            expires_in: crate::jwt::ACCESS_TOKEN_SECONDS,
+            refresh_token: refresh_token.clone(),
+        },
+    );
+    assert_schema_matches(
+        &document,
+        "SignupResponse",
+        &SignupResponse {
+            tenant_id,
+            vendor_code: "SHOP1".into(),
+            user_id: id(2),
+            role: "owner",
+            access_token: "a.b.c".into(),
+            token_type: crate::accounts::TOKEN_TYPE,
+            expires_in: crate::jwt::ACCESS_TOKEN_SECONDS,
+            refresh_token: refresh_token.clone(),
+        },
+    );
+    assert_schema_matches(
+        &document,
+        "InvitationAcceptedResponse",
+        &InvitationAcceptedResponse {
+            user_id: id(2),
+            tenant_id,
+            role: "staff",
+            access_token: "a.b.c".into(),
+            token_type: crate::accounts::TOKEN_TYPE,
+            expires_in: crate::jwt::ACCESS_TOKEN_SECONDS,
+            refresh_token,
+        },
+    );
+    assert_schema_matches(
+        &document,
+        "MeResponse",
+        &MeResponse {
+            kind: PrincipalKind::ApiKey,
+            id: id(3),
+            tenant_id,
+            role: "staff",
+        },
+    );
+    let invitation = InvitationView {
+        invitation_id: id(4),
+        token: format!("li_{}", "0".repeat(64)),
+        expires_at: at(),
+    };
+    assert_schema_matches(&document, "InvitationView", &invitation);
+    assert_schema_matches(
+        &document,
+        "InvitedUserResponse",
+        &InvitedUserResponse {
+            user_id: id(5),
+            email: "staff@shop.ng".into(),
+            role: "staff",
+            display_name: String::new(),
+            invitation,
+        },
+    );
+    let user = UserView {
+        user_id: id(5),
+        email: "staff@shop.ng".into(),
+        display_name: "Ada".into(),
+        role: "staff",
+        created_at: at(),
+        created_by: None,
+        disabled_at: None,
+        invitation_pending: true,
+    };
+    assert_schema_matches(&document, "UserView", &user);
+    assert_schema_matches(&document, "UserList", &UserList { users: vec![user] });
+    assert_schema_matches(
+        &document,
+        "CreatedApiKeyResponse",
+        &CreatedApiKeyResponse {
+            api_key_id: id(6),
+            label: "till 1".into(),
+            role: "auditor",
+            api_key: format!("ll_{}", "0".repeat(64)),
+        },
+    );
+    let key = ApiKeyView {
+        api_key_id: id(6),
+        label: "till 1".into(),
+        role: "auditor",
+        created_at: at(),
+        created_by: Some(id(5)),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    assert_schema_matches(&document, "ApiKeyView", &key);
+    assert_schema_matches(
+        &document,
+        "ApiKeyList",
+        &ApiKeyList {
+            api_keys: vec![key],
+        },
+    );
+}
+
 /// Each variant of the ledger's `Actor` serialises to the one-member object the `Actor`
 /// schema documents.
 #[test]
@@ -607,6 +972,23 @@ fn the_problem_schema_covers_what_problems_carry() {
         )
         .unwrap(),
         serde_json::to_value(crate::problem::ApiError::IdempotencyKeyMissing.problem()).unwrap(),
+        serde_json::to_value(crate::problem::ApiError::InvalidRefreshToken.problem()).unwrap(),
+        serde_json::to_value(crate::problem::ApiError::InvitationNotFound.problem()).unwrap(),
+        serde_json::to_value(crate::problem::ApiError::VendorCodeTaken.problem()).unwrap(),
+        serde_json::to_value(
+            crate::problem::ApiError::EmailTaken {
+                field: "owner_email",
+            }
+            .problem(),
+        )
+        .unwrap(),
+        serde_json::to_value(
+            crate::problem::ApiError::TooManyAttempts {
+                retry_after_seconds: 30,
+            }
+            .problem(),
+        )
+        .unwrap(),
         serde_json::to_value(
             crate::problem::ApiError::RateLimited {
                 retry_after: std::time::Duration::from_secs(1),
