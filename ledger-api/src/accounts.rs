@@ -15,7 +15,7 @@ use crate::jwt::{self, Claims, JwtKeys};
 use crate::login_limiter::LimiterPolicy;
 use crate::passwords::{self, Password};
 use crate::problem::{ApiError, JSON_CONTENT_TYPE};
-use crate::ApiState;
+use crate::{scoped, ApiState};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -223,15 +223,6 @@ pub struct InvitationAcceptedResponse {
     /// As in `SessionResponse`.
     #[schema(format = Password, pattern = "^lr_[0-9a-f]{64}$")]
     pub refresh_token: String,
-}
-
-async fn scoped<'a>(
-    client: &'a mut deadpool_postgres::Client,
-    tenant_id: TenantId,
-) -> Result<deadpool_postgres::Transaction<'a>, ApiError> {
-    schema::tenancy::begin(client, tenant_id)
-        .await
-        .map_err(database)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -124,9 +124,7 @@ pub async fn create(
     let body = body::read_json(&req, payload, state.body_bytes_max).await?;
     let request = NewKeyRequest::parse(&body)?;
     let mut client = state.client().await?;
-    let transaction = schema::tenancy::begin(&mut client, caller.tenant_id)
-        .await
-        .map_err(database)?;
+    let transaction = crate::scoped(&mut client, caller.tenant_id).await?;
     let key = accounts::create_api_key(
         &*transaction,
         caller.tenant_id,
@@ -167,9 +165,7 @@ pub async fn create(
 pub async fn list(caller: Caller, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     caller.authorize(Permission::ManageApiKeys)?;
     let mut client = state.client().await?;
-    let transaction = schema::tenancy::begin(&mut client, caller.tenant_id)
-        .await
-        .map_err(database)?;
+    let transaction = crate::scoped(&mut client, caller.tenant_id).await?;
     let keys = accounts::list_api_keys(&*transaction, KEYS_LISTED_MAX)
         .await
         .map_err(|e| accounts_error(e, "label"))?;
@@ -205,9 +201,7 @@ pub async fn revoke(
     caller.authorize(Permission::ManageApiKeys)?;
     let api_key_id = Uuid::parse_str(&path.into_inner()).map_err(|_| ApiError::ApiKeyNotFound)?;
     let mut client = state.client().await?;
-    let transaction = schema::tenancy::begin(&mut client, caller.tenant_id)
-        .await
-        .map_err(database)?;
+    let transaction = crate::scoped(&mut client, caller.tenant_id).await?;
     let revoked = accounts::revoke_api_key(&*transaction, api_key_id, Utc::now())
         .await
         .map_err(|e| accounts_error(e, "label"))?;

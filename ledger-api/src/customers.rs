@@ -19,6 +19,7 @@ use crate::commands;
 use crate::idempotency::IdempotencyKey;
 use crate::personal::{self, PersonalView};
 use crate::problem::ApiError;
+use crate::scoped;
 use crate::{render, ApiState};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -230,17 +231,6 @@ pub async fn show(
     .await?
     .ok_or(ApiError::CustomerNotFound)?;
     Ok(HttpResponse::Ok().json(view))
-}
-
-/// A read-only transaction scoped to one tenant: row-level security hides every other
-/// tenant's rows, whatever the queries in it say.
-pub async fn scoped(
-    client: &mut deadpool_postgres::Client,
-    tenant_id: TenantId,
-) -> Result<deadpool_postgres::Transaction<'_>, ApiError> {
-    schema::tenancy::begin(client, tenant_id)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("beginning a scoped transaction: {e}")))
 }
 
 /// The vault when the caller's role may see personal data in the clear (owner, staff);

@@ -91,7 +91,7 @@ pub async fn history(
     let customer_id = customer_in_path(&path)?;
     let limit = parse_limit(query.limit.as_deref())?;
     let mut client = state.client().await?;
-    let client = crate::customers::scoped(&mut client, caller.tenant_id).await?;
+    let client = crate::scoped(&mut client, caller.tenant_id).await?;
     let recorded =
         schema::store::read_stream_backwards(&*client, StreamId::Customer(customer_id), limit)
             .await

@@ -385,5 +385,17 @@ async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
 }
 
+/// A transaction scoped to one tenant (`schema::tenancy::begin`): row-level security hides
+/// every other tenant's rows, whatever the queries in it say. Every tenant-facing read and
+/// write outside the group-commit writer starts here.
+pub(crate) async fn scoped(
+    client: &mut deadpool_postgres::Client,
+    tenant_id: ledger_core::TenantId,
+) -> Result<deadpool_postgres::Transaction<'_>, ApiError> {
+    schema::tenancy::begin(client, tenant_id)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("beginning a scoped transaction: {e}")))
+}
+
 #[cfg(test)]
 mod tests;

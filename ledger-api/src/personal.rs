@@ -15,10 +15,11 @@
 
 use crate::auth::Caller;
 use crate::commands;
-use crate::customers::{customer_in_path, decoded, scoped, whole_stream};
+use crate::customers::{customer_in_path, decoded, whole_stream};
 use crate::history::{self, tenant_currency};
 use crate::idempotency::IdempotencyKey;
 use crate::problem::ApiError;
+use crate::scoped;
 use crate::{render, ApiState};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};

@@ -150,9 +150,7 @@ pub async fn create(
         action: "manage users",
     })?;
     let mut client = state.client().await?;
-    let transaction = schema::tenancy::begin(&mut client, caller.tenant_id)
-        .await
-        .map_err(database)?;
+    let transaction = crate::scoped(&mut client, caller.tenant_id).await?;
     let invited = accounts::invite_user(
         &*transaction,
         caller.tenant_id,
@@ -200,9 +198,7 @@ pub async fn create(
 pub async fn list(caller: Caller, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     caller.authorize(Permission::ManageUsers)?;
     let mut client = state.client().await?;
-    let transaction = schema::tenancy::begin(&mut client, caller.tenant_id)
-        .await
-        .map_err(database)?;
+    let transaction = crate::scoped(&mut client, caller.tenant_id).await?;
     let users = accounts::list_users(&*transaction, USERS_LISTED_MAX)
         .await
         .map_err(|e| accounts_error(e, "email"))?;
@@ -239,9 +235,7 @@ pub async fn disable(
     caller.authorize(Permission::ManageUsers)?;
     let user_id = Uuid::parse_str(&path.into_inner()).map_err(|_| ApiError::UserNotFound)?;
     let mut client = state.client().await?;
-    let transaction = schema::tenancy::begin(&mut client, caller.tenant_id)
-        .await
-        .map_err(database)?;
+    let transaction = crate::scoped(&mut client, caller.tenant_id).await?;
     let outcome = accounts::disable_user(&*transaction, caller.user_id(), user_id, Utc::now())
         .await
         .map_err(|e| accounts_error(e, "email"))?;
