@@ -25,4 +25,5 @@
 //! [`signature::verify_signature`], and only then parse.
 
 pub mod handshake;
+pub mod payload;
 pub mod signature;
