@@ -5,11 +5,13 @@
 #      from the distribution's packages when missing (scripts/services.sh);
 #   2. builds the `loyalty` binary (release) and applies the migrations;
 #   3. generates the secret keys once into .local/keys.env (master, blind-index and JWT
-#      keys; git-ignored) unless the environment or .env sets them;
+#      keys, the WhatsApp app secret and verify token; git-ignored) unless the
+#      environment or .env sets them;
 #   4. creates a demo tenant once and keeps its id and API key in
 #      .local/demo-tenant.json (git-ignored; delete it to get a fresh tenant);
 #   5. prints the API key and a curl example, then replaces itself with `loyalty all`
-#      (API, relay, balances projector and the expiry schedule in one process).
+#      (API, WhatsApp webhook ingest, relay, balances projector and the expiry schedule
+#      in one process).
 #
 # Settings come from the environment, then from .env when present (see .env.example).
 set -euo pipefail

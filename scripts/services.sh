@@ -425,9 +425,11 @@ ensure_services() {
 }
 
 # The secret keys of a local run: the master key that wraps customers' data keys, the
-# phone numbers' blind-index key and the JWT signing key. Generated once into
-# .local/keys.env (git-ignored, mode 600) and reused, since data sealed under a key cannot
-# be read without it; variables already set (e.g. from .env) win. Production sets its own.
+# phone numbers' blind-index key, the JWT signing key, and the WhatsApp app secret and
+# verify token the local webhook ingest checks (the sandbox signs with the same secret;
+# production uses Meta's). Generated once into .local/keys.env (git-ignored, mode 600) and
+# reused, since data sealed under a key cannot be read without it; a key missing from an
+# older file is appended. Variables already set (e.g. from .env) win. Production sets its own.
 ensure_local_keys() {
     local file=${1:-.local/keys.env} stamp
     if [ ! -f "$file" ]; then
@@ -444,7 +446,19 @@ ensure_local_keys() {
             mv "$file.new" "$file"
         )
     fi
+    if ! grep -q '^LOYALTY_WHATSAPP_APP_SECRET=' "$file"; then
+        _ll_say "adding a local WhatsApp app secret to $file"
+        printf 'LOYALTY_WHATSAPP_APP_SECRET=%s\n' "$(_ll_random_hex)" >>"$file"
+    fi
+    if ! grep -q '^LOYALTY_WHATSAPP_VERIFY_TOKEN=' "$file"; then
+        printf 'LOYALTY_WHATSAPP_VERIFY_TOKEN=%s\n' "$(_ll_random_hex)" >>"$file"
+    fi
     load_dotenv "$file"
+}
+
+# 32 random bytes in hex (Meta's app secrets are hex; a verify token is any string).
+_ll_random_hex() {
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'
 }
 
 # 32 random bytes in base64.

@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Components {
     pub api: bool,
+    /// The WhatsApp webhook ingest (its own listener, `LOYALTY_INGEST_ADDR`).
+    pub ingest: bool,
     pub relay: bool,
     pub balances_projector: bool,
     pub expiry_schedule: bool,
@@ -27,12 +29,14 @@ pub struct Components {
 impl Components {
     pub const ALL: Components = Components {
         api: true,
+        ingest: true,
         relay: true,
         balances_projector: true,
         expiry_schedule: true,
     };
     pub const NONE: Components = Components {
         api: false,
+        ingest: false,
         relay: false,
         balances_projector: false,
         expiry_schedule: false,
@@ -42,11 +46,13 @@ impl Components {
 pub struct RunningApp {
     /// Where the API listens, when it was started.
     pub http_addr: Option<SocketAddr>,
+    /// Where the WhatsApp webhook ingest listens, when it was started.
+    pub ingest_addr: Option<SocketAddr>,
     /// The tenant-scoped pool (`loyalty_app`) of the API and the writer.
     pub pool: schema::Pool,
     /// The cross-tenant pool (`loyalty_platform`) of the relay, projectors and expiry scan.
     pub platform_pool: schema::Pool,
-    server: Option<actix_web::dev::ServerHandle>,
+    servers: Vec<actix_web::dev::ServerHandle>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
@@ -55,6 +61,15 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
     // Checked before anything starts: an API that cannot sign access tokens is refused.
     let accounts = if components.api {
         Some(settings.accounts().context("the API cannot start")?)
+    } else {
+        None
+    };
+    let ingest = if components.ingest {
+        Some(
+            settings
+                .ingest()
+                .context("the WhatsApp webhook ingest cannot start")?,
+        )
     } else {
         None
     };
@@ -75,8 +90,11 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
         handle
     });
 
+    let workers = settings
+        .http_workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let mut http_addr = None;
-    let mut server = None;
+    let mut servers = Vec::new();
     if let (true, Some(writer)) = (components.api, &writer) {
         let listener = TcpListener::bind(&settings.http_addr)
             .with_context(|| format!("binding the API to {}", settings.http_addr))?;
@@ -91,11 +109,8 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
         )
         .with_edge(settings.edge.config().context("the rate limit settings")?)
         .with_accounts(accounts.clone().unwrap_or_default());
-        let workers = settings
-            .http_workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let running = ledger_api::serve(listener, state, workers).context("starting the API")?;
-        server = Some(running.handle());
+        servers.push(running.handle());
         tasks.push((
             "api",
             tokio::spawn(async move {
@@ -106,6 +121,33 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
         ));
         tracing::info!("listening on http://{address}");
         http_addr = Some(address);
+    }
+    let mut ingest_addr = None;
+    if let Some(config) = ingest {
+        let listener = TcpListener::bind(&settings.ingest_addr)
+            .with_context(|| format!("binding the WhatsApp ingest to {}", settings.ingest_addr))?;
+        let address = listener.local_addr()?;
+        let state = webhook_ingest::IngestState::new(
+            platform_pool.clone(),
+            Arc::new(settings.vault()?),
+            config,
+        );
+        let running =
+            webhook_ingest::serve(listener, state, workers).context("starting the ingest")?;
+        servers.push(running.handle());
+        tasks.push((
+            "ingest",
+            tokio::spawn(async move {
+                if let Err(error) = running.await {
+                    tracing::error!(%error, "WhatsApp ingest server failed");
+                }
+            }),
+        ));
+        tracing::info!(
+            "WhatsApp webhook ingest listening on http://{address}{}",
+            webhook_ingest::server::WEBHOOK_PATH
+        );
+        ingest_addr = Some(address);
     }
     if components.relay {
         tasks.push((
@@ -150,9 +192,10 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
     drop(writer);
     Ok(RunningApp {
         http_addr,
+        ingest_addr,
         pool,
         platform_pool,
-        server,
+        servers,
         shutdown,
         tasks,
     })
@@ -162,7 +205,7 @@ impl RunningApp {
     /// Stops every component, letting each finish what it has in hand (bounded).
     pub async fn stop(self) {
         const GRACE: Duration = Duration::from_secs(15);
-        if let Some(server) = &self.server {
+        for server in &self.servers {
             server.stop(true).await;
         }
         let _ = self.shutdown.send(true);

@@ -157,6 +157,44 @@ pub struct Settings {
     )]
     pub expiry_interval_seconds: u64,
 
+    /// Address the WhatsApp webhook ingest listens on (port 0 picks a free port).
+    #[arg(
+        long,
+        env = "LOYALTY_INGEST_ADDR",
+        default_value = "127.0.0.1:8081",
+        global = true
+    )]
+    pub ingest_addr: String,
+
+    /// The Meta app secret: webhook bodies must carry its HMAC-SHA256 in
+    /// X-Hub-Signature-256. Required to run the ingest.
+    #[arg(
+        long,
+        env = "LOYALTY_WHATSAPP_APP_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub whatsapp_app_secret: Option<String>,
+
+    /// The verify token typed in the App Dashboard for the webhook's GET handshake. Unset:
+    /// every handshake is refused (403).
+    #[arg(
+        long,
+        env = "LOYALTY_WHATSAPP_VERIFY_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub whatsapp_verify_token: Option<String>,
+
+    /// Largest webhook body accepted, in bytes (at least 3 MiB: Meta sends up to 3 MB).
+    #[arg(
+        long,
+        env = "LOYALTY_INGEST_BODY_BYTES_MAX",
+        default_value_t = webhook_ingest::server::BODY_BYTES_MAX_DEFAULT,
+        global = true
+    )]
+    pub ingest_body_bytes_max: usize,
+
     /// Rate limits, trusted proxies and CORS origins of the HTTP API.
     #[command(flatten)]
     pub edge: EdgeSettings,
@@ -275,6 +313,8 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("database_url", &"<redacted>")
             .field("jwt_keys", &"<redacted>")
+            .field("whatsapp_app_secret", &"<redacted>")
+            .field("ingest_addr", &self.ingest_addr)
             .field("nats_url", &self.nats_url)
             .field("http_addr", &self.http_addr)
             .field("nats_stream", &self.nats_stream)
@@ -349,6 +389,32 @@ impl Settings {
             jwt_keys,
             auth_cache_ttl: Duration::from_secs(self.auth_cache_ttl_seconds.clamp(1, 60)),
             login_limiter: Default::default(),
+        })
+    }
+
+    /// The webhook ingest's configuration; refuses a missing or empty app secret (every
+    /// body would be refused, or worse, anyone could sign) and a body limit below Meta's.
+    pub fn ingest(&self) -> anyhow::Result<webhook_ingest::IngestConfig> {
+        let app_secret = webhook_ingest::signature::AppSecret::new(
+            self.whatsapp_app_secret.as_deref().unwrap_or(""),
+        )
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "LOYALTY_WHATSAPP_APP_SECRET is not set: the WhatsApp webhook ingest \
+                         needs the Meta app secret to check signatures"
+            )
+        })?;
+        anyhow::ensure!(
+            self.ingest_body_bytes_max >= webhook_ingest::server::BODY_BYTES_MAX_MIN,
+            "LOYALTY_INGEST_BODY_BYTES_MAX must be at least {} (Meta sends bodies up to 3 MB)",
+            webhook_ingest::server::BODY_BYTES_MAX_MIN
+        );
+        Ok(webhook_ingest::IngestConfig {
+            app_secret,
+            verify_token: webhook_ingest::VerifyToken::new(
+                self.whatsapp_verify_token.clone().unwrap_or_default(),
+            ),
+            body_bytes_max: self.ingest_body_bytes_max,
         })
     }
 

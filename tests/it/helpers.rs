@@ -147,9 +147,26 @@ pub fn enrol_command(
     .unwrap()
 }
 
-/// The secret keys a `loyalty` child process needs besides its database and NATS.
+/// The WhatsApp app secret and verify token of this test run (random, like the keys).
+pub static WHATSAPP_APP_SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| vault::generate_key_base64().unwrap());
+pub static WHATSAPP_VERIFY_TOKEN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("verify-{}", Uuid::new_v4().simple()));
+
+/// The secret keys a `loyalty` child process needs besides its database and NATS, and an
+/// ingest address on a free port (`loyalty all` also serves the WhatsApp webhook ingest,
+/// whose default port would collide between tests running at once).
 pub fn key_env() -> Vec<(String, String)> {
     vec![
+        (
+            "LOYALTY_WHATSAPP_APP_SECRET".into(),
+            WHATSAPP_APP_SECRET.clone(),
+        ),
+        (
+            "LOYALTY_WHATSAPP_VERIFY_TOKEN".into(),
+            WHATSAPP_VERIFY_TOKEN.clone(),
+        ),
+        ("LOYALTY_INGEST_ADDR".into(), "127.0.0.1:0".into()),
         ("LOYALTY_MASTER_KEYS".into(), TEST_KEYS.master_keys.clone()),
         (
             "LOYALTY_BLIND_INDEX_KEY".into(),
@@ -204,6 +221,10 @@ pub fn test_settings(database_url: &str) -> Settings {
         jwt_keys: Some(random_jwt_keys()),
         // Short, so tests of revocation and disabling need not wait a minute.
         auth_cache_ttl_seconds: 1,
+        ingest_addr: "127.0.0.1:0".into(),
+        whatsapp_app_secret: Some(WHATSAPP_APP_SECRET.clone()),
+        whatsapp_verify_token: Some(WHATSAPP_VERIFY_TOKEN.clone()),
+        ingest_body_bytes_max: webhook_ingest::server::BODY_BYTES_MAX_DEFAULT,
     }
 }
 
@@ -262,6 +283,8 @@ pub fn unique_vendor_code() -> String {
 
 pub struct TestApp {
     pub address: String,
+    /// `http://<ingest address>` when the WhatsApp webhook ingest runs, else empty.
+    pub ingest_address: String,
     pub settings: Settings,
     pub database_url: String,
     pub http: reqwest::Client,
@@ -336,6 +359,10 @@ impl TestApp {
         TestApp {
             address: running
                 .http_addr
+                .map(|a| format!("http://{a}"))
+                .unwrap_or_default(),
+            ingest_address: running
+                .ingest_addr
                 .map(|a| format!("http://{a}"))
                 .unwrap_or_default(),
             database_url: settings.database_url.clone().unwrap_or_default(),

@@ -10,6 +10,7 @@ mod crash;
 mod edge;
 mod event_store;
 mod expiry;
+mod ingest;
 mod keys;
 mod projection;
 mod relay;

@@ -65,6 +65,24 @@ impl std::fmt::Debug for PersonalData {
     }
 }
 
+/// A record sealed under its own data key ([`Vault::seal_record`]): the wrapped data key and
+/// the sealed bytes (`nonce ‖ ciphertext ‖ tag`), stored side by side.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedRecord {
+    pub master_key_id: String,
+    pub wrapped_key: Vec<u8>,
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedRecord")
+            .field("master_key_id", &self.master_key_id)
+            .field("sealed_bytes", &self.sealed.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A customer's data key in the clear: lives only in memory, for one operation.
 pub struct DataKey([u8; KEY_BYTES]);
 
@@ -225,6 +243,64 @@ impl Vault {
         serde_json::from_slice(&plain).map_err(|_| VaultError::Format)
     }
 
+    /// Seals a record that belongs to no customer yet (e.g. a WhatsApp webhook item, before
+    /// it is routed to a tenant) under a **fresh data key of its own**, wrapped by the current
+    /// master key. `context` names the record (e.g. its table and unique key) and is bound to
+    /// both the sealed bytes and the wrapped key as associated data, so neither can be moved
+    /// to another record and still open. Deleting the record's wrapped key shreds it.
+    pub fn seal_record(&self, context: &[u8], plain: &[u8]) -> Result<SealedRecord, VaultError> {
+        let mut key = [0u8; KEY_BYTES];
+        self.random.fill(&mut key).map_err(|_| VaultError::Random)?;
+        let data_key = aes_key(&key)?;
+        let sealed = self.seal_bytes(&data_key, &record_context(context), plain)?;
+        let master = &self.masters[&self.current_master];
+        let wrapped_key = self.seal_bytes(
+            master,
+            &record_wrap_context(context, &self.current_master),
+            &key,
+        )?;
+        Ok(SealedRecord {
+            master_key_id: self.current_master.clone(),
+            wrapped_key,
+            sealed,
+        })
+    }
+
+    /// Opens what [`Vault::seal_record`] sealed under the same `context`.
+    pub fn open_record(
+        &self,
+        context: &[u8],
+        record: &SealedRecord,
+    ) -> Result<Vec<u8>, VaultError> {
+        let master = self
+            .masters
+            .get(&record.master_key_id)
+            .ok_or_else(|| VaultError::UnknownMasterKey(record.master_key_id.clone()))?;
+        let key = open_bytes(
+            master,
+            &record_wrap_context(context, &record.master_key_id),
+            &record.wrapped_key,
+        )?;
+        let data_key = aes_key(&key)?;
+        open_bytes(&data_key, &record_context(context), &record.sealed)
+    }
+
+    /// A keyed digest (HMAC-SHA256 under the blind-index key) of an identifier that must be
+    /// matched or de-duplicated without being stored, e.g. a WhatsApp message id (whose
+    /// base64 body carries the customer's phone number). `purpose` separates the domains, so
+    /// the same bytes digested for two purposes give unrelated values, and none equals a
+    /// phone index.
+    pub fn keyed_digest(&self, purpose: &str, bytes: &[u8]) -> [u8; 32] {
+        let mut context = hmac::Context::with_key(&self.blind_index);
+        context.update(b"loyalty-digest-v1\0");
+        context.update(purpose.as_bytes());
+        context.update(b"\0");
+        context.update(bytes);
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(context.sign().as_ref());
+        digest
+    }
+
     /// `nonce ‖ ciphertext ‖ tag`.
     fn seal_bytes(
         &self,
@@ -258,6 +334,20 @@ fn open_bytes(key: &LessSafeKey, context: &[u8], sealed: &[u8]) -> Result<Vec<u8
         .open_in_place(nonce, Aad::from(context), &mut in_out)
         .map_err(|_| VaultError::Decryption)?;
     Ok(plain.to_vec())
+}
+
+fn record_context(context: &[u8]) -> Vec<u8> {
+    [b"loyalty-record-v1\0".as_slice(), context].concat()
+}
+
+fn record_wrap_context(context: &[u8], master_key_id: &str) -> Vec<u8> {
+    [
+        b"loyalty-record-key-v1\0".as_slice(),
+        context,
+        b"\0",
+        master_key_id.as_bytes(),
+    ]
+    .concat()
 }
 
 fn personal_context(tenant: TenantId, customer: CustomerId) -> Vec<u8> {
@@ -340,6 +430,43 @@ mod tests {
             phone: PhoneNumber::parse("+2348012345678").unwrap(),
             name: Some("Ada Obi".into()),
         }
+    }
+
+    #[test]
+    fn records_round_trip_under_their_own_key_and_only_in_their_context() {
+        let sealing = vault(&format!("k1:{}", key(1)));
+        let plain = br#"{"from":"2348012345678","text":{"body":"points"}}"#;
+        let sealed = sealing.seal_record(b"inbox\0msg:1", plain).unwrap();
+        assert!(!sealed.sealed.windows(13).any(|w| w == b"2348012345678"));
+        assert_eq!(sealed.master_key_id, "k1");
+        assert_eq!(
+            sealing.open_record(b"inbox\0msg:1", &sealed).unwrap(),
+            plain.to_vec()
+        );
+        assert_eq!(
+            sealing.open_record(b"inbox\0msg:2", &sealed),
+            Err(VaultError::Decryption)
+        );
+        // A fresh data key per record: the same plaintext seals differently.
+        let again = sealing.seal_record(b"inbox\0msg:1", plain).unwrap();
+        assert_ne!(again.wrapped_key, sealed.wrapped_key);
+        // Rotation: a vault with a newer master key still opens it.
+        let rotated = vault(&format!("k2:{},k1:{}", key(2), key(1)));
+        assert_eq!(
+            rotated.open_record(b"inbox\0msg:1", &sealed).unwrap(),
+            plain.to_vec()
+        );
+    }
+
+    #[test]
+    fn keyed_digests_separate_purposes_and_depend_on_the_key() {
+        let one = vault(&format!("k1:{}", key(1)));
+        let other = Vault::from_config(&format!("k1:{}", key(1)), &key(8)).unwrap();
+        let digest = one.keyed_digest("wamid", b"wamid.abc");
+        assert_eq!(digest, one.keyed_digest("wamid", b"wamid.abc"));
+        assert_ne!(digest, one.keyed_digest("wa_id", b"wamid.abc"));
+        assert_ne!(digest, one.keyed_digest("wamid", b"wamid.abd"));
+        assert_ne!(digest, other.keyed_digest("wamid", b"wamid.abc"));
     }
 
     #[test]

@@ -14,15 +14,24 @@
 //!   `hub.verify_token`, `hub.challenge`). It returns the challenge to echo
 //!   (as `text/plain`, HTTP 200) or an error, which the endpoint turns into 403.
 //!
-//! What is coming with the WhatsApp ingest issue: the HTTP endpoint itself
-//! (body limit of at least 4 MB, since Meta sends up to 3 MB), parsing of the
-//! webhook envelope (every `entry[]`, `changes[]`, `messages[]` and
-//! `statuses[]`, unknown kinds stored and ignored rather than rejected), and a
-//! durable append of the verified raw body before answering 200, with
-//! de-duplication on the message id because Meta retries for up to 7 days.
+//! - [`payload`]: the typed model of a webhook body and its pure parser (every
+//!   `entry[]`, `changes[]`, message, status and user preference; unknown kinds kept).
+//! - [`inbox`]: from a parsed body to sealed inbox rows with their de-duplication
+//!   keys (`schema::inbox` stores them).
+//! - [`server`]: the endpoint (`GET`/`POST /webhooks/whatsapp`): signature before
+//!   parsing, body limit, one transaction per body, 200 only after the commit.
 //!
-//! The order of operations the endpoint will follow: read the raw bytes, call
-//! [`signature::verify_signature`], and only then parse.
+//! Reading order: [`signature`], [`handshake`], [`payload`], [`inbox`], [`server`].
+//!
+//! Architecture invariants: a body is never parsed before its signature is verified;
+//! a webhook is answered 200 only after every item of it is committed; nothing from a
+//! body reaches a log, a column or an error message in plain text except the business's
+//! `phone_number_id` (personal data and message ids are sealed or digested).
 
 pub mod handshake;
+pub mod inbox;
+pub mod payload;
+pub mod server;
 pub mod signature;
+
+pub use server::{serve, IngestConfig, IngestMetrics, IngestState, VerifyToken};
