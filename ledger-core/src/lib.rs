@@ -13,6 +13,7 @@ pub mod amounts;
 pub mod chain;
 pub mod codec;
 pub mod command;
+pub mod conversation;
 pub mod events;
 pub mod ids;
 pub mod phone;
