@@ -173,8 +173,8 @@ impl From<VendorCode> for String {
 /// A vendor as the conversation knows it: the tenant and the name shown to customers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vendor {
-    pub tenant: TenantId,
-    pub name: String,
+    tenant: TenantId,
+    name: String,
 }
 
 impl Vendor {
@@ -184,6 +184,14 @@ impl Vendor {
             tenant,
             name: name.trim().chars().take(VENDOR_NAME_CHARS_MAX).collect(),
         }
+    }
+
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 
