@@ -4,6 +4,8 @@
 //! [`rules`] (how a purchase becomes points), [`events`] and [`command`] (the facts and the
 //! requests), [`aggregate`] (`decide` and `evolve`), then [`codec`] (the MessagePack wire
 //! format with a version per event type) and [`chain`] (the per-tenant SHA-256 hash chain).
+//! [`conversation`] is the WhatsApp conversation: a state machine over the customer's
+//! messages whose effects the shell executes.
 //!
 //! Architecture invariant: this crate does no IO. It has no tokio, postgres, nats, actix
 //! or reqwest dependency and never reads the clock: time is an input of every command.
@@ -13,6 +15,7 @@ pub mod amounts;
 pub mod chain;
 pub mod codec;
 pub mod command;
+pub mod conversation;
 pub mod events;
 pub mod ids;
 pub mod phone;
