@@ -4,7 +4,8 @@
 //! Reading order: [`migrate`] (the schema, in `migrations/`), [`db`] (pools and login roles), [`tenancy`] (the tenant scope of a transaction),
 //! [`store`] (the recorded event, the safe-position reader, a single append with expected
 //! version), then [`writer`] (the group-commit path every command takes), [`api_keys`] and
-//! [`accounts`] (roles, users, tokens, tenant registration).
+//! [`accounts`] (roles, users, tokens, tenant registration), [`rewards`] (the catalogue and
+//! redemption codes).
 //!
 //! Architecture invariant: this crate knows SQL and Postgres, and nothing of HTTP or NATS.
 
@@ -12,6 +13,7 @@ pub mod accounts;
 pub mod api_keys;
 pub mod db;
 pub mod migrate;
+pub mod rewards;
 pub mod store;
 pub mod tenancy;
 pub mod writer;
