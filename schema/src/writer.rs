@@ -28,8 +28,8 @@ use ledger_core::codec;
 use ledger_core::command::{PhoneIndex, Target, WrappedDataKey};
 use ledger_core::events::EventMetadata;
 use ledger_core::{
-    decide, Command, CustomerId, CustomerState, Event, EventId, RedemptionId, Rejection,
-    StreamId, TenantId, TenantState,
+    decide, Command, CustomerId, CustomerState, Event, EventId, RedemptionId, Rejection, StreamId,
+    TenantId, TenantState,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
