@@ -13,4 +13,5 @@ mod expiry;
 mod keys;
 mod projection;
 mod relay;
+mod rewards;
 mod tenancy;
