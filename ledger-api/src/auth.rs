@@ -140,6 +140,9 @@ fn action(permission: Permission) -> &'static str {
         Permission::ManageApiKeys => "manage API keys",
         Permission::ReadPersonalData => "read customers' personal data",
         Permission::ManagePersonalData => "manage personal data",
+        Permission::ManageRewards => "manage the reward catalogue",
+        Permission::ReadRewards => "read the reward catalogue",
+        Permission::FulfilRedemptions => "fulfil redemptions",
     }
 }
 

@@ -174,7 +174,11 @@ pub fn reason(event: &Event, currency: &str) -> String {
                 shares.join(", ")
             )
         }
+        // Not the code: it collects the reward, and the history is shown to auditors too.
         Event::RewardRedeemed(e) => format!("Redeemed {}: {}", points(e.points), e.description),
+        Event::RedemptionFulfilled(_) => "Reward handed over".to_owned(),
+        Event::RewardCreated(e) => format!("Reward created: {}", e.name),
+        Event::RewardRetired(_) => "Reward retired".to_owned(),
         Event::PointsExpired(e) => format!("{} expired", points(e.points)),
         Event::TenantRegistered(_) => "Vendor registered".to_owned(),
         Event::RuleSetPublished(e) => format!("Rule set v{} published", e.rule_set.version()),
@@ -273,8 +277,29 @@ mod tests {
                     description: "Free drink".into(),
                     consumed: vec![],
                     redeemed_at: at,
+                    reward_id: None,
+                    code: None,
                 }),
                 "Redeemed 10 points: Free drink",
+            ),
+            (
+                Event::RewardRedeemed(RewardRedeemed {
+                    redemption_id: RedemptionId::from_uuid(Uuid::from_u128(4)),
+                    points: Points::new(50),
+                    description: "Jollof rice".into(),
+                    consumed: vec![],
+                    redeemed_at: at,
+                    reward_id: Some(ledger_core::RewardId::from_uuid(Uuid::from_u128(5))),
+                    code: Some("04HMASW9".into()),
+                }),
+                "Redeemed 50 points: Jollof rice",
+            ),
+            (
+                Event::RedemptionFulfilled(ledger_core::events::RedemptionFulfilled {
+                    redemption_id: RedemptionId::from_uuid(Uuid::from_u128(4)),
+                    fulfilled_at: at,
+                }),
+                "Reward handed over",
             ),
             (
                 Event::PointsExpired(PointsExpired {

@@ -8,7 +8,8 @@
 //!    [`idempotency`] (the key and the request fingerprint), `body` (content type, size
 //!    limit, JSON read field by field);
 //! 4. the endpoints: [`purchases`], [`customers`] (enrol, find, list, balance),
-//!    [`redemptions`], [`history`], [`personal`] (export and erasure of personal data);
+//!    [`rewards`] (the catalogue), [`redemptions`] (points or a reward, and fulfilment by
+//!    code), [`history`], [`personal`] (export and erasure of personal data);
 //! 5. [`commands`] (submitting to the writer) and [`render`] (the responses the writer stores
 //!    under idempotency keys);
 //! 6. `ops` (`/health`, `/ready`, `/metrics`) and [`metrics`]; [`openapi`] (the OpenAPI
@@ -57,6 +58,7 @@ pub mod purchases;
 pub mod rate_limit;
 pub mod redemptions;
 pub mod render;
+pub mod rewards;
 pub mod security_headers;
 pub mod users;
 
@@ -306,6 +308,24 @@ pub fn route_table() -> Vec<RouteSpec> {
             "/v1/customers/{customer_id}/redemptions",
             Vendor,
             || web::to(redemptions::redeem),
+        ),
+        route(Method::POST, "/v1/rewards", Vendor, || {
+            web::to(rewards::create)
+        }),
+        route(Method::GET, "/v1/rewards", Vendor, || {
+            web::to(rewards::list)
+        }),
+        route(
+            Method::POST,
+            "/v1/rewards/{reward_id}/retire",
+            Vendor,
+            || web::to(rewards::retire),
+        ),
+        route(
+            Method::POST,
+            "/v1/redemptions/{code}/fulfil",
+            Vendor,
+            || web::to(redemptions::fulfil),
         ),
         route(
             Method::GET,

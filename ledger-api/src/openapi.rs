@@ -62,6 +62,10 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         crate::customers::show,
         crate::history::history,
         crate::redemptions::redeem,
+        crate::rewards::create,
+        crate::rewards::list,
+        crate::rewards::retire,
+        crate::redemptions::fulfil,
         crate::personal::export,
         crate::personal::erase,
         crate::accounts::signup,
@@ -92,7 +96,8 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
     tags(
         (name = "customers", description = "Enrol, find and show customers"),
         (name = "purchases", description = "Log purchases and earn points"),
-        (name = "redemptions", description = "Spend points"),
+        (name = "redemptions", description = "Spend points or redeem a reward; fulfil a redemption by its code"),
+        (name = "rewards", description = "The reward catalogue: create, list, retire (owners manage it)"),
         (name = "personal data", description = "Export and erasure of a customer's personal data"),
         (name = "accounts", description = "Sign up, log in, refresh and log out, accept an invitation, and who is calling"),
         (name = "users", description = "The tenant's users (owners only): invite, list, disable"),
@@ -371,17 +376,48 @@ pub struct LineItemSchema {
     unit_price_minor: i64,
 }
 
-/// `POST /v1/customers/{customer_id}/redemptions`.
+/// `POST /v1/customers/{customer_id}/redemptions`: exactly one of the two forms.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum RedemptionRequestSchema {
+    Points(PointsRedemptionSchema),
+    Reward(RewardRedemptionSchema),
+}
+
+/// A redemption of a number of points.
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
-pub struct RedemptionRequestSchema {
+pub struct PointsRedemptionSchema {
     /// Points to spend.
     #[schema(minimum = 1, maximum = 1000000000000_i64)]
     points: i64,
     /// What the customer gets for them, shown on receipts and in the history; not only blanks.
     #[schema(min_length = 1, max_length = 200)]
     description: String,
+}
+
+/// A redemption of a catalogue reward, for its cost; the answer carries the code.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RewardRedemptionSchema {
+    /// An active reward of the tenant's catalogue.
+    reward_id: Uuid,
+}
+
+/// `POST /v1/rewards`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RewardRequestSchema {
+    /// Shown to customers; trimmed, 1 to 60 characters, not only blanks.
+    #[schema(min_length = 1, max_length = 60, example = "Jollof rice")]
+    name: String,
+    /// What the reward costs, in points.
+    #[schema(minimum = 1, maximum = 1000000000000_i64)]
+    points_cost: i64,
 }
 
 /// `POST /v1/customers`.

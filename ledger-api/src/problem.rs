@@ -117,6 +117,12 @@ pub enum ApiError {
     /// Unknown, or belonging to another tenant: the two are indistinguishable on purpose.
     #[error("there is no customer with this id")]
     CustomerNotFound,
+    /// Unknown, malformed, or another tenant's: indistinguishable on purpose.
+    #[error("there is no reward with this id")]
+    RewardNotFound,
+    /// Unknown, malformed, or another tenant's code: indistinguishable on purpose.
+    #[error("there is no redemption with this code")]
+    RedemptionNotFound,
     #[error("there is no resource at this path")]
     RouteNotFound,
     #[error("this method is not allowed on this resource")]
@@ -276,6 +282,18 @@ impl ApiError {
                 StatusCode::NOT_FOUND,
                 "customer-not-found",
                 "Customer not found",
+                detail,
+            ),
+            E::RewardNotFound => Problem::new(
+                StatusCode::NOT_FOUND,
+                "reward-not-found",
+                "Reward not found",
+                detail,
+            ),
+            E::RedemptionNotFound => Problem::new(
+                StatusCode::NOT_FOUND,
+                "redemption-not-found",
+                "Redemption not found",
                 detail,
             ),
             E::RouteNotFound => {
@@ -460,6 +478,44 @@ fn rejected(rejection: &Rejection) -> Problem {
             "Amount out of range",
             "the result would exceed the ledger's limits",
         ),
+        // The API's parser refuses a bad name first; the ledger checks again.
+        R::InvalidRewardName => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+            "Invalid field",
+            detail,
+        )
+        .with("field", "name"),
+        R::RewardAlreadyExists => Problem::new(
+            StatusCode::CONFLICT,
+            "reward-already-exists",
+            "Reward already exists",
+            detail,
+        ),
+        R::RewardNotFound => Problem::new(
+            StatusCode::NOT_FOUND,
+            "reward-not-found",
+            "Reward not found",
+            detail,
+        ),
+        R::RewardRetired => Problem::new(
+            StatusCode::CONFLICT,
+            "reward-retired",
+            "Reward retired",
+            detail,
+        ),
+        R::RedemptionNotFound => Problem::new(
+            StatusCode::NOT_FOUND,
+            "redemption-not-found",
+            "Redemption not found",
+            detail,
+        ),
+        R::AlreadyFulfilled => Problem::new(
+            StatusCode::CONFLICT,
+            "already-fulfilled",
+            "Already fulfilled",
+            "this redemption was already fulfilled: the reward has been handed over",
+        ),
     }
 }
 
@@ -546,6 +602,36 @@ mod tests {
                 "invalid-rule-set",
             ),
             (Refusal::Rejected(Rejection::Overflow), 422, "overflow"),
+            (
+                Refusal::Rejected(Rejection::InvalidRewardName),
+                422,
+                "invalid-field",
+            ),
+            (
+                Refusal::Rejected(Rejection::RewardAlreadyExists),
+                409,
+                "reward-already-exists",
+            ),
+            (
+                Refusal::Rejected(Rejection::RewardNotFound),
+                404,
+                "reward-not-found",
+            ),
+            (
+                Refusal::Rejected(Rejection::RewardRetired),
+                409,
+                "reward-retired",
+            ),
+            (
+                Refusal::Rejected(Rejection::RedemptionNotFound),
+                404,
+                "redemption-not-found",
+            ),
+            (
+                Refusal::Rejected(Rejection::AlreadyFulfilled),
+                409,
+                "already-fulfilled",
+            ),
         ];
         for (refusal_case, status, slug) in table {
             let problem = refusal(&refusal_case);
@@ -643,6 +729,8 @@ mod tests {
                 "invalid-query",
             ),
             (ApiError::CustomerNotFound, 404, "customer-not-found"),
+            (ApiError::RewardNotFound, 404, "reward-not-found"),
+            (ApiError::RedemptionNotFound, 404, "redemption-not-found"),
             (ApiError::RouteNotFound, 404, "not-found"),
             (ApiError::MethodNotAllowed, 405, "method-not-allowed"),
             (ApiError::Unavailable("db down".into()), 503, "unavailable"),

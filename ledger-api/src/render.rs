@@ -7,10 +7,11 @@
 //! caller reads its own write.
 
 use crate::problem::{self, internal_problem, Problem};
+use crate::rewards::RewardView;
 use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
 use ledger_core::command::Target;
-use ledger_core::{Command, CustomerId, Event, LotId, PurchaseId, RedemptionId};
+use ledger_core::{Command, CustomerId, Event, LotId, PurchaseId, RedemptionId, RewardId};
 use schema::{Refusal, StoredResponse, Submission, Verdict};
 use serde::Serialize;
 
@@ -72,6 +73,29 @@ pub struct RedemptionResponse {
     pub customer_id: CustomerId,
     pub points: i64,
     pub balance: i64,
+    /// The catalogue reward redeemed; `null` for a redemption of a number of points.
+    #[schema(value_type = Option<uuid::Uuid>, required = true)]
+    pub reward_id: Option<RewardId>,
+    /// What the customer shows at the counter to collect the reward: 8 characters of
+    /// Crockford base32. `null` for a redemption of a number of points.
+    #[schema(
+        required = true,
+        pattern = "^[0-9A-HJKMNP-TV-Z]{8}$",
+        example = "04HMASW9"
+    )]
+    pub code: Option<String>,
+}
+
+/// `200` body of `POST /v1/redemptions/{code}/fulfil`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FulfilmentResponse {
+    #[schema(value_type = uuid::Uuid)]
+    pub redemption_id: RedemptionId,
+    #[schema(value_type = uuid::Uuid)]
+    pub customer_id: CustomerId,
+    #[schema(value_type = uuid::Uuid)]
+    pub reward_id: RewardId,
+    pub fulfilled_at: DateTime<Utc>,
 }
 
 pub fn enrolment(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
@@ -181,7 +205,64 @@ pub fn redemption(submission: &Submission, verdict: &Verdict<'_>) -> StoredRespo
         customer_id,
         points: redeemed.points.value(),
         balance: customer.balance.value(),
+        reward_id: redeemed.reward_id,
+        code: redeemed.code.clone(),
     })
+}
+
+pub fn fulfilment(submission: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+    let (events, customer) = match verdict {
+        Verdict::Refused(refusal) => return refused(refusal),
+        Verdict::Accepted {
+            events, customer, ..
+        } => (events, customer),
+    };
+    let fulfilled = events.iter().find_map(|event| match event {
+        Event::RedemptionFulfilled(fulfilled) => Some(fulfilled),
+        _ => None,
+    });
+    let redemption = fulfilled.and_then(|f| customer.redemptions.get(&f.redemption_id));
+    let (Some(fulfilled), Some(redemption), Some(customer_id)) =
+        (fulfilled, redemption, customer_of(&submission.command))
+    else {
+        return inconsistent("an accepted fulfilment without its redemption");
+    };
+    ok(&FulfilmentResponse {
+        redemption_id: fulfilled.redemption_id,
+        customer_id,
+        reward_id: redemption.reward_id,
+        fulfilled_at: fulfilled.fulfilled_at,
+    })
+}
+
+pub fn reward_created(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+    let (events, tenant) = match verdict {
+        Verdict::Refused(refusal) => return refused(refusal),
+        Verdict::Accepted { events, tenant, .. } => (events, tenant),
+    };
+    let reward = events.iter().find_map(|event| match event {
+        Event::RewardCreated(created) => tenant.rewards.get(&created.reward_id),
+        _ => None,
+    });
+    match reward {
+        Some(reward) => created(&RewardView::from(reward)),
+        None => inconsistent("an accepted reward creation without RewardCreated"),
+    }
+}
+
+pub fn reward_retired(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+    let (events, tenant) = match verdict {
+        Verdict::Refused(refusal) => return refused(refusal),
+        Verdict::Accepted { events, tenant, .. } => (events, tenant),
+    };
+    let reward = events.iter().find_map(|event| match event {
+        Event::RewardRetired(retired) => tenant.rewards.get(&retired.reward_id),
+        _ => None,
+    });
+    match reward {
+        Some(reward) => ok(&RewardView::from(reward)),
+        None => inconsistent("an accepted retirement without RewardRetired"),
+    }
 }
 
 /// Serialises a response body. Our response types always serialise; should one ever not,
@@ -197,6 +278,13 @@ fn customer_of(command: &Command) -> Option<CustomerId> {
     match command.target() {
         Target::Customer(customer_id) => Some(customer_id),
         Target::Tenant => None,
+    }
+}
+
+fn ok<T: Serialize>(body: &T) -> StoredResponse {
+    StoredResponse {
+        status: StatusCode::OK.as_u16(),
+        body: json_bytes(body),
     }
 }
 
@@ -242,8 +330,13 @@ mod tests {
         Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()
     }
 
+    fn reward_id() -> RewardId {
+        RewardId::from_uuid(Uuid::from_u128(400))
+    }
+
+    /// A registered tenant whose catalogue holds one reward: "Jollof rice" for 10 points.
     fn tenant() -> TenantState {
-        TenantState {
+        let mut tenant = TenantState {
             profile: Some(TenantProfile {
                 tenant_id: TenantId::from_uuid(Uuid::from_u128(1)),
                 name: "Shop".into(),
@@ -251,7 +344,15 @@ mod tests {
                 expiry_days: 180,
                 rule_set: RuleSet::starter(),
             }),
-        }
+            ..TenantState::default()
+        };
+        tenant.apply(&Event::RewardCreated(ledger_core::events::RewardCreated {
+            reward_id: reward_id(),
+            name: "Jollof rice".into(),
+            points_cost: Points::new(10),
+            created_at: at(),
+        }));
+        tenant
     }
 
     fn submission(command: Command, render: schema::Render) -> Submission {
@@ -415,6 +516,110 @@ mod tests {
         assert_eq!(body["points"], 10);
         assert_eq!(body["balance"], 15);
         assert_eq!(body["customer_id"], customer_id().to_string());
+    }
+
+    fn redeem_reward() -> Command {
+        Command::RedeemReward {
+            customer_id: customer_id(),
+            redemption_id: RedemptionId::from_uuid(Uuid::from_u128(301)),
+            reward_id: reward_id(),
+            code: ledger_core::RedemptionCode::parse("04HMASW9").unwrap(),
+            at: at(),
+        }
+    }
+
+    fn fulfil() -> Command {
+        Command::FulfilRedemption {
+            customer_id: customer_id(),
+            redemption_id: RedemptionId::from_uuid(Uuid::from_u128(301)),
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn a_reward_redemption_answers_with_the_reward_and_the_code() {
+        let (status, body) = decide_and_render(
+            vec![enrol(), purchase_of(250_000, 1), redeem_reward()],
+            redemption,
+        );
+        assert_eq!(status, 201);
+        assert_eq!(body["points"], 10);
+        assert_eq!(body["balance"], 15);
+        assert_eq!(body["reward_id"], reward_id().to_string());
+        assert_eq!(body["code"], "04HMASW9");
+        // A redemption of points says so with nulls.
+        let (_, body) = decide_and_render(
+            vec![enrol(), purchase_of(250_000, 1), redeem_ten()],
+            redemption,
+        );
+        assert_eq!(body["reward_id"], Value::Null);
+        assert_eq!(body["code"], Value::Null);
+    }
+
+    #[test]
+    fn a_fulfilment_answers_once_then_already_fulfilled() {
+        let before = vec![enrol(), purchase_of(250_000, 1), redeem_reward()];
+        let mut once = before.clone();
+        once.push(fulfil());
+        let (status, body) = decide_and_render(once.clone(), fulfilment);
+        assert_eq!(status, 200);
+        assert_eq!(
+            body["redemption_id"],
+            RedemptionId::from_uuid(Uuid::from_u128(301)).to_string()
+        );
+        assert_eq!(body["customer_id"], customer_id().to_string());
+        assert_eq!(body["reward_id"], reward_id().to_string());
+        assert_eq!(body["fulfilled_at"], "2025-03-01T12:00:00Z");
+        once.push(fulfil());
+        let (status, body) = decide_and_render(once, fulfilment);
+        assert_eq!(status, 409);
+        assert_eq!(
+            body["type"],
+            "https://loyalty-ledger.dev/problems/already-fulfilled"
+        );
+        let (status, _) = decide_and_render(vec![enrol(), fulfil()], fulfilment);
+        assert_eq!(status, 404);
+    }
+
+    #[test]
+    fn an_unaffordable_reward_is_insufficient_points() {
+        let (status, body) = decide_and_render(vec![enrol(), redeem_reward()], redemption);
+        assert_eq!(status, 409);
+        assert_eq!(body["available"], 0);
+        assert_eq!(body["requested"], 10);
+    }
+
+    #[test]
+    fn catalogue_changes_answer_with_the_reward() {
+        let tenant = tenant();
+        let reward = tenant.rewards.get(&reward_id()).unwrap();
+        let sub = submission(fulfil(), reward_created);
+        let created = Event::RewardCreated(ledger_core::events::RewardCreated {
+            reward_id: reward_id(),
+            name: reward.name.clone(),
+            points_cost: reward.points_cost,
+            created_at: at(),
+        });
+        let customer = CustomerState::default();
+        let response = reward_created(
+            &sub,
+            &Verdict::Accepted {
+                events: &[created],
+                tenant: &tenant,
+                customer: &customer,
+            },
+        );
+        assert_eq!(response.status, 201);
+        let body: Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(body["name"], "Jollof rice");
+        assert_eq!(body["points_cost"], 10);
+        assert_eq!(body["active"], true);
+        assert_eq!(body["retired_at"], Value::Null);
+        let refused = reward_retired(
+            &sub,
+            &Verdict::Refused(&Refusal::Rejected(Rejection::RewardRetired)),
+        );
+        assert_eq!(refused.status, 409);
     }
 
     #[test]

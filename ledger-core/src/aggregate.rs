@@ -5,15 +5,18 @@
 //! decided against both: the tenant's rules and the customer's lots.
 
 use crate::amounts::{MinorUnits, Points};
-use crate::command::{Command, Rejection};
+use crate::command::{Command, Rejection, REWARD_NAME_CHARS_MAX};
 use crate::events::{
     CustomerEnrolled, CustomerErased, Event, LineItem, LotDebit, PointsEarned, PointsExpired,
-    PurchaseLogged, RewardRedeemed, RuleSetPublished, TenantRegistered,
+    PurchaseLogged, RedemptionFulfilled, RewardCreated, RewardRedeemed, RewardRetired,
+    RuleSetPublished, TenantRegistered,
 };
-use crate::ids::{CustomerId, LotId, PurchaseId, TenantId};
+use crate::ids::{CustomerId, LotId, PurchaseId, RedemptionId, RewardId, TenantId};
 use crate::rules::{PurchaseFacts, RuleSet};
 use crate::Currency;
 use chrono::{DateTime, Duration, Utc};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Folds one event into a state. Events are facts: applying one never fails, and an event
 /// that does not concern this kind of state is ignored.
@@ -39,6 +42,27 @@ pub struct TenantProfile {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TenantState {
     pub profile: Option<TenantProfile>,
+    /// The reward catalogue, retired rewards included, by id (UUIDv7: creation order). Shared
+    /// (`Arc`) because every customer command is decided against a copy of the tenant's
+    /// state; a catalogue change copies it once.
+    pub rewards: Arc<BTreeMap<RewardId, Reward>>,
+}
+
+/// One reward of a tenant's catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reward {
+    pub reward_id: RewardId,
+    pub name: String,
+    pub points_cost: Points,
+    pub created_at: DateTime<Utc>,
+    /// `Some` once retired: no longer redeemable.
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+impl Reward {
+    pub fn is_active(&self) -> bool {
+        self.retired_at.is_none()
+    }
 }
 
 impl Aggregate for TenantState {
@@ -56,6 +80,23 @@ impl Aggregate for TenantState {
             Event::RuleSetPublished(e) => {
                 if let Some(profile) = &mut self.profile {
                     profile.rule_set = e.rule_set.clone();
+                }
+            }
+            Event::RewardCreated(e) => {
+                Arc::make_mut(&mut self.rewards).insert(
+                    e.reward_id,
+                    Reward {
+                        reward_id: e.reward_id,
+                        name: e.name.clone(),
+                        points_cost: e.points_cost,
+                        created_at: e.created_at,
+                        retired_at: None,
+                    },
+                );
+            }
+            Event::RewardRetired(e) => {
+                if let Some(reward) = Arc::make_mut(&mut self.rewards).get_mut(&e.reward_id) {
+                    reward.retired_at = Some(e.retired_at);
                 }
             }
             _ => {}
@@ -95,6 +136,20 @@ pub struct CustomerState {
     pub earned: Points,
     pub redeemed: Points,
     pub expired: Points,
+    /// Redemptions of catalogue rewards (those with a code), by id: what a vendor can
+    /// fulfil. Redemptions of a number of points have nothing to hand over and are not kept.
+    pub redemptions: BTreeMap<RedemptionId, Redemption>,
+}
+
+/// A reward redeemed by the customer, to be handed over at the counter once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redemption {
+    pub redemption_id: RedemptionId,
+    pub reward_id: RewardId,
+    pub code: String,
+    pub points: Points,
+    pub redeemed_at: DateTime<Utc>,
+    pub fulfilled_at: Option<DateTime<Utc>>,
 }
 
 impl CustomerState {
@@ -151,13 +206,34 @@ impl Aggregate for CustomerState {
                 }
                 self.redeemed = add(self.redeemed, e.points);
                 self.balance = sub(self.balance, e.points);
+                if let (Some(reward_id), Some(code)) = (e.reward_id, &e.code) {
+                    self.redemptions.insert(
+                        e.redemption_id,
+                        Redemption {
+                            redemption_id: e.redemption_id,
+                            reward_id,
+                            code: code.clone(),
+                            points: e.points,
+                            redeemed_at: e.redeemed_at,
+                            fulfilled_at: None,
+                        },
+                    );
+                }
+            }
+            Event::RedemptionFulfilled(e) => {
+                if let Some(redemption) = self.redemptions.get_mut(&e.redemption_id) {
+                    redemption.fulfilled_at = Some(e.fulfilled_at);
+                }
             }
             Event::PointsExpired(e) => {
                 self.debit_lot(e.lot_id, e.points);
                 self.expired = add(self.expired, e.points);
                 self.balance = sub(self.balance, e.points);
             }
-            Event::TenantRegistered(_) | Event::RuleSetPublished(_) => {}
+            Event::TenantRegistered(_)
+            | Event::RuleSetPublished(_)
+            | Event::RewardCreated(_)
+            | Event::RewardRetired(_) => {}
         }
     }
 }
@@ -282,27 +358,89 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
             if !points.is_positive() {
                 return Err(Rejection::AmountNotPositive);
             }
-            // Lots already past their date are not spendable: they expire first, in the same
-            // decision, so the customer never spends points that were due to expire.
-            let mut events = expire_due_lots(state.customer, *at);
-            let mut after_expiry = state.customer.clone();
-            for event in &events {
-                after_expiry.apply(event);
-            }
-            if after_expiry.balance < *points {
-                return Err(Rejection::InsufficientPoints {
-                    available: after_expiry.balance,
-                    requested: *points,
-                });
-            }
-            events.push(Event::RewardRedeemed(RewardRedeemed {
+            spend(state.customer, *points, *at, |consumed| RewardRedeemed {
                 redemption_id: *redemption_id,
                 points: *points,
                 description: description.clone(),
-                consumed: consume_soonest_expiring(&after_expiry.lots, *points),
+                consumed,
                 redeemed_at: *at,
-            }));
-            Ok(events)
+                reward_id: None,
+                code: None,
+            })
+        }
+        Command::CreateReward {
+            reward_id,
+            name,
+            points_cost,
+            at,
+        } => {
+            tenant(state)?;
+            let chars = name.chars().count();
+            if chars == 0 || chars > REWARD_NAME_CHARS_MAX || name.trim().is_empty() {
+                return Err(Rejection::InvalidRewardName);
+            }
+            if !points_cost.is_positive() {
+                return Err(Rejection::AmountNotPositive);
+            }
+            if state.tenant.rewards.contains_key(reward_id) {
+                return Err(Rejection::RewardAlreadyExists);
+            }
+            Ok(vec![Event::RewardCreated(RewardCreated {
+                reward_id: *reward_id,
+                name: name.clone(),
+                points_cost: *points_cost,
+                created_at: *at,
+            })])
+        }
+        Command::RetireReward { reward_id, at } => {
+            tenant(state)?;
+            active_reward(state, *reward_id)?;
+            Ok(vec![Event::RewardRetired(RewardRetired {
+                reward_id: *reward_id,
+                retired_at: *at,
+            })])
+        }
+        Command::RedeemReward {
+            redemption_id,
+            reward_id,
+            code,
+            at,
+            ..
+        } => {
+            tenant(state)?;
+            active_customer(state)?;
+            let reward = active_reward(state, *reward_id)?;
+            spend(state.customer, reward.points_cost, *at, |consumed| {
+                RewardRedeemed {
+                    redemption_id: *redemption_id,
+                    points: reward.points_cost,
+                    description: reward.name.clone(),
+                    consumed,
+                    redeemed_at: *at,
+                    reward_id: Some(*reward_id),
+                    code: Some(code.to_string()),
+                }
+            })
+        }
+        Command::FulfilRedemption {
+            redemption_id, at, ..
+        } => {
+            tenant(state)?;
+            // An erased customer's redemption is still handed over: the points were spent
+            // before the erasure, and the code carries no personal data.
+            customer(state)?;
+            let redemption = state
+                .customer
+                .redemptions
+                .get(redemption_id)
+                .ok_or(Rejection::RedemptionNotFound)?;
+            if redemption.fulfilled_at.is_some() {
+                return Err(Rejection::AlreadyFulfilled);
+            }
+            Ok(vec![Event::RedemptionFulfilled(RedemptionFulfilled {
+                redemption_id: *redemption_id,
+                fulfilled_at: *at,
+            })])
         }
         Command::ExpirePoints { at, .. } => {
             customer(state)?;
@@ -432,6 +570,48 @@ fn active_customer<'a>(state: LedgerState<'a>) -> Result<&'a CustomerProfile, Re
     Ok(profile)
 }
 
+/// A reward of the catalogue that may still be redeemed (or retired).
+fn active_reward<'a>(state: LedgerState<'a>, reward_id: RewardId) -> Result<&'a Reward, Rejection> {
+    let reward = state
+        .tenant
+        .rewards
+        .get(&reward_id)
+        .ok_or(Rejection::RewardNotFound)?;
+    if !reward.is_active() {
+        return Err(Rejection::RewardRetired);
+    }
+    Ok(reward)
+}
+
+/// Spends `points` at `at`: lots already past their date are not spendable, so they expire
+/// first, in the same decision (the customer never spends points that were due to expire);
+/// then the soonest-expiring lots are debited. `redeemed` builds the redemption event from
+/// the debits.
+fn spend(
+    customer: &CustomerState,
+    points: Points,
+    at: DateTime<Utc>,
+    redeemed: impl FnOnce(Vec<LotDebit>) -> RewardRedeemed,
+) -> Result<Vec<Event>, Rejection> {
+    let available = customer.spendable_at(at);
+    if available < points {
+        return Err(Rejection::InsufficientPoints {
+            available,
+            requested: points,
+        });
+    }
+    let open: Vec<&Lot> = customer
+        .lots
+        .iter()
+        .filter(|lot| lot.expires_at > at)
+        .collect();
+    let mut events = expire_due_lots(customer, at);
+    events.push(Event::RewardRedeemed(redeemed(consume_soonest_expiring(
+        &open, points,
+    ))));
+    Ok(events)
+}
+
 fn expire_due_lots(customer: &CustomerState, at: DateTime<Utc>) -> Vec<Event> {
     customer
         .lots
@@ -449,8 +629,8 @@ fn expire_due_lots(customer: &CustomerState, at: DateTime<Utc>) -> Vec<Event> {
 
 /// Takes `points` from the lots that expire soonest; among lots expiring together, the
 /// oldest first. The caller has checked that the lots hold enough.
-fn consume_soonest_expiring(lots: &[Lot], points: Points) -> Vec<LotDebit> {
-    let mut order: Vec<(usize, &Lot)> = lots.iter().enumerate().collect();
+fn consume_soonest_expiring(lots: &[&Lot], points: Points) -> Vec<LotDebit> {
+    let mut order: Vec<(usize, &Lot)> = lots.iter().copied().enumerate().collect();
     order.sort_by_key(|(index, lot)| (lot.expires_at, *index));
     let mut still_needed = points.value();
     let mut debits = Vec::new();

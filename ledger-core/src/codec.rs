@@ -5,11 +5,13 @@
 //! uses the current version. Current versions are listed in [`current_version`].
 
 use crate::amounts::MinorUnits;
+use crate::amounts::Points;
 use crate::events::{
-    CustomerEnrolled, CustomerErased, Event, EventMetadata, PointsEarned, PointsExpired,
-    PurchaseLogged, RewardRedeemed, RuleSetPublished, TenantRegistered,
+    CustomerEnrolled, CustomerErased, Event, EventMetadata, LotDebit, PointsEarned, PointsExpired,
+    PurchaseLogged, RedemptionFulfilled, RewardCreated, RewardRedeemed, RewardRetired,
+    RuleSetPublished, TenantRegistered,
 };
-use crate::ids::{CustomerId, PurchaseId};
+use crate::ids::{CustomerId, PurchaseId, RedemptionId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -43,9 +45,15 @@ pub struct EncodedEvent {
 /// The version every event type is written with today.
 pub fn current_version(event_type: &str) -> Option<u16> {
     match event_type {
-        "PurchaseLogged" | "CustomerEnrolled" => Some(2),
-        "TenantRegistered" | "RuleSetPublished" | "PointsEarned" | "RewardRedeemed"
-        | "PointsExpired" | "CustomerErased" => Some(1),
+        "PurchaseLogged" | "CustomerEnrolled" | "RewardRedeemed" => Some(2),
+        "TenantRegistered"
+        | "RuleSetPublished"
+        | "PointsEarned"
+        | "PointsExpired"
+        | "CustomerErased"
+        | "RewardCreated"
+        | "RewardRetired"
+        | "RedemptionFulfilled" => Some(1),
         _ => None,
     }
 }
@@ -60,6 +68,9 @@ pub fn encode(event: &Event) -> Result<EncodedEvent, CodecError> {
         Event::RewardRedeemed(e) => rmp_serde::to_vec_named(e)?,
         Event::PointsExpired(e) => rmp_serde::to_vec_named(e)?,
         Event::CustomerErased(e) => rmp_serde::to_vec_named(e)?,
+        Event::RewardCreated(e) => rmp_serde::to_vec_named(e)?,
+        Event::RewardRetired(e) => rmp_serde::to_vec_named(e)?,
+        Event::RedemptionFulfilled(e) => rmp_serde::to_vec_named(e)?,
     };
     let event_type = event.type_name();
     let type_version = current_version(event_type).unwrap_or(1);
@@ -105,9 +116,23 @@ pub fn decode(event_type: &str, type_version: u16, payload: &[u8]) -> Result<Eve
         ("PointsEarned", 1) => {
             Event::PointsEarned(rmp_serde::from_slice::<PointsEarned>(payload).map_err(fail)?)
         }
-        ("RewardRedeemed", 1) => {
+        ("RewardRedeemed", 1) => Event::RewardRedeemed(
+            rmp_serde::from_slice::<RewardRedeemedV1>(payload)
+                .map_err(fail)?
+                .upcast(),
+        ),
+        ("RewardRedeemed", 2) => {
             Event::RewardRedeemed(rmp_serde::from_slice::<RewardRedeemed>(payload).map_err(fail)?)
         }
+        ("RewardCreated", 1) => {
+            Event::RewardCreated(rmp_serde::from_slice::<RewardCreated>(payload).map_err(fail)?)
+        }
+        ("RewardRetired", 1) => {
+            Event::RewardRetired(rmp_serde::from_slice::<RewardRetired>(payload).map_err(fail)?)
+        }
+        ("RedemptionFulfilled", 1) => Event::RedemptionFulfilled(
+            rmp_serde::from_slice::<RedemptionFulfilled>(payload).map_err(fail)?,
+        ),
         ("PointsExpired", 1) => {
             Event::PointsExpired(rmp_serde::from_slice::<PointsExpired>(payload).map_err(fail)?)
         }
@@ -167,6 +192,31 @@ impl PurchaseLoggedV1 {
             reference: None,
             occurred_at: self.occurred_at,
             purchase_number: self.purchase_number,
+        }
+    }
+}
+
+/// `RewardRedeemed` as first published: points only, no reward and no code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewardRedeemedV1 {
+    pub redemption_id: RedemptionId,
+    pub points: Points,
+    pub description: String,
+    pub consumed: Vec<LotDebit>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub redeemed_at: DateTime<Utc>,
+}
+
+impl RewardRedeemedV1 {
+    fn upcast(self) -> RewardRedeemed {
+        RewardRedeemed {
+            redemption_id: self.redemption_id,
+            points: self.points,
+            description: self.description,
+            consumed: self.consumed,
+            redeemed_at: self.redeemed_at,
+            reward_id: None,
+            code: None,
         }
     }
 }
@@ -244,6 +294,8 @@ mod tests {
                     points: Points::new(10),
                 }],
                 redeemed_at: at(),
+                reward_id: Some(RewardId::from_uuid(id(6))),
+                code: Some("04HMASW9".into()),
             }),
             Event::PointsExpired(PointsExpired {
                 lot_id: LotId::from_uuid(id(4)),
@@ -254,7 +306,43 @@ mod tests {
                 customer_id: CustomerId::from_uuid(id(2)),
                 erased_at: at(),
             }),
+            Event::RewardCreated(RewardCreated {
+                reward_id: RewardId::from_uuid(id(6)),
+                name: "Free drink".into(),
+                points_cost: Points::new(10),
+                created_at: at(),
+            }),
+            Event::RewardRetired(RewardRetired {
+                reward_id: RewardId::from_uuid(id(6)),
+                retired_at: at(),
+            }),
+            Event::RedemptionFulfilled(RedemptionFulfilled {
+                redemption_id: RedemptionId::from_uuid(id(5)),
+                fulfilled_at: at(),
+            }),
         ]
+    }
+
+    #[test]
+    fn reward_redeemed_v1_is_upcast_without_reward_or_code() {
+        let v1 = RewardRedeemedV1 {
+            redemption_id: RedemptionId::from_uuid(id(5)),
+            points: Points::new(10),
+            description: "Free drink".into(),
+            consumed: vec![LotDebit {
+                lot_id: LotId::from_uuid(id(4)),
+                points: Points::new(10),
+            }],
+            redeemed_at: at(),
+        };
+        let bytes = rmp_serde::to_vec_named(&v1).unwrap();
+        let Event::RewardRedeemed(redeemed) = decode("RewardRedeemed", 1, &bytes).unwrap() else {
+            panic!("wrong type");
+        };
+        assert_eq!(redeemed.reward_id, None);
+        assert_eq!(redeemed.code, None);
+        assert_eq!(redeemed.points, Points::new(10));
+        assert_eq!(redeemed.consumed, v1.consumed);
     }
 
     #[test]

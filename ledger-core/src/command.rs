@@ -3,7 +3,8 @@
 use crate::amounts::{Currency, MinorUnits, Points};
 use crate::events::LineItem;
 use crate::events::SealedPersonalData;
-use crate::ids::{CustomerId, LotId, PurchaseId, RedemptionId, TenantId};
+use crate::ids::{CustomerId, LotId, PurchaseId, RedemptionId, RewardId, TenantId};
+use crate::redemption_code::RedemptionCode;
 use crate::rules::{InvalidRuleSet, Rule, RuleSet};
 use chrono::{DateTime, Utc};
 
@@ -80,6 +81,36 @@ pub enum Command {
         description: String,
         at: DateTime<Utc>,
     },
+    /// Adds a reward to the tenant's catalogue: a name of 1 to [`REWARD_NAME_CHARS_MAX`]
+    /// characters (not only blanks) and a cost of at least one point.
+    CreateReward {
+        reward_id: RewardId,
+        name: String,
+        points_cost: Points,
+        at: DateTime<Utc>,
+    },
+    /// Takes a reward out of the catalogue (it stays listed, as retired).
+    RetireReward {
+        reward_id: RewardId,
+        at: DateTime<Utc>,
+    },
+    /// Spends the reward's cost from the customer's points, like `RedeemPoints` (due lots
+    /// expire first, soonest-expiring lots are spent first), and records the code the
+    /// customer collects the reward with. The shell draws the code at random and the writer
+    /// keeps it unique per tenant (`redemption_codes`).
+    RedeemReward {
+        customer_id: CustomerId,
+        redemption_id: RedemptionId,
+        reward_id: RewardId,
+        code: RedemptionCode,
+        at: DateTime<Utc>,
+    },
+    /// The vendor hands a redeemed reward over; once per redemption.
+    FulfilRedemption {
+        customer_id: CustomerId,
+        redemption_id: RedemptionId,
+        at: DateTime<Utc>,
+    },
     /// Expires what is left of every lot of the customer whose date has passed at `at`.
     /// Expiring nothing is a success with no events, which makes the expiry run idempotent.
     ExpirePoints {
@@ -98,8 +129,13 @@ pub enum Target {
 impl Command {
     pub fn target(&self) -> Target {
         match self {
-            Command::RegisterTenant { .. } | Command::PublishRuleSet { .. } => Target::Tenant,
+            Command::RegisterTenant { .. }
+            | Command::PublishRuleSet { .. }
+            | Command::CreateReward { .. }
+            | Command::RetireReward { .. } => Target::Tenant,
             Command::EnrolCustomer { customer_id, .. }
+            | Command::RedeemReward { customer_id, .. }
+            | Command::FulfilRedemption { customer_id, .. }
             | Command::LogPurchase { customer_id, .. }
             | Command::RedeemPoints { customer_id, .. }
             | Command::ExpirePoints { customer_id, .. }
@@ -107,6 +143,9 @@ impl Command {
         }
     }
 }
+
+/// The longest name a reward may have, in characters.
+pub const REWARD_NAME_CHARS_MAX: usize = 60;
 
 /// Why `decide` refused a command. A refused command changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -139,4 +178,16 @@ pub enum Rejection {
     InvalidRuleSet(#[from] InvalidRuleSet),
     #[error("the result would overflow")]
     Overflow,
+    #[error("a reward's name must be 1 to {REWARD_NAME_CHARS_MAX} characters, not only blanks")]
+    InvalidRewardName,
+    #[error("a reward with this id already exists")]
+    RewardAlreadyExists,
+    #[error("there is no reward with this id")]
+    RewardNotFound,
+    #[error("the reward is retired")]
+    RewardRetired,
+    #[error("there is no redemption of a reward with this id")]
+    RedemptionNotFound,
+    #[error("the redemption was already fulfilled")]
+    AlreadyFulfilled,
 }

@@ -6,7 +6,7 @@
 //! compatibility decision. Add a new version and an upcaster; never edit a published shape.
 
 use crate::amounts::{Currency, MinorUnits, Points};
-use crate::ids::{CustomerId, EventId, LotId, PurchaseId, RedemptionId, TenantId};
+use crate::ids::{CustomerId, EventId, LotId, PurchaseId, RedemptionId, RewardId, TenantId};
 use crate::rules::{RulePoints, RuleSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,9 @@ pub enum Event {
     RewardRedeemed(RewardRedeemed),
     PointsExpired(PointsExpired),
     CustomerErased(CustomerErased),
+    RewardCreated(RewardCreated),
+    RewardRetired(RewardRetired),
+    RedemptionFulfilled(RedemptionFulfilled),
 }
 
 impl Event {
@@ -36,6 +39,9 @@ impl Event {
             Event::RewardRedeemed(_) => "RewardRedeemed",
             Event::PointsExpired(_) => "PointsExpired",
             Event::CustomerErased(_) => "CustomerErased",
+            Event::RewardCreated(_) => "RewardCreated",
+            Event::RewardRetired(_) => "RewardRetired",
+            Event::RedemptionFulfilled(_) => "RedemptionFulfilled",
         }
     }
 
@@ -149,6 +155,10 @@ pub struct LotDebit {
 }
 
 /// Points spent, taken from lots soonest-expiring first; `consumed` says which.
+///
+/// Current shape (version 2): a redemption of a catalogue reward names the reward and the
+/// code the customer collects it with; a redemption of a number of points (version 1, and
+/// `RedeemPoints` today) has neither. `description` is the reward's name at the time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RewardRedeemed {
     pub redemption_id: RedemptionId,
@@ -157,6 +167,36 @@ pub struct RewardRedeemed {
     pub consumed: Vec<LotDebit>,
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub redeemed_at: DateTime<Utc>,
+    pub reward_id: Option<RewardId>,
+    /// The redemption code, canonical form (see [`crate::redemption_code`]).
+    pub code: Option<String>,
+}
+
+/// A reward joins the tenant's catalogue (tenant stream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewardCreated {
+    pub reward_id: RewardId,
+    pub name: String,
+    pub points_cost: Points,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub created_at: DateTime<Utc>,
+}
+
+/// A reward leaves the catalogue: it can no longer be redeemed; redemptions already made
+/// can still be fulfilled (tenant stream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewardRetired {
+    pub reward_id: RewardId,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub retired_at: DateTime<Utc>,
+}
+
+/// The vendor handed the reward of a redemption over at the counter (customer stream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedemptionFulfilled {
+    pub redemption_id: RedemptionId,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub fulfilled_at: DateTime<Utc>,
 }
 
 /// What was left of one lot when it passed its expiry date.

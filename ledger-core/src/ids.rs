@@ -60,6 +60,10 @@ uuid_id!(
     /// One redemption of points.
     RedemptionId
 );
+uuid_id!(
+    /// One reward of a tenant's catalogue.
+    RewardId
+);
 
 /// The stream an event belongs to. A stream is the unit of ordering and of optimistic
 /// concurrency: its events have versions 1, 2, 3, … with no gaps.

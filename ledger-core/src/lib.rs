@@ -1,6 +1,7 @@
 //! The pure domain of loyalty-ledger.
 //!
-//! Reading order: [`amounts`] and [`ids`] (the newtypes every other module speaks in),
+//! Reading order: [`amounts`], [`ids`] and [`redemption_code`] (the newtypes every other
+//! module speaks in),
 //! [`rules`] (how a purchase becomes points), [`events`] and [`command`] (the facts and the
 //! requests), [`aggregate`] (`decide` and `evolve`), then [`codec`] (the MessagePack wire
 //! format with a version per event type) and [`chain`] (the per-tenant SHA-256 hash chain).
@@ -19,12 +20,16 @@ pub mod conversation;
 pub mod events;
 pub mod ids;
 pub mod phone;
+pub mod redemption_code;
 pub mod rules;
 
-pub use aggregate::{decide, evolve, CustomerState, LedgerState, Lot, TenantProfile, TenantState};
+pub use aggregate::{
+    decide, evolve, CustomerState, LedgerState, Lot, Redemption, Reward, TenantProfile, TenantState,
+};
 pub use amounts::{AmountError, Currency, MinorUnits, Points};
 pub use command::{Command, Rejection};
 pub use events::Event;
-pub use ids::{CustomerId, EventId, LotId, PurchaseId, RedemptionId, StreamId, TenantId};
+pub use ids::{CustomerId, EventId, LotId, PurchaseId, RedemptionId, RewardId, StreamId, TenantId};
 pub use phone::PhoneNumber;
+pub use redemption_code::RedemptionCode;
 pub use rules::{Rule, RuleSet};

@@ -10,6 +10,11 @@
 //! checked against the properties the ledger promises, applied with `evolve`, and the
 //! ledger invariants and the model are checked against the new state.
 //!
+//! The tenant's reward catalogue is part of the run: rewards are created (with names and
+//! costs that may be invalid) and retired, the customer redeems them (the cost checked
+//! against what is spendable, like a redemption of points) and the vendor fulfils those
+//! redemptions, at most once each (counted over the accepted events).
+//!
 //! Rule parameters come at two [`Scale`]s: everyday ones, where no sum can get near
 //! `i64::MAX`, and ones up to the largest a rule may hold, where overflow must be refused.
 //! The replay and codec properties use the everyday scale, so they keep checking what they
@@ -27,13 +32,14 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use ledger_core::codec::{current_version, decode, encode};
 use ledger_core::command::{PhoneIndex, Target, WrappedDataKey};
 use ledger_core::events::{
-    CustomerEnrolled, CustomerErased, LineItem, PointsExpired, PurchaseLogged, RewardRedeemed,
-    SealedPersonalData, TenantRegistered,
+    CustomerEnrolled, CustomerErased, LineItem, PointsExpired, PurchaseLogged, RedemptionFulfilled,
+    RewardCreated, RewardRedeemed, RewardRetired, SealedPersonalData, TenantRegistered,
 };
 use ledger_core::rules::{InvalidRuleSet, RuleKind, RulePoints};
 use ledger_core::{
     decide, evolve, Command, Currency, CustomerId, CustomerState, Event, LedgerState, Lot, LotId,
-    MinorUnits, Points, PurchaseId, RedemptionId, Rejection, Rule, RuleSet, TenantId, TenantState,
+    MinorUnits, Points, PurchaseId, RedemptionCode, RedemptionId, Rejection, RewardId, Rule,
+    RuleSet, TenantId, TenantState,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, RngSeed};
@@ -139,6 +145,46 @@ enum Op {
     Publish(Vec<Rule>),
     /// Erasure of the customer's personal data (crypto-shredding in the shell).
     Erase,
+    /// A new catalogue reward; name and cost may be invalid.
+    CreateReward {
+        name: NameSpec,
+        points_cost: i64,
+    },
+    /// Retires the `pick`-th reward (cyclically), or an unknown one.
+    RetireReward(Pick),
+    /// Redeems the `pick`-th reward (cyclically), or an unknown one.
+    RedeemReward(Pick),
+    /// Fulfils the `pick`-th reward redemption (cyclically), or an unknown one.
+    Fulfil(Pick),
+}
+
+/// Which existing thing a command names: one of those the model knows (cyclically), or an
+/// id nobody has used (also when none exists yet).
+#[derive(Debug, Clone, Copy)]
+enum Pick {
+    Existing(usize),
+    Unknown,
+}
+
+#[derive(Debug, Clone)]
+enum NameSpec {
+    /// Valid: `n` characters, 1 to 60, not only blanks (multi-byte ones included).
+    Chars(usize),
+    Empty,
+    Blank,
+    /// 61 characters.
+    TooLong,
+}
+
+impl NameSpec {
+    fn name(&self) -> String {
+        match *self {
+            NameSpec::Chars(n) => "é".repeat(n),
+            NameSpec::Empty => String::new(),
+            NameSpec::Blank => "   ".into(),
+            NameSpec::TooLong => "x".repeat(61),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -458,8 +504,35 @@ fn redeem() -> impl Strategy<Value = RedeemSpec> {
     ]
 }
 
+fn pick() -> impl Strategy<Value = Pick> {
+    prop_oneof![
+        8 => any::<usize>().prop_map(Pick::Existing),
+        1 => Just(Pick::Unknown),
+    ]
+}
+
+fn create_reward() -> impl Strategy<Value = Op> {
+    let name = prop_oneof![
+        8 => (1usize..=60).prop_map(NameSpec::Chars),
+        1 => Just(NameSpec::Chars(60)),
+        1 => Just(NameSpec::Empty),
+        1 => Just(NameSpec::Blank),
+        1 => Just(NameSpec::TooLong),
+    ];
+    let cost = prop_oneof![
+        6 => 1i64..=100,
+        3 => 1i64..=1_000_000,
+        1 => -5i64..=0,
+    ];
+    (name, cost).prop_map(|(name, points_cost)| Op::CreateReward { name, points_cost })
+}
+
 fn op(scale: Scale) -> impl Strategy<Value = Op> {
     prop_oneof![
+        4 => create_reward(),
+        1 => pick().prop_map(Op::RetireReward),
+        8 => pick().prop_map(Op::RedeemReward),
+        4 => pick().prop_map(Op::Fulfil),
         // Erasure is rare: after it every purchase and redemption is refused, so a common
         // erasure would leave little of a sequence to exercise the balance rules.
         4 => (0..PHONES.len()).prop_map(|phone| Op::Enrol { phone }),
@@ -527,6 +600,26 @@ struct Model {
     earned: i128,
     redeemed: i128,
     expired: i128,
+    /// The catalogue, in creation order.
+    rewards: Vec<ModelReward>,
+    /// Redemptions of rewards, in the order they were made.
+    reward_redemptions: Vec<ModelRedemption>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ModelReward {
+    reward_id: RewardId,
+    name: String,
+    points_cost: i64,
+    retired: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ModelRedemption {
+    redemption_id: RedemptionId,
+    reward_id: RewardId,
+    code: String,
+    fulfilled: bool,
 }
 
 /// What a successful redemption does, worked out by the model.
@@ -655,6 +748,60 @@ impl Model {
             self.redeemed += i128::from(taken);
         }
         self.lots.retain(|lot| lot.remaining > 0);
+    }
+
+    fn predict_reward_creation(&self, name: &str, points_cost: i64) -> Result<(), Rejection> {
+        let chars = name.chars().count();
+        if !(1..=60).contains(&chars) || name.trim().is_empty() {
+            return Err(Rejection::InvalidRewardName);
+        }
+        if points_cost <= 0 {
+            return Err(Rejection::AmountNotPositive);
+        }
+        Ok(())
+    }
+
+    fn reward(&self, reward_id: RewardId) -> Result<&ModelReward, Rejection> {
+        let reward = self
+            .rewards
+            .iter()
+            .find(|reward| reward.reward_id == reward_id)
+            .ok_or(Rejection::RewardNotFound)?;
+        if reward.retired {
+            return Err(Rejection::RewardRetired);
+        }
+        Ok(reward)
+    }
+
+    /// Who, then which reward, then whether the customer can afford it.
+    fn predict_reward_redemption(
+        &self,
+        reward_id: RewardId,
+        at: DateTime<Utc>,
+    ) -> Result<(i64, RedemptionPlan), Rejection> {
+        if !self.enrolled {
+            return Err(Rejection::CustomerNotEnrolled);
+        }
+        if self.erased {
+            return Err(Rejection::CustomerErased);
+        }
+        let cost = self.reward(reward_id)?.points_cost;
+        Ok((cost, self.predict_redemption(cost, at)?))
+    }
+
+    fn predict_fulfilment(&self, redemption_id: RedemptionId) -> Result<(), Rejection> {
+        if !self.enrolled {
+            return Err(Rejection::CustomerNotEnrolled);
+        }
+        let redemption = self
+            .reward_redemptions
+            .iter()
+            .find(|r| r.redemption_id == redemption_id)
+            .ok_or(Rejection::RedemptionNotFound)?;
+        if redemption.fulfilled {
+            return Err(Rejection::AlreadyFulfilled);
+        }
+        Ok(())
     }
 
     fn predict_expiry(&self) -> Result<(), Rejection> {
@@ -797,6 +944,8 @@ impl Harness {
                 earned: 0,
                 redeemed: 0,
                 expired: 0,
+                rewards: Vec::new(),
+                reward_redemptions: Vec::new(),
             },
             clock: clock_start(),
             // Well clear of the fixed tenant and customer ids.
@@ -855,6 +1004,12 @@ impl Harness {
                 Op::Expire => harness.expire(),
                 Op::Publish(rules) => harness.publish(rules),
                 Op::Erase => harness.erase(),
+                Op::CreateReward { name, points_cost } => {
+                    harness.create_reward(&name.name(), *points_cost)
+                }
+                Op::RetireReward(pick) => harness.retire_reward(*pick),
+                Op::RedeemReward(pick) => harness.redeem_reward(*pick),
+                Op::Fulfil(pick) => harness.fulfil(*pick),
             }
         }
         harness
@@ -1198,11 +1353,213 @@ impl Harness {
         self.check_after_success();
     }
 
+    fn picked_reward(&mut self, pick: Pick) -> RewardId {
+        match pick {
+            Pick::Existing(n) if !self.model.rewards.is_empty() => {
+                self.model.rewards[n % self.model.rewards.len()].reward_id
+            }
+            _ => RewardId::from_uuid(self.fresh_uuid()),
+        }
+    }
+
+    fn create_reward(&mut self, name: &str, points_cost: i64) {
+        let reward_id = RewardId::from_uuid(self.fresh_uuid());
+        let command = Command::CreateReward {
+            reward_id,
+            name: name.to_owned(),
+            points_cost: Points::new(points_cost),
+            at: self.clock,
+        };
+        let predicted = self.model.predict_reward_creation(name, points_cost);
+        let Some(events) = self.decide_as_predicted(&command, &predicted) else {
+            return;
+        };
+        assert_eq!(
+            events,
+            vec![Event::RewardCreated(RewardCreated {
+                reward_id,
+                name: name.to_owned(),
+                points_cost: Points::new(points_cost),
+                created_at: self.clock,
+            })]
+        );
+        self.apply(&command, &events);
+        // The same id again is refused: ids are the shell's, and a reward is created once.
+        assert_eq!(self.decide(&command), Err(Rejection::RewardAlreadyExists));
+        self.model.rewards.push(ModelReward {
+            reward_id,
+            name: name.to_owned(),
+            points_cost,
+            retired: false,
+        });
+        self.check_after_success();
+    }
+
+    fn retire_reward(&mut self, pick: Pick) {
+        let reward_id = self.picked_reward(pick);
+        let command = Command::RetireReward {
+            reward_id,
+            at: self.clock,
+        };
+        let predicted = self.model.reward(reward_id).map(|_| ());
+        let Some(events) = self.decide_as_predicted(&command, &predicted) else {
+            return;
+        };
+        assert_eq!(
+            events,
+            vec![Event::RewardRetired(RewardRetired {
+                reward_id,
+                retired_at: self.clock,
+            })]
+        );
+        self.apply(&command, &events);
+        assert_eq!(self.decide(&command), Err(Rejection::RewardRetired));
+        for reward in &mut self.model.rewards {
+            if reward.reward_id == reward_id {
+                reward.retired = true;
+            }
+        }
+        self.check_after_success();
+    }
+
+    fn redeem_reward(&mut self, pick: Pick) {
+        let at = self.clock;
+        let reward_id = self.picked_reward(pick);
+        let redemption_id = RedemptionId::from_uuid(self.fresh_uuid());
+        let random = self.fresh_uuid();
+        let bytes = random.as_bytes();
+        let code = RedemptionCode::from_random_bytes([
+            bytes[11], bytes[12], bytes[13], bytes[14], bytes[15],
+        ]);
+        let command = Command::RedeemReward {
+            customer_id: self.customer_id,
+            redemption_id,
+            reward_id,
+            code: code.clone(),
+            at,
+        };
+        let predicted = self.model.predict_reward_redemption(reward_id, at);
+        let Some(events) = self.decide_as_predicted(&command, &predicted) else {
+            return;
+        };
+        let (cost, plan) = predicted.unwrap();
+        let (last, expiries) = events.split_last().expect("a redemption emits events");
+        let Event::RewardRedeemed(redeemed) = last else {
+            panic!("RewardRedeemed comes last, after the expiries: {events:#?}");
+        };
+        check_expiries(&self.customer.lots, expiries, at);
+        let reward = self
+            .model
+            .reward(reward_id)
+            .expect("predicted active")
+            .clone();
+        assert_eq!(redeemed.redemption_id, redemption_id);
+        assert_eq!(redeemed.points, Points::new(cost));
+        assert_eq!(redeemed.description, reward.name);
+        assert_eq!(redeemed.reward_id, Some(reward_id));
+        assert_eq!(redeemed.code.as_deref(), Some(code.as_str()));
+        assert_eq!(redeemed.redeemed_at, at);
+        check_soonest_expiring_first(&self.customer.lots, redeemed, at);
+
+        self.apply(&command, &events);
+        self.model.record_redemption(&plan, at);
+        self.model.reward_redemptions.push(ModelRedemption {
+            redemption_id,
+            reward_id,
+            code: code.to_string(),
+            fulfilled: false,
+        });
+        self.check_after_success();
+    }
+
+    fn fulfil(&mut self, pick: Pick) {
+        let redemption_id = match pick {
+            Pick::Existing(n) if !self.model.reward_redemptions.is_empty() => {
+                let redemptions = &self.model.reward_redemptions;
+                redemptions[n % redemptions.len()].redemption_id
+            }
+            _ => RedemptionId::from_uuid(self.fresh_uuid()),
+        };
+        let command = Command::FulfilRedemption {
+            customer_id: self.customer_id,
+            redemption_id,
+            at: self.clock,
+        };
+        let predicted = self.model.predict_fulfilment(redemption_id);
+        let Some(events) = self.decide_as_predicted(&command, &predicted) else {
+            return;
+        };
+        assert_eq!(
+            events,
+            vec![Event::RedemptionFulfilled(RedemptionFulfilled {
+                redemption_id,
+                fulfilled_at: self.clock,
+            })]
+        );
+        self.apply(&command, &events);
+        // A second fulfilment, at once, is refused: a reward is handed over once.
+        assert_eq!(self.decide(&command), Err(Rejection::AlreadyFulfilled));
+        for redemption in &mut self.model.reward_redemptions {
+            if redemption.redemption_id == redemption_id {
+                redemption.fulfilled = true;
+            }
+        }
+        self.check_after_success();
+    }
+
     // --- after every accepted command -------------------------------------------------
 
     fn check_after_success(&self) {
         check_invariants(&self.customer);
         self.check_model_agrees();
+        self.check_catalogue_and_redemptions();
+    }
+
+    /// The catalogue and the reward redemptions are the model's, and no redemption was ever
+    /// fulfilled twice (counted over every accepted event, not from the state).
+    fn check_catalogue_and_redemptions(&self) {
+        let rewards: Vec<ModelReward> = self
+            .tenant
+            .rewards
+            .values()
+            .map(|reward| ModelReward {
+                reward_id: reward.reward_id,
+                name: reward.name.clone(),
+                points_cost: reward.points_cost.value(),
+                retired: !reward.is_active(),
+            })
+            .collect();
+        let mut expected = self.model.rewards.clone();
+        expected.sort_by_key(|reward| reward.reward_id);
+        assert_eq!(rewards, expected, "catalogue");
+
+        let redemptions: Vec<ModelRedemption> = self
+            .customer
+            .redemptions
+            .values()
+            .map(|r| ModelRedemption {
+                redemption_id: r.redemption_id,
+                reward_id: r.reward_id,
+                code: r.code.clone(),
+                fulfilled: r.fulfilled_at.is_some(),
+            })
+            .collect();
+        let mut expected = self.model.reward_redemptions.clone();
+        expected.sort_by_key(|r| r.redemption_id);
+        assert_eq!(redemptions, expected, "reward redemptions");
+
+        let mut fulfilled: Vec<RedemptionId> = self
+            .customer_events
+            .iter()
+            .filter_map(|event| match event {
+                Event::RedemptionFulfilled(e) => Some(e.redemption_id),
+                _ => None,
+            })
+            .collect();
+        let count = fulfilled.len();
+        fulfilled.sort();
+        fulfilled.dedup();
+        assert_eq!(fulfilled.len(), count, "a redemption fulfilled twice");
     }
 
     fn check_model_agrees(&self) {

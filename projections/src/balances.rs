@@ -235,7 +235,12 @@ impl Fold {
                 change.expired += e.points.value();
                 self.debit(customer_id, e.lot_id.as_uuid(), e.points.value());
             }
-            Event::TenantRegistered(_) | Event::RuleSetPublished(_) => {}
+            // Catalogue changes are tenant facts; a fulfilment moves no points.
+            Event::TenantRegistered(_)
+            | Event::RuleSetPublished(_)
+            | Event::RewardCreated(_)
+            | Event::RewardRetired(_)
+            | Event::RedemptionFulfilled(_) => {}
         }
     }
 

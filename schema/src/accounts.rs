@@ -32,11 +32,12 @@ use crate::store::{self, ExpectedVersion, StoreError};
 pub enum Role {
     /// Everything, including users, API keys and customers' personal data.
     Owner,
-    /// The till: enrol, log purchases, redeem, read customers and their history.
+    /// The till: enrol, log purchases, redeem, fulfil redemptions, read customers, their
+    /// history and the reward catalogue.
     Staff,
-    /// Read-only access to the ledger: customers and their history.
+    /// Read-only access to the ledger: customers, their history, the reward catalogue.
     Auditor,
-    /// Read-only access to the projections: customer balances.
+    /// Read-only access to the projections (customer balances) and the reward catalogue.
     Analyst,
 }
 
@@ -57,10 +58,17 @@ pub enum Permission {
     ReadPersonalData,
     /// Erasure and export of customers' personal data.
     ManagePersonalData,
+    /// Create and retire catalogue rewards: what points are worth is the business's
+    /// decision, so owners only (a leaked till key must not add a 1-point reward).
+    ManageRewards,
+    /// `GET /v1/rewards`: the catalogue, which holds no personal data.
+    ReadRewards,
+    /// Hand a redeemed reward over at the counter, by its code.
+    FulfilRedemptions,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 9] = [
+    pub const ALL: [Permission; 12] = [
         Permission::EnrolCustomer,
         Permission::LogPurchase,
         Permission::RedeemPoints,
@@ -70,6 +78,9 @@ impl Permission {
         Permission::ManageApiKeys,
         Permission::ReadPersonalData,
         Permission::ManagePersonalData,
+        Permission::ManageRewards,
+        Permission::ReadRewards,
+        Permission::FulfilRedemptions,
     ];
 }
 
@@ -112,9 +123,14 @@ impl Role {
                     | P::ReadCustomer
                     | P::ReadHistory
                     | P::ReadPersonalData
+                    | P::ReadRewards
+                    | P::FulfilRedemptions
             ),
-            Role::Auditor => matches!(permission, P::ReadCustomer | P::ReadHistory),
-            Role::Analyst => matches!(permission, P::ReadCustomer),
+            Role::Auditor => matches!(
+                permission,
+                P::ReadCustomer | P::ReadHistory | P::ReadRewards
+            ),
+            Role::Analyst => matches!(permission, P::ReadCustomer | P::ReadRewards),
         }
     }
 
@@ -991,10 +1007,15 @@ mod tests {
                     P::ReadCustomer,
                     P::ReadHistory,
                     P::ReadPersonalData,
+                    P::ReadRewards,
+                    P::FulfilRedemptions,
                 ],
             ),
-            (Role::Auditor, &[P::ReadCustomer, P::ReadHistory]),
-            (Role::Analyst, &[P::ReadCustomer]),
+            (
+                Role::Auditor,
+                &[P::ReadCustomer, P::ReadHistory, P::ReadRewards],
+            ),
+            (Role::Analyst, &[P::ReadCustomer, P::ReadRewards]),
         ];
         for (role, granted) in table {
             for permission in Permission::ALL {
@@ -1014,6 +1035,7 @@ mod tests {
             assert_eq!(role.allows(Permission::ManageUsers), owner);
             assert_eq!(role.allows(Permission::ManageApiKeys), owner);
             assert_eq!(role.allows(Permission::ManagePersonalData), owner);
+            assert_eq!(role.allows(Permission::ManageRewards), owner);
             assert_eq!(role.may_hold_api_key(), !owner);
             assert_eq!(Role::parse(role.as_str()), Ok(role));
         }

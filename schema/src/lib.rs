@@ -5,7 +5,7 @@
 //! [`store`] (the recorded event, the safe-position reader, a single append with expected
 //! version), then [`writer`] (the group-commit path every command takes), [`api_keys`] and
 //! [`accounts`] (roles, users, tokens, tenant registration), [`inbox`] (the WhatsApp webhook
-//! inbox).
+//! inbox), [`rewards`] (the catalogue and redemption codes).
 //!
 //! Architecture invariant: this crate knows SQL and Postgres, and nothing of HTTP or NATS.
 
@@ -14,6 +14,7 @@ pub mod api_keys;
 pub mod db;
 pub mod inbox;
 pub mod migrate;
+pub mod rewards;
 pub mod store;
 pub mod tenancy;
 pub mod writer;

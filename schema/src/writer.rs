@@ -9,13 +9,15 @@
 //!    and phone numbers, in one round trip each;
 //! 3. run the pure `decide` for each submission in order, evolving working copies, so two
 //!    commands on one customer in one batch see each other; a refusal answers only its caller;
-//! 4. insert every event with one statement, the idempotency records, the phone index, and
-//!    advance each tenant's sequence and chain head;
+//! 4. insert every event with one statement, the idempotency records, the phone index, the
+//!    redemption codes, and advance each tenant's sequence and chain head;
 //! 5. commit, and only then answer every caller.
 //!
 //! If the transaction fails, each submission is retried alone so one bad apple cannot fail
 //! its neighbours; a caller whose transaction failed gets [`WriterError::Unavailable`] and
-//! nothing of its command was written.
+//! nothing of its command was written. (A redemption code that collides with one the tenant
+//! already has fails its transaction on the primary key of `redemption_codes` in exactly this
+//! way: that caller alone gets `Unavailable`, and a retry draws a new code.)
 
 use crate::store::{self, RecordedEvent, StoreError, TenantHead};
 use chrono::{DateTime, Utc};
@@ -26,8 +28,8 @@ use ledger_core::codec;
 use ledger_core::command::{PhoneIndex, Target, WrappedDataKey};
 use ledger_core::events::EventMetadata;
 use ledger_core::{
-    decide, Command, CustomerId, CustomerState, Event, EventId, Rejection, StreamId, TenantId,
-    TenantState,
+    decide, Command, CustomerId, CustomerState, Event, EventId, RedemptionId, Rejection, StreamId,
+    TenantId, TenantState,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -442,7 +444,17 @@ struct Batch {
     enrolled: Vec<Enrolled>,
     /// Customers this batch erased: their data key and phone index rows to delete.
     erased: Vec<(TenantId, CustomerId)>,
+    /// Reward redemptions this batch decided: the code rows to write.
+    codes: Vec<CodeRow>,
     events: Vec<RecordedEvent>,
+}
+
+/// The `redemption_codes` row of one reward redemption, written with its event.
+struct CodeRow {
+    tenant_id: TenantId,
+    code: String,
+    customer_id: CustomerId,
+    redemption_id: RedemptionId,
 }
 
 /// The write-side rows of one enrolment, written in the same transaction as its event.
@@ -525,6 +537,7 @@ impl Batch {
             phones,
             enrolled: Vec::new(),
             erased: Vec::new(),
+            codes: Vec::new(),
             events: Vec::new(),
         })
     }
@@ -678,6 +691,19 @@ impl Batch {
                 self.phones.retain(|_, owner| owner != customer_id);
                 self.erased.push((submission.tenant_id, *customer_id));
             }
+            Command::RedeemReward {
+                customer_id,
+                redemption_id,
+                code,
+                ..
+            } => {
+                self.codes.push(CodeRow {
+                    tenant_id: submission.tenant_id,
+                    code: code.to_string(),
+                    customer_id: *customer_id,
+                    redemption_id: *redemption_id,
+                });
+            }
             _ => {}
         }
         Ok((response, events.len()))
@@ -721,6 +747,7 @@ impl Batch {
             save_idempotency(client, &self.new_idempotency, &self.idempotency),
             save_enrolments(client, &self.enrolled),
             shred_erased(client, &self.erased),
+            save_redemption_codes(client, &self.codes),
         )?;
         Ok(())
     }
@@ -965,5 +992,32 @@ async fn shred_erased(
         client.execute(&delete_keys, &params),
         client.execute(&delete_index, &params),
     )?;
+    Ok(())
+}
+
+/// The code of each reward redemption. The primary key `(tenant_id, code)` refuses a code the
+/// tenant already has, which fails the batch (see the module documentation).
+async fn save_redemption_codes(
+    client: &impl GenericClient,
+    codes: &[CodeRow],
+) -> Result<(), StoreError> {
+    if codes.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<Uuid> = codes.iter().map(|c| c.tenant_id.as_uuid()).collect();
+    let texts: Vec<&str> = codes.iter().map(|c| c.code.as_str()).collect();
+    let customers: Vec<Uuid> = codes.iter().map(|c| c.customer_id.as_uuid()).collect();
+    let redemptions: Vec<Uuid> = codes.iter().map(|c| c.redemption_id.as_uuid()).collect();
+    client
+        .execute(
+            &client
+                .prepare_cached(
+                    "INSERT INTO redemption_codes (tenant_id, code, customer_id, redemption_id) \
+                     SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[])",
+                )
+                .await?,
+            &[&tenants, &texts, &customers, &redemptions],
+        )
+        .await?;
     Ok(())
 }

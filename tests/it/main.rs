@@ -14,4 +14,5 @@ mod ingest;
 mod keys;
 mod projection;
 mod relay;
+mod rewards;
 mod tenancy;

@@ -12,12 +12,14 @@ use crate::customers::{CustomerList, CustomerView, LotView};
 use crate::history::{History, HistoryEntry};
 use crate::personal::{CustomerExport, DataKeyView, ExportedEvent, ExportedPersonalData};
 use crate::render::{
-    EnrolmentResponse, ErasureResponse, OpenedLot, PurchaseResponse, RedemptionResponse, RuleShare,
+    EnrolmentResponse, ErasureResponse, FulfilmentResponse, OpenedLot, PurchaseResponse,
+    RedemptionResponse, RuleShare,
 };
+use crate::rewards::{RewardList, RewardView};
 use crate::users::{InvitationView, InvitedUserResponse, UserList, UserView};
 use crate::{route_table, Access};
 use chrono::TimeZone;
-use ledger_core::{CustomerId, LotId, MinorUnits, Points, PurchaseId, RedemptionId};
+use ledger_core::{CustomerId, LotId, MinorUnits, Points, PurchaseId, RedemptionId, RewardId};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -249,6 +251,9 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
     let expected = [
         ("post", "/v1/purchases", true),
         ("post", "/v1/customers/{customer_id}/redemptions", true),
+        ("post", "/v1/redemptions/{code}/fulfil", true),
+        ("post", "/v1/rewards", false),
+        ("post", "/v1/rewards/{reward_id}/retire", false),
         ("post", "/v1/customers", false),
         ("post", "/v1/customers/{customer_id}/erasure", false),
     ];
@@ -281,16 +286,21 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
 #[test]
 fn request_schemas_have_exactly_the_parsers_fields() {
     let document = document();
-    let cases: [(&str, &[&str]); 11] = [
+    let cases: [(&str, &[&str]); 13] = [
         (
             "PurchaseRequestSchema",
             &crate::purchases::PURCHASE_FIELDS[..],
         ),
         ("LineItemSchema", &crate::purchases::LINE_ITEM_FIELDS[..]),
         (
-            "RedemptionRequestSchema",
-            &crate::redemptions::REDEMPTION_FIELDS[..],
+            "PointsRedemptionSchema",
+            &crate::redemptions::POINTS_REDEMPTION_FIELDS[..],
         ),
+        (
+            "RewardRedemptionSchema",
+            &crate::redemptions::REWARD_REDEMPTION_FIELDS[..],
+        ),
+        ("RewardRequestSchema", &crate::rewards::REWARD_FIELDS[..]),
         (
             "EnrolmentRequestSchema",
             &crate::customers::ENROLMENT_FIELDS[..],
@@ -334,9 +344,25 @@ fn request_schemas_have_exactly_the_parsers_fields() {
         names(&crate::purchases::LINE_ITEM_FIELDS)
     );
     assert_eq!(
-        required("RedemptionRequestSchema"),
-        names(&crate::redemptions::REDEMPTION_FIELDS)
+        required("PointsRedemptionSchema"),
+        names(&crate::redemptions::POINTS_REDEMPTION_FIELDS)
     );
+    assert_eq!(
+        required("RewardRedemptionSchema"),
+        names(&crate::redemptions::REWARD_REDEMPTION_FIELDS)
+    );
+    assert_eq!(
+        required("RewardRequestSchema"),
+        names(&crate::rewards::REWARD_FIELDS)
+    );
+    // The redemption body is exactly one of the two forms, which together are the parser's
+    // field list.
+    let either = schema(&document, "RedemptionRequestSchema");
+    let forms = either["oneOf"].as_array().expect("oneOf");
+    assert_eq!(forms.len(), 2);
+    let mut all = crate::redemptions::POINTS_REDEMPTION_FIELDS.to_vec();
+    all.extend(crate::redemptions::REWARD_REDEMPTION_FIELDS);
+    assert_eq!(names(&all), names(&crate::redemptions::REDEMPTION_FIELDS));
     assert_eq!(required("EnrolmentRequestSchema"), names(&["phone"]));
     assert_eq!(required("CustomerSearchSchema"), names(&["phone"]));
     assert_eq!(
@@ -467,7 +493,8 @@ fn request_schema_limits_are_the_parsers_limits() {
     let document = document();
     let purchase = schema(&document, "PurchaseRequestSchema");
     let line_item = schema(&document, "LineItemSchema");
-    let redemption = schema(&document, "RedemptionRequestSchema");
+    let redemption = schema(&document, "PointsRedemptionSchema");
+    let reward = schema(&document, "RewardRequestSchema");
     let enrolment = schema(&document, "EnrolmentRequestSchema");
     let signup = schema(&document, "SignupRequestSchema");
     let login = schema(&document, "LoginRequestSchema");
@@ -522,6 +549,16 @@ fn request_schema_limits_are_the_parsers_limits() {
             "description.maxLength",
             &redemption["properties"]["description"]["maxLength"],
             crate::redemptions::DESCRIPTION_CHARS_MAX as i64,
+        ),
+        (
+            "reward name.maxLength",
+            &reward["properties"]["name"]["maxLength"],
+            crate::rewards::NAME_CHARS_MAX as i64,
+        ),
+        (
+            "points_cost.maximum",
+            &reward["properties"]["points_cost"]["maximum"],
+            Points::COMMAND_MAX,
         ),
         (
             "name.maxLength",
@@ -700,6 +737,34 @@ fn response_schemas_have_exactly_the_keys_the_responses_serialise() {
             customer_id,
             points: 10,
             balance: 15,
+            reward_id: None,
+            code: None,
+        },
+    );
+    assert_schema_matches(
+        &document,
+        "FulfilmentResponse",
+        &FulfilmentResponse {
+            redemption_id: RedemptionId::from_uuid(id(4)),
+            customer_id,
+            reward_id: RewardId::from_uuid(id(7)),
+            fulfilled_at: at(),
+        },
+    );
+    let reward = RewardView {
+        reward_id: RewardId::from_uuid(id(7)),
+        name: "Jollof rice".into(),
+        points_cost: 50,
+        active: true,
+        created_at: at(),
+        retired_at: None,
+    };
+    assert_schema_matches(&document, "RewardView", &reward);
+    assert_schema_matches(
+        &document,
+        "RewardList",
+        &RewardList {
+            rewards: vec![reward],
         },
     );
     assert_schema_matches(

@@ -12,7 +12,10 @@ use utoipa::OpenApi;
 
 /// A request for one route of the table, with `{customer_id}` filled in.
 fn request_for(method: &Method, path: &str) -> TestRequest {
-    let uri = path.replace("{customer_id}", &customer().to_string());
+    let uri = path
+        .replace("{customer_id}", &customer().to_string())
+        .replace("{reward_id}", &uuid::Uuid::from_u128(77).to_string())
+        .replace("{code}", "04HMASW9");
     TestRequest::default().method(method.clone()).uri(&uri)
 }
 
