@@ -87,8 +87,6 @@ mod tests;
 use crate::ids::TenantId;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use uuid::Uuid;
 
 pub use keywords::Request;
 pub use message::{Button, LimitError, OutgoingMessage, Row, Section};
@@ -101,31 +99,8 @@ pub const INACTIVITY_TIMEOUT_DEFAULT_MINUTES: i64 = 30;
 /// Longest vendor name kept in the state.
 pub const VENDOR_NAME_CHARS_MAX: usize = 100;
 
-/// A reward of a vendor's catalogue.
-// When the rewards catalogue adds `ids::RewardId`, this becomes `pub use crate::ids::RewardId`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RewardId(Uuid);
-
-impl RewardId {
-    pub const fn from_uuid(uuid: Uuid) -> Self {
-        RewardId(uuid)
-    }
-
-    pub const fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-
-    pub fn parse(raw: &str) -> Result<Self, uuid::Error> {
-        Uuid::parse_str(raw).map(RewardId)
-    }
-}
-
-impl fmt::Display for RewardId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+/// A reward of a vendor's catalogue: the ledger's own id.
+pub use crate::ids::RewardId;
 
 /// A vendor's public code as a customer types it: 3 to 20 ASCII letters or digits, kept
 /// upper-case, so `shopcode123` and `SHOPCODE123` are one code (the same rule as
