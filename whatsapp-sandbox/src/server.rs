@@ -281,9 +281,8 @@ fn admin_error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": message.into() }))
 }
 
-fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, HttpResponse> {
-    serde_json::from_slice(body)
-        .map_err(|e| admin_error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
 async fn health() -> HttpResponse {
@@ -338,7 +337,7 @@ async fn queue_fault(body: web::Bytes, shared: web::Data<Shared>) -> HttpRespons
             Ok(spec) => vec![spec],
             Err(e) => return admin_error(StatusCode::BAD_REQUEST, format!("invalid fault: {e}")),
         },
-        Err(response) => return response,
+        Err(message) => return admin_error(StatusCode::BAD_REQUEST, message),
     };
     let mut queued = Vec::new();
     for spec in specs {
@@ -372,7 +371,7 @@ struct InboundActivity {
 async fn inbound_activity(body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
     let activity: InboundActivity = match parse_json(&body) {
         Ok(activity) => activity,
-        Err(response) => return response,
+        Err(message) => return admin_error(StatusCode::BAD_REQUEST, message),
     };
     let Ok(wa_id) = parse_recipient(&activity.from) else {
         return admin_error(StatusCode::BAD_REQUEST, "from must be a phone number");
@@ -407,7 +406,7 @@ struct OptionsPatch {
 async fn put_options(body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
     let patch: OptionsPatch = match parse_json(&body) {
         Ok(patch) => patch,
-        Err(response) => return response,
+        Err(message) => return admin_error(StatusCode::BAD_REQUEST, message),
     };
     if patch
         .status_delay_ms

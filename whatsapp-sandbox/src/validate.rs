@@ -539,7 +539,10 @@ mod tests {
             .map_err(|e| (e.code, e.details.unwrap_or(e.message)))
     }
 
-    /// Each row: a body, and `Ok(kind)` or the code and a fragment of `details`.
+    /// `Ok(kind)`, or the error code and a fragment of its `details`.
+    type Expected = Result<MessageKind, (u32, &'static str)>;
+
+    /// Each row: a name, a body, and what it must give.
     #[test]
     fn validation_table() {
         let long = |n: usize| "x".repeat(n);
@@ -548,7 +551,7 @@ mod tests {
             button("b", "B"),
             button("c", "C")
         ]));
-        let cases: Vec<(&str, Value, Result<MessageKind, (u32, &str)>)> = vec![
+        let cases: Vec<(&str, Value, Expected)> = vec![
             ("text 4096 chars", text(&long(4096)), Ok(MessageKind::Text)),
             ("text 4096 multibyte chars", text(&"é".repeat(4096)), Ok(MessageKind::Text)),
             ("text 4097 chars", text(&long(4097)), Err((100, "text['body'] must be at most 4096"))),
