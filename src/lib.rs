@@ -2,10 +2,12 @@
 //! commands that are not a long-running component (tenant creation, the expiry run).
 //!
 //! Reading order: [`settings`], [`app`] (what `loyalty all` starts and how it stops),
-//! [`tenants`], [`expiry`], [`keys`] (rotating the personal-data keys).
+//! [`tenants`], [`expiry`], [`keys`] (rotating the personal-data keys), [`sandbox`] (the
+//! WhatsApp sandbox's commands).
 
 pub mod app;
 pub mod expiry;
 pub mod keys;
+pub mod sandbox;
 pub mod settings;
 pub mod tenants;

@@ -4,8 +4,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use ledger_core::{Currency, MinorUnits, Points};
 use loyalty::app::{self, Components};
+use loyalty::sandbox::{SandboxSettings, Utterance};
 use loyalty::settings::Settings;
-use loyalty::{expiry, keys, tenants};
+use loyalty::{expiry, keys, sandbox, tenants};
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "loyalty", version, about = "loyalty-ledger: an event-sourced loyalty-points service", long_about = None)]
@@ -45,6 +47,42 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// The WhatsApp sandbox: a fake Cloud API for sends, and a simulated customer.
+    Sandbox {
+        #[command(flatten)]
+        settings: Box<SandboxSettings>,
+        #[command(subcommand)]
+        command: SandboxCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Serve the fake Cloud API (sends, fault injection, signed status webhooks).
+    Serve,
+    /// Post a signed customer message to the ingest URL and print the replies.
+    Say {
+        /// The customer's number, e.g. +2348012345678.
+        #[arg(long)]
+        from: String,
+        /// The business number written to (default: the shared number).
+        #[arg(long)]
+        to: Option<String>,
+        /// Send a tap on the reply button with this id (the text is its title).
+        #[arg(long, conflicts_with = "list_row_id")]
+        button_id: Option<String>,
+        /// Send the choice of the list row with this id (the text is its title).
+        #[arg(long)]
+        list_row_id: Option<String>,
+        /// The wamid of the interactive message being answered.
+        #[arg(long)]
+        reply_to: Option<String>,
+        /// How long to wait for replies.
+        #[arg(long, default_value_t = 5)]
+        wait_seconds: u64,
+        /// What the customer writes.
+        text: String,
     },
 }
 
@@ -131,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = cli.settings;
     match cli.command {
         Command::Keys { command } => run_keys(&settings, command).await?,
+        Command::Sandbox { settings, command } => run_sandbox(&settings, command).await?,
         Command::Migrate => {
             let applied = schema::migrate::migrate(&settings.database_url())
                 .await
@@ -261,6 +300,37 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn run_sandbox(settings: &SandboxSettings, command: SandboxCommand) -> anyhow::Result<()> {
+    match command {
+        SandboxCommand::Serve => sandbox::serve(settings).await,
+        SandboxCommand::Say {
+            from,
+            to,
+            button_id,
+            list_row_id,
+            reply_to,
+            wait_seconds,
+            text,
+        } => {
+            let utterance = match (button_id, list_row_id) {
+                (Some(id), _) => Utterance::Button { id, title: text },
+                (None, Some(id)) => Utterance::ListRow { id, title: text },
+                (None, None) => Utterance::Text(text),
+            };
+            let wait = Duration::from_secs(wait_seconds.min(600));
+            sandbox::say(
+                settings,
+                &from,
+                to.as_deref(),
+                reply_to.as_deref(),
+                utterance,
+                wait,
+            )
+            .await
+        }
+    }
 }
 
 async fn run_keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<()> {

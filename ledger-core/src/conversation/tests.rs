@@ -17,6 +17,7 @@
 use super::render::*;
 use super::*;
 use chrono::TimeZone;
+use uuid::Uuid;
 
 fn at() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
