@@ -178,15 +178,24 @@ async fn events_delivered_out_of_order_are_completed_from_the_event_table() {
     }
     app.redeem("r", customer, 40).await;
     let mut client = app.platform_pool.get().await.unwrap();
-    let all = store::read_after(&**client, Position::default(), 10_000)
-        .await
-        .unwrap();
     let stream = format!("customer-{customer}");
-    let customer_events: Vec<_> = all
-        .iter()
-        .filter(|e| e.stream_id == stream)
-        .cloned()
-        .collect();
+    // The safe-position reader shows a committed event only once every older transaction
+    // of the cluster has finished (other tests' included), so wait for all ten.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let customer_events = loop {
+        let all = store::read_after(&**client, Position::default(), 10_000)
+            .await
+            .unwrap();
+        let mine: Vec<_> = all
+            .iter()
+            .filter(|e| e.stream_id == stream)
+            .cloned()
+            .collect();
+        if mine.len() >= 10 || tokio::time::Instant::now() > deadline {
+            break mine;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(customer_events.len(), 10);
 
     // Only the newest event arrives first, then everything again in reverse order.
