@@ -42,13 +42,13 @@ pub mod ledger;
 
 use chrono::{DateTime, TimeZone, Utc};
 use deadpool_postgres::Object;
+use ledger::LedgerError;
 use ledger_core::conversation::render::{self, PointsFacts, RewardsFacts};
 use ledger_core::conversation::{
-    self, Context, ConversationState, Effect, Inbound, Input, MarketingPreference,
-    OutgoingMessage, Routing, Vendor,
+    self, Context, ConversationState, Effect, Inbound, Input, MarketingPreference, OutgoingMessage,
+    Routing, Vendor,
 };
 use ledger_core::{CustomerId, TenantId};
-use ledger::LedgerError;
 use projections::Shutdown;
 use schema::inbox::{InboxKind, InboxPosition, InboxRow};
 use schema::writer::WriterHandle;
@@ -214,14 +214,21 @@ impl Processor {
                 };
                 let handled = work.handled;
                 self.store(&mut session, row.position, work).await?;
-                tracing::debug!(inbox_id = row.position.inbox_id, ?handled, "inbox item handled");
+                tracing::debug!(
+                    inbox_id = row.position.inbox_id,
+                    ?handled,
+                    "inbox item handled"
+                );
                 cursor = row.position;
             }
         }
     }
 
     /// Registers the shared number (no tenant); never takes a number a tenant owns.
-    async fn seed_shared_number(&self, client: &tokio_postgres::Client) -> Result<(), ProcessError> {
+    async fn seed_shared_number(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<(), ProcessError> {
         client
             .execute(
                 "INSERT INTO whatsapp_numbers (phone_number_id, tenant_id, display_phone_number) \
@@ -579,7 +586,10 @@ fn timestamp(item: &Value) -> Option<DateTime<Utc>> {
 /// The machine's input for a message: text, a button or list tap, a template quick reply,
 /// or the kind of anything else.
 fn message_input(message: &Value) -> Option<Input> {
-    let kind = message.get("type").and_then(Value::as_str).unwrap_or("unknown");
+    let kind = message
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown");
     let text = |pointer: &str| {
         message
             .pointer(pointer)

@@ -117,8 +117,8 @@ pub async fn customer(
     let mut history = Vec::new();
     let mut version = 0;
     loop {
-        let page = schema::store::read_stream(&*transaction, stream, version, STREAM_PAGE_EVENTS)
-            .await?;
+        let page =
+            schema::store::read_stream(&*transaction, stream, version, STREAM_PAGE_EVENTS).await?;
         for recorded in &page {
             let event = recorded
                 .decode()
@@ -352,7 +352,10 @@ fn render_redemption(submission: &Submission, verdict: &Verdict<'_>) -> StoredRe
         )) => stored(409, json!({ "outcome": "unavailable" })),
         Verdict::Refused(refusal) => {
             let _ = submission;
-            stored(409, json!({ "outcome": "refused", "refusal": format!("{refusal:?}") }))
+            stored(
+                409,
+                json!({ "outcome": "refused", "refusal": format!("{refusal:?}") }),
+            )
         }
     }
 }
