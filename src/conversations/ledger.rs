@@ -311,7 +311,7 @@ fn render_enrolment(submission: &Submission, verdict: &Verdict<'_>) -> StoredRes
 }
 
 /// The redemption's answer: what the reply needs, from the decision itself.
-fn render_redemption(submission: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+fn render_redemption(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
     match verdict {
         Verdict::Accepted {
             events,
@@ -350,13 +350,10 @@ fn render_redemption(submission: &Submission, verdict: &Verdict<'_>) -> StoredRe
         Verdict::Refused(Refusal::Rejected(
             Rejection::RewardNotFound | Rejection::RewardRetired,
         )) => stored(409, json!({ "outcome": "unavailable" })),
-        Verdict::Refused(refusal) => {
-            let _ = submission;
-            stored(
-                409,
-                json!({ "outcome": "refused", "refusal": format!("{refusal:?}") }),
-            )
-        }
+        Verdict::Refused(refusal) => stored(
+            409,
+            json!({ "outcome": "refused", "refusal": format!("{refusal:?}") }),
+        ),
     }
 }
 
