@@ -87,6 +87,30 @@ pub fn conversation_seal_context(customer_digest: &[u8; 32], phone_number_id: &s
     .concat()
 }
 
+/// Registers `phone_number_id` as `tenant`'s own number (messages to it go to that tenant,
+/// and its first message enrols the sender). Returns `false`, changing nothing, when the
+/// number is already the shared number or another tenant's: a number is never moved
+/// between tenants silently.
+pub async fn register_own_number(
+    platform_pool: &schema::Pool,
+    tenant: TenantId,
+    phone_number_id: &str,
+    display_phone_number: &str,
+) -> Result<bool, ProcessError> {
+    let client = platform_pool.get().await?;
+    let changed = client
+        .execute(
+            "INSERT INTO whatsapp_numbers (phone_number_id, tenant_id, display_phone_number) \
+             VALUES ($1, $2, $3) \
+             ON CONFLICT (phone_number_id) DO UPDATE \
+               SET display_phone_number = EXCLUDED.display_phone_number \
+               WHERE whatsapp_numbers.tenant_id = EXCLUDED.tenant_id",
+            &[&phone_number_id, &tenant.as_uuid(), &display_phone_number],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
 #[derive(Debug, Clone)]
 pub struct ProcessorSettings {
     /// The platform's shared number (`metadata.phone_number_id`), seeded into

@@ -3,7 +3,8 @@
 //! `whatsapp_outbox` (the notifier, which sends them, is not under test here), with each
 //! sealed recipient opened to check it. Joining by code on the shared number, POINTS after a
 //! purchase, REWARDS, choosing and confirming a redemption, a webhook delivered five times,
-//! unknown codes and numbers, two vendors, STOP, a processor restarted mid-stream, and no
+//! unknown codes and numbers, a tenant's own number, two vendors, STOP and the
+//! `user_preferences` webhook, inactivity expiry, a processor restarted mid-stream, and no
 //! phone number in plain text.
 
 use crate::helpers::{
@@ -12,7 +13,7 @@ use crate::helpers::{
 };
 use ledger_core::TenantId;
 use loyalty::app::{self, Components};
-use loyalty::conversations::{outbox_seal_context, CUSTOMER_DIGEST_PURPOSE};
+use loyalty::conversations::{outbox_seal_context, register_own_number, CUSTOMER_DIGEST_PURPOSE};
 use serde_json::{json, Value};
 use std::time::Duration;
 use uuid::Uuid;
@@ -624,5 +625,292 @@ async fn no_phone_number_or_name_in_plain_text_in_the_database() {
     for spelling in [ada.as_str(), digits.as_str(), &digits[3..], "Ada Lovelace"] {
         assert!(!dump.contains(spelling), "`{spelling}` is in the dump");
     }
+    app.stop().await;
+}
+
+/// Posts `value` (a webhook body) signed, as Meta would.
+async fn post_webhook(app: &TestApp, value: &Value) {
+    let body = value.to_string().into_bytes();
+    let secret = AppSecret::new(WHATSAPP_APP_SECRET.as_str()).unwrap();
+    let signature = webhook_ingest::signature::sign(&secret, &body);
+    let status = whatsapp_sandbox::simulator::post_signed(
+        &reqwest::Client::new(),
+        &format!("{}/webhooks/whatsapp", app.ingest_address),
+        body,
+        &signature,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+}
+
+fn shared_business() -> BusinessNumber {
+    BusinessNumber {
+        phone_number_id: SHARED_PHONE_NUMBER_ID.to_owned(),
+        display_phone_number: SHARED_DISPLAY_NUMBER.to_owned(),
+        waba_id: "100000000000000".to_owned(),
+        access_token: None,
+    }
+}
+
+#[tokio::test]
+async fn a_tenants_own_number_enrols_on_the_first_message_and_is_never_taken_over() {
+    let app = TestApp::spawn().await;
+    let own = "200000000000002";
+    assert!(
+        register_own_number(&app.platform_pool, app.tenant_id, own, "15550002222")
+            .await
+            .unwrap()
+    );
+    let other = Owner::sign_up(&app).await;
+    assert!(
+        !register_own_number(&app.platform_pool, other.tenant, own, "15550002222")
+            .await
+            .unwrap(),
+        "another tenant's number is refused"
+    );
+    // The shared number is seeded once the processor leads.
+    wait_for(WAIT, "the shared number", || async {
+        count(
+            &app,
+            "SELECT count(*) FROM whatsapp_numbers WHERE tenant_id IS NULL",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(
+        !register_own_number(
+            &app.platform_pool,
+            other.tenant,
+            SHARED_PHONE_NUMBER_ID,
+            SHARED_DISPLAY_NUMBER
+        )
+        .await
+        .unwrap(),
+        "the shared number is refused"
+    );
+
+    let chat = Chat::on(&app, own);
+    let ada = phone();
+    chat.say(&ada, "hi").await;
+    let welcome = chat.reply(&ada, 1).await;
+    assert!(welcome.text().contains("Test Shop"), "{welcome:?}");
+    assert_eq!(welcome.tenant, Some(app.tenant_id.as_uuid()));
+    let customer = member(&app, app.tenant_id, &ada).await.expect("enrolled");
+    assert_eq!(member(&app, other.tenant, &ada).await, None);
+
+    chat.say(&ada, "points").await;
+    assert!(chat
+        .reply(&ada, 2)
+        .await
+        .text()
+        .contains("Test Shop: you have 0 points."));
+    // Enrolled once, as the API would have: the search by phone finds the same customer.
+    let found: Value = app
+        .http
+        .post(app.url("/v1/customers/search"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({ "phone": ada }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["customers"][0]["customer_id"], customer.to_string());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_preferences_stop_opts_out_without_a_reply() {
+    let app = TestApp::spawn().await;
+    let code = vendor_code(&app, app.tenant_id).await;
+    let chat = Chat::shared(&app);
+    let ada = phone();
+    chat.say(&ada, &code).await;
+    chat.reply(&ada, 1).await;
+
+    let business = shared_business();
+    post_webhook(
+        &app,
+        &json!({
+            "object": "whatsapp_business_account",
+            "entry": [{
+                "id": business.waba_id,
+                "changes": [{
+                    "value": {
+                        "messaging_product": "whatsapp",
+                        "metadata": {
+                            "display_phone_number": business.display_phone_number,
+                            "phone_number_id": business.phone_number_id,
+                        },
+                        "user_preferences": [{
+                            "wa_id": wa_id(&ada),
+                            "detail": "User requested to stop marketing messages",
+                            "category": "marketing_messages",
+                            "value": "stop",
+                            "timestamp": chrono::Utc::now().timestamp(),
+                        }],
+                    },
+                    "field": "user_preferences",
+                }],
+            }],
+        }),
+    )
+    .await;
+    processed_everything(&app).await;
+    assert_eq!(
+        replies_to(&app, &ada).await.len(),
+        1,
+        "no reply to a preference"
+    );
+    let state: String = app
+        .platform_db()
+        .await
+        .query_one(
+            "SELECT state::text FROM whatsapp_conversations WHERE customer_digest = $1",
+            &[&digest(&ada)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let state: Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["broadcasts"], "opted_out", "{state}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_pending_confirmation_expires_after_the_inactivity_timeout() {
+    let app = TestApp::spawn().await;
+    let owner = Owner::sign_up(&app).await;
+    let code = vendor_code(&app, owner.tenant).await;
+    let coffee = owner.create_reward("Free coffee", 10).await;
+    let chat = Chat::shared(&app);
+    let ada = phone();
+    chat.say(&ada, &code).await;
+    chat.reply(&ada, 1).await;
+    let customer = member(&app, owner.tenant, &ada).await.unwrap();
+    owner.purchase(customer, 100_000).await;
+    chat.pick(&ada, &format!("reward:{coffee}")).await;
+    assert!(chat
+        .reply(&ada, 2)
+        .await
+        .ids()
+        .contains(&format!("confirm:{coffee}")));
+
+    // "yes", written 31 minutes later (the default timeout is 30).
+    let later = chrono::Utc::now() + chrono::Duration::minutes(31);
+    let message = json!({
+        "from": wa_id(&ada),
+        "id": format!("wamid.test-{}", Uuid::new_v4().simple()),
+        "timestamp": later.timestamp().to_string(),
+        "type": "text",
+        "text": { "body": "yes" },
+    });
+    post_webhook(
+        &app,
+        &whatsapp_sandbox::simulator::inbound_webhook(
+            &shared_business(),
+            &wa_id(&ada),
+            "Ada Lovelace",
+            message,
+        ),
+    )
+    .await;
+    let reply = chat.reply(&ada, 3).await;
+    assert!(
+        reply
+            .text()
+            .contains("There is nothing waiting for your answer."),
+        "{reply:?}"
+    );
+    let redemptions = count(
+        &app,
+        "SELECT count(*) FROM events WHERE event_type = 'RewardRedeemed'",
+    )
+    .await;
+    assert_eq!(redemptions, 0);
+    app.stop().await;
+}
+
+/// The crash window of the exactly-once argument: the processor ran the redemption through
+/// the writer and died before its transaction. Simulated by running that very command (same
+/// idempotency key, as the processor derives it) before the message is processed: the
+/// processor must replay the stored answer, reply with that code, and redeem nothing more.
+#[tokio::test]
+async fn a_redemption_committed_before_a_crash_is_replayed_not_repeated() {
+    let app = TestApp::spawn().await;
+    let owner = Owner::sign_up(&app).await;
+    let code = vendor_code(&app, owner.tenant).await;
+    let coffee = owner.create_reward("Free coffee", 30).await;
+    let chat = Chat::shared(&app);
+    let ada = phone();
+    chat.say(&ada, &code).await;
+    chat.reply(&ada, 1).await;
+    let customer = member(&app, owner.tenant, &ada).await.unwrap();
+    owner.purchase(customer, 1_000_000).await;
+    chat.pick(&ada, &format!("reward:{coffee}")).await;
+    chat.reply(&ada, 2).await;
+
+    let wamid = format!("wamid.test-{}", Uuid::new_v4().simple());
+    let vault = test_vault();
+    let dedupe_key = format!(
+        "msg:{}",
+        hex::encode(webhook_ingest::inbox::wamid_digest(&vault, &wamid))
+    );
+    let (writer, task) = schema::writer::spawn_standalone(app.pool.clone(), app.settings.writer());
+    let first = loyalty::conversations::ledger::redeem(
+        &writer,
+        &vault,
+        owner.tenant,
+        ledger_core::CustomerId::from_uuid(customer),
+        ledger_core::RewardId::from_uuid(coffee),
+        format!("wa:{dedupe_key}:redeem"),
+    )
+    .await
+    .unwrap();
+    drop(writer);
+    let _ = task.await;
+    let ledger_core::conversation::render::RedemptionOutcome::Redeemed {
+        code: first_code, ..
+    } = first
+    else {
+        panic!("the first redemption was refused: {first:?}");
+    };
+
+    let message = json!({
+        "from": wa_id(&ada),
+        "id": wamid,
+        "timestamp": chrono::Utc::now().timestamp().to_string(),
+        "type": "interactive",
+        "interactive": { "type": "button_reply",
+                         "button_reply": { "id": format!("confirm:{coffee}"), "title": "Confirm" } },
+    });
+    post_webhook(
+        &app,
+        &whatsapp_sandbox::simulator::inbound_webhook(
+            &shared_business(),
+            &wa_id(&ada),
+            "Ada Lovelace",
+            message,
+        ),
+    )
+    .await;
+    let reply = chat.reply(&ada, 3).await;
+    assert!(
+        reply.text().contains(&format!("*{first_code}*")),
+        "the stored code: {reply:?}"
+    );
+    assert!(
+        reply.text().contains("You have 70 points left."),
+        "{reply:?}"
+    );
+    let redemptions = count(
+        &app,
+        "SELECT count(*) FROM events WHERE event_type = 'RewardRedeemed'",
+    )
+    .await;
+    assert_eq!(redemptions, 1);
     app.stop().await;
 }
