@@ -339,7 +339,8 @@ async fn joining_by_code_on_the_shared_number_enrols_the_customer_in_any_spellin
 }
 
 #[tokio::test]
-async fn points_rewards_choose_and_confirm_redeem_once_with_a_code_however_often_delivered() {
+async fn points_rewards_choose_confirm_and_history_redeem_once_with_a_code_however_often_delivered()
+{
     let app = TestApp::spawn().await;
     let owner = Owner::sign_up(&app).await;
     let code = vendor_code(&app, owner.tenant).await;
@@ -407,6 +408,19 @@ async fn points_rewards_choose_and_confirm_redeem_once_with_a_code_however_often
     }
     processed_everything(&app).await;
     assert_eq!(replies_to(&app, &ada).await.len(), 5);
+
+    chat.say(&ada, "history").await;
+    let history = chat.reply(&ada, 6).await;
+    let lines: Vec<&str> = history.text().lines().collect();
+    assert!(
+        lines[0].contains("Owner's Shop: your last transactions"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].contains(&format!("-30  Free coffee (code {stored_code})")),
+        "newest first: {lines:?}"
+    );
+    assert!(lines[3].contains("+100  Purchase"), "{lines:?}");
     let redemptions = count(
         &app,
         "SELECT count(*) FROM events WHERE event_type = 'RewardRedeemed'",
