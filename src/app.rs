@@ -24,6 +24,8 @@ pub struct Components {
     pub relay: bool,
     pub balances_projector: bool,
     pub expiry_schedule: bool,
+    /// The WhatsApp conversation processor (inbox → conversation → reply outbox).
+    pub conversations: bool,
 }
 
 impl Components {
@@ -33,6 +35,7 @@ impl Components {
         relay: true,
         balances_projector: true,
         expiry_schedule: true,
+        conversations: true,
     };
     pub const NONE: Components = Components {
         api: false,
@@ -40,6 +43,7 @@ impl Components {
         relay: false,
         balances_projector: false,
         expiry_schedule: false,
+        conversations: false,
     };
 }
 
@@ -82,7 +86,7 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
     let (shutdown, shutdown_signal) = watch::channel(false);
     let committed = Arc::new(Notify::new());
     let mut tasks = Vec::new();
-    let needs_writer = components.api || components.expiry_schedule;
+    let needs_writer = components.api || components.expiry_schedule || components.conversations;
     let writer = needs_writer.then(|| {
         let (handle, task) =
             schema::writer::spawn(pool.clone(), settings.writer(), committed.clone());
@@ -187,8 +191,24 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
             )),
         ));
     }
-    // The writer stops when its last handle is gone: the API state and the expiry schedule
-    // hold theirs; this one is not needed any more.
+    if let (true, Some(writer)) = (components.conversations, &writer) {
+        let processor = crate::conversations::Processor {
+            pool: pool.clone(),
+            platform_pool: platform_pool.clone(),
+            writer: writer.clone(),
+            vault: Arc::new(settings.vault()?),
+            settings: settings.conversations(),
+        };
+        tasks.push((
+            "conversations",
+            tokio::spawn(crate::conversations::run(
+                Arc::new(processor),
+                shutdown_signal.clone(),
+            )),
+        ));
+    }
+    // The writer stops when its last handle is gone: the API state, the expiry schedule and
+    // the conversation processor hold theirs; this one is not needed any more.
     drop(writer);
     Ok(RunningApp {
         http_addr,

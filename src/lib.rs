@@ -2,10 +2,11 @@
 //! commands that are not a long-running component (tenant creation, the expiry run).
 //!
 //! Reading order: [`settings`], [`app`] (what `loyalty all` starts and how it stops),
-//! [`tenants`], [`expiry`], [`keys`] (rotating the personal-data keys), [`sandbox`] (the
+//! [`tenants`], [`expiry`], [`conversations`] (the WhatsApp conversation processor), [`keys`] (rotating the personal-data keys), [`sandbox`] (the
 //! WhatsApp sandbox's commands).
 
 pub mod app;
+pub mod conversations;
 pub mod expiry;
 pub mod keys;
 pub mod sandbox;

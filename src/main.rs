@@ -22,8 +22,8 @@ struct Cli {
 enum Command {
     /// Create the database if missing and apply every pending migration.
     Migrate,
-    /// Run every component in one process: API, WhatsApp webhook ingest, relay, balances
-    /// projector, expiry schedule.
+    /// Run every component in one process: API, WhatsApp webhook ingest, conversation
+    /// processor, relay, balances projector, expiry schedule.
     All,
     /// Run the vendor HTTP API (with its group-commit writer).
     Api,
@@ -31,6 +31,9 @@ enum Command {
     Ingest,
     /// Run the relay that publishes the event table to NATS JetStream.
     Relay,
+    /// Run the WhatsApp conversation processor: inbox → conversation → replies queued in
+    /// `whatsapp_outbox` (with its own group-commit writer).
+    Converse,
     /// Run one projector, or rebuild a read model from the event table.
     Project {
         #[command(subcommand)]
@@ -202,6 +205,16 @@ async fn main() -> anyhow::Result<()> {
                 &settings,
                 Components {
                     relay: true,
+                    ..Components::NONE
+                },
+            )
+            .await?
+        }
+        Command::Converse => {
+            serve(
+                &settings,
+                Components {
+                    conversations: true,
                     ..Components::NONE
                 },
             )

@@ -195,6 +195,37 @@ pub struct Settings {
     )]
     pub ingest_body_bytes_max: usize,
 
+    /// The platform's shared WhatsApp number (`metadata.phone_number_id`), on which customers
+    /// join vendors by code; registered in `whatsapp_numbers` when the conversation
+    /// processor starts. Default: the sandbox's shared number.
+    #[arg(
+        long,
+        env = "LOYALTY_WHATSAPP_SHARED_PHONE_NUMBER_ID",
+        default_value = "100000000000001",
+        global = true
+    )]
+    pub whatsapp_shared_phone_number_id: String,
+
+    /// The shared number's digits, as webhooks show them (`display_phone_number`).
+    #[arg(
+        long,
+        env = "LOYALTY_WHATSAPP_SHARED_DISPLAY_NUMBER",
+        default_value = "15550001234",
+        global = true
+    )]
+    pub whatsapp_shared_display_number: String,
+
+    /// Minutes of silence after which a conversation's menu position (browsing rewards,
+    /// confirming one) is forgotten; joined vendors and the opt-in are kept.
+    #[arg(
+        long,
+        env = "LOYALTY_WHATSAPP_INACTIVITY_TIMEOUT_MINUTES",
+        default_value_t = ledger_core::conversation::INACTIVITY_TIMEOUT_DEFAULT_MINUTES,
+        value_parser = clap::value_parser!(i64).range(1..=10_080),
+        global = true
+    )]
+    pub whatsapp_inactivity_timeout_minutes: i64,
+
     /// Rate limits, trusted proxies and CORS origins of the HTTP API.
     #[command(flatten)]
     pub edge: EdgeSettings,
@@ -416,6 +447,20 @@ impl Settings {
             ),
             body_bytes_max: self.ingest_body_bytes_max,
         })
+    }
+
+    /// The conversation processor's settings.
+    pub fn conversations(&self) -> crate::conversations::ProcessorSettings {
+        let mut settings = crate::conversations::ProcessorSettings::new(
+            self.whatsapp_shared_phone_number_id.trim().to_owned(),
+            self.whatsapp_shared_display_number
+                .trim()
+                .trim_start_matches('+')
+                .to_owned(),
+        );
+        settings.inactivity_timeout =
+            chrono::Duration::minutes(self.whatsapp_inactivity_timeout_minutes);
+        settings
     }
 
     pub fn nats(&self) -> projections::nats::NatsSettings {

@@ -6,6 +6,7 @@ mod helpers;
 mod accounts;
 mod api_purchases;
 mod cli;
+mod conversation;
 mod crash;
 mod edge;
 mod event_store;

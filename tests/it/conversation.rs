@@ -1,0 +1,930 @@
+//! The conversation processor against real PostgreSQL: customers write signed webhooks to
+//! the real ingest (the sandbox's simulator, as Meta would), and the replies are read from
+//! `whatsapp_outbox` (the notifier, which sends them, is not under test here), with each
+//! sealed recipient opened to check it. Joining by code on the shared number, POINTS after a
+//! purchase, REWARDS, choosing and confirming a redemption, a webhook delivered five times,
+//! unknown codes and numbers, a tenant's own number, two vendors, STOP and the
+//! `user_preferences` webhook, inactivity expiry, a processor restarted mid-stream, and no
+//! phone number in plain text.
+
+use crate::helpers::{
+    admin_client, dbname, phone, sign_up_owner, test_settings, test_vault, wait_for, TestApp,
+    WHATSAPP_APP_SECRET,
+};
+use ledger_core::TenantId;
+use loyalty::app::{self, Components};
+use loyalty::conversations::{outbox_seal_context, register_own_number, CUSTOMER_DIGEST_PURPOSE};
+use serde_json::{json, Value};
+use std::time::Duration;
+use uuid::Uuid;
+use vault::SealedRecord;
+use whatsapp_sandbox::{AppSecret, BusinessNumber, Simulator};
+
+/// The sandbox's shared number, the processor's default.
+const SHARED_PHONE_NUMBER_ID: &str = "100000000000001";
+const SHARED_DISPLAY_NUMBER: &str = "15550001234";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A queued reply as the notifier will read it.
+#[derive(Debug)]
+struct Reply {
+    body: Value,
+    tenant: Option<Uuid>,
+}
+
+impl Reply {
+    fn text(&self) -> &str {
+        self.body
+            .pointer("/body")
+            .or_else(|| self.body.pointer("/text/body"))
+            .and_then(Value::as_str)
+            .or_else(|| self.body.get("body").and_then(Value::as_str))
+            .unwrap_or_default()
+    }
+
+    /// Every id the reply offers (buttons and list rows), wherever the JSON keeps them.
+    fn ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        collect_ids(&self.body, &mut ids);
+        ids
+    }
+}
+
+fn collect_ids(value: &Value, ids: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                if key == "id" {
+                    if let Some(id) = inner.as_str() {
+                        ids.push(id.to_owned());
+                    }
+                }
+                collect_ids(inner, ids);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect_ids(i, ids)),
+        _ => {}
+    }
+}
+
+/// Customers writing to one business number of `app`.
+struct Chat<'a> {
+    app: &'a TestApp,
+    simulator: Simulator,
+}
+
+impl<'a> Chat<'a> {
+    fn on(app: &'a TestApp, phone_number_id: &str) -> Chat<'a> {
+        let business = BusinessNumber {
+            phone_number_id: phone_number_id.to_owned(),
+            display_phone_number: SHARED_DISPLAY_NUMBER.to_owned(),
+            waba_id: "100000000000000".to_owned(),
+            access_token: None,
+        };
+        let simulator = Simulator::new(
+            format!("{}/webhooks/whatsapp", app.ingest_address),
+            AppSecret::new(WHATSAPP_APP_SECRET.as_str()).unwrap(),
+            business,
+        )
+        .with_profile_name("Ada Lovelace");
+        Chat { app, simulator }
+    }
+
+    fn shared(app: &'a TestApp) -> Chat<'a> {
+        Chat::on(app, SHARED_PHONE_NUMBER_ID)
+    }
+
+    async fn say(&self, from: &str, text: &str) -> whatsapp_sandbox::simulator::Inbound {
+        self.simulator
+            .say(from, text)
+            .await
+            .expect("posting a message")
+    }
+
+    async fn tap(&self, from: &str, id: &str) -> whatsapp_sandbox::simulator::Inbound {
+        self.simulator
+            .say_button(from, None, id, "Tap")
+            .await
+            .expect("posting a button reply")
+    }
+
+    async fn pick(&self, from: &str, id: &str) -> whatsapp_sandbox::simulator::Inbound {
+        self.simulator
+            .say_list_reply(from, None, id, "Row", None)
+            .await
+            .expect("posting a list reply")
+    }
+
+    /// Waits until `from` has `count` replies, then until the processor is idle, and
+    /// returns every reply (in queue order).
+    async fn replies(&self, from: &str, count: usize) -> Vec<Reply> {
+        wait_for(WAIT, &format!("{count} replies"), || async {
+            replies_to(self.app, from).await.len() >= count
+        })
+        .await;
+        processed_everything(self.app).await;
+        replies_to(self.app, from).await
+    }
+
+    /// The latest reply after the `count`-th.
+    async fn reply(&self, from: &str, count: usize) -> Reply {
+        let mut all = self.replies(from, count).await;
+        assert_eq!(all.len(), count, "one reply per message: {all:#?}");
+        all.pop().unwrap()
+    }
+}
+
+fn wa_id(phone: &str) -> String {
+    phone.trim_start_matches('+').to_owned()
+}
+
+fn digest(phone: &str) -> Vec<u8> {
+    test_vault()
+        .keyed_digest(CUSTOMER_DIGEST_PURPOSE, wa_id(phone).as_bytes())
+        .to_vec()
+}
+
+/// Every reply queued for `phone`, with its sealed recipient opened and checked.
+async fn replies_to(app: &TestApp, phone: &str) -> Vec<Reply> {
+    let db = app.platform_db().await;
+    let rows = db
+        .query(
+            "SELECT dedupe_key, body::text, tenant_id, master_key_id, wrapped_key, \
+                    sealed_recipient, kind \
+             FROM whatsapp_outbox WHERE customer_digest = $1 ORDER BY message_id",
+            &[&digest(phone)],
+        )
+        .await
+        .unwrap();
+    let vault = test_vault();
+    rows.iter()
+        .map(|row| {
+            let dedupe_key: String = row.get(0);
+            assert!(dedupe_key.starts_with("reply:msg:"), "{dedupe_key}");
+            assert_eq!(row.get::<_, String>(6), "reply");
+            let recipient = vault
+                .open_record(
+                    &outbox_seal_context(&dedupe_key),
+                    &SealedRecord {
+                        master_key_id: row.get(3),
+                        wrapped_key: row.get(4),
+                        sealed: row.get(5),
+                    },
+                )
+                .expect("the recipient opens under the outbox context");
+            assert_eq!(String::from_utf8(recipient).unwrap(), wa_id(phone));
+            Reply {
+                body: serde_json::from_str(row.get::<_, &str>(1)).unwrap(),
+                tenant: row.get(2),
+            }
+        })
+        .collect()
+}
+
+/// Waits until the processor's cursor has passed every inbox row.
+async fn processed_everything(app: &TestApp) {
+    wait_for(WAIT, "the processor to catch up", || async {
+        let db = admin_client(&dbname(&app.database_url)).await;
+        let row = db
+            .query_one(
+                "SELECT (SELECT count(*) FROM whatsapp_inbox), \
+                        coalesce((SELECT last_inbox_id FROM whatsapp_inbox_cursors \
+                                  WHERE name = 'conversations'), 0), \
+                        coalesce((SELECT max(inbox_id) FROM whatsapp_inbox), 0)",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (rows, cursor, newest): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        rows == 0 || cursor == newest
+    })
+    .await;
+}
+
+async fn vendor_code(app: &TestApp, tenant: TenantId) -> String {
+    admin_client(&dbname(&app.database_url))
+        .await
+        .query_one(
+            "SELECT vendor_code FROM tenants WHERE tenant_id = $1",
+            &[&tenant.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    admin_client(&dbname(&app.database_url))
+        .await
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The customer id the processor recorded for `phone` at `tenant`.
+async fn member(app: &TestApp, tenant: TenantId, phone: &str) -> Option<Uuid> {
+    app.platform_db()
+        .await
+        .query_opt(
+            "SELECT customer_id FROM whatsapp_members WHERE tenant_id = $1 AND customer_digest = $2",
+            &[&tenant.as_uuid(), &digest(phone)],
+        )
+        .await
+        .unwrap()
+        .map(|row| row.get(0))
+}
+
+/// A tenant whose owner can manage rewards and log purchases.
+struct Owner<'a> {
+    app: &'a TestApp,
+    tenant: TenantId,
+    token: String,
+}
+
+impl<'a> Owner<'a> {
+    async fn sign_up(app: &'a TestApp) -> Owner<'a> {
+        let (tenant, token) = sign_up_owner(&app.http, &app.address).await;
+        Owner { app, tenant, token }
+    }
+
+    async fn post(&self, path: &str, key: Option<&str>, body: Value) -> Value {
+        let mut request = self
+            .app
+            .http
+            .post(self.app.url(path))
+            .bearer_auth(&self.token)
+            .json(&body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.expect("POST");
+        assert_eq!(response.status(), 201, "POST {path}");
+        response.json().await.unwrap()
+    }
+
+    async fn create_reward(&self, name: &str, points_cost: i64) -> Uuid {
+        let body = self
+            .post(
+                "/v1/rewards",
+                None,
+                json!({ "name": name, "points_cost": points_cost }),
+            )
+            .await;
+        Uuid::parse_str(body["reward_id"].as_str().unwrap()).unwrap()
+    }
+
+    async fn purchase(&self, customer: Uuid, amount_minor: i64) -> i64 {
+        let body = self
+            .post(
+                "/v1/purchases",
+                Some(&format!("buy-{}", Uuid::new_v4())),
+                json!({ "customer_id": customer, "amount_minor": amount_minor }),
+            )
+            .await;
+        body["balance"].as_i64().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn joining_by_code_on_the_shared_number_enrols_the_customer_in_any_spelling() {
+    let app = TestApp::spawn().await;
+    let chat = Chat::shared(&app);
+    let code = vendor_code(&app, app.tenant_id).await;
+    let (bare, joined) = (phone(), phone());
+
+    chat.say(&bare, &code.to_lowercase()).await;
+    let welcome = chat.reply(&bare, 1).await;
+    assert!(
+        welcome
+            .text()
+            .contains("Welcome to Test Shop's loyalty programme"),
+        "{welcome:?}"
+    );
+    assert_eq!(welcome.tenant, Some(app.tenant_id.as_uuid()));
+    assert!(welcome.ids().contains(&"menu:points".to_owned()));
+
+    chat.say(&joined, &format!("jOiN {code}")).await;
+    let welcome = chat.reply(&joined, 1).await;
+    assert!(
+        welcome.text().contains("Welcome to Test Shop"),
+        "{welcome:?}"
+    );
+
+    let first = member(&app, app.tenant_id, &bare).await.expect("a member");
+    let second = member(&app, app.tenant_id, &joined)
+        .await
+        .expect("a member");
+    assert_ne!(first, second);
+    // Enrolled in the ledger, through the writer, with the customer as actor.
+    let enrolled = count(
+        &app,
+        "SELECT count(*) FROM events WHERE event_type = 'CustomerEnrolled'",
+    )
+    .await;
+    assert_eq!(enrolled, 2);
+    // Exactly the API's enrolment: the customer can be looked up by phone number.
+    let found = app
+        .http
+        .post(app.url("/v1/customers/search"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({ "phone": bare }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(found.status(), 200);
+    let found: Value = found.json().await.unwrap();
+    assert_eq!(found["customers"][0]["customer_id"], first.to_string());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn points_rewards_choose_confirm_and_history_redeem_once_with_a_code_however_often_delivered()
+{
+    let app = TestApp::spawn().await;
+    let owner = Owner::sign_up(&app).await;
+    let code = vendor_code(&app, owner.tenant).await;
+    let coffee = owner.create_reward("Free coffee", 30).await;
+    for n in 0..11 {
+        owner.create_reward(&format!("Mug {n}"), 500 + n).await;
+    }
+    let chat = Chat::shared(&app);
+    let ada = phone();
+
+    chat.say(&ada, &format!("JOIN {code}")).await;
+    chat.reply(&ada, 1).await;
+    let customer = member(&app, owner.tenant, &ada).await.expect("a member");
+    assert_eq!(owner.purchase(customer, 1_000_000).await, 100);
+
+    chat.say(&ada, "POINTS").await;
+    let points = chat.reply(&ada, 2).await;
+    assert!(
+        points.text().contains("Owner's Shop: you have 100 points."),
+        "{points:?}"
+    );
+
+    chat.say(&ada, "rewards").await;
+    let list = chat.reply(&ada, 3).await;
+    assert_eq!(list.body["type"], "list", "{list:?}");
+    let ids = list.ids();
+    assert!(ids.len() <= 10, "at most ten rows: {ids:?}");
+    assert!(ids.contains(&format!("reward:{coffee}")), "{ids:?}");
+    assert!(
+        ids.iter().any(|id| id.starts_with("rewards:page:")),
+        "{ids:?}"
+    );
+
+    chat.pick(&ada, &format!("reward:{coffee}")).await;
+    let confirm = chat.reply(&ada, 4).await;
+    assert_eq!(confirm.body["type"], "buttons", "{confirm:?}");
+    assert!(confirm.ids().contains(&format!("confirm:{coffee}")));
+    assert!(confirm.text().contains("Redeem Free coffee for 30 points?"));
+
+    let tapped = chat.tap(&ada, &format!("confirm:{coffee}")).await;
+    let redeemed = chat.reply(&ada, 5).await;
+    let text = redeemed.text().to_owned();
+    assert!(text.contains("Done! Free coffee redeemed"), "{text}");
+    assert!(text.contains("You have 70 points left."), "{text}");
+    let stored_code: String = admin_client(&dbname(&app.database_url))
+        .await
+        .query_one("SELECT code FROM redemption_codes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(text.contains(&format!("*{stored_code}*")), "{text}");
+
+    // Meta delivers the confirmation four more times: one set of replies, one redemption.
+    let client = reqwest::Client::new();
+    for _ in 0..4 {
+        let status = whatsapp_sandbox::simulator::post_signed(
+            &client,
+            &format!("{}/webhooks/whatsapp", app.ingest_address),
+            tapped.body.clone(),
+            &tapped.signature,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200);
+    }
+    processed_everything(&app).await;
+    assert_eq!(replies_to(&app, &ada).await.len(), 5);
+
+    chat.say(&ada, "history").await;
+    let history = chat.reply(&ada, 6).await;
+    let lines: Vec<&str> = history.text().lines().collect();
+    assert!(
+        lines[0].contains("Owner's Shop: your last transactions"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].contains(&format!("-30  Free coffee (code {stored_code})")),
+        "newest first: {lines:?}"
+    );
+    assert!(lines[3].contains("+100  Purchase"), "{lines:?}");
+    let redemptions = count(
+        &app,
+        "SELECT count(*) FROM events WHERE event_type = 'RewardRedeemed'",
+    )
+    .await;
+    assert_eq!(redemptions, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_code_gets_a_clear_reply_and_an_unknown_number_gets_nothing() {
+    let app = TestApp::spawn().await;
+    let code = vendor_code(&app, app.tenant_id).await;
+    let ada = phone();
+
+    Chat::shared(&app).say(&ada, "NOSUCHSHOP42").await;
+    let reply = Chat::shared(&app).reply(&ada, 1).await;
+    assert!(
+        reply
+            .text()
+            .contains("\"NOSUCHSHOP42\" is not a command or a shop code I know."),
+        "{reply:?}"
+    );
+    assert_eq!(reply.tenant, None);
+
+    let bob = phone();
+    let stranger = Chat::on(&app, "999999999999999");
+    stranger.say(&bob, &format!("JOIN {code}")).await;
+    processed_everything(&app).await;
+    assert!(replies_to(&app, &bob).await.is_empty());
+    assert_eq!(member(&app, app.tenant_id, &bob).await, None);
+    let conversations = count(
+        &app,
+        "SELECT count(*) FROM whatsapp_conversations WHERE phone_number_id = '999999999999999'",
+    )
+    .await;
+    assert_eq!(conversations, 0);
+    let enrolled = count(
+        &app,
+        "SELECT count(*) FROM events WHERE event_type = 'CustomerEnrolled'",
+    )
+    .await;
+    assert_eq!(enrolled, 0, "no tenant was touched");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_customer_of_two_vendors_switches_between_them() {
+    let app = TestApp::spawn().await;
+    let owner = Owner::sign_up(&app).await;
+    let (first, second) = (
+        vendor_code(&app, app.tenant_id).await,
+        vendor_code(&app, owner.tenant).await,
+    );
+    let chat = Chat::shared(&app);
+    let ada = phone();
+
+    chat.say(&ada, &first).await;
+    assert!(chat.reply(&ada, 1).await.text().contains("Test Shop"));
+    chat.say(&ada, &format!("join {second}")).await;
+    let joined = chat.reply(&ada, 2).await;
+    assert!(
+        joined.text().contains("Welcome to Owner's Shop"),
+        "{joined:?}"
+    );
+    assert_eq!(joined.tenant, Some(owner.tenant.as_uuid()));
+    let at_second = member(&app, owner.tenant, &ada).await.unwrap();
+    owner.purchase(at_second, 70_000).await;
+
+    chat.say(&ada, "points").await;
+    assert!(chat
+        .reply(&ada, 3)
+        .await
+        .text()
+        .contains("Owner's Shop: you have 7 points."));
+
+    chat.say(&ada, "VENDORS").await;
+    let vendors = chat.reply(&ada, 4).await;
+    let ids = vendors.ids();
+    assert!(
+        ids.contains(&format!("vendor:{}", app.tenant_id)),
+        "{ids:?}"
+    );
+    assert!(ids.contains(&format!("vendor:{}", owner.tenant)), "{ids:?}");
+
+    chat.pick(&ada, &format!("vendor:{}", app.tenant_id)).await;
+    let switched = chat.reply(&ada, 5).await;
+    assert!(switched
+        .text()
+        .contains("You are now chatting with Test Shop."));
+    chat.say(&ada, "points").await;
+    let points = chat.reply(&ada, 6).await;
+    assert!(
+        points.text().contains("Test Shop: you have 0 points."),
+        "{points:?}"
+    );
+    assert_eq!(points.tenant, Some(app.tenant_id.as_uuid()));
+    assert_ne!(member(&app, app.tenant_id, &ada).await.unwrap(), at_second);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn stop_stores_the_opt_out_and_replies_still_work() {
+    let app = TestApp::spawn().await;
+    let code = vendor_code(&app, app.tenant_id).await;
+    let chat = Chat::shared(&app);
+    let ada = phone();
+    chat.say(&ada, &code).await;
+    chat.reply(&ada, 1).await;
+
+    chat.say(&ada, "STOP").await;
+    let stopped = chat.reply(&ada, 2).await;
+    assert!(stopped.text().contains("You will no longer receive offers"));
+    let state: String = app
+        .platform_db()
+        .await
+        .query_one(
+            "SELECT state::text FROM whatsapp_conversations WHERE customer_digest = $1",
+            &[&digest(&ada)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let state: Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["broadcasts"], "opted_out", "{state}");
+
+    chat.say(&ada, "Points").await;
+    assert!(chat
+        .reply(&ada, 3)
+        .await
+        .text()
+        .contains("Test Shop: you have 0 points."));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_processor_restarted_mid_stream_loses_nothing_and_repeats_nothing() {
+    // The ingest and the API run; the processor does not, so the inbox fills up.
+    let app = TestApp::spawn_with(Components {
+        expiry_schedule: false,
+        conversations: false,
+        ..Components::ALL
+    })
+    .await;
+    let code = vendor_code(&app, app.tenant_id).await;
+    let chat = Chat::shared(&app);
+    let customers: Vec<String> = (0..8).map(|_| phone()).collect();
+    for customer in &customers {
+        chat.say(customer, &code).await;
+        chat.say(customer, "points").await;
+    }
+    let items = 2 * customers.len();
+
+    let settings = test_settings(&app.database_url);
+    let only_processor = Components {
+        conversations: true,
+        ..Components::NONE
+    };
+    let first = app::start(&settings, only_processor).await.unwrap();
+    wait_for(WAIT, "a few replies", || async {
+        count(&app, "SELECT count(*) FROM whatsapp_outbox").await >= 3
+    })
+    .await;
+    first.stop().await;
+    let after_first = count(&app, "SELECT count(*) FROM whatsapp_outbox").await;
+    assert!(after_first < items as i64, "stopped mid-stream");
+
+    let second = app::start(&settings, only_processor).await.unwrap();
+    processed_everything(&app).await;
+    second.stop().await;
+
+    let replies = count(&app, "SELECT count(*) FROM whatsapp_outbox").await;
+    assert_eq!(replies, items as i64, "one reply per message");
+    let enrolled = count(
+        &app,
+        "SELECT count(*) FROM events WHERE event_type = 'CustomerEnrolled'",
+    )
+    .await;
+    assert_eq!(
+        enrolled,
+        customers.len() as i64,
+        "one enrolment per customer"
+    );
+    for customer in &customers {
+        let replies = replies_to(&app, customer).await;
+        assert_eq!(replies.len(), 2);
+        assert!(replies[0].text().contains("Welcome to Test Shop"));
+        assert!(replies[1].text().contains("Test Shop: you have 0 points."));
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn no_phone_number_or_name_in_plain_text_in_the_database() {
+    let app = TestApp::spawn().await;
+    let code = vendor_code(&app, app.tenant_id).await;
+    let chat = Chat::shared(&app);
+    let ada = phone();
+    chat.say(&ada, &code).await;
+    chat.say(&ada, "points").await;
+    chat.say(&ada, "STOP").await;
+    chat.replies(&ada, 3).await;
+
+    let dump = std::process::Command::new("pg_dump")
+        .arg("--data-only")
+        .arg(crate::helpers::url_for(&dbname(&app.database_url)))
+        .output()
+        .expect("running pg_dump");
+    assert!(dump.status.success());
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.contains("whatsapp_outbox"),
+        "the dump covers the new tables"
+    );
+    let digits = wa_id(&ada);
+    for spelling in [ada.as_str(), digits.as_str(), &digits[3..], "Ada Lovelace"] {
+        assert!(!dump.contains(spelling), "`{spelling}` is in the dump");
+    }
+    app.stop().await;
+}
+
+/// Posts `value` (a webhook body) signed, as Meta would.
+async fn post_webhook(app: &TestApp, value: &Value) {
+    let body = value.to_string().into_bytes();
+    let secret = AppSecret::new(WHATSAPP_APP_SECRET.as_str()).unwrap();
+    let signature = webhook_ingest::signature::sign(&secret, &body);
+    let status = whatsapp_sandbox::simulator::post_signed(
+        &reqwest::Client::new(),
+        &format!("{}/webhooks/whatsapp", app.ingest_address),
+        body,
+        &signature,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+}
+
+fn shared_business() -> BusinessNumber {
+    BusinessNumber {
+        phone_number_id: SHARED_PHONE_NUMBER_ID.to_owned(),
+        display_phone_number: SHARED_DISPLAY_NUMBER.to_owned(),
+        waba_id: "100000000000000".to_owned(),
+        access_token: None,
+    }
+}
+
+#[tokio::test]
+async fn a_tenants_own_number_enrols_on_the_first_message_and_is_never_taken_over() {
+    let app = TestApp::spawn().await;
+    let own = "200000000000002";
+    assert!(
+        register_own_number(&app.platform_pool, app.tenant_id, own, "15550002222")
+            .await
+            .unwrap()
+    );
+    let other = Owner::sign_up(&app).await;
+    assert!(
+        !register_own_number(&app.platform_pool, other.tenant, own, "15550002222")
+            .await
+            .unwrap(),
+        "another tenant's number is refused"
+    );
+    // The shared number is seeded once the processor leads.
+    wait_for(WAIT, "the shared number", || async {
+        count(
+            &app,
+            "SELECT count(*) FROM whatsapp_numbers WHERE tenant_id IS NULL",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(
+        !register_own_number(
+            &app.platform_pool,
+            other.tenant,
+            SHARED_PHONE_NUMBER_ID,
+            SHARED_DISPLAY_NUMBER
+        )
+        .await
+        .unwrap(),
+        "the shared number is refused"
+    );
+
+    let chat = Chat::on(&app, own);
+    let ada = phone();
+    chat.say(&ada, "hi").await;
+    let welcome = chat.reply(&ada, 1).await;
+    assert!(welcome.text().contains("Test Shop"), "{welcome:?}");
+    assert_eq!(welcome.tenant, Some(app.tenant_id.as_uuid()));
+    let customer = member(&app, app.tenant_id, &ada).await.expect("enrolled");
+    assert_eq!(member(&app, other.tenant, &ada).await, None);
+
+    chat.say(&ada, "points").await;
+    assert!(chat
+        .reply(&ada, 2)
+        .await
+        .text()
+        .contains("Test Shop: you have 0 points."));
+    // Enrolled once, as the API would have: the search by phone finds the same customer.
+    let found: Value = app
+        .http
+        .post(app.url("/v1/customers/search"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({ "phone": ada }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["customers"][0]["customer_id"], customer.to_string());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_preferences_stop_opts_out_without_a_reply() {
+    let app = TestApp::spawn().await;
+    let code = vendor_code(&app, app.tenant_id).await;
+    let chat = Chat::shared(&app);
+    let ada = phone();
+    chat.say(&ada, &code).await;
+    chat.reply(&ada, 1).await;
+
+    let business = shared_business();
+    post_webhook(
+        &app,
+        &json!({
+            "object": "whatsapp_business_account",
+            "entry": [{
+                "id": business.waba_id,
+                "changes": [{
+                    "value": {
+                        "messaging_product": "whatsapp",
+                        "metadata": {
+                            "display_phone_number": business.display_phone_number,
+                            "phone_number_id": business.phone_number_id,
+                        },
+                        "user_preferences": [{
+                            "wa_id": wa_id(&ada),
+                            "detail": "User requested to stop marketing messages",
+                            "category": "marketing_messages",
+                            "value": "stop",
+                            "timestamp": chrono::Utc::now().timestamp(),
+                        }],
+                    },
+                    "field": "user_preferences",
+                }],
+            }],
+        }),
+    )
+    .await;
+    processed_everything(&app).await;
+    assert_eq!(
+        replies_to(&app, &ada).await.len(),
+        1,
+        "no reply to a preference"
+    );
+    let state: String = app
+        .platform_db()
+        .await
+        .query_one(
+            "SELECT state::text FROM whatsapp_conversations WHERE customer_digest = $1",
+            &[&digest(&ada)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let state: Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["broadcasts"], "opted_out", "{state}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_pending_confirmation_expires_after_the_inactivity_timeout() {
+    let app = TestApp::spawn().await;
+    let owner = Owner::sign_up(&app).await;
+    let code = vendor_code(&app, owner.tenant).await;
+    let coffee = owner.create_reward("Free coffee", 10).await;
+    let chat = Chat::shared(&app);
+    let ada = phone();
+    chat.say(&ada, &code).await;
+    chat.reply(&ada, 1).await;
+    let customer = member(&app, owner.tenant, &ada).await.unwrap();
+    owner.purchase(customer, 100_000).await;
+    chat.pick(&ada, &format!("reward:{coffee}")).await;
+    assert!(chat
+        .reply(&ada, 2)
+        .await
+        .ids()
+        .contains(&format!("confirm:{coffee}")));
+
+    // "yes", written 31 minutes later (the default timeout is 30).
+    let later = chrono::Utc::now() + chrono::Duration::minutes(31);
+    let message = json!({
+        "from": wa_id(&ada),
+        "id": format!("wamid.test-{}", Uuid::new_v4().simple()),
+        "timestamp": later.timestamp().to_string(),
+        "type": "text",
+        "text": { "body": "yes" },
+    });
+    post_webhook(
+        &app,
+        &whatsapp_sandbox::simulator::inbound_webhook(
+            &shared_business(),
+            &wa_id(&ada),
+            "Ada Lovelace",
+            message,
+        ),
+    )
+    .await;
+    let reply = chat.reply(&ada, 3).await;
+    assert!(
+        reply
+            .text()
+            .contains("There is nothing waiting for your answer."),
+        "{reply:?}"
+    );
+    let redemptions = count(
+        &app,
+        "SELECT count(*) FROM events WHERE event_type = 'RewardRedeemed'",
+    )
+    .await;
+    assert_eq!(redemptions, 0);
+    app.stop().await;
+}
+
+/// The crash window of the exactly-once argument: the processor ran the redemption through
+/// the writer and died before its transaction. Simulated by running that very command (same
+/// idempotency key, as the processor derives it) before the message is processed: the
+/// processor must replay the stored answer, reply with that code, and redeem nothing more.
+#[tokio::test]
+async fn a_redemption_committed_before_a_crash_is_replayed_not_repeated() {
+    let app = TestApp::spawn().await;
+    let owner = Owner::sign_up(&app).await;
+    let code = vendor_code(&app, owner.tenant).await;
+    let coffee = owner.create_reward("Free coffee", 30).await;
+    let chat = Chat::shared(&app);
+    let ada = phone();
+    chat.say(&ada, &code).await;
+    chat.reply(&ada, 1).await;
+    let customer = member(&app, owner.tenant, &ada).await.unwrap();
+    owner.purchase(customer, 1_000_000).await;
+    chat.pick(&ada, &format!("reward:{coffee}")).await;
+    chat.reply(&ada, 2).await;
+
+    let wamid = format!("wamid.test-{}", Uuid::new_v4().simple());
+    let vault = test_vault();
+    let dedupe_key = format!(
+        "msg:{}",
+        hex::encode(webhook_ingest::inbox::wamid_digest(&vault, &wamid))
+    );
+    let (writer, task) = schema::writer::spawn_standalone(app.pool.clone(), app.settings.writer());
+    let first = loyalty::conversations::ledger::redeem(
+        &writer,
+        &vault,
+        owner.tenant,
+        ledger_core::CustomerId::from_uuid(customer),
+        ledger_core::RewardId::from_uuid(coffee),
+        format!("wa:{dedupe_key}:redeem"),
+    )
+    .await
+    .unwrap();
+    drop(writer);
+    let _ = task.await;
+    let ledger_core::conversation::render::RedemptionOutcome::Redeemed {
+        code: first_code, ..
+    } = first
+    else {
+        panic!("the first redemption was refused: {first:?}");
+    };
+
+    let message = json!({
+        "from": wa_id(&ada),
+        "id": wamid,
+        "timestamp": chrono::Utc::now().timestamp().to_string(),
+        "type": "interactive",
+        "interactive": { "type": "button_reply",
+                         "button_reply": { "id": format!("confirm:{coffee}"), "title": "Confirm" } },
+    });
+    post_webhook(
+        &app,
+        &whatsapp_sandbox::simulator::inbound_webhook(
+            &shared_business(),
+            &wa_id(&ada),
+            "Ada Lovelace",
+            message,
+        ),
+    )
+    .await;
+    let reply = chat.reply(&ada, 3).await;
+    assert!(
+        reply.text().contains(&format!("*{first_code}*")),
+        "the stored code: {reply:?}"
+    );
+    assert!(
+        reply.text().contains("You have 70 points left."),
+        "{reply:?}"
+    );
+    let redemptions = count(
+        &app,
+        "SELECT count(*) FROM events WHERE event_type = 'RewardRedeemed'",
+    )
+    .await;
+    assert_eq!(redemptions, 1);
+    app.stop().await;
+}
