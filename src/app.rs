@@ -24,6 +24,8 @@ pub struct Components {
     pub relay: bool,
     pub balances_projector: bool,
     pub expiry_schedule: bool,
+    /// The WhatsApp notifier: sends the outbox, applies delivery statuses.
+    pub notifier: bool,
 }
 
 impl Components {
@@ -33,6 +35,7 @@ impl Components {
         relay: true,
         balances_projector: true,
         expiry_schedule: true,
+        notifier: true,
     };
     pub const NONE: Components = Components {
         api: false,
@@ -40,6 +43,7 @@ impl Components {
         relay: false,
         balances_projector: false,
         expiry_schedule: false,
+        notifier: false,
     };
 }
 
@@ -69,6 +73,16 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
             settings
                 .ingest()
                 .context("the WhatsApp webhook ingest cannot start")?,
+        )
+    } else {
+        None
+    };
+    let notifier = if components.notifier {
+        Some(
+            settings
+                .notifier
+                .config()
+                .context("the WhatsApp notifier cannot start")?,
         )
     } else {
         None
@@ -183,6 +197,21 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
                 platform_pool.clone(),
                 writer.clone(),
                 interval,
+                shutdown_signal.clone(),
+            )),
+        ));
+    }
+    if let Some(config) = notifier {
+        tracing::info!(
+            base_url = %config.meta.base_url,
+            "WhatsApp notifier sending the outbox"
+        );
+        tasks.push((
+            "notifier",
+            tokio::spawn(whatsapp_notifier::run(
+                platform_pool.clone(),
+                Arc::new(settings.vault()?),
+                config,
                 shutdown_signal.clone(),
             )),
         ));

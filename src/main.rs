@@ -22,13 +22,16 @@ struct Cli {
 enum Command {
     /// Create the database if missing and apply every pending migration.
     Migrate,
-    /// Run every component in one process: API, WhatsApp webhook ingest, relay, balances
-    /// projector, expiry schedule.
+    /// Run every component in one process: API, WhatsApp webhook ingest, WhatsApp notifier,
+    /// relay, balances projector, expiry schedule.
     All,
     /// Run the vendor HTTP API (with its group-commit writer).
     Api,
     /// Run the WhatsApp webhook ingest (GET/POST /webhooks/whatsapp on LOYALTY_INGEST_ADDR).
     Ingest,
+    /// Run the WhatsApp notifier: send the outbox to the Cloud API (or the sandbox) and apply
+    /// delivery statuses.
+    Notify,
     /// Run the relay that publishes the event table to NATS JetStream.
     Relay,
     /// Run one projector, or rebuild a read model from the event table.
@@ -192,6 +195,16 @@ async fn main() -> anyhow::Result<()> {
                 &settings,
                 Components {
                     ingest: true,
+                    ..Components::NONE
+                },
+            )
+            .await?
+        }
+        Command::Notify => {
+            serve(
+                &settings,
+                Components {
+                    notifier: true,
                     ..Components::NONE
                 },
             )
