@@ -21,8 +21,7 @@ use ledger_core::conversation::OutgoingMessage;
 use meta::MetaClient;
 use outbox::ClaimedMessage;
 use retry::{Backoff, Decision};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use vault::Vault;
@@ -132,13 +131,10 @@ struct Sender {
     vault: Arc<Vault>,
     client: MetaClient,
     config: NotifierConfig,
+    /// Per business number, in this process (a limit shared by N processes is N times it:
+    /// set the setting to Meta's limit divided by the number of notifier processes).
     per_number: RateLimiter<String>,
-    /// When each recipient (customer digest) may next receive a message.
-    per_recipient: Mutex<HashMap<Vec<u8>, Instant>>,
 }
-
-/// Recipients remembered for pacing; beyond it, those whose wait is over are forgotten.
-const PACED_RECIPIENTS_MAX: usize = 100_000;
 
 impl Sender {
     fn new(
@@ -154,7 +150,6 @@ impl Sender {
             vault,
             client,
             per_number: RateLimiter::new(quota, 10_000),
-            per_recipient: Mutex::new(HashMap::new()),
             config,
         }
     }
@@ -177,7 +172,12 @@ impl Sender {
         if requeued > 0 {
             tracing::warn!(requeued, "rows stuck in sending were requeued");
         }
-        let claimed = outbox::claim(&**client, self.config.batch_size_max.max(1)).await?;
+        let claimed = outbox::claim(
+            &**client,
+            self.config.batch_size_max.max(1),
+            self.config.recipient_interval,
+        )
+        .await?;
         drop(client);
         let count = claimed.len();
         let sends = claimed.into_iter().map(|message| async move {
@@ -214,7 +214,6 @@ impl Sender {
             )
             .await?;
         }
-        self.pace_recipient(&message.customer_digest).await;
         loop {
             let body = match mode {
                 Mode::FreeForm => meta::message_body(&to, &outgoing),
@@ -317,25 +316,6 @@ impl Sender {
             .check(phone_number_id.to_owned(), Instant::now())
         {
             tokio::time::sleep(retry_after.0).await;
-        }
-    }
-
-    /// Waits until `recipient_interval` has passed since this process's last send to the
-    /// recipient, and reserves the next slot.
-    async fn pace_recipient(&self, customer_digest: &[u8]) {
-        let interval = self.config.recipient_interval;
-        let wait = {
-            let mut slots = self.per_recipient.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            if slots.len() >= PACED_RECIPIENTS_MAX {
-                slots.retain(|_, at| *at > now);
-            }
-            let at = slots.get(customer_digest).map_or(now, |at| (*at).max(now));
-            slots.insert(customer_digest.to_vec(), at + interval);
-            at - now
-        };
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
         }
     }
 }

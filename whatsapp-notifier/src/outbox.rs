@@ -49,14 +49,17 @@ impl std::fmt::Debug for ClaimedMessage {
     }
 }
 
-/// Claims up to `limit` due rows. A row is due when it is queued, its time has come, and
-/// no earlier row (by `queued_at`, then `message_id`) to the same customer on the same
-/// number is still queued or sending: messages to one recipient go out in queued order,
-/// one at a time, whichever notifier process holds them. `SKIP LOCKED` lets several
-/// notifiers claim side by side without waiting or taking the same row.
+/// Claims up to `limit` due rows. A row is due when it is queued, its time has come, no
+/// earlier row (by `queued_at`, then `message_id`) to the same customer on the same number
+/// is still queued or sending (messages to one recipient go out in queued order, one at a
+/// time), and no message to that recipient was sent, or changed status, within
+/// `recipient_interval` (pacing; a status only makes it more conservative). All of it holds
+/// whichever notifier process claims. `SKIP LOCKED` lets several notifiers claim side by
+/// side without waiting or taking the same row.
 pub async fn claim(
     client: &impl GenericClient,
     limit: i64,
+    recipient_interval: Duration,
 ) -> Result<Vec<ClaimedMessage>, tokio_postgres::Error> {
     let rows = client
         .query(
@@ -72,6 +75,12 @@ pub async fn claim(
                           AND e.phone_number_id = q.phone_number_id \
                           AND e.state IN ('queued', 'sending') \
                           AND (e.queued_at, e.message_id) < (q.queued_at, q.message_id)) \
+                     AND NOT EXISTS ( \
+                       SELECT 1 FROM whatsapp_outbox s \
+                        WHERE s.customer_digest = q.customer_digest \
+                          AND s.phone_number_id = q.phone_number_id \
+                          AND s.state IN ('sent', 'delivered', 'read') \
+                          AND s.updated_at > now() - make_interval(secs => $2::float8)) \
                    ORDER BY q.next_attempt_at \
                    LIMIT $1 \
                    FOR UPDATE SKIP LOCKED) \
@@ -92,7 +101,7 @@ pub async fn claim(
                     n.fallback_template, n.template_language \
                FROM claimed c \
                LEFT JOIN whatsapp_numbers n ON n.phone_number_id = c.phone_number_id",
-            &[&limit],
+            &[&limit, &recipient_interval.as_secs_f64()],
         )
         .await?;
     Ok(rows
