@@ -339,6 +339,48 @@ async fn server_errors_are_retried() {
 }
 
 #[tokio::test]
+async fn a_message_refused_on_every_attempt_fails_after_the_last() {
+    let h = harness(SandboxOptions::default(), 1, |config| {
+        config.backoff.attempts_max = 3;
+    })
+    .await;
+    let to = wa_id();
+    h.fault(json!({"code": 131016, "times": 5, "to": to})).await;
+    let id = h.queue(&to, &OutgoingMessage::text("Hello"), true).await;
+    h.wait_for_state(id, &["failed"]).await;
+    assert_eq!(h.state(id).await, ("failed".into(), 3, Some(131016)));
+    assert_eq!(
+        outcomes(&h.log(id).await),
+        ["attempt", "retry", "attempt", "retry", "attempt", "failed"]
+    );
+    assert_eq!(count(&h.sends_to(&to).await, Outcome::Refused), 3);
+    h.stop().await;
+}
+
+/// The documented double-send window: Meta accepts, but the answer comes after the send
+/// timeout, so the notifier retries and the customer gets the message twice.
+#[tokio::test]
+async fn a_send_that_times_out_after_meta_accepted_it_is_sent_again() {
+    let h = harness(SandboxOptions::default(), 1, |config| {
+        config.meta.send_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let to = wa_id();
+    h.fault(json!({"delay_ms": 800, "to": to})).await;
+    let id = h.queue(&to, &OutgoingMessage::text("Hello"), true).await;
+    h.wait_for_state(id, &["sent", "delivered", "read"]).await;
+    helpers::wait_for(WAIT, "the slow send to be recorded", || async {
+        h.sends_to(&to).await.len() == 2
+    })
+    .await;
+    let sends = h.sends_to(&to).await;
+    assert_eq!(count(&sends, Outcome::Accepted), 2, "{sends:?}");
+    let log = h.log(id).await;
+    assert_eq!(log[1], ("retry".into(), None), "{log:?}");
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn an_invalid_parameter_fails_the_message_without_a_retry() {
     let h = harness(SandboxOptions::default(), 1, |_| {}).await;
     let to = wa_id();

@@ -21,7 +21,7 @@ use ledger_core::conversation::OutgoingMessage;
 use meta::MetaClient;
 use outbox::ClaimedMessage;
 use retry::{Backoff, Decision};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use vault::Vault;
@@ -134,6 +134,8 @@ struct Sender {
     /// Per business number, in this process (a limit shared by N processes is N times it:
     /// set the setting to Meta's limit divided by the number of notifier processes).
     per_number: RateLimiter<String>,
+    /// When stuck rows were last looked for (a sweep per `stuck_after / 4` is plenty).
+    last_sweep: Mutex<Option<Instant>>,
 }
 
 impl Sender {
@@ -150,6 +152,7 @@ impl Sender {
             vault,
             client,
             per_number: RateLimiter::new(quota, 10_000),
+            last_sweep: Mutex::new(None),
             config,
         }
     }
@@ -168,9 +171,11 @@ impl Sender {
     /// Requeues stuck rows, claims a batch and sends it; returns how many were claimed.
     async fn round(&self) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
         let client = self.pool.get().await?;
-        let requeued = outbox::requeue_stuck(&**client, self.config.stuck_after()).await?;
-        if requeued > 0 {
-            tracing::warn!(requeued, "rows stuck in sending were requeued");
+        if self.sweep_due() {
+            let requeued = outbox::requeue_stuck(&**client, self.config.stuck_after()).await?;
+            if requeued > 0 {
+                tracing::warn!(requeued, "rows stuck in sending were requeued");
+            }
         }
         let claimed = outbox::claim(
             &**client,
@@ -189,6 +194,17 @@ impl Sender {
         });
         futures_util::future::join_all(sends).await;
         Ok(count)
+    }
+
+    /// Whether to look for stuck rows now (and note that we did).
+    fn sweep_due(&self) -> bool {
+        let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let due = last.is_none_or(|at| now.duration_since(at) >= self.config.stuck_after() / 4);
+        if due {
+            *last = Some(now);
+        }
+        due
     }
 
     /// One attempt of one row: the free-form message (or the template outside the window),
