@@ -250,51 +250,61 @@ impl Sender {
                 }
                 Err(error) => error,
             };
-            let code = error.code().and_then(|c| i32::try_from(c).ok());
-            match (retry::classify(&error), mode) {
-                (Decision::Template, Mode::FreeForm) => {
-                    tracing::info!(code, "outside the window: sending the template");
-                    outbox::record_template_fallback(
-                        &**db,
-                        message.message_id,
-                        code,
-                        "131047 on the free-form message: the template instead",
-                    )
-                    .await?;
-                    mode = Mode::Template;
-                }
-                (Decision::Retry, _) => {
-                    let delay = self
-                        .config
-                        .backoff
-                        .delay(message.attempts, retry::random_jitter());
-                    let failed = outbox::record_retry(
-                        &**db,
-                        message.message_id,
-                        code,
-                        delay,
-                        self.config.backoff.attempts_max,
-                        &error.to_string(),
-                    )
-                    .await?;
-                    tracing::warn!(
-                        code,
-                        failed,
-                        delay_ms = delay.as_millis() as u64,
-                        "send refused: retry"
-                    );
-                    return Ok(());
-                }
-                (Decision::Fail | Decision::Template, _) => {
-                    tracing::warn!(code, "send refused: failed");
-                    return outbox::record_failed(
-                        &**db,
-                        message.message_id,
-                        code,
-                        &error.to_string(),
-                    )
-                    .await;
-                }
+            if !self.record_refusal(&db, &message, &error, mode).await? {
+                return Ok(());
+            }
+            mode = Mode::Template;
+        }
+    }
+
+    /// Records a refused send; `true` when the template is to be sent now instead (131047
+    /// on the free-form message).
+    async fn record_refusal(
+        &self,
+        db: &deadpool_postgres::Object,
+        message: &ClaimedMessage,
+        error: &meta::SendError,
+        mode: Mode,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let code = error.code().and_then(|c| i32::try_from(c).ok());
+        match (retry::classify(error), mode) {
+            (Decision::Template, Mode::FreeForm) => {
+                tracing::info!(code, "outside the window: sending the template");
+                outbox::record_template_fallback(
+                    &***db,
+                    message.message_id,
+                    code,
+                    "131047 on the free-form message: the template instead",
+                )
+                .await?;
+                Ok(true)
+            }
+            (Decision::Retry, _) => {
+                let delay = self
+                    .config
+                    .backoff
+                    .delay(message.attempts, retry::random_jitter());
+                let failed = outbox::record_retry(
+                    &***db,
+                    message.message_id,
+                    code,
+                    delay,
+                    self.config.backoff.attempts_max,
+                    &error.to_string(),
+                )
+                .await?;
+                tracing::warn!(
+                    code,
+                    failed,
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "send refused: retry"
+                );
+                Ok(false)
+            }
+            (Decision::Fail | Decision::Template, _) => {
+                tracing::warn!(code, "send refused: failed");
+                outbox::record_failed(&***db, message.message_id, code, &error.to_string()).await?;
+                Ok(false)
             }
         }
     }
