@@ -453,6 +453,10 @@ ensure_local_keys() {
     if ! grep -q '^LOYALTY_WHATSAPP_VERIFY_TOKEN=' "$file"; then
         printf 'LOYALTY_WHATSAPP_VERIFY_TOKEN=%s\n' "$(_ll_random_hex)" >>"$file"
     fi
+    # The notifier's Cloud API token; the local sandbox accepts any non-empty one.
+    if ! grep -q '^LOYALTY_WHATSAPP_ACCESS_TOKEN=' "$file"; then
+        printf 'LOYALTY_WHATSAPP_ACCESS_TOKEN=sandbox-%s\n' "$(_ll_random_hex)" >>"$file"
+    fi
     load_dotenv "$file"
 }
 

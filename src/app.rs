@@ -26,6 +26,8 @@ pub struct Components {
     pub expiry_schedule: bool,
     /// The WhatsApp conversation processor (inbox → conversation → reply outbox).
     pub conversations: bool,
+    /// The WhatsApp notifier: sends the outbox, applies delivery statuses.
+    pub notifier: bool,
 }
 
 impl Components {
@@ -36,6 +38,7 @@ impl Components {
         balances_projector: true,
         expiry_schedule: true,
         conversations: true,
+        notifier: true,
     };
     pub const NONE: Components = Components {
         api: false,
@@ -44,6 +47,7 @@ impl Components {
         balances_projector: false,
         expiry_schedule: false,
         conversations: false,
+        notifier: false,
     };
 }
 
@@ -73,6 +77,16 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
             settings
                 .ingest()
                 .context("the WhatsApp webhook ingest cannot start")?,
+        )
+    } else {
+        None
+    };
+    let notifier = if components.notifier {
+        Some(
+            settings
+                .notifier
+                .config()
+                .context("the WhatsApp notifier cannot start")?,
         )
     } else {
         None
@@ -203,6 +217,21 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
             "conversations",
             tokio::spawn(crate::conversations::run(
                 Arc::new(processor),
+                shutdown_signal.clone(),
+            )),
+        ));
+    }
+    if let Some(config) = notifier {
+        tracing::info!(
+            base_url = %config.meta.base_url,
+            "WhatsApp notifier sending the outbox"
+        );
+        tasks.push((
+            "notifier",
+            tokio::spawn(whatsapp_notifier::run(
+                platform_pool.clone(),
+                Arc::new(settings.vault()?),
+                config,
                 shutdown_signal.clone(),
             )),
         ));

@@ -23,12 +23,15 @@ enum Command {
     /// Create the database if missing and apply every pending migration.
     Migrate,
     /// Run every component in one process: API, WhatsApp webhook ingest, conversation
-    /// processor, relay, balances projector, expiry schedule.
+    /// processor, WhatsApp notifier, relay, balances projector, expiry schedule.
     All,
     /// Run the vendor HTTP API (with its group-commit writer).
     Api,
     /// Run the WhatsApp webhook ingest (GET/POST /webhooks/whatsapp on LOYALTY_INGEST_ADDR).
     Ingest,
+    /// Run the WhatsApp notifier: send the outbox to the Cloud API (or the sandbox) and apply
+    /// delivery statuses.
+    Notify,
     /// Run the relay that publishes the event table to NATS JetStream.
     Relay,
     /// Run the WhatsApp conversation processor: inbox → conversation → replies queued in
@@ -195,6 +198,16 @@ async fn main() -> anyhow::Result<()> {
                 &settings,
                 Components {
                     ingest: true,
+                    ..Components::NONE
+                },
+            )
+            .await?
+        }
+        Command::Notify => {
+            serve(
+                &settings,
+                Components {
+                    notifier: true,
                     ..Components::NONE
                 },
             )

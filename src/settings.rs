@@ -229,6 +229,153 @@ pub struct Settings {
     /// Rate limits, trusted proxies and CORS origins of the HTTP API.
     #[command(flatten)]
     pub edge: EdgeSettings,
+
+    /// The WhatsApp notifier: where the Cloud API is, its token, retries and limits.
+    #[command(flatten)]
+    pub notifier: NotifierSettings,
+}
+
+/// The WhatsApp notifier (`loyalty notify`, inside `loyalty all`). Pointing it at Meta is a
+/// change of base URL and token; the defaults are the sandbox's.
+#[derive(Args, Clone)]
+pub struct NotifierSettings {
+    /// The Cloud API's base URL: the sandbox by default, `https://graph.facebook.com` for Meta.
+    #[arg(
+        long,
+        env = "LOYALTY_WHATSAPP_API_BASE_URL",
+        default_value = "http://127.0.0.1:8090",
+        global = true
+    )]
+    pub whatsapp_api_base_url: String,
+
+    /// The Graph API version in the send URL.
+    #[arg(
+        long,
+        env = "LOYALTY_WHATSAPP_API_VERSION",
+        default_value = "v24.0",
+        global = true
+    )]
+    pub whatsapp_api_version: String,
+
+    /// The Cloud API access token (a system user's token). Required to run the notifier.
+    #[arg(
+        long,
+        env = "LOYALTY_WHATSAPP_ACCESS_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub whatsapp_access_token: Option<String>,
+
+    /// Longest wait for one send's answer, in milliseconds.
+    #[arg(
+        long,
+        env = "LOYALTY_WHATSAPP_SEND_TIMEOUT_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(100..=120_000),
+        global = true
+    )]
+    pub whatsapp_send_timeout_ms: u64,
+
+    /// Sends per second per business phone number (Meta's default throughput: 80).
+    #[arg(
+        long,
+        env = "LOYALTY_WHATSAPP_NUMBER_SENDS_PER_SECOND",
+        default_value_t = 80,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000),
+        global = true
+    )]
+    pub whatsapp_number_sends_per_second: u32,
+
+    /// Least time between two messages to one recipient, in milliseconds.
+    #[arg(
+        long,
+        env = "LOYALTY_WHATSAPP_RECIPIENT_INTERVAL_MS",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u64).range(0..=60_000),
+        global = true
+    )]
+    pub whatsapp_recipient_interval_ms: u64,
+
+    /// The first retry's wait, in milliseconds (doubled each retry, with jitter).
+    #[arg(
+        long,
+        env = "LOYALTY_WHATSAPP_RETRY_BASE_MS",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u64).range(1..=60_000),
+        global = true
+    )]
+    pub whatsapp_retry_base_ms: u64,
+
+    /// The longest wait between two tries, in milliseconds.
+    #[arg(
+        long,
+        env = "LOYALTY_WHATSAPP_RETRY_CAP_MS",
+        default_value_t = 300_000,
+        value_parser = clap::value_parser!(u64).range(1..=3_600_000),
+        global = true
+    )]
+    pub whatsapp_retry_cap_ms: u64,
+
+    /// Tries per message, the first included, before it is `failed`.
+    #[arg(
+        long,
+        env = "LOYALTY_WHATSAPP_SEND_ATTEMPTS_MAX",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u32).range(1..=100),
+        global = true
+    )]
+    pub whatsapp_send_attempts_max: u32,
+
+    /// How often an idle notifier looks for due messages and new statuses, in milliseconds.
+    #[arg(
+        long,
+        env = "LOYALTY_NOTIFIER_POLL_MS",
+        default_value_t = 250,
+        value_parser = clap::value_parser!(u64).range(10..=60_000),
+        global = true
+    )]
+    pub notifier_poll_ms: u64,
+}
+
+impl std::fmt::Debug for NotifierSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifierSettings")
+            .field("whatsapp_api_base_url", &self.whatsapp_api_base_url)
+            .field("whatsapp_api_version", &self.whatsapp_api_version)
+            .field("whatsapp_access_token", &"<redacted>")
+            .field("whatsapp_send_timeout_ms", &self.whatsapp_send_timeout_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NotifierSettings {
+    /// The notifier's configuration; refuses a missing or empty access token.
+    pub fn config(&self) -> anyhow::Result<whatsapp_notifier::NotifierConfig> {
+        let access_token = whatsapp_notifier::AccessToken::parse(
+            self.whatsapp_access_token.as_deref().unwrap_or(""),
+        )
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "LOYALTY_WHATSAPP_ACCESS_TOKEN is not set: the WhatsApp notifier needs the \
+                 Cloud API token (any non-empty value for the sandbox)"
+            )
+        })?;
+        let mut config = whatsapp_notifier::NotifierConfig::new(whatsapp_notifier::MetaSettings {
+            base_url: self.whatsapp_api_base_url.trim_end_matches('/').to_owned(),
+            api_version: self.whatsapp_api_version.clone(),
+            access_token,
+            send_timeout: Duration::from_millis(self.whatsapp_send_timeout_ms),
+        });
+        config.number_sends_per_second_max = self.whatsapp_number_sends_per_second;
+        config.recipient_interval = Duration::from_millis(self.whatsapp_recipient_interval_ms);
+        config.backoff = whatsapp_notifier::retry::Backoff {
+            base: Duration::from_millis(self.whatsapp_retry_base_ms),
+            cap: Duration::from_millis(self.whatsapp_retry_cap_ms.max(self.whatsapp_retry_base_ms)),
+            attempts_max: self.whatsapp_send_attempts_max,
+        };
+        config.poll_interval = Duration::from_millis(self.notifier_poll_ms);
+        Ok(config)
+    }
 }
 
 /// The HTTP API's edge: rate limits (per process), the proxies whose `X-Forwarded-For` is
@@ -353,6 +500,7 @@ impl std::fmt::Debug for Settings {
             .field("batch_size_max", &self.batch_size_max)
             .field("batch_wait_max_micros", &self.batch_wait_max_micros)
             .field("edge", &self.edge)
+            .field("notifier", &self.notifier)
             .finish_non_exhaustive()
     }
 }

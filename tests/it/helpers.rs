@@ -9,7 +9,7 @@
 
 use ledger_core::{Currency, MinorUnits, Points, TenantId};
 use loyalty::app::{self, Components, RunningApp};
-use loyalty::settings::{EdgeSettings, Settings};
+use loyalty::settings::{EdgeSettings, NotifierSettings, Settings};
 use loyalty::tenants::{self, NewTenant};
 use serde_json::Value;
 use std::str::FromStr;
@@ -152,6 +152,9 @@ pub static WHATSAPP_APP_SECRET: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| vault::generate_key_base64().unwrap());
 pub static WHATSAPP_VERIFY_TOKEN: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| format!("verify-{}", Uuid::new_v4().simple()));
+/// The Cloud API access token of this test run (the sandbox accepts only it).
+pub static WHATSAPP_ACCESS_TOKEN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("EAAtoken{}", Uuid::new_v4().simple()));
 
 /// The secret keys a `loyalty` child process needs besides its database and NATS, and an
 /// ingest address on a free port (`loyalty all` also serves the WhatsApp webhook ingest,
@@ -167,6 +170,10 @@ pub fn key_env() -> Vec<(String, String)> {
             WHATSAPP_VERIFY_TOKEN.clone(),
         ),
         ("LOYALTY_INGEST_ADDR".into(), "127.0.0.1:0".into()),
+        (
+            "LOYALTY_WHATSAPP_ACCESS_TOKEN".into(),
+            WHATSAPP_ACCESS_TOKEN.clone(),
+        ),
         ("LOYALTY_MASTER_KEYS".into(), TEST_KEYS.master_keys.clone()),
         (
             "LOYALTY_BLIND_INDEX_KEY".into(),
@@ -228,6 +235,24 @@ pub fn test_settings(database_url: &str) -> Settings {
         whatsapp_shared_phone_number_id: "100000000000001".into(),
         whatsapp_shared_display_number: "15550001234".into(),
         whatsapp_inactivity_timeout_minutes: 30,
+        notifier: test_notifier_settings(),
+    }
+}
+
+/// The notifier's settings for tests: a random token, short timeouts and retries. Its base
+/// URL is the default (nothing listens there): a notifier test starts a sandbox and sets it.
+pub fn test_notifier_settings() -> NotifierSettings {
+    NotifierSettings {
+        whatsapp_api_base_url: "http://127.0.0.1:9".into(),
+        whatsapp_api_version: "v24.0".into(),
+        whatsapp_access_token: Some(WHATSAPP_ACCESS_TOKEN.clone()),
+        whatsapp_send_timeout_ms: 2_000,
+        whatsapp_number_sends_per_second: 80,
+        whatsapp_recipient_interval_ms: 0,
+        whatsapp_retry_base_ms: 100,
+        whatsapp_retry_cap_ms: 1_000,
+        whatsapp_send_attempts_max: 8,
+        notifier_poll_ms: 50,
     }
 }
 
@@ -325,6 +350,7 @@ impl TestApp {
     pub async fn spawn() -> TestApp {
         Self::spawn_with(Components {
             expiry_schedule: false,
+            notifier: false,
             ..Components::ALL
         })
         .await
@@ -339,6 +365,7 @@ impl TestApp {
             settings,
             Components {
                 expiry_schedule: false,
+                notifier: false,
                 ..Components::ALL
             },
         )

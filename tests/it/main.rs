@@ -13,6 +13,7 @@ mod event_store;
 mod expiry;
 mod ingest;
 mod keys;
+mod notifier;
 mod projection;
 mod relay;
 mod rewards;
