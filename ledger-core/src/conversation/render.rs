@@ -279,6 +279,54 @@ pub fn render_reward_unavailable() -> OutgoingMessage {
     ))
 }
 
+/// The receipt after a purchase: points earned and the balance right after them.
+pub fn render_earned(vendor_name: &str, earned: Points, balance: Points) -> OutgoingMessage {
+    OutgoingMessage::text(&format!(
+        "You earned {} at {}. Balance: {}.",
+        points(earned),
+        name(vendor_name),
+        points(balance)
+    ))
+}
+
+/// The confirmation of a redemption made at the counter (the vendor API): the code to show.
+pub fn render_redemption_receipt(
+    reward_name: &str,
+    spent: Points,
+    code: &str,
+    balance: Points,
+) -> OutgoingMessage {
+    OutgoingMessage::text(&format!(
+        "You redeemed {} for {}. Your code: *{}*. Balance: {}.",
+        name(reward_name),
+        points(spent),
+        name(code),
+        points(balance)
+    ))
+}
+
+/// A redemption handed over at the counter.
+pub fn render_fulfilled(reward_name: &str) -> OutgoingMessage {
+    OutgoingMessage::text(&format!(
+        "Your reward {} was handed over. Enjoy!",
+        name(reward_name)
+    ))
+}
+
+/// One lot's reminder, sent once, some days before it expires.
+pub fn render_expiry_reminder(
+    remaining: Points,
+    vendor_name: &str,
+    expires_on: NaiveDate,
+) -> OutgoingMessage {
+    OutgoingMessage::text(&format!(
+        "{} at {} expire on {}. Send POINTS to see your balance.",
+        points(remaining),
+        name(vendor_name),
+        date(expires_on)
+    ))
+}
+
 pub fn render_redeemed(outcome: &RedemptionOutcome) -> OutgoingMessage {
     match outcome {
         RedemptionOutcome::Redeemed {
@@ -538,6 +586,42 @@ pub fn render_opted_in() -> OutgoingMessage {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ledger_notifications_say_points_vendor_balance_code_and_date() {
+        let text = |m: OutgoingMessage| m.body().to_owned();
+        let earned = text(render_earned(
+            "Mama Put",
+            Points::new(12),
+            Points::new(1_012),
+        ));
+        assert!(
+            earned.contains("You earned 12 points at Mama Put. Balance: 1,012 points."),
+            "{earned}"
+        );
+        let redeemed = text(render_redemption_receipt(
+            "Free jollof",
+            Points::new(50),
+            "7K3M9QXA",
+            Points::new(1),
+        ));
+        assert!(
+            redeemed.contains(
+                "You redeemed Free jollof for 50 points. Your code: *7K3M9QXA*. Balance: 1 point."
+            ),
+            "{redeemed}"
+        );
+        assert!(text(render_fulfilled("Free jollof"))
+            .contains("Your reward Free jollof was handed over. Enjoy!"));
+        let on = NaiveDate::from_ymd_opt(2026, 3, 4).unwrap();
+        let reminder = text(render_expiry_reminder(Points::new(30), "Mama Put", on));
+        assert!(
+            reminder.contains(
+                "30 points at Mama Put expire on 4 Mar 2026. Send POINTS to see your balance."
+            ),
+            "{reminder}"
+        );
+    }
+
     use super::super::keywords::{parse_id, Request};
     use super::super::message::{
         limit_len, BUTTONS_MAX, BUTTON_ID_MAX, BUTTON_TITLE_MAX, INTERACTIVE_BODY_MAX,
