@@ -9,6 +9,7 @@ pub mod app;
 pub mod conversations;
 pub mod expiry;
 pub mod keys;
+pub mod notifications;
 pub mod sandbox;
 pub mod settings;
 pub mod tenants;

@@ -1,0 +1,350 @@
+//! Notifications from the ledger: receipts queued in `whatsapp_outbox` for the notifier.
+//!
+//! Reading order: [`Notifications`] (the projector: events → receipts), then
+//! [`reminders`] (the scheduled job: lots about to expire → one reminder each).
+//!
+//! # The projector
+//!
+//! A [`Projection`] run by `projections::runner` as the durable consumer `notifications`
+//! (role `loyalty_platform`: it reads the event table and the WhatsApp tables). For each
+//! customer event that concerns the customer it queues one `kind = 'notification'` row:
+//!
+//! - `PointsEarned` → "You earned N points at SHOP. Balance: M";
+//! - `RewardRedeemed` with a code → "You redeemed R for N points. Your code: X. Balance: M";
+//! - `RedemptionFulfilled` → "Your reward R was handed over. Enjoy!".
+//!
+//! The balance is the customer's balance right after the event, folded from the customer's
+//! stream up to the event's version (the ledger itself, not the balances projection, which
+//! may lag). The vendor's name comes from the tenant's stream.
+//!
+//! Only customers with a `whatsapp_members` row are notified (others have no WhatsApp
+//! link); the recipient is the conversation's sealed wa_id, opened and sealed again under
+//! the outbox row's context. The dedupe key is `notify:<event id>` with `ON CONFLICT DO
+//! NOTHING`, and the rows are written in the runner's transaction with the checkpoint: a
+//! redelivered event, a restarted projector or a rebuild queues nothing twice.
+//!
+//! A redemption whose actor is the customer was made in the WhatsApp conversation, and the
+//! conversation's reply already carries the code: the projector queues nothing for it, so
+//! one redemption is one message. (The conversation processor is the only writer of
+//! customer-actor redemptions; the vendor API's carry the API key or user.)
+//!
+//! Events recorded longer ago than [`Notifications::age_max`] are not notified: a consumer
+//! created on an installation with history (or a long outage) must not send last month's
+//! receipts.
+
+pub mod reminders;
+
+use chrono::Utc;
+use deadpool_postgres::Transaction;
+use ledger_core::aggregate::Aggregate;
+use ledger_core::conversation::render;
+use ledger_core::conversation::OutgoingMessage;
+use ledger_core::events::Actor;
+use ledger_core::{CustomerId, CustomerState, Event, StreamId, TenantId};
+use projections::runner::{Projection, ProjectionError};
+use schema::store::RecordedEvent;
+use std::collections::HashMap;
+use std::sync::Arc;
+use uuid::Uuid;
+use vault::{SealedRecord, Vault};
+
+/// Durable consumer and checkpoint name of the projector.
+pub const NAME: &str = "notifications";
+/// Event types the projector reads; every other event is passed over undecoded.
+const NOTIFIED_TYPES: [&str; 3] = ["PointsEarned", "RewardRedeemed", "RedemptionFulfilled"];
+
+pub struct Notifications {
+    pub vault: Arc<Vault>,
+    /// Events recorded longer ago than this are not notified.
+    pub age_max: chrono::Duration,
+}
+
+impl Notifications {
+    pub fn new(vault: Arc<Vault>) -> Self {
+        Notifications {
+            vault,
+            age_max: chrono::Duration::hours(24),
+        }
+    }
+}
+
+/// A customer's WhatsApp link: where notifications go and the sealed wa_id.
+pub(crate) struct Member {
+    pub customer_digest: Vec<u8>,
+    pub phone_number_id: String,
+    pub sealed_wa_id: SealedRecord,
+}
+
+impl Projection for Notifications {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn apply(
+        &self,
+        transaction: &Transaction<'_>,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let oldest = Utc::now() - self.age_max;
+        let mut by_customer: Vec<((TenantId, CustomerId), Vec<&RecordedEvent>)> = Vec::new();
+        for event in events {
+            if !NOTIFIED_TYPES.contains(&event.event_type.as_str()) || event.recorded_at < oldest {
+                continue;
+            }
+            let Ok(StreamId::Customer(customer)) = StreamId::parse(&event.stream_id) else {
+                continue;
+            };
+            let key = (event.tenant_id, customer);
+            match by_customer.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, group)) => group.push(event),
+                None => by_customer.push((key, vec![event])),
+            }
+        }
+        let mut vendor_names: HashMap<TenantId, String> = HashMap::new();
+        for ((tenant, customer), wanted) in by_customer {
+            let Some(member) = member(&**transaction, tenant, customer).await? else {
+                continue;
+            };
+            let messages = self.messages(transaction, customer, &wanted).await?;
+            if messages.is_empty() {
+                continue;
+            }
+            let vendor = match vendor_names.get(&tenant) {
+                Some(name) => name.clone(),
+                None => {
+                    let name = vendor_name(&**transaction, tenant).await?;
+                    vendor_names.insert(tenant, name.clone());
+                    name
+                }
+            };
+            for (event_id, message) in messages {
+                let body = message.render(&vendor);
+                let dedupe_key = format!("notify:{event_id}");
+                queue(
+                    &**transaction,
+                    &self.vault,
+                    &dedupe_key,
+                    tenant,
+                    &member,
+                    &body,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing to empty: the queued messages are the outbox's, and a rebuild queues nothing
+    /// twice (dedupe keys; old events are past `age_max`).
+    async fn reset(&self, _transaction: &Transaction<'_>) -> Result<(), ProjectionError> {
+        Ok(())
+    }
+}
+
+/// What one event tells the customer, before the vendor's name is known.
+enum Notice {
+    Earned {
+        points: ledger_core::Points,
+        balance: ledger_core::Points,
+    },
+    Redeemed {
+        reward: String,
+        points: ledger_core::Points,
+        code: String,
+        balance: ledger_core::Points,
+    },
+    Fulfilled {
+        reward: String,
+    },
+}
+
+impl Notice {
+    fn render(&self, vendor: &str) -> OutgoingMessage {
+        match self {
+            Notice::Earned { points, balance } => render::render_earned(vendor, *points, *balance),
+            Notice::Redeemed {
+                reward,
+                points,
+                code,
+                balance,
+            } => render::render_redemption_receipt(reward, *points, code, *balance),
+            Notice::Fulfilled { reward } => render::render_fulfilled(reward),
+        }
+    }
+}
+
+impl Notifications {
+    /// The notices for `wanted` (events of one customer's stream), folding the stream from
+    /// its start up to the newest of them so each balance is the one right after its event.
+    async fn messages(
+        &self,
+        transaction: &Transaction<'_>,
+        customer: CustomerId,
+        wanted: &[&RecordedEvent],
+    ) -> Result<Vec<(Uuid, Notice)>, ProjectionError> {
+        let Some(newest) = wanted.iter().map(|e| e.version).max() else {
+            return Ok(Vec::new());
+        };
+        let stream = schema::store::read_stream(
+            &**transaction,
+            StreamId::Customer(customer),
+            0,
+            i64::from(newest),
+        )
+        .await?;
+        let mut state = CustomerState::default();
+        let mut rewards: HashMap<ledger_core::RedemptionId, String> = HashMap::new();
+        let mut notices = Vec::new();
+        for recorded in &stream {
+            let event = recorded.decode()?;
+            state.apply(&event);
+            if let Event::RewardRedeemed(e) = &event {
+                rewards.insert(e.redemption_id, e.description.clone());
+            }
+            if !wanted.iter().any(|w| w.version == recorded.version) {
+                continue;
+            }
+            let notice = match &event {
+                Event::PointsEarned(e) => Notice::Earned {
+                    points: e.points,
+                    balance: state.balance,
+                },
+                Event::RewardRedeemed(e) => {
+                    let Some(code) = &e.code else { continue };
+                    if matches!(recorded.decode_metadata()?.actor, Actor::Customer(_)) {
+                        // Redeemed in the conversation, whose reply carries the code.
+                        continue;
+                    }
+                    Notice::Redeemed {
+                        reward: e.description.clone(),
+                        points: e.points,
+                        code: code.clone(),
+                        balance: state.balance,
+                    }
+                }
+                Event::RedemptionFulfilled(e) => Notice::Fulfilled {
+                    reward: rewards.get(&e.redemption_id).cloned().unwrap_or_default(),
+                },
+                _ => continue,
+            };
+            notices.push((recorded.event_id.as_uuid(), notice));
+        }
+        Ok(notices)
+    }
+}
+
+/// The customer's WhatsApp link at `tenant`, if they have one.
+pub(crate) async fn member(
+    client: &impl tokio_postgres::GenericClient,
+    tenant: TenantId,
+    customer: CustomerId,
+) -> Result<Option<Member>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT m.customer_digest, m.phone_number_id, c.master_key_id, c.wrapped_key, \
+                    c.sealed_wa_id \
+             FROM whatsapp_members m JOIN whatsapp_conversations c \
+               USING (customer_digest, phone_number_id) \
+             WHERE m.tenant_id = $1 AND m.customer_id = $2",
+            &[&tenant.as_uuid(), &customer.as_uuid()],
+        )
+        .await?;
+    Ok(row.map(|row| Member {
+        customer_digest: row.get(0),
+        phone_number_id: row.get(1),
+        sealed_wa_id: SealedRecord {
+            master_key_id: row.get(2),
+            wrapped_key: row.get(3),
+            sealed: row.get(4),
+        },
+    }))
+}
+
+/// The vendor's display name, from the tenant's stream (empty if it has no profile).
+pub(crate) async fn vendor_name(
+    client: &impl tokio_postgres::GenericClient,
+    tenant: TenantId,
+) -> Result<String, schema::StoreError> {
+    let state = schema::rewards::tenant_state(client, tenant).await?;
+    Ok(state.profile.map(|p| p.name).unwrap_or_default())
+}
+
+/// What [`queue`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queued {
+    New(Uuid),
+    /// A row with the dedupe key exists already.
+    Duplicate,
+    /// The recipient or body could not be prepared (logged).
+    Skipped,
+}
+
+/// Queues `body` for `member` as a notification under `dedupe_key` (nothing if a row with
+/// that key exists). A
+/// recipient that cannot be opened or sealed (a vault misconfiguration) is logged without
+/// content and skipped: the ledger is unaffected, and wedging every notification on one
+/// row would be worse.
+pub(crate) async fn queue(
+    client: &impl tokio_postgres::GenericClient,
+    vault: &Vault,
+    dedupe_key: &str,
+    tenant: TenantId,
+    member: &Member,
+    body: &OutgoingMessage,
+) -> Result<Queued, tokio_postgres::Error> {
+    let digest: [u8; 32] = match member.customer_digest.as_slice().try_into() {
+        Ok(digest) => digest,
+        Err(_) => return Ok(Queued::Skipped),
+    };
+    let context = crate::conversations::conversation_seal_context(&digest, &member.phone_number_id);
+    let recipient = match vault
+        .open_record(&context, &member.sealed_wa_id)
+        .map_err(|e| e.to_string())
+        .and_then(|wa_id| {
+            vault
+                .seal_record(
+                    &crate::conversations::outbox_seal_context(dedupe_key),
+                    &wa_id,
+                )
+                .map_err(|e| e.to_string())
+        }) {
+        Ok(recipient) => recipient,
+        Err(error) => {
+            tracing::error!(%dedupe_key, %error, "notification skipped: recipient unavailable");
+            return Ok(Queued::Skipped);
+        }
+    };
+    let body = match serde_json::to_string(body) {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::error!(%dedupe_key, %error, "notification skipped: body");
+            return Ok(Queued::Skipped);
+        }
+    };
+    let message_id = Uuid::now_v7();
+    let inserted = client
+        .execute(
+            "INSERT INTO whatsapp_outbox \
+               (message_id, dedupe_key, tenant_id, phone_number_id, customer_digest, \
+                master_key_id, wrapped_key, sealed_recipient, kind, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'notification', $9::text::jsonb) \
+             ON CONFLICT (dedupe_key) DO NOTHING",
+            &[
+                &message_id,
+                &dedupe_key,
+                &tenant.as_uuid(),
+                &member.phone_number_id,
+                &member.customer_digest,
+                &recipient.master_key_id,
+                &recipient.wrapped_key,
+                &recipient.sealed,
+                &body,
+            ],
+        )
+        .await?;
+    Ok(if inserted == 1 {
+        Queued::New(message_id)
+    } else {
+        Queued::Duplicate
+    })
+}
