@@ -28,6 +28,10 @@ pub struct Components {
     pub conversations: bool,
     /// The WhatsApp notifier: sends the outbox, applies delivery statuses.
     pub notifier: bool,
+    /// The notifications projector (ledger events → receipts in the outbox).
+    pub notifications_projector: bool,
+    /// The expiry-reminder job (lots about to expire → one reminder each).
+    pub expiry_reminders: bool,
 }
 
 impl Components {
@@ -39,6 +43,8 @@ impl Components {
         expiry_schedule: true,
         conversations: true,
         notifier: true,
+        notifications_projector: true,
+        expiry_reminders: true,
     };
     pub const NONE: Components = Components {
         api: false,
@@ -48,6 +54,8 @@ impl Components {
         expiry_schedule: false,
         conversations: false,
         notifier: false,
+        notifications_projector: false,
+        expiry_reminders: false,
     };
 }
 
@@ -189,6 +197,30 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
                 nats_client.clone(),
                 settings.nats(),
                 RunnerSettings::default(),
+                shutdown_signal.clone(),
+            )),
+        ));
+    }
+    if components.notifications_projector {
+        tasks.push((
+            "projector:notifications",
+            tokio::spawn(projections::runner::run(
+                settings.notifications(Arc::new(settings.vault()?)),
+                platform_pool.clone(),
+                nats_client.clone(),
+                settings.nats(),
+                RunnerSettings::default(),
+                shutdown_signal.clone(),
+            )),
+        ));
+    }
+    if components.expiry_reminders {
+        tasks.push((
+            "expiry-reminders",
+            tokio::spawn(crate::notifications::reminders::schedule(
+                platform_pool.clone(),
+                Arc::new(settings.vault()?),
+                settings.reminders(),
                 shutdown_signal.clone(),
             )),
         ));

@@ -44,6 +44,8 @@ enum Command {
     },
     /// Run one expiry of points now and print what it expired.
     Expire,
+    /// Queue the WhatsApp expiry reminders due now (once per lot) and print how many.
+    Remind,
     /// Manage tenants.
     Tenant {
         #[command(subcommand)]
@@ -107,6 +109,8 @@ enum KeysCommand {
 enum ProjectCommand {
     /// Run the balances projector (customer balances and lots).
     Balances,
+    /// Run the notifications projector (WhatsApp receipts for purchases and redemptions).
+    Notifications,
     /// Rebuild a read model from the event table alone, then exit.
     Rebuild {
         /// The read model to rebuild.
@@ -244,6 +248,37 @@ async fn main() -> anyhow::Result<()> {
                 },
             )
             .await?
+        }
+        Command::Project {
+            command: ProjectCommand::Notifications,
+        } => {
+            serve(
+                &settings,
+                Components {
+                    notifications_projector: true,
+                    ..Components::NONE
+                },
+            )
+            .await?
+        }
+        Command::Remind => {
+            let platform_pool = schema::db::pool(&settings.platform_db())?;
+            let vault = settings.vault()?;
+            let reminders = settings.reminders();
+            let report = loyalty::notifications::reminders::run_once(
+                &platform_pool,
+                &vault,
+                chrono::Utc::now(),
+                reminders.days_ahead,
+            )
+            .await?;
+            match report {
+                Some(report) => println!(
+                    "lots due: {}, reminders queued: {}",
+                    report.lots_due, report.queued
+                ),
+                None => println!("another reminder run is in progress; nothing done"),
+            }
         }
         Command::Project {
             command: ProjectCommand::Rebuild { name },

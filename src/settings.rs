@@ -157,6 +157,34 @@ pub struct Settings {
     )]
     pub expiry_interval_seconds: u64,
 
+    /// Days before a lot expires that its one WhatsApp reminder is queued.
+    #[arg(
+        long,
+        env = "LOYALTY_EXPIRY_REMINDER_DAYS",
+        default_value_t = 7,
+        global = true
+    )]
+    pub expiry_reminder_days: u32,
+
+    /// How often `loyalty all` looks for lots to remind, in seconds.
+    #[arg(
+        long,
+        env = "LOYALTY_EXPIRY_REMINDER_INTERVAL_SECONDS",
+        default_value_t = 3_600,
+        global = true
+    )]
+    pub expiry_reminder_interval_seconds: u64,
+
+    /// Ledger events older than this are not notified (a new or long-stopped notifications
+    /// projector must not send old receipts), in minutes.
+    #[arg(
+        long,
+        env = "LOYALTY_NOTIFICATION_AGE_MAX_MINUTES",
+        default_value_t = 1_440,
+        global = true
+    )]
+    pub notification_age_max_minutes: i64,
+
     /// Address the WhatsApp webhook ingest listens on (port 0 picks a free port).
     #[arg(
         long,
@@ -501,6 +529,7 @@ impl std::fmt::Debug for Settings {
             .field("batch_wait_max_micros", &self.batch_wait_max_micros)
             .field("edge", &self.edge)
             .field("notifier", &self.notifier)
+            .field("expiry_reminder_days", &self.expiry_reminder_days)
             .finish_non_exhaustive()
     }
 }
@@ -609,6 +638,24 @@ impl Settings {
         settings.inactivity_timeout =
             chrono::Duration::minutes(self.whatsapp_inactivity_timeout_minutes);
         settings
+    }
+
+    /// The expiry-reminder job's settings.
+    pub fn reminders(&self) -> crate::notifications::reminders::ReminderSettings {
+        crate::notifications::reminders::ReminderSettings {
+            days_ahead: self.expiry_reminder_days,
+            interval: Duration::from_secs(self.expiry_reminder_interval_seconds.max(1)),
+        }
+    }
+
+    /// The notifications projector, sealing with `vault`.
+    pub fn notifications(
+        &self,
+        vault: std::sync::Arc<vault::Vault>,
+    ) -> crate::notifications::Notifications {
+        let mut projection = crate::notifications::Notifications::new(vault);
+        projection.age_max = chrono::Duration::minutes(self.notification_age_max_minutes.max(0));
+        projection
     }
 
     pub fn nats(&self) -> projections::nats::NatsSettings {

@@ -224,6 +224,9 @@ pub fn test_settings(database_url: &str) -> Settings {
         batch_wait_max_micros: 500,
         body_bytes_max: 16_384,
         expiry_interval_seconds: 24 * 3600,
+        expiry_reminder_days: 7,
+        expiry_reminder_interval_seconds: 24 * 3600,
+        notification_age_max_minutes: 1_440,
         edge: generous_edge_settings(),
         jwt_keys: Some(random_jwt_keys()),
         // Short, so tests of revocation and disabling need not wait a minute.
@@ -351,6 +354,8 @@ impl TestApp {
         Self::spawn_with(Components {
             expiry_schedule: false,
             notifier: false,
+            notifications_projector: false,
+            expiry_reminders: false,
             ..Components::ALL
         })
         .await
@@ -366,6 +371,8 @@ impl TestApp {
             Components {
                 expiry_schedule: false,
                 notifier: false,
+                notifications_projector: false,
+                expiry_reminders: false,
                 ..Components::ALL
             },
         )
