@@ -9,13 +9,17 @@
 
 use ledger_core::{Currency, MinorUnits, Points, TenantId};
 use loyalty::app::{self, Components, RunningApp};
+use loyalty::conversations::{outbox_seal_context, CUSTOMER_DIGEST_PURPOSE};
 use loyalty::settings::{EdgeSettings, NotifierSettings, Settings};
 use loyalty::tenants::{self, NewTenant};
+use serde_json::json;
 use serde_json::Value;
 use std::str::FromStr;
 use std::time::Duration;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
+use vault::SealedRecord;
+use whatsapp_sandbox::{AppSecret, BusinessNumber, Simulator};
 
 /// Where the test PostgreSQL server is: DATABASE_URL's server (any database name), default
 /// the local one with trust authentication.
@@ -659,5 +663,276 @@ pub fn kill_child(child: Option<std::process::Child>) {
     if let Some(mut child) = child {
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// WhatsApp: customers chatting through the real ingest, replies read from the outbox
+// ---------------------------------------------------------------------------------------
+
+/// The sandbox's shared number, the processor's default.
+pub const SHARED_PHONE_NUMBER_ID: &str = "100000000000001";
+pub const SHARED_DISPLAY_NUMBER: &str = "15550001234";
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A queued reply as the notifier will read it.
+#[derive(Debug)]
+pub struct Reply {
+    pub body: Value,
+    pub tenant: Option<Uuid>,
+}
+
+impl Reply {
+    pub fn text(&self) -> &str {
+        self.body
+            .pointer("/body")
+            .or_else(|| self.body.pointer("/text/body"))
+            .and_then(Value::as_str)
+            .or_else(|| self.body.get("body").and_then(Value::as_str))
+            .unwrap_or_default()
+    }
+
+    /// Every id the reply offers (buttons and list rows), wherever the JSON keeps them.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        collect_ids(&self.body, &mut ids);
+        ids
+    }
+}
+
+pub fn collect_ids(value: &Value, ids: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                if key == "id" {
+                    if let Some(id) = inner.as_str() {
+                        ids.push(id.to_owned());
+                    }
+                }
+                collect_ids(inner, ids);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect_ids(i, ids)),
+        _ => {}
+    }
+}
+
+/// Customers writing to one business number of `app`.
+pub struct Chat<'a> {
+    pub app: &'a TestApp,
+    pub simulator: Simulator,
+}
+
+impl<'a> Chat<'a> {
+    pub fn on(app: &'a TestApp, phone_number_id: &str) -> Chat<'a> {
+        let business = BusinessNumber {
+            phone_number_id: phone_number_id.to_owned(),
+            display_phone_number: SHARED_DISPLAY_NUMBER.to_owned(),
+            waba_id: "100000000000000".to_owned(),
+            access_token: None,
+        };
+        let simulator = Simulator::new(
+            format!("{}/webhooks/whatsapp", app.ingest_address),
+            AppSecret::new(WHATSAPP_APP_SECRET.as_str()).unwrap(),
+            business,
+        )
+        .with_profile_name("Ada Lovelace");
+        Chat { app, simulator }
+    }
+
+    pub fn shared(app: &'a TestApp) -> Chat<'a> {
+        Chat::on(app, SHARED_PHONE_NUMBER_ID)
+    }
+
+    pub async fn say(&self, from: &str, text: &str) -> whatsapp_sandbox::simulator::Inbound {
+        self.simulator
+            .say(from, text)
+            .await
+            .expect("posting a message")
+    }
+
+    pub async fn tap(&self, from: &str, id: &str) -> whatsapp_sandbox::simulator::Inbound {
+        self.simulator
+            .say_button(from, None, id, "Tap")
+            .await
+            .expect("posting a button reply")
+    }
+
+    pub async fn pick(&self, from: &str, id: &str) -> whatsapp_sandbox::simulator::Inbound {
+        self.simulator
+            .say_list_reply(from, None, id, "Row", None)
+            .await
+            .expect("posting a list reply")
+    }
+
+    /// Waits until `from` has `count` replies, then until the processor is idle, and
+    /// returns every reply (in queue order).
+    pub async fn replies(&self, from: &str, count: usize) -> Vec<Reply> {
+        wait_for(WAIT, &format!("{count} replies"), || async {
+            replies_to(self.app, from).await.len() >= count
+        })
+        .await;
+        processed_everything(self.app).await;
+        replies_to(self.app, from).await
+    }
+
+    /// The latest reply after the `count`-th.
+    pub async fn reply(&self, from: &str, count: usize) -> Reply {
+        let mut all = self.replies(from, count).await;
+        assert_eq!(all.len(), count, "one reply per message: {all:#?}");
+        all.pop().unwrap()
+    }
+}
+
+pub fn wa_id(phone: &str) -> String {
+    phone.trim_start_matches('+').to_owned()
+}
+
+pub fn digest(phone: &str) -> Vec<u8> {
+    test_vault()
+        .keyed_digest(CUSTOMER_DIGEST_PURPOSE, wa_id(phone).as_bytes())
+        .to_vec()
+}
+
+/// Every conversation reply queued for `phone` (not the ledger's notifications), with its
+/// sealed recipient opened and checked.
+pub async fn replies_to(app: &TestApp, phone: &str) -> Vec<Reply> {
+    let db = app.platform_db().await;
+    let rows = db
+        .query(
+            "SELECT dedupe_key, body::text, tenant_id, master_key_id, wrapped_key, \
+                    sealed_recipient, kind \
+             FROM whatsapp_outbox WHERE customer_digest = $1 AND kind = 'reply' ORDER BY message_id",
+            &[&digest(phone)],
+        )
+        .await
+        .unwrap();
+    let vault = test_vault();
+    rows.iter()
+        .map(|row| {
+            let dedupe_key: String = row.get(0);
+            assert!(dedupe_key.starts_with("reply:msg:"), "{dedupe_key}");
+            assert_eq!(row.get::<_, String>(6), "reply");
+            let recipient = vault
+                .open_record(
+                    &outbox_seal_context(&dedupe_key),
+                    &SealedRecord {
+                        master_key_id: row.get(3),
+                        wrapped_key: row.get(4),
+                        sealed: row.get(5),
+                    },
+                )
+                .expect("the recipient opens under the outbox context");
+            assert_eq!(String::from_utf8(recipient).unwrap(), wa_id(phone));
+            Reply {
+                body: serde_json::from_str(row.get::<_, &str>(1)).unwrap(),
+                tenant: row.get(2),
+            }
+        })
+        .collect()
+}
+
+/// Waits until the processor's cursor has passed every inbox row.
+pub async fn processed_everything(app: &TestApp) {
+    wait_for(WAIT, "the processor to catch up", || async {
+        let db = admin_client(&dbname(&app.database_url)).await;
+        let row = db
+            .query_one(
+                "SELECT (SELECT count(*) FROM whatsapp_inbox), \
+                        coalesce((SELECT last_inbox_id FROM whatsapp_inbox_cursors \
+                                  WHERE name = 'conversations'), 0), \
+                        coalesce((SELECT max(inbox_id) FROM whatsapp_inbox), 0)",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (rows, cursor, newest): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        rows == 0 || cursor == newest
+    })
+    .await;
+}
+
+pub async fn vendor_code(app: &TestApp, tenant: TenantId) -> String {
+    admin_client(&dbname(&app.database_url))
+        .await
+        .query_one(
+            "SELECT vendor_code FROM tenants WHERE tenant_id = $1",
+            &[&tenant.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+pub async fn count(app: &TestApp, sql: &str) -> i64 {
+    admin_client(&dbname(&app.database_url))
+        .await
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The customer id the processor recorded for `phone` at `tenant`.
+pub async fn member(app: &TestApp, tenant: TenantId, phone: &str) -> Option<Uuid> {
+    app.platform_db()
+        .await
+        .query_opt(
+            "SELECT customer_id FROM whatsapp_members WHERE tenant_id = $1 AND customer_digest = $2",
+            &[&tenant.as_uuid(), &digest(phone)],
+        )
+        .await
+        .unwrap()
+        .map(|row| row.get(0))
+}
+
+/// A tenant whose owner can manage rewards and log purchases.
+pub struct Owner<'a> {
+    pub app: &'a TestApp,
+    pub tenant: TenantId,
+    pub token: String,
+}
+
+impl<'a> Owner<'a> {
+    pub async fn sign_up(app: &'a TestApp) -> Owner<'a> {
+        let (tenant, token) = sign_up_owner(&app.http, &app.address).await;
+        Owner { app, tenant, token }
+    }
+
+    pub async fn post(&self, path: &str, key: Option<&str>, body: Value) -> Value {
+        let mut request = self
+            .app
+            .http
+            .post(self.app.url(path))
+            .bearer_auth(&self.token)
+            .json(&body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.expect("POST");
+        assert_eq!(response.status(), 201, "POST {path}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn create_reward(&self, name: &str, points_cost: i64) -> Uuid {
+        let body = self
+            .post(
+                "/v1/rewards",
+                None,
+                json!({ "name": name, "points_cost": points_cost }),
+            )
+            .await;
+        Uuid::parse_str(body["reward_id"].as_str().unwrap()).unwrap()
+    }
+
+    pub async fn purchase(&self, customer: Uuid, amount_minor: i64) -> i64 {
+        let body = self
+            .post(
+                "/v1/purchases",
+                Some(&format!("buy-{}", Uuid::new_v4())),
+                json!({ "customer_id": customer, "amount_minor": amount_minor }),
+            )
+            .await;
+        body["balance"].as_i64().unwrap()
     }
 }
