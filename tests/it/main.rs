@@ -13,6 +13,7 @@ mod event_store;
 mod expiry;
 mod ingest;
 mod keys;
+mod notifications;
 mod notifier;
 mod projection;
 mod relay;
