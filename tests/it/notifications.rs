@@ -114,6 +114,19 @@ async fn newest_event(app: &TestApp, customer: Uuid, event_type: &str) -> Uuid {
         .get(0)
 }
 
+/// Events the notifications projector has applied, redeliveries included.
+async fn applied_total(app: &TestApp) -> i64 {
+    admin_client(&dbname(&app.database_url))
+        .await
+        .query_opt(
+            "SELECT applied_total FROM projector_checkpoints WHERE name = $1",
+            &[&loyalty::notifications::NAME],
+        )
+        .await
+        .unwrap()
+        .map_or(0, |row| row.get(0))
+}
+
 async fn notification_rows(app: &TestApp) -> i64 {
     admin_client(&dbname(&app.database_url))
         .await
@@ -155,17 +168,28 @@ async fn a_members_purchase_queues_one_receipt_with_points_and_balance_however_o
         "{both:?}"
     );
 
-    // Every event offered again (a rebuild reads the whole table), twice, and the
-    // projector restarted: nothing more is queued.
+    // Every event offered again: by a rebuild (it reads the whole table), twice, and by
+    // JetStream, to a restarted projector whose durable consumer was deleted so that the
+    // stream is delivered again from its first message.
     let projection = Notifications::new(Arc::new(crate::helpers::test_vault()));
     for _ in 0..2 {
         projections::runner::rebuild(&projection, &app.platform_pool)
             .await
             .unwrap();
     }
-    let settings = app.settings.clone();
+    let applied_before = applied_total(&app).await;
+    let events = app.event_count().await;
+    let jetstream =
+        async_nats::jetstream::new(async_nats::connect(&app.settings.nats_url).await.unwrap());
+    jetstream
+        .get_stream(&app.settings.nats_stream)
+        .await
+        .unwrap()
+        .delete_consumer(loyalty::notifications::NAME)
+        .await
+        .unwrap();
     let restarted = loyalty::app::start(
-        &settings,
+        &app.settings,
         Components {
             notifications_projector: true,
             ..Components::NONE
@@ -173,7 +197,10 @@ async fn a_members_purchase_queues_one_receipt_with_points_and_balance_however_o
     )
     .await
     .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    wait_for(WAIT, "the stream delivered again", || async {
+        applied_total(&app).await >= applied_before + events
+    })
+    .await;
     restarted.stop().await;
     assert_eq!(notifications_to(&app, &ada).await.len(), 2);
     app.stop().await;
