@@ -213,7 +213,10 @@ pub fn for_all(
     sandbox: &SandboxSettings,
     enabled: bool,
 ) -> anyhow::Result<Option<crate::app::InProcessSandbox>> {
-    let base_url = settings.notifier.whatsapp_api_base_url.trim_end_matches('/');
+    let base_url = settings
+        .notifier
+        .whatsapp_api_base_url
+        .trim_end_matches('/');
     if !enabled {
         tracing::info!("WhatsApp sandbox not started: LOYALTY_SANDBOX_ENABLED=false");
         return Ok(None);
@@ -353,10 +356,16 @@ mod tests {
             "LOYALTY_MASTER_KEYS=m1:abc\nLOYALTY_WHATSAPP_APP_SECRET=\"00ff\"\n",
         )
         .unwrap();
-        assert_eq!(local_app_secret(path.to_str().unwrap()).as_deref(), Some("00ff"));
+        assert_eq!(
+            local_app_secret(path.to_str().unwrap()).as_deref(),
+            Some("00ff")
+        );
         std::fs::write(&path, "LOYALTY_WHATSAPP_APP_SECRET=\n").unwrap();
         assert_eq!(local_app_secret(path.to_str().unwrap()), None);
-        assert_eq!(local_app_secret(dir.join("missing").to_str().unwrap()), None);
+        assert_eq!(
+            local_app_secret(dir.join("missing").to_str().unwrap()),
+            None
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
