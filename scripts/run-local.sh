@@ -178,11 +178,14 @@ seed_demo() {
         -d "{\"email\":\"$owner_email\",\"password\":\"$owner_password\"}" \
         | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
     [ -n "$token" ] || { echo "warning: the demo owner could not log in: no demo rewards" >&2; return 0; }
-    for reward in 'Free coffee:20' 'Tote bag:60'; do
+    local reward key rest name cost
+    for reward in 'coffee:Free coffee:20' 'tote:Tote bag:60'; do
+        key=${reward%%:*} rest=${reward#*:}
+        name=${rest%%:*} cost=${rest##*:}
         curl -s -o /dev/null -X POST "$base_url/v1/rewards" \
             -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-            -H "Idempotency-Key: demo-reward-${reward%%:*}" \
-            -d "{\"name\":\"${reward%%:*}\",\"points_cost\":${reward##*:}}"
+            -H "Idempotency-Key: demo-reward-$key" \
+            -d "{\"name\":\"$name\",\"points_cost\":$cost}"
     done
 }
 
