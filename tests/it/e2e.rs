@@ -8,7 +8,8 @@
 //! refusals, a closed customer-service window, and a forged signature.
 
 use crate::helpers::{
-    admin_client, dbname, phone, sign_up_owner, test_vault, wait_for, TestApp, WHATSAPP_APP_SECRET,
+    admin_client, dbname, free_port, fresh_database, key_env, phone, sign_up_owner, test_settings,
+    test_vault, unique_vendor_code, wait_for, TestApp, WHATSAPP_APP_SECRET,
 };
 use crate::relay::PrivateNats;
 use ledger_core::TenantId;
@@ -547,4 +548,119 @@ async fn a_forged_signature_changes_nothing() {
         .unwrap();
     assert!(forged_member.is_none(), "no member for the forged sender");
     app.stop().await;
+}
+
+/// The README's demo, through the binary: `loyalty all` (sandbox on by default when the base
+/// URL is its address) and `loyalty sandbox say` as a customer in another process, with no
+/// app secret in its environment but `.local/keys.env` in its working directory.
+#[tokio::test]
+async fn loyalty_all_starts_the_sandbox_and_sandbox_say_prints_the_reply() {
+    let database_url = fresh_database().await;
+    let settings = test_settings(&database_url);
+    let (http_port, ingest_port, sandbox_port) = (free_port(), free_port(), free_port());
+    let sandbox_addr = format!("127.0.0.1:{sandbox_port}");
+    let ingest_url = format!("http://127.0.0.1:{ingest_port}/webhooks/whatsapp");
+    let mut env = key_env();
+    env.extend([
+        ("DATABASE_URL".to_owned(), database_url.clone()),
+        ("NATS_URL".to_owned(), settings.nats_url.clone()),
+        (
+            "LOYALTY_NATS_STREAM".to_owned(),
+            settings.nats_stream.clone(),
+        ),
+        (
+            "LOYALTY_NATS_SUBJECT_PREFIX".to_owned(),
+            settings.nats_subject_prefix.clone(),
+        ),
+        (
+            "LOYALTY_HTTP_ADDR".to_owned(),
+            format!("127.0.0.1:{http_port}"),
+        ),
+        (
+            "LOYALTY_INGEST_ADDR".to_owned(),
+            format!("127.0.0.1:{ingest_port}"),
+        ),
+        ("LOYALTY_SANDBOX_ADDR".to_owned(), sandbox_addr.clone()),
+        ("LOYALTY_SANDBOX_ENABLED".to_owned(), "true".to_owned()),
+        (
+            "LOYALTY_WHATSAPP_API_BASE_URL".to_owned(),
+            format!("http://{sandbox_addr}"),
+        ),
+        ("RUST_LOG".to_owned(), "warn".to_owned()),
+    ]);
+    let loyalty = || {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_loyalty"));
+        command
+            .envs(env.iter().cloned())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        command
+    };
+    let code = unique_vendor_code();
+    let created = loyalty()
+        .args([
+            "tenant",
+            "create",
+            "--name",
+            "Demo Shop",
+            "--vendor-code",
+            &code,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let mut all = loyalty()
+        .arg("all")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning loyalty all");
+    let http = reqwest::Client::new();
+    wait_for(WAIT, "loyalty all and its sandbox to answer", || async {
+        http.get(format!("http://{sandbox_addr}/sandbox/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+
+    // `say` as the README runs it: the app secret only in ./.local/keys.env.
+    let workdir = std::env::temp_dir().join(format!("loyalty-say-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(workdir.join(".local")).unwrap();
+    std::fs::write(
+        workdir.join(".local/keys.env"),
+        format!(
+            "LOYALTY_WHATSAPP_APP_SECRET={}\n",
+            WHATSAPP_APP_SECRET.as_str()
+        ),
+    )
+    .unwrap();
+    let said = tokio::process::Command::new(env!("CARGO_BIN_EXE_loyalty"))
+        .current_dir(&workdir)
+        .env_clear()
+        .env("LOYALTY_SANDBOX_ADDR", &sandbox_addr)
+        .env("LOYALTY_SANDBOX_WEBHOOK_URL", &ingest_url)
+        .args([
+            "sandbox",
+            "say",
+            "--from",
+            &phone(),
+            &format!("JOIN {code}"),
+        ])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&said.stdout);
+    assert!(said.status.success(), "{said:?}");
+    assert!(stdout.contains("ingest answered 200"), "{stdout}");
+    assert!(
+        stdout.contains("<- Welcome to Demo Shop's loyalty programme!"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&workdir).unwrap();
+    let _ = all.start_kill();
+    let _ = all.wait().await;
+    crate::helpers::delete_stream(&settings.nats_url, &settings.nats_stream).await;
 }

@@ -170,6 +170,9 @@ pub fn key_env() -> Vec<(String, String)> {
             WHATSAPP_VERIFY_TOKEN.clone(),
         ),
         ("LOYALTY_INGEST_ADDR".into(), "127.0.0.1:0".into()),
+        // `loyalty all` would start the WhatsApp sandbox on its fixed default port (8090),
+        // colliding between tests; the one test of it sets its own port and turns it on.
+        ("LOYALTY_SANDBOX_ENABLED".into(), "false".into()),
         (
             "LOYALTY_WHATSAPP_ACCESS_TOKEN".into(),
             WHATSAPP_ACCESS_TOKEN.clone(),
