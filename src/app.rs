@@ -59,11 +59,22 @@ impl Components {
     };
 }
 
+/// The WhatsApp sandbox started in-process beside the components (`loyalty all` on a local
+/// run): it stands in for Meta's Cloud API, and its status webhooks go to this process's
+/// ingest when the ingest runs (else to `config.webhook_url`).
+pub struct InProcessSandbox {
+    /// Where it listens (`LOYALTY_SANDBOX_ADDR`).
+    pub addr: String,
+    pub config: whatsapp_sandbox::SandboxConfig,
+}
+
 pub struct RunningApp {
     /// Where the API listens, when it was started.
     pub http_addr: Option<SocketAddr>,
     /// Where the WhatsApp webhook ingest listens, when it was started.
     pub ingest_addr: Option<SocketAddr>,
+    /// Where the in-process WhatsApp sandbox listens, when it was started.
+    pub sandbox_addr: Option<SocketAddr>,
     /// The tenant-scoped pool (`loyalty_app`) of the API and the writer.
     pub pool: schema::Pool,
     /// The cross-tenant pool (`loyalty_platform`) of the relay, projectors and expiry scan.
@@ -74,6 +85,16 @@ pub struct RunningApp {
 }
 
 pub async fn start(settings: &Settings, components: Components) -> anyhow::Result<RunningApp> {
+    start_with_sandbox(settings, components, None).await
+}
+
+/// [`start`], plus the WhatsApp sandbox in this process when `sandbox` is given (started
+/// after the ingest, whose address it posts statuses to, and before the notifier).
+pub async fn start_with_sandbox(
+    settings: &Settings,
+    components: Components,
+    sandbox: Option<InProcessSandbox>,
+) -> anyhow::Result<RunningApp> {
     // Checked before anything starts: an API that cannot sign access tokens is refused.
     let accounts = if components.api {
         Some(settings.accounts().context("the API cannot start")?)
@@ -175,6 +196,36 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
         );
         ingest_addr = Some(address);
     }
+    let mut sandbox_addr = None;
+    if let Some(InProcessSandbox { addr, mut config }) = sandbox {
+        if let Some(ingest) = ingest_addr {
+            config.webhook_url = Some(format!(
+                "http://{}{}",
+                loopback_if_unspecified(ingest),
+                webhook_ingest::server::WEBHOOK_PATH
+            ));
+        }
+        let listener = TcpListener::bind(&addr)
+            .with_context(|| format!("binding the WhatsApp sandbox to {addr}"))?;
+        let address = listener.local_addr()?;
+        let webhook_url = config.webhook_url.clone().unwrap_or_default();
+        let running =
+            whatsapp_sandbox::serve(listener, config).context("starting the WhatsApp sandbox")?;
+        servers.push(running.handle());
+        tasks.push((
+            "sandbox",
+            tokio::spawn(async move {
+                if let Err(error) = running.await {
+                    tracing::error!(%error, "WhatsApp sandbox failed");
+                }
+            }),
+        ));
+        tracing::info!(
+            "WhatsApp sandbox (the local stand-in for Meta's Cloud API) listening on \
+             http://{address}; status webhooks to {webhook_url}"
+        );
+        sandbox_addr = Some(address);
+    }
     if components.relay {
         tasks.push((
             "relay",
@@ -274,6 +325,7 @@ pub async fn start(settings: &Settings, components: Components) -> anyhow::Resul
     Ok(RunningApp {
         http_addr,
         ingest_addr,
+        sandbox_addr,
         pool,
         platform_pool,
         servers,
@@ -296,6 +348,20 @@ impl RunningApp {
                 Err(_) => tracing::warn!(component = name, "did not stop in time"),
             }
         }
+    }
+}
+
+/// An address to reach a listener at: its own, or loopback when it listens on every
+/// interface (`0.0.0.0`, `[::]`).
+fn loopback_if_unspecified(address: SocketAddr) -> SocketAddr {
+    match address.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], address.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, address.port()))
+        }
+        _ => address,
     }
 }
 

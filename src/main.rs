@@ -23,8 +23,22 @@ enum Command {
     /// Create the database if missing and apply every pending migration.
     Migrate,
     /// Run every component in one process: API, WhatsApp webhook ingest, conversation
-    /// processor, WhatsApp notifier, relay, balances projector, expiry schedule.
-    All,
+    /// processor, WhatsApp notifier, relay, balances projector, expiry schedule; and the
+    /// WhatsApp sandbox when the Cloud API base URL is its address (the default).
+    All {
+        /// Start the WhatsApp sandbox in this process when LOYALTY_WHATSAPP_API_BASE_URL is
+        /// its address (LOYALTY_SANDBOX_ADDR). `false`: never (e.g. a separate
+        /// `loyalty sandbox serve`).
+        #[arg(
+            long,
+            env = "LOYALTY_SANDBOX_ENABLED",
+            default_value_t = true,
+            action = clap::ArgAction::Set
+        )]
+        sandbox_enabled: bool,
+        #[command(flatten)]
+        sandbox: Box<SandboxSettings>,
+    },
     /// Run the vendor HTTP API (with its group-commit writer).
     Api,
     /// Run the WhatsApp webhook ingest (GET/POST /webhooks/whatsapp on LOYALTY_INGEST_ADDR).
@@ -186,7 +200,13 @@ async fn main() -> anyhow::Result<()> {
                 .context("migrating the database")?;
             println!("migrations applied: {applied}");
         }
-        Command::All => serve(&settings, Components::ALL).await?,
+        Command::All {
+            sandbox_enabled,
+            sandbox,
+        } => {
+            let in_process = sandbox::for_all(&settings, &sandbox, sandbox_enabled)?;
+            serve_with_sandbox(&settings, Components::ALL, in_process).await?
+        }
         Command::Api => {
             serve(
                 &settings,
@@ -456,7 +476,15 @@ fn owner_account(owner_email: Option<String>) -> anyhow::Result<Option<tenants::
 }
 
 async fn serve(settings: &Settings, components: Components) -> anyhow::Result<()> {
-    let running = app::start(settings, components).await?;
+    serve_with_sandbox(settings, components, None).await
+}
+
+async fn serve_with_sandbox(
+    settings: &Settings,
+    components: Components,
+    sandbox: Option<app::InProcessSandbox>,
+) -> anyhow::Result<()> {
+    let running = app::start_with_sandbox(settings, components, sandbox).await?;
     app::termination_signal().await;
     tracing::info!("shutting down");
     running.stop().await;

@@ -114,10 +114,18 @@ pub struct SandboxSettings {
 }
 
 impl SandboxSettings {
+    /// `LOYALTY_WHATSAPP_APP_SECRET`, else the one `scripts/run-local.sh` generated into
+    /// `.local/keys.env` (so the README's demo `say` lines need no set-up in a new terminal).
     fn app_secret(&self) -> anyhow::Result<AppSecret> {
-        let secret = self.sandbox_app_secret.as_deref().unwrap_or_default();
-        AppSecret::new(secret).map_err(|_| {
-            anyhow::anyhow!("LOYALTY_WHATSAPP_APP_SECRET is not set (the ingest's Meta app secret)")
+        let secret = match self.sandbox_app_secret.as_deref() {
+            Some(secret) if !secret.is_empty() => secret.to_owned(),
+            _ => local_app_secret(LOCAL_KEYS_FILE).unwrap_or_default(),
+        };
+        AppSecret::new(&secret).map_err(|_| {
+            anyhow::anyhow!(
+                "LOYALTY_WHATSAPP_APP_SECRET is not set (the ingest's Meta app secret), nor in \
+                 {LOCAL_KEYS_FILE}"
+            )
         })
     }
 
@@ -179,6 +187,61 @@ impl SandboxSettings {
         config.options = self.options();
         Ok(config)
     }
+}
+
+/// Where `scripts/run-local.sh` keeps the local secrets (relative to the repository root).
+pub const LOCAL_KEYS_FILE: &str = ".local/keys.env";
+
+/// The `LOYALTY_WHATSAPP_APP_SECRET=` line of a dotenv file, if the file and the line exist.
+fn local_app_secret(path: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|line| {
+        let value = line
+            .trim()
+            .trim_start_matches("export ")
+            .strip_prefix("LOYALTY_WHATSAPP_APP_SECRET=")?;
+        let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+        (!value.is_empty()).then(|| value.to_owned())
+    })
+}
+
+/// The sandbox `loyalty all` starts in-process: when `enabled` (`LOYALTY_SANDBOX_ENABLED`,
+/// default true) and the notifier's base URL is the sandbox's own address (the default), so
+/// that sends reach it. Pointing `LOYALTY_WHATSAPP_API_BASE_URL` at Meta turns it off.
+pub fn for_all(
+    settings: &crate::settings::Settings,
+    sandbox: &SandboxSettings,
+    enabled: bool,
+) -> anyhow::Result<Option<crate::app::InProcessSandbox>> {
+    let base_url = settings
+        .notifier
+        .whatsapp_api_base_url
+        .trim_end_matches('/');
+    if !enabled {
+        tracing::info!("WhatsApp sandbox not started: LOYALTY_SANDBOX_ENABLED=false");
+        return Ok(None);
+    }
+    if base_url != sandbox.url() {
+        tracing::info!(
+            %base_url,
+            "WhatsApp sandbox not started: LOYALTY_WHATSAPP_API_BASE_URL is not the sandbox's \
+             address (LOYALTY_SANDBOX_ADDR)"
+        );
+        return Ok(None);
+    }
+    let mut config = sandbox
+        .config()
+        .context("the in-process WhatsApp sandbox cannot start")?;
+    // The shared number the processor answers on is the one the sandbox sends from.
+    config.numbers[0].phone_number_id = settings.whatsapp_shared_phone_number_id.clone();
+    config.numbers[0].display_phone_number = settings
+        .whatsapp_shared_display_number
+        .trim_start_matches('+')
+        .to_owned();
+    Ok(Some(crate::app::InProcessSandbox {
+        addr: sandbox.sandbox_addr.clone(),
+        config,
+    }))
 }
 
 /// `loyalty sandbox serve`: runs until SIGINT/SIGTERM.
@@ -277,4 +340,32 @@ pub async fn say(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_app_secret;
+
+    #[test]
+    fn the_local_app_secret_is_read_from_a_dotenv_file() {
+        let dir = std::env::temp_dir().join(format!("loyalty-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys.env");
+        std::fs::write(
+            &path,
+            "LOYALTY_MASTER_KEYS=m1:abc\nLOYALTY_WHATSAPP_APP_SECRET=\"00ff\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            local_app_secret(path.to_str().unwrap()).as_deref(),
+            Some("00ff")
+        );
+        std::fs::write(&path, "LOYALTY_WHATSAPP_APP_SECRET=\n").unwrap();
+        assert_eq!(local_app_secret(path.to_str().unwrap()), None);
+        assert_eq!(
+            local_app_secret(dir.join("missing").to_str().unwrap()),
+            None
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

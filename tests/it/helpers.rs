@@ -174,6 +174,9 @@ pub fn key_env() -> Vec<(String, String)> {
             WHATSAPP_VERIFY_TOKEN.clone(),
         ),
         ("LOYALTY_INGEST_ADDR".into(), "127.0.0.1:0".into()),
+        // `loyalty all` would start the WhatsApp sandbox on its fixed default port (8090),
+        // colliding between tests; the one test of it sets its own port and turns it on.
+        ("LOYALTY_SANDBOX_ENABLED".into(), "false".into()),
         (
             "LOYALTY_WHATSAPP_ACCESS_TOKEN".into(),
             WHATSAPP_ACCESS_TOKEN.clone(),
@@ -320,6 +323,8 @@ pub struct TestApp {
     pub address: String,
     /// `http://<ingest address>` when the WhatsApp webhook ingest runs, else empty.
     pub ingest_address: String,
+    /// `http://<sandbox address>` when the in-process WhatsApp sandbox runs, else empty.
+    pub sandbox_address: String,
     pub settings: Settings,
     pub database_url: String,
     pub http: reqwest::Client,
@@ -389,9 +394,80 @@ impl TestApp {
         Self::start(settings, components).await
     }
 
+    /// The WhatsApp pipeline as `loyalty all` runs it on a local machine: API, ingest,
+    /// conversation processor, notifier, relay and balances projector, and the in-process
+    /// sandbox (through `loyalty::sandbox::for_all`, as `loyalty all` does) on a free port,
+    /// the notifier sending to it, its status webhooks signed to the ingest. Settings
+    /// adjusted by `adjust` (e.g. a private NATS); sandbox options change at run time
+    /// (`PUT /sandbox/options`). Without the ledger notifications (receipts, reminders), so
+    /// what reaches the customer is only the conversation's replies; see
+    /// [`TestApp::spawn_whatsapp_with_notifications`].
+    pub async fn spawn_whatsapp(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        Self::spawn_whatsapp_components(
+            adjust,
+            Components {
+                expiry_schedule: false,
+                notifications_projector: false,
+                expiry_reminders: false,
+                ..Components::ALL
+            },
+        )
+        .await
+    }
+
+    /// [`TestApp::spawn_whatsapp`] with the notifications projector and the reminder job too:
+    /// every component of `loyalty all` but the expiry schedule.
+    pub async fn spawn_whatsapp_with_notifications(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        Self::spawn_whatsapp_components(
+            adjust,
+            Components {
+                expiry_schedule: false,
+                ..Components::ALL
+            },
+        )
+        .await
+    }
+
+    async fn spawn_whatsapp_components(
+        adjust: impl FnOnce(&mut Settings),
+        components: Components,
+    ) -> TestApp {
+        let database_url = fresh_database().await;
+        let mut settings = test_settings(&database_url);
+        let sandbox_addr = format!("127.0.0.1:{}", free_port());
+        settings.notifier.whatsapp_api_base_url = format!("http://{sandbox_addr}");
+        adjust(&mut settings);
+        let sandbox_settings = loyalty::sandbox::SandboxSettings {
+            sandbox_addr,
+            sandbox_app_secret: Some(WHATSAPP_APP_SECRET.clone()),
+            // Replaced by the ingest's own address when the ingest runs in the process.
+            sandbox_webhook_url: "http://127.0.0.1:9/webhooks/whatsapp".into(),
+            sandbox_business_number: settings.whatsapp_shared_display_number.clone(),
+            sandbox_phone_number_id: settings.whatsapp_shared_phone_number_id.clone(),
+            sandbox_waba_id: "100000000000000".into(),
+            sandbox_numbers: String::new(),
+            sandbox_access_token: Some(WHATSAPP_ACCESS_TOKEN.clone()),
+            sandbox_enforce_window: false,
+            sandbox_status_delay_ms: 10,
+            sandbox_status_order: "in_order".into(),
+        };
+        let sandbox = loyalty::sandbox::for_all(&settings, &sandbox_settings, true)
+            .expect("the sandbox settings")
+            .expect("the notifier's base URL is the sandbox's address");
+        Self::start_with_sandbox(settings, components, Some(sandbox)).await
+    }
+
     pub async fn start(settings: Settings, components: Components) -> TestApp {
+        Self::start_with_sandbox(settings, components, None).await
+    }
+
+    async fn start_with_sandbox(
+        settings: Settings,
+        components: Components,
+        sandbox: Option<app::InProcessSandbox>,
+    ) -> TestApp {
         init_test_logging();
-        let running = app::start(&settings, components)
+        let running = app::start_with_sandbox(&settings, components, sandbox)
             .await
             .expect("starting the app");
         let pool = running.pool.clone();
@@ -404,6 +480,10 @@ impl TestApp {
                 .unwrap_or_default(),
             ingest_address: running
                 .ingest_addr
+                .map(|a| format!("http://{a}"))
+                .unwrap_or_default(),
+            sandbox_address: running
+                .sandbox_addr
                 .map(|a| format!("http://{a}"))
                 .unwrap_or_default(),
             database_url: settings.database_url.clone().unwrap_or_default(),

@@ -272,10 +272,21 @@ async fn a_body_of_several_entries_messages_and_statuses_is_stored_in_one_transa
     assert_eq!(row.get::<_, i64>(3), 9);
     assert_eq!(row.get::<_, i64>(4), 3);
     // A downstream reader tails them by the safe position and can open each one.
+    // The safe position waits for every older transaction of the cluster (other tests'
+    // included) to end, so the rows become visible to the reader a moment after the commit.
     let platform = app.platform_db().await;
-    let rows = schema::inbox::read_after(&**platform, Default::default(), 100)
-        .await
-        .unwrap();
+    let read = || async {
+        schema::inbox::read_after(&**platform, Default::default(), 100)
+            .await
+            .unwrap()
+    };
+    helpers::wait_for(
+        Duration::from_secs(10),
+        "the rows behind the safe position",
+        || async { read().await.len() == 21 },
+    )
+    .await;
+    let rows = read().await;
     assert_eq!(rows.len(), 21);
     let vault = test_vault();
     for row in &rows {

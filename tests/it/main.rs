@@ -8,6 +8,7 @@ mod api_purchases;
 mod cli;
 mod conversation;
 mod crash;
+mod e2e;
 mod edge;
 mod event_store;
 mod expiry;

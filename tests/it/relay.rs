@@ -32,14 +32,14 @@ const NATS_OUTAGE: Duration = Duration::from_secs(7);
 const PROJECTION_LIMIT: Duration = Duration::from_secs(50);
 
 /// A `nats-server` child process of this test, killed on drop (also on panic).
-struct PrivateNats {
+pub(crate) struct PrivateNats {
     port: u16,
     root: PathBuf,
     child: Option<Child>,
 }
 
 impl PrivateNats {
-    fn start() -> PrivateNats {
+    pub(crate) fn start() -> PrivateNats {
         let root =
             std::env::temp_dir().join(format!("loyalty-relay-it-{}", Uuid::now_v7().simple()));
         std::fs::create_dir_all(root.join("store")).unwrap_or_else(|e| {
@@ -75,7 +75,7 @@ impl PrivateNats {
     }
 
     /// Starts the server on this port and store (again, after a kill).
-    fn spawn(&mut self) {
+    pub(crate) fn spawn(&mut self) {
         assert!(self.child.is_none(), "nats-server is already running");
         let log: File = OpenOptions::new()
             .create(true)
@@ -104,12 +104,12 @@ impl PrivateNats {
         self.child = Some(child);
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
     /// SIGKILL, then reap: no graceful shutdown, no flush.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().expect("killing nats-server");
             child.wait().expect("reaping nats-server");
@@ -128,7 +128,7 @@ impl PrivateNats {
     }
 
     /// Waits (bounded) until the server accepts TCP connections on its port.
-    async fn wait_listening(&mut self) {
+    pub(crate) async fn wait_listening(&mut self) {
         let address = SocketAddr::from(([127, 0, 0, 1], self.port));
         let what = format!("nats-server to listen on {address}");
         helpers::wait_for(Duration::from_secs(15), &what, || {
