@@ -293,7 +293,14 @@ mod tests {
         assert_eq!(message["text"]["body"], "points");
         // The ingest's own parser accepts it as one text message.
         let parsed = webhook_ingest::payload::parse(&body).unwrap();
-        assert_eq!(format!("{parsed:?}").matches("points").count(), 1);
+        let change = &parsed.entries[0].changes[0];
+        assert_eq!(change.messages.len(), 1);
+        let message = &change.messages[0].parsed;
+        assert_eq!(message.id, wamid);
+        assert_eq!(message.from.as_deref(), Some("2348012345678"));
+        assert!(
+            matches!(&message.kind, webhook_ingest::payload::MessageKind::Text { body } if body == "points")
+        );
     }
 
     #[test]
