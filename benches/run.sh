@@ -418,7 +418,7 @@ if [[ $BENCH_SKIP_PRODUCT != 1 && $WHATSAPP == 1 ]]; then
         wait "$PERF_PID" 2>/dev/null || true
         PERF_PID=""
         if [[ -s $WORK/perf.data ]]; then
-            perf report -i "$WORK/perf.data" --no-children --sort comm,dso -q --stdio 2>/dev/null \
+            perf report -i "$WORK/perf.data" --no-children --sort comm,dso -q --stdio -g none 2>/dev/null \
                 | grep -v '^$' | head -n 12 >"$WORK/perf-comm.txt" || true
             perf report -i "$WORK/perf.data" --no-children --sort sym -q --stdio -g none 2>/dev/null \
                 | grep -v '^$' | head -n 25 >"$WORK/perf-sym.txt" || true
