@@ -391,7 +391,7 @@ if [[ $BENCH_SKIP_PRODUCT != 1 && $WHATSAPP == 1 ]]; then
         SERVER_PID=$!
         wait_http "http://$BENCH_HTTP_ADDR/health" 60 "$SERVER_PID" server
         wait_http "$INGEST_URL" 30 "$SERVER_PID" server
-        # The vendor BENCH, 64 requests in flight at most; the open loop itself keeps the rate.
+        # The vendor BENCH; at most 4 × BENCH_CLIENTS posts in flight (the open loop keeps the rate).
         LOADGEN_ARGS=(--mode e2e --rate "$BENCH_RATE" --vendor-code BENCH --clients "$((BENCH_CLIENTS * 4))"
             --sandbox-url "$SANDBOX_URL")
     fi
