@@ -1,4 +1,5 @@
-//! Small, pure helpers for the `loadgen` binary (kept here so they can be unit-tested).
+//! Small, pure helpers for the `loadgen` and `webhook-loadgen` binaries (kept here so they
+//! can be unit-tested).
 //!
 //! Money is never a float here: amounts are integer minor units. Floats are used only for
 //! rates and for latency shown in milliseconds.
@@ -131,9 +132,249 @@ pub fn process_cpu_seconds() -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
+// ---- WhatsApp webhooks (`webhook-loadgen`) ------------------------------------------------------
+
+/// The platform's shared business number as the sandbox and `loyalty all` know it by default.
+pub fn shared_business_number() -> whatsapp_sandbox::BusinessNumber {
+    whatsapp_sandbox::BusinessNumber {
+        phone_number_id: "100000000000001".to_owned(),
+        display_phone_number: "15550001234".to_owned(),
+        waba_id: "100000000000000".to_owned(),
+        access_token: None,
+    }
+}
+
+/// A wamid unique per run and message: Meta's are opaque base64; the ingest only needs them
+/// distinct, so the run id and a sequence number are enough.
+pub fn bench_wamid(run_id: &str, sequence: u64) -> String {
+    format!("wamid.BENCH{run_id}.{sequence:012}")
+}
+
+/// One text message from `wa_id` (digits) to `business`, wrapped the way Meta delivers it
+/// (`whatsapp_sandbox::simulator::inbound_webhook`): the exact bytes to sign and post.
+pub fn text_webhook_body(
+    business: &whatsapp_sandbox::BusinessNumber,
+    wa_id: &str,
+    profile_name: &str,
+    wamid: &str,
+    unix_seconds: i64,
+    text: &str,
+) -> Vec<u8> {
+    let message = serde_json::json!({
+        "from": wa_id,
+        "id": wamid,
+        "timestamp": unix_seconds.to_string(),
+        "type": "text",
+        "text": { "body": text },
+    });
+    whatsapp_sandbox::simulator::inbound_webhook(business, wa_id, profile_name, message)
+        .to_string()
+        .into_bytes()
+}
+
+/// Microseconds since the Unix epoch of a wall-clock instant (the sandbox records replies in
+/// wall-clock time, so end-to-end latency is measured on that clock; same machine).
+pub fn unix_micros(time: std::time::SystemTime) -> i64 {
+    match time.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
+    }
+}
+
+/// When the `index`-th message of an open-loop schedule at `per_second` is due, from the start.
+pub fn open_loop_offset(index: u64, per_second: u32) -> std::time::Duration {
+    assert!(per_second > 0, "a rate of zero has no schedule");
+    let nanos = u128::from(index) * 1_000_000_000 / u128::from(per_second);
+    std::time::Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// What [`ReplyMatcher::on_reply`] made of one reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMatch {
+    /// The reply answers request `request`; `latency_us` = reply time − post time.
+    Matched { request: u64, latency_us: u64 },
+    /// No request of this recipient was waiting (a reply to the set-up, or a second reply).
+    Unexpected,
+}
+
+/// Pairs replies with requests: per recipient, the oldest request still waiting whose post
+/// time is not after the reply (the notifier sends a recipient's messages in queued order,
+/// and each keyword here gets exactly one reply).
+#[derive(Debug, Default)]
+pub struct ReplyMatcher {
+    waiting: std::collections::HashMap<String, std::collections::VecDeque<(u64, i64)>>,
+    waiting_total: usize,
+}
+
+impl ReplyMatcher {
+    /// Request `request` to `recipient` was posted at `posted_us` (Unix µs). Per recipient,
+    /// calls must come in posting order.
+    pub fn on_request(&mut self, recipient: &str, request: u64, posted_us: i64) {
+        let queue = self.waiting.entry(recipient.to_owned()).or_default();
+        debug_assert!(queue.back().is_none_or(|&(_, t)| t <= posted_us));
+        queue.push_back((request, posted_us));
+        self.waiting_total += 1;
+    }
+
+    /// A reply to `recipient` recorded by the sandbox at `received_us` (Unix µs).
+    pub fn on_reply(&mut self, recipient: &str, received_us: i64) -> ReplyMatch {
+        let Some(queue) = self.waiting.get_mut(recipient) else {
+            return ReplyMatch::Unexpected;
+        };
+        match queue.front() {
+            Some(&(request, posted_us)) if posted_us <= received_us => {
+                queue.pop_front();
+                self.waiting_total -= 1;
+                let latency_us = u64::try_from(received_us - posted_us).unwrap_or(0);
+                ReplyMatch::Matched {
+                    request,
+                    latency_us,
+                }
+            }
+            _ => ReplyMatch::Unexpected,
+        }
+    }
+
+    /// Requests still without a reply.
+    pub fn waiting(&self) -> usize {
+        self.waiting_total
+    }
+
+    /// Requests still without a reply posted before `cutoff_us`, i.e. missed if the reply
+    /// timeout has passed since `cutoff_us`.
+    pub fn waiting_posted_before(&self, cutoff_us: i64) -> usize {
+        self.waiting
+            .values()
+            .map(|q| q.iter().take_while(|&&(_, t)| t < cutoff_us).count())
+            .sum()
+    }
+}
+
+/// Latency in µs clamped into the `u32` samples of [`LatencySummary`] (≈ 71 minutes).
+pub fn latency_sample(us: u64) -> u32 {
+    u32::try_from(us).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_body_is_meta_shaped_and_its_signature_verifies() {
+        use webhook_ingest::signature::{sign, verify_signature, AppSecret, SignatureError};
+        let business = shared_business_number();
+        let wamid = bench_wamid("r1", 42);
+        let body = text_webhook_body(
+            &business,
+            "2348012345678",
+            "Ada",
+            &wamid,
+            1_764_000_000,
+            "points",
+        );
+        let secret = AppSecret::new("bench-secret").unwrap();
+        let signature = sign(&secret, &body);
+        assert_eq!(verify_signature(&secret, &body, Some(&signature)), Ok(()));
+        let other = AppSecret::new("another").unwrap();
+        assert_eq!(
+            verify_signature(&other, &body, Some(&signature)),
+            Err(SignatureError::Mismatch)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["object"], "whatsapp_business_account");
+        let value = &json["entry"][0]["changes"][0]["value"];
+        assert_eq!(json["entry"][0]["changes"][0]["field"], "messages");
+        assert_eq!(value["metadata"]["phone_number_id"], "100000000000001");
+        assert_eq!(value["contacts"][0]["wa_id"], "2348012345678");
+        let message = &value["messages"][0];
+        assert_eq!(message["id"], wamid.as_str());
+        assert_eq!(message["from"], "2348012345678");
+        assert_eq!(message["timestamp"], "1764000000");
+        assert_eq!(message["text"]["body"], "points");
+        // The ingest's own parser accepts it as one text message.
+        let parsed = webhook_ingest::payload::parse(&body).unwrap();
+        let change = &parsed.entries[0].changes[0];
+        assert_eq!(change.messages.len(), 1);
+        let message = &change.messages[0].parsed;
+        assert_eq!(message.id, wamid);
+        assert_eq!(message.from.as_deref(), Some("2348012345678"));
+        assert!(
+            matches!(&message.kind, webhook_ingest::payload::MessageKind::Text { body } if body == "points")
+        );
+    }
+
+    #[test]
+    fn wamids_are_distinct() {
+        let ids: std::collections::HashSet<_> = (0..1000).map(|i| bench_wamid("x", i)).collect();
+        assert_eq!(ids.len(), 1000);
+        assert_ne!(bench_wamid("a", 1), bench_wamid("b", 1));
+    }
+
+    #[test]
+    fn open_loop_schedule() {
+        assert_eq!(open_loop_offset(0, 500), std::time::Duration::ZERO);
+        assert_eq!(
+            open_loop_offset(1, 500),
+            std::time::Duration::from_millis(2)
+        );
+        assert_eq!(
+            open_loop_offset(500, 500),
+            std::time::Duration::from_secs(1)
+        );
+        assert_eq!(
+            open_loop_offset(10, 3),
+            std::time::Duration::from_nanos(3_333_333_333)
+        );
+    }
+
+    #[test]
+    fn replies_match_the_oldest_waiting_request_of_their_recipient() {
+        let mut m = ReplyMatcher::default();
+        m.on_request("a", 0, 1_000);
+        m.on_request("b", 1, 1_500);
+        m.on_request("a", 2, 2_000);
+        assert_eq!(m.waiting(), 3);
+        // A reply recorded before any request of its recipient answers none of them.
+        assert_eq!(m.on_reply("a", 900), ReplyMatch::Unexpected);
+        assert_eq!(m.on_reply("c", 5_000), ReplyMatch::Unexpected);
+        assert_eq!(
+            m.on_reply("a", 1_700),
+            ReplyMatch::Matched {
+                request: 0,
+                latency_us: 700
+            }
+        );
+        assert_eq!(m.waiting_posted_before(1_600), 1, "b is still waiting");
+        assert_eq!(
+            m.on_reply("b", 1_600),
+            ReplyMatch::Matched {
+                request: 1,
+                latency_us: 100
+            }
+        );
+        assert_eq!(
+            m.on_reply("a", 2_500),
+            ReplyMatch::Matched {
+                request: 2,
+                latency_us: 500
+            }
+        );
+        // A second reply to the same request is not counted twice.
+        assert_eq!(m.on_reply("a", 2_600), ReplyMatch::Unexpected);
+        assert_eq!(m.waiting(), 0);
+        assert_eq!(latency_sample(u64::MAX), u32::MAX);
+        assert_eq!(latency_sample(7), 7);
+    }
+
+    #[test]
+    fn unix_micros_is_signed_and_exact() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_764_000_000_123_456);
+        assert_eq!(unix_micros(t), 1_764_000_000_123_456);
+        assert_eq!(
+            unix_micros(std::time::UNIX_EPOCH - std::time::Duration::from_micros(5)),
+            -5
+        );
+    }
 
     #[test]
     fn percentiles_nearest_rank() {
