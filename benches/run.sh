@@ -20,8 +20,9 @@
 #                            else competes for the two cores), `webhook-loadgen --mode ingest`:
 #                            BENCH_CLIENTS closed loops post signed text-message webhooks as
 #                            fast as they are answered; messages/s ÷ pgbench tps, p99.
-#   BENCH_MODE=whatsapp-e2e  `loyalty sandbox serve` (its own process: `loyalty all` does not
-#                            start it) with status webhooks to the ingest, and `loyalty all`
+#   BENCH_MODE=whatsapp-e2e  `loyalty sandbox serve` (its own process, so it does not share
+#                            `loyalty all`'s cores' accounting; `loyalty all`'s in-process
+#                            sandbox is turned off) with status webhooks to the ingest, and `loyalty all`
 #                            sending to the sandbox; `webhook-loadgen --mode e2e`: BENCH_SENDERS
 #                            customers JOIN the tenant's code, then "points" at BENCH_RATE
 #                            messages/s open loop; latency from the scheduled POST to the
@@ -387,6 +388,7 @@ if [[ $BENCH_SKIP_PRODUCT != 1 && $WHATSAPP == 1 ]]; then
         log "starting loyalty all (notifier -> $SANDBOX_URL, $BENCH_WA_SENDS_PER_SECOND sends/s per number)"
         LOYALTY_WHATSAPP_API_BASE_URL=$SANDBOX_URL LOYALTY_WHATSAPP_ACCESS_TOKEN=bench \
             LOYALTY_WHATSAPP_NUMBER_SENDS_PER_SECOND=$BENCH_WA_SENDS_PER_SECOND \
+            LOYALTY_SANDBOX_ENABLED=false \
             "$LOYALTY" all >"$WORK/server.log" 2>&1 &
         SERVER_PID=$!
         wait_http "http://$BENCH_HTTP_ADDR/health" 60 "$SERVER_PID" server
