@@ -260,8 +260,11 @@ if [[ $BENCH_SKIP_PRODUCT != 1 && $WHATSAPP == 0 ]]; then
     LOYALTY_JWT_KEYS="bench:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
     LOYALTY_WHATSAPP_APP_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
     export LOYALTY_MASTER_KEYS LOYALTY_BLIND_INDEX_KEY LOYALTY_JWT_KEYS LOYALTY_WHATSAPP_APP_SECRET
-    # `loyalty all` also serves the WhatsApp webhook ingest; any free port will do here.
+    # `loyalty all` also serves the WhatsApp webhook ingest; any free port will do here. Its
+    # notifier needs a token to start (no WhatsApp customer here, so it sends nothing), and
+    # its in-process sandbox stays off so nothing binds the sandbox's default port.
     export LOYALTY_INGEST_ADDR=${BENCH_INGEST_ADDR:-127.0.0.1:0}
+    export LOYALTY_WHATSAPP_ACCESS_TOKEN=bench LOYALTY_SANDBOX_ENABLED=false
     BASE_URL="http://$BENCH_HTTP_ADDR"
 
     log "fresh database loyalty_bench; NATS stream $LOYALTY_NATS_STREAM, subjects $LOYALTY_NATS_SUBJECT_PREFIX.*"
