@@ -162,6 +162,22 @@ stop_server() {
     fi
     wait "$pid" 2>/dev/null || true
 }
+
+# The environment every product mode shares: load-generator-sized rate limits (the defaults
+# are for production clients, not for one address driving thousands of requests a second),
+# quiet logs, and fresh secret keys (a fresh database per run, so fresh keys, never written
+# to disk).
+product_environment() {
+    export LOYALTY_RATE_LIMIT_IP_PER_SECOND=1000000 LOYALTY_RATE_LIMIT_IP_BURST=1000000
+    export LOYALTY_RATE_LIMIT_PRINCIPAL_PER_SECOND=1000000 LOYALTY_RATE_LIMIT_PRINCIPAL_BURST=1000000
+    export RUST_LOG=warn
+    LOYALTY_MASTER_KEYS="bench:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+    LOYALTY_BLIND_INDEX_KEY="$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+    LOYALTY_JWT_KEYS="bench:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+    LOYALTY_WHATSAPP_APP_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    export LOYALTY_MASTER_KEYS LOYALTY_BLIND_INDEX_KEY LOYALTY_JWT_KEYS LOYALTY_WHATSAPP_APP_SECRET
+}
+
 SANDBOX_PID=""
 stop_sandbox() {
     [[ -n $SANDBOX_PID ]] || return 0
@@ -249,17 +265,7 @@ if [[ $BENCH_SKIP_PRODUCT != 1 && $WHATSAPP == 0 ]]; then
     # tokio-postgres does not read PGPASSWORD, so a password (if any) goes into the URL.
     export DATABASE_URL="postgres://$PGUSER${PGPASSWORD:+:$PGPASSWORD}@$PGHOST:$PGPORT/loyalty_bench"
     export LOYALTY_HTTP_ADDR=$BENCH_HTTP_ADDR
-    # loadgen drives thousands of requests a second from one address with one API key: far
-    # over the default rate limits, which are for production clients, not for this measure.
-    export LOYALTY_RATE_LIMIT_IP_PER_SECOND=1000000 LOYALTY_RATE_LIMIT_IP_BURST=1000000
-    export LOYALTY_RATE_LIMIT_PRINCIPAL_PER_SECOND=1000000 LOYALTY_RATE_LIMIT_PRINCIPAL_BURST=1000000
-    export RUST_LOG=warn
-    # A fresh database per run, so fresh keys per run (never written to disk).
-    LOYALTY_MASTER_KEYS="bench:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
-    LOYALTY_BLIND_INDEX_KEY="$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
-    LOYALTY_JWT_KEYS="bench:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
-    LOYALTY_WHATSAPP_APP_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-    export LOYALTY_MASTER_KEYS LOYALTY_BLIND_INDEX_KEY LOYALTY_JWT_KEYS LOYALTY_WHATSAPP_APP_SECRET
+    product_environment
     # `loyalty all` also serves the WhatsApp webhook ingest; any free port will do here. Its
     # notifier needs a token to start (no WhatsApp customer here, so it sends nothing), and
     # its in-process sandbox stays off so nothing binds the sandbox's default port.
@@ -354,14 +360,7 @@ if [[ $BENCH_SKIP_PRODUCT != 1 && $WHATSAPP == 1 ]]; then
     export LOYALTY_NATS_SUBJECT_PREFIX=bench$TS.events
     export DATABASE_URL="postgres://$PGUSER${PGPASSWORD:+:$PGPASSWORD}@$PGHOST:$PGPORT/loyalty_bench"
     export LOYALTY_HTTP_ADDR=$BENCH_HTTP_ADDR LOYALTY_INGEST_ADDR=$BENCH_INGEST_ADDR
-    export LOYALTY_RATE_LIMIT_IP_PER_SECOND=1000000 LOYALTY_RATE_LIMIT_IP_BURST=1000000
-    export LOYALTY_RATE_LIMIT_PRINCIPAL_PER_SECOND=1000000 LOYALTY_RATE_LIMIT_PRINCIPAL_BURST=1000000
-    export RUST_LOG=warn
-    LOYALTY_MASTER_KEYS="bench:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
-    LOYALTY_BLIND_INDEX_KEY="$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
-    LOYALTY_JWT_KEYS="bench:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
-    LOYALTY_WHATSAPP_APP_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-    export LOYALTY_MASTER_KEYS LOYALTY_BLIND_INDEX_KEY LOYALTY_JWT_KEYS LOYALTY_WHATSAPP_APP_SECRET
+    product_environment
     INGEST_URL="http://$BENCH_INGEST_ADDR/webhooks/whatsapp"
     SANDBOX_URL="http://$BENCH_SANDBOX_ADDR"
     for url in "$INGEST_URL" "$SANDBOX_URL/sandbox/health" "http://$BENCH_HTTP_ADDR/health"; do

@@ -103,14 +103,15 @@ pub const VENDOR_NAME_CHARS_MAX: usize = 100;
 pub use crate::ids::RewardId;
 
 /// A vendor's public code as a customer types it: 3 to 20 ASCII letters or digits, kept
-/// upper-case, so `shopcode123` and `SHOPCODE123` are one code (the same rule as
-/// `schema::accounts::VendorCode` and the `tenants.vendor_code` check).
+/// upper-case, so `shopcode123` and `SHOPCODE123` are one code. The one definition: signup
+/// and `loyalty tenant create` use it too (`schema::accounts` re-exports it), and the
+/// `tenants.vendor_code` check says the same.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct VendorCode(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a vendor code is 3 to 20 letters A-Z or digits 0-9")]
+#[error("must be 3 to 20 letters A-Z or digits 0-9")]
 pub struct InvalidVendorCode;
 
 impl VendorCode {

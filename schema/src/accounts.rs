@@ -151,33 +151,10 @@ impl std::fmt::Display for Role {
 // Parsed inputs
 // ---------------------------------------------------------------------------------------
 
-/// A vendor's short public code: 3 to 20 of A–Z and 0–9, stored upper-case so that codes
-/// are unique whatever their case.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VendorCode(String);
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("must be 3 to 20 letters A-Z or digits 0-9")]
-pub struct InvalidVendorCode;
-
-impl VendorCode {
-    pub fn parse(raw: &str) -> Result<VendorCode, InvalidVendorCode> {
-        let upper = raw.trim().to_ascii_uppercase();
-        let valid = (3..=20).contains(&upper.len())
-            && upper
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
-        if valid {
-            Ok(VendorCode(upper))
-        } else {
-            Err(InvalidVendorCode)
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+/// A vendor's short public code (3 to 20 of A–Z and 0–9, kept upper-case so codes are
+/// unique whatever their case): the domain's own type, so signup and the WhatsApp
+/// conversation can never disagree on what a code is.
+pub use ledger_core::conversation::{InvalidVendorCode, VendorCode};
 
 /// A login email, trimmed and lower-cased. The check is deliberately modest (one `@`, a
 /// dotted domain, no spaces or control characters): only delivery proves an address.

@@ -8,8 +8,9 @@
 //! refusals, a closed customer-service window, and a forged signature.
 
 use crate::helpers::{
-    admin_client, dbname, free_port, fresh_database, key_env, phone, sign_up_owner, test_settings,
-    test_vault, unique_vendor_code, wait_for, TestApp, WHATSAPP_APP_SECRET,
+    admin_client, count, dbname, free_port, fresh_database, key_env, phone, sign_up_owner,
+    test_settings, test_vault, unique_vendor_code, vendor_code, wait_for, TestApp,
+    WHATSAPP_APP_SECRET,
 };
 use crate::relay::PrivateNats;
 use ledger_core::TenantId;
@@ -168,27 +169,6 @@ async fn sandbox_fault(app: &TestApp, fault: Value) {
         .await
         .unwrap();
     assert_eq!(response.status(), 201, "{:?}", response.text().await);
-}
-
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    admin_client(&dbname(&app.database_url))
-        .await
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-async fn vendor_code(app: &TestApp, tenant: TenantId) -> String {
-    admin_client(&dbname(&app.database_url))
-        .await
-        .query_one(
-            "SELECT vendor_code FROM tenants WHERE tenant_id = $1",
-            &[&tenant.as_uuid()],
-        )
-        .await
-        .unwrap()
-        .get(0)
 }
 
 /// A tenant's owner: rewards, purchases and fulfilment through the vendor API.
