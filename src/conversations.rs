@@ -227,6 +227,11 @@ impl Processor {
                 }
                 continue;
             }
+            // Rows with nothing to write (delivery statuses, most of the inbox under load)
+            // do not each get a commit: the cursor moves past them with the next row that
+            // has work, or once at the end of the batch. Re-reading them after a crash only
+            // skips them again.
+            let mut skipped_since_store = 0;
             for row in &batch {
                 let work = match self.process(row).await {
                     Ok(work) => work,
@@ -237,13 +242,28 @@ impl Processor {
                     Err(error) => return Err(error),
                 };
                 let handled = work.handled;
-                self.store(&mut session, row.position, work).await?;
+                if work.conversation.is_some() {
+                    self.store(&mut session, row.position, work, skipped_since_store + 1)
+                        .await?;
+                    skipped_since_store = 0;
+                } else {
+                    skipped_since_store += 1;
+                }
                 tracing::debug!(
                     inbox_id = row.position.inbox_id,
                     ?handled,
                     "inbox item handled"
                 );
                 cursor = row.position;
+            }
+            if skipped_since_store > 0 {
+                self.store(
+                    &mut session,
+                    cursor,
+                    Work::skipped("nothing to write"),
+                    skipped_since_store,
+                )
+                .await?;
             }
         }
     }
@@ -386,12 +406,14 @@ impl Processor {
             .unwrap_or_default())
     }
 
-    /// The item's one transaction: state, members, replies, cursor.
+    /// The item's one transaction: state, members, replies, cursor (moved to `position`,
+    /// past `rows` inbox rows: this one and the skipped ones before it).
     async fn store(
         &self,
         session: &mut deadpool_postgres::ClientWrapper,
         position: InboxPosition,
         work: Work,
+        rows: i64,
     ) -> Result<(), ProcessError> {
         let transaction = session.transaction().await?;
         if let Some(write) = work.conversation {
@@ -400,12 +422,13 @@ impl Processor {
         transaction
             .execute(
                 "UPDATE whatsapp_inbox_cursors SET last_transaction_id = $2::text::xid8, \
-                     last_inbox_id = $3, processed_total = processed_total + 1, updated_at = now() \
+                     last_inbox_id = $3, processed_total = processed_total + $4, updated_at = now() \
                  WHERE name = $1",
                 &[
                     &CURSOR_NAME,
                     &position.transaction_id.to_string(),
                     &position.inbox_id,
+                    &rows,
                 ],
             )
             .await?;
