@@ -80,7 +80,7 @@ pub struct Appended {
 /// Appends `items` with one statement (so in one transaction, all or nothing), skipping those
 /// whose `dedupe_key` is already stored, including a key repeated within `items`.
 pub async fn append(
-    client: &impl GenericClient,
+    client: &impl deadpool_postgres::GenericClient,
     items: &[NewInboxItem],
 ) -> Result<Appended, tokio_postgres::Error> {
     if items.is_empty() {
@@ -97,14 +97,21 @@ pub async fn append(
     let masters: Vec<&str> = items.iter().map(|i| i.master_key_id.as_str()).collect();
     let wrapped: Vec<&[u8]> = items.iter().map(|i| i.wrapped_key.as_slice()).collect();
     let sealed: Vec<&[u8]> = items.iter().map(|i| i.sealed.as_slice()).collect();
-    let inserted = client
-        .execute(
+    // A cached prepared statement: parsing and planning this INSERT on every webhook was
+    // among PostgreSQL's top costs in the ingest benchmark (docs/PERFORMANCE.md).
+    let statement = client
+        .prepare_cached(
             "INSERT INTO whatsapp_inbox \
                (kind, dedupe_key, wamid_digest, phone_number_id, occurred_at, \
                 master_key_id, wrapped_key, sealed) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], \
                                   $5::timestamptz[], $6::text[], $7::bytea[], $8::bytea[]) \
              ON CONFLICT (dedupe_key) DO NOTHING",
+        )
+        .await?;
+    let inserted = client
+        .execute(
+            &statement,
             &[
                 &kinds, &keys, &digests, &numbers, &occurred, &masters, &wrapped, &sealed,
             ],

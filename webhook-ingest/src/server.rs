@@ -356,7 +356,7 @@ enum StoreError {
 
 async fn store(pool: &schema::Pool, items: &[NewInboxItem]) -> Result<Appended, StoreError> {
     let client = pool.get().await?;
-    Ok(schema::inbox::append(&**client, items).await?)
+    Ok(schema::inbox::append(&client, items).await?)
 }
 
 /// The raw body, at most `limit` bytes; a larger body is a 413, whether its
