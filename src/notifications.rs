@@ -100,23 +100,18 @@ impl Projection for Notifications {
                 None => by_customer.push((key, vec![event])),
             }
         }
-        let mut vendor_names: HashMap<TenantId, String> = HashMap::new();
+        let keys: Vec<(TenantId, CustomerId)> = by_customer.iter().map(|(k, _)| *k).collect();
+        let members = members(&**transaction, &keys).await?;
+        let mut vendor_names = VendorNames::default();
         for ((tenant, customer), wanted) in by_customer {
-            let Some(member) = member(&**transaction, tenant, customer).await? else {
+            let Some(member) = members.get(&(tenant, customer)) else {
                 continue;
             };
             let messages = self.messages(transaction, customer, &wanted).await?;
             if messages.is_empty() {
                 continue;
             }
-            let vendor = match vendor_names.get(&tenant) {
-                Some(name) => name.clone(),
-                None => {
-                    let name = vendor_name(&**transaction, tenant).await?;
-                    vendor_names.insert(tenant, name.clone());
-                    name
-                }
-            };
+            let vendor = vendor_names.get(&**transaction, tenant).await?;
             for (event_id, message) in messages {
                 let body = message.render(&vendor);
                 let dedupe_key = format!("notify:{event_id}");
@@ -125,7 +120,7 @@ impl Projection for Notifications {
                     &self.vault,
                     &dedupe_key,
                     tenant,
-                    &member,
+                    member,
                     &body,
                 )
                 .await?;
@@ -233,40 +228,67 @@ impl Notifications {
     }
 }
 
-/// The customer's WhatsApp link at `tenant`, if they have one.
-pub(crate) async fn member(
+/// The WhatsApp links of these customers, in one query (the projector asks for every
+/// customer of a batch, most of whom have none).
+pub(crate) async fn members(
     client: &impl tokio_postgres::GenericClient,
-    tenant: TenantId,
-    customer: CustomerId,
-) -> Result<Option<Member>, tokio_postgres::Error> {
-    let row = client
-        .query_opt(
-            "SELECT m.customer_digest, m.phone_number_id, c.master_key_id, c.wrapped_key, \
-                    c.sealed_wa_id \
-             FROM whatsapp_members m JOIN whatsapp_conversations c \
-               USING (customer_digest, phone_number_id) \
-             WHERE m.tenant_id = $1 AND m.customer_id = $2",
-            &[&tenant.as_uuid(), &customer.as_uuid()],
+    customers: &[(TenantId, CustomerId)],
+) -> Result<HashMap<(TenantId, CustomerId), Member>, tokio_postgres::Error> {
+    if customers.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let tenants: Vec<Uuid> = customers.iter().map(|(t, _)| t.as_uuid()).collect();
+    let ids: Vec<Uuid> = customers.iter().map(|(_, c)| c.as_uuid()).collect();
+    let rows = client
+        .query(
+            "SELECT m.tenant_id, m.customer_id, m.customer_digest, m.phone_number_id, \
+                    c.master_key_id, c.wrapped_key, c.sealed_wa_id \
+             FROM unnest($1::uuid[], $2::uuid[]) AS w(tenant_id, customer_id) \
+             JOIN whatsapp_members m \
+               ON m.tenant_id = w.tenant_id AND m.customer_id = w.customer_id \
+             JOIN whatsapp_conversations c USING (customer_digest, phone_number_id)",
+            &[&tenants, &ids],
         )
         .await?;
-    Ok(row.map(|row| Member {
-        customer_digest: row.get(0),
-        phone_number_id: row.get(1),
-        sealed_wa_id: SealedRecord {
-            master_key_id: row.get(2),
-            wrapped_key: row.get(3),
-            sealed: row.get(4),
-        },
-    }))
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let key = (
+                TenantId::from_uuid(row.get(0)),
+                CustomerId::from_uuid(row.get(1)),
+            );
+            let member = Member {
+                customer_digest: row.get(2),
+                phone_number_id: row.get(3),
+                sealed_wa_id: SealedRecord {
+                    master_key_id: row.get(4),
+                    wrapped_key: row.get(5),
+                    sealed: row.get(6),
+                },
+            };
+            (key, member)
+        })
+        .collect())
 }
 
-/// The vendor's display name, from the tenant's stream (empty if it has no profile).
-pub(crate) async fn vendor_name(
-    client: &impl tokio_postgres::GenericClient,
-    tenant: TenantId,
-) -> Result<String, schema::StoreError> {
-    let state = schema::rewards::tenant_state(client, tenant).await?;
-    Ok(state.profile.map(|p| p.name).unwrap_or_default())
+/// Vendors' display names, read from each tenant's stream once per batch or run.
+#[derive(Default)]
+pub(crate) struct VendorNames(HashMap<TenantId, String>);
+
+impl VendorNames {
+    pub(crate) async fn get(
+        &mut self,
+        client: &impl tokio_postgres::GenericClient,
+        tenant: TenantId,
+    ) -> Result<String, schema::StoreError> {
+        if let Some(name) = self.0.get(&tenant) {
+            return Ok(name.clone());
+        }
+        let state = schema::rewards::tenant_state(client, tenant).await?;
+        let name = state.profile.map(|p| p.name).unwrap_or_default();
+        self.0.insert(tenant, name.clone());
+        Ok(name)
+    }
 }
 
 /// What [`queue`] did.

@@ -12,10 +12,9 @@
 //! delay: a lot spent a moment ago may still be reminded with its old remainder. The
 //! reminder says "send POINTS", whose answer is read from the ledger itself.
 
-use super::{member, queue, vendor_name, Queued};
+use super::{members, queue, Queued, VendorNames};
 use chrono::{DateTime, Utc};
 use ledger_core::{CustomerId, Points, TenantId};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -76,31 +75,32 @@ pub async fn run_once(
         lots_due: due.len() as u64,
         queued: 0,
     };
-    let mut vendor_names: HashMap<TenantId, String> = HashMap::new();
-    for row in due {
-        let tenant = TenantId::from_uuid(row.get(0));
-        let customer = CustomerId::from_uuid(row.get(1));
+    let customers: Vec<(TenantId, CustomerId)> = due
+        .iter()
+        .map(|row| {
+            (
+                TenantId::from_uuid(row.get(0)),
+                CustomerId::from_uuid(row.get(1)),
+            )
+        })
+        .collect();
+    let members = members(&*transaction, &customers).await?;
+    let mut vendor_names = VendorNames::default();
+    for (row, (tenant, customer)) in due.iter().zip(customers) {
         let lot_id: Uuid = row.get(2);
         let remaining = Points::new(row.get(3));
         let expires_at: DateTime<Utc> = row.get(4);
-        let Some(member) = member(&*transaction, tenant, customer).await? else {
+        let Some(member) = members.get(&(tenant, customer)) else {
             continue;
         };
-        let vendor = match vendor_names.get(&tenant) {
-            Some(name) => name.clone(),
-            None => {
-                let name = vendor_name(&*transaction, tenant).await?;
-                vendor_names.insert(tenant, name.clone());
-                name
-            }
-        };
+        let vendor = vendor_names.get(&*transaction, tenant).await?;
         let body = ledger_core::conversation::render::render_expiry_reminder(
             remaining,
             &vendor,
             expires_at.date_naive(),
         );
         let dedupe_key = format!("reminder:{lot_id}");
-        let queued = queue(&*transaction, vault, &dedupe_key, tenant, &member, &body).await?;
+        let queued = queue(&*transaction, vault, &dedupe_key, tenant, member, &body).await?;
         if queued == Queued::Skipped {
             continue;
         }
