@@ -88,9 +88,12 @@ pub fn conversation_seal_context(customer_digest: &[u8; 32], phone_number_id: &s
 }
 
 /// Registers `phone_number_id` as `tenant`'s own number (messages to it go to that tenant,
-/// and its first message enrols the sender). Returns `false`, changing nothing, when the
-/// number is already the shared number or another tenant's: a number is never moved
-/// between tenants silently.
+/// and its first message enrols the sender) **without an access token**: the notifier sends
+/// nothing from it until an owner sets one with `PUT /v1/whatsapp/number`. Returns `false`,
+/// changing nothing, when the number is already the shared number or another tenant's: a
+/// number is never moved between tenants silently. The SQL is
+/// `schema::whatsapp_numbers::register_without_token`; the vendor API uses
+/// `schema::whatsapp_numbers::put`.
 pub async fn register_own_number(
     platform_pool: &schema::Pool,
     tenant: TenantId,
@@ -98,17 +101,13 @@ pub async fn register_own_number(
     display_phone_number: &str,
 ) -> Result<bool, ProcessError> {
     let client = platform_pool.get().await?;
-    let changed = client
-        .execute(
-            "INSERT INTO whatsapp_numbers (phone_number_id, tenant_id, display_phone_number) \
-             VALUES ($1, $2, $3) \
-             ON CONFLICT (phone_number_id) DO UPDATE \
-               SET display_phone_number = EXCLUDED.display_phone_number \
-               WHERE whatsapp_numbers.tenant_id = EXCLUDED.tenant_id",
-            &[&phone_number_id, &tenant.as_uuid(), &display_phone_number],
-        )
-        .await?;
-    Ok(changed == 1)
+    Ok(schema::whatsapp_numbers::register_without_token(
+        &**client,
+        tenant,
+        phone_number_id,
+        display_phone_number,
+    )
+    .await?)
 }
 
 #[derive(Debug, Clone)]

@@ -5,7 +5,8 @@
 //! [`store`] (the recorded event, the safe-position reader, a single append with expected
 //! version), then [`writer`] (the group-commit path every command takes), [`api_keys`] and
 //! [`accounts`] (roles, users, tokens, tenant registration), [`inbox`] (the WhatsApp webhook
-//! inbox), [`rewards`] (the catalogue and redemption codes).
+//! inbox), [`rewards`] (the catalogue and redemption codes), [`whatsapp_numbers`] (a tenant's
+//! own WhatsApp number and its sealed access token).
 //!
 //! Architecture invariant: this crate knows SQL and Postgres, and nothing of HTTP or NATS.
 
@@ -17,6 +18,7 @@ pub mod migrate;
 pub mod rewards;
 pub mod store;
 pub mod tenancy;
+pub mod whatsapp_numbers;
 pub mod writer;
 
 pub use db::{DbSettings, Pool};
