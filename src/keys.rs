@@ -35,6 +35,12 @@ pub enum KeysError {
     },
     #[error("customer {0} has a data key but no sealed enrolment")]
     NoSealedEnrolment(Uuid),
+    #[error("the access token of WhatsApp number {phone_number_id}: {source}")]
+    WhatsAppToken {
+        phone_number_id: String,
+        #[source]
+        source: VaultError,
+    },
 }
 
 /// Fresh keys in the environment's format, for a new deployment or a rotation.
@@ -47,9 +53,66 @@ pub fn generate(id_suffix: &str) -> Result<String, VaultError> {
     ))
 }
 
-/// Wraps every data key again under the vault's current master key. Returns how many
-/// were re-wrapped.
+/// Wraps every data key again under the vault's current master key: the customers' data keys
+/// and the sealed access tokens of tenants' own WhatsApp numbers. Returns how many were
+/// re-wrapped.
 pub async fn rewrap(owner: &Client, vault: &Vault) -> Result<u64, KeysError> {
+    let customers = rewrap_customer_keys(owner, vault).await?;
+    let tokens = rewrap_whatsapp_tokens(owner, vault).await?;
+    Ok(customers + tokens)
+}
+
+/// Seals every WhatsApp number's access token (`whatsapp_numbers`, V7) still under an older
+/// master key again under the current one (same context: the number and its tenant). Guarded
+/// by the old sealed bytes, so a token rotated by a PUT meanwhile is left as the PUT wrote it.
+pub async fn rewrap_whatsapp_tokens(owner: &Client, vault: &Vault) -> Result<u64, KeysError> {
+    let current = vault.current_master_key_id().to_owned();
+    let rows = owner
+        .query(
+            "SELECT phone_number_id, tenant_id, master_key_id, wrapped_key, sealed_access_token \
+               FROM whatsapp_numbers \
+              WHERE sealed_access_token IS NOT NULL AND master_key_id <> $1 \
+              ORDER BY phone_number_id",
+            &[&current],
+        )
+        .await?;
+    let mut rewrapped = 0;
+    for row in &rows {
+        let phone_number_id: String = row.try_get(0)?;
+        let tenant = TenantId::from_uuid(row.try_get(1)?);
+        let old = vault::SealedRecord {
+            master_key_id: row.try_get(2)?,
+            wrapped_key: row.try_get(3)?,
+            sealed: row.try_get(4)?,
+        };
+        let context = schema::whatsapp_numbers::token_seal_context(&phone_number_id, tenant);
+        let vault_error = |source| KeysError::WhatsAppToken {
+            phone_number_id: phone_number_id.clone(),
+            source,
+        };
+        let token = vault.open_record(&context, &old).map_err(vault_error)?;
+        let new = vault.seal_record(&context, &token).map_err(vault_error)?;
+        rewrapped += owner
+            .execute(
+                "UPDATE whatsapp_numbers \
+                    SET master_key_id = $1, wrapped_key = $2, sealed_access_token = $3 \
+                  WHERE phone_number_id = $4 AND master_key_id = $5 AND sealed_access_token = $6",
+                &[
+                    &new.master_key_id,
+                    &new.wrapped_key,
+                    &new.sealed,
+                    &phone_number_id,
+                    &old.master_key_id,
+                    &old.sealed,
+                ],
+            )
+            .await?;
+    }
+    Ok(rewrapped)
+}
+
+/// Wraps every customer's data key again under the vault's current master key.
+async fn rewrap_customer_keys(owner: &Client, vault: &Vault) -> Result<u64, KeysError> {
     let current = vault.current_master_key_id().to_owned();
     let mut rewrapped = 0;
     let mut after = Uuid::nil();

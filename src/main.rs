@@ -425,7 +425,7 @@ async fn run_keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<(
             let owner = owner_connection(settings).await?;
             let count = keys::rewrap(&owner, &vault).await?;
             println!(
-                "data keys re-wrapped under master key {}: {count}",
+                "data keys and WhatsApp access tokens re-wrapped under master key {}: {count}",
                 vault.current_master_key_id()
             );
         }
