@@ -143,6 +143,7 @@ fn action(permission: Permission) -> &'static str {
         Permission::ManageRewards => "manage the reward catalogue",
         Permission::ReadRewards => "read the reward catalogue",
         Permission::FulfilRedemptions => "fulfil redemptions",
+        Permission::ManageWhatsApp => "manage the WhatsApp number",
     }
 }
 

@@ -61,6 +61,7 @@ pub mod render;
 pub mod rewards;
 pub mod security_headers;
 pub mod users;
+pub mod whatsapp;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, Service, ServiceFactory, ServiceRequest, ServiceResponse};
@@ -368,6 +369,15 @@ pub fn route_table() -> Vec<RouteSpec> {
         }),
         route(Method::DELETE, "/v1/api-keys/{api_key_id}", Vendor, || {
             web::to(api_keys::revoke)
+        }),
+        route(Method::PUT, "/v1/whatsapp/number", Vendor, || {
+            web::to(whatsapp::put)
+        }),
+        route(Method::GET, "/v1/whatsapp/number", Vendor, || {
+            web::to(whatsapp::get)
+        }),
+        route(Method::DELETE, "/v1/whatsapp/number", Vendor, || {
+            web::to(whatsapp::detach)
         }),
     ]
 }

@@ -80,6 +80,9 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         crate::api_keys::create,
         crate::api_keys::list,
         crate::api_keys::revoke,
+        crate::whatsapp::put,
+        crate::whatsapp::get,
+        crate::whatsapp::detach,
     ),
     components(
         schemas(Problem),
@@ -102,6 +105,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         (name = "accounts", description = "Sign up, log in, refresh and log out, accept an invitation, and who is calling"),
         (name = "users", description = "The tenant's users (owners only): invite, list, disable"),
         (name = "api keys", description = "The tenant's API keys (owners only): create, list, revoke"),
+        (name = "whatsapp", description = "The tenant's own WhatsApp number and its access token (owners only): register or update, show, detach"),
         (name = "operations", description = "Probes, metrics and this document; no authentication"),
     )
 )]
@@ -418,6 +422,33 @@ pub struct RewardRequestSchema {
     /// What the reward costs, in points.
     #[schema(minimum = 1, maximum = 1000000000000_i64)]
     points_cost: i64,
+}
+
+/// `PUT /v1/whatsapp/number`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct WhatsAppNumberRequestSchema {
+    /// The number's id in the Cloud API (WhatsApp Manager → phone numbers): webhooks carry
+    /// it as `metadata.phone_number_id` and sends go to `/{version}/{phone_number_id}/messages`.
+    #[schema(min_length = 5, max_length = 32, pattern = "^[0-9]{5,32}$", example = "106540352242922")]
+    phone_number_id: String,
+    /// The number customers write to: an optional `+`, 7 to 15 digits, spaces or hyphens
+    /// between them; stored as digits.
+    #[schema(max_length = 40, example = "+2348012345678")]
+    display_phone_number: String,
+    /// A system user's Cloud API access token with access to this number's WhatsApp
+    /// Business Account. Stored sealed (AES-256-GCM under the vault's master key), used only
+    /// in the `Authorization` header of this number's sends, never shown again. A PUT with a
+    /// new token rotates it; the notifier uses it from its next send.
+    #[schema(min_length = 1, max_length = 2048, format = Password)]
+    access_token: String,
+    /// The approved template sent outside the 24-hour window; default `loyalty_update`.
+    #[schema(min_length = 1, max_length = 512, pattern = "^[a-z0-9_]+$")]
+    fallback_template: Option<String>,
+    /// The template's language code; default `en`.
+    #[schema(min_length = 2, max_length = 8, example = "en_US")]
+    template_language: Option<String>,
 }
 
 /// `POST /v1/customers`.

@@ -93,6 +93,12 @@ pub enum ApiError {
     UserNotFound,
     #[error("there is no API key with this id")]
     ApiKeyNotFound,
+    /// The shared number, another tenant's, or one with another tenant's customers: which of
+    /// them is not said, so the answer tells nothing about other tenants.
+    #[error("this WhatsApp phone number id is not available: it is the platform's shared number or in use by another business")]
+    WhatsAppNumberTaken,
+    #[error("this tenant has no WhatsApp number of its own; its customers use the shared number")]
+    WhatsAppNumberNotFound,
     #[error("you cannot disable your own account")]
     CannotDisableSelf,
     #[error("the tenant would be left without an active owner")]
@@ -209,6 +215,19 @@ impl ApiError {
                 StatusCode::NOT_FOUND,
                 "api-key-not-found",
                 "API key not found",
+                detail,
+            ),
+            E::WhatsAppNumberTaken => Problem::new(
+                StatusCode::CONFLICT,
+                "whatsapp-number-taken",
+                "WhatsApp number not available",
+                detail,
+            )
+            .with("field", "phone_number_id"),
+            E::WhatsAppNumberNotFound => Problem::new(
+                StatusCode::NOT_FOUND,
+                "whatsapp-number-not-found",
+                "No WhatsApp number",
                 detail,
             ),
             E::CannotDisableSelf => Problem::new(
@@ -687,6 +706,12 @@ mod tests {
             (ApiError::EmailTaken { field: "email" }, 409, "email-taken"),
             (ApiError::UserNotFound, 404, "user-not-found"),
             (ApiError::ApiKeyNotFound, 404, "api-key-not-found"),
+            (ApiError::WhatsAppNumberTaken, 409, "whatsapp-number-taken"),
+            (
+                ApiError::WhatsAppNumberNotFound,
+                404,
+                "whatsapp-number-not-found",
+            ),
             (ApiError::CannotDisableSelf, 409, "cannot-disable-self"),
             (ApiError::LastActiveOwner, 409, "last-active-owner"),
             (

@@ -65,10 +65,13 @@ pub enum Permission {
     ReadRewards,
     /// Hand a redeemed reward over at the counter, by its code.
     FulfilRedemptions,
+    /// Register, show and detach the tenant's own WhatsApp number and set its access token
+    /// (`/v1/whatsapp/number`): the token sends in the business's name, so owners only.
+    ManageWhatsApp,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 12] = [
+    pub const ALL: [Permission; 13] = [
         Permission::EnrolCustomer,
         Permission::LogPurchase,
         Permission::RedeemPoints,
@@ -81,6 +84,7 @@ impl Permission {
         Permission::ManageRewards,
         Permission::ReadRewards,
         Permission::FulfilRedemptions,
+        Permission::ManageWhatsApp,
     ];
 }
 
@@ -1013,6 +1017,7 @@ mod tests {
             assert_eq!(role.allows(Permission::ManageApiKeys), owner);
             assert_eq!(role.allows(Permission::ManagePersonalData), owner);
             assert_eq!(role.allows(Permission::ManageRewards), owner);
+            assert_eq!(role.allows(Permission::ManageWhatsApp), owner);
             assert_eq!(role.may_hold_api_key(), !owner);
             assert_eq!(Role::parse(role.as_str()), Ok(role));
         }

@@ -286,7 +286,7 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
 #[test]
 fn request_schemas_have_exactly_the_parsers_fields() {
     let document = document();
-    let cases: [(&str, &[&str]); 13] = [
+    let cases: [(&str, &[&str]); 14] = [
         (
             "PurchaseRequestSchema",
             &crate::purchases::PURCHASE_FIELDS[..],
@@ -320,6 +320,10 @@ fn request_schemas_have_exactly_the_parsers_fields() {
         (
             "NewApiKeyRequestSchema",
             &crate::api_keys::NEW_API_KEY_FIELDS[..],
+        ),
+        (
+            "WhatsAppNumberRequestSchema",
+            &crate::whatsapp::NUMBER_FIELDS[..],
         ),
     ];
     for (name, fields) in cases {
@@ -390,6 +394,10 @@ fn request_schemas_have_exactly_the_parsers_fields() {
     assert_eq!(
         required("NewApiKeyRequestSchema"),
         names(&crate::api_keys::NEW_API_KEY_FIELDS)
+    );
+    assert_eq!(
+        required("WhatsAppNumberRequestSchema"),
+        names(&["phone_number_id", "display_phone_number", "access_token"])
     );
 }
 
@@ -478,6 +486,7 @@ fn token_patterns_are_the_shapes_of_issued_tokens() {
         ("InvitationAcceptedResponse", "access_token"),
         ("InvitationView", "token"),
         ("CreatedApiKeyResponse", "api_key"),
+        ("WhatsAppNumberRequestSchema", "access_token"),
     ] {
         assert_eq!(
             schema(&document, schema_name)["properties"][property]["format"],
@@ -501,6 +510,7 @@ fn request_schema_limits_are_the_parsers_limits() {
     let acceptance = schema(&document, "InvitationAcceptanceSchema");
     let new_user = schema(&document, "NewUserRequestSchema");
     let new_key = schema(&document, "NewApiKeyRequestSchema");
+    let number = schema(&document, "WhatsAppNumberRequestSchema");
     let email_max = schema::accounts::EMAIL_CHARS_MAX as i64;
     let password_min = crate::passwords::PASSWORD_CHARS_MIN as i64;
     let password_max = crate::passwords::PASSWORD_CHARS_MAX as i64;
@@ -625,6 +635,26 @@ fn request_schema_limits_are_the_parsers_limits() {
             &new_key["properties"]["label"]["maxLength"],
             crate::api_keys::LABEL_CHARS_MAX as i64,
         ),
+        (
+            "phone_number_id.minLength",
+            &number["properties"]["phone_number_id"]["minLength"],
+            crate::whatsapp::PHONE_NUMBER_ID_DIGITS_MIN as i64,
+        ),
+        (
+            "phone_number_id.maxLength",
+            &number["properties"]["phone_number_id"]["maxLength"],
+            crate::whatsapp::PHONE_NUMBER_ID_DIGITS_MAX as i64,
+        ),
+        (
+            "access_token.maxLength",
+            &number["properties"]["access_token"]["maxLength"],
+            crate::whatsapp::ACCESS_TOKEN_CHARS_MAX as i64,
+        ),
+        (
+            "fallback_template.maxLength",
+            &number["properties"]["fallback_template"]["maxLength"],
+            crate::whatsapp::TEMPLATE_NAME_CHARS_MAX as i64,
+        ),
     ];
     for (what, documented, limit) in cases {
         assert_eq!(documented.as_i64(), Some(limit), "{what}");
@@ -714,6 +744,27 @@ fn response_schemas_have_exactly_the_keys_the_responses_serialise() {
         points: 25,
     };
     assert_schema_matches(&document, "OpenedLot", &lot);
+    assert_schema_matches(
+        &document,
+        "WhatsAppNumberView",
+        &crate::whatsapp::WhatsAppNumberView {
+            phone_number_id: "106540352242922".into(),
+            display_phone_number: "2348012345678".into(),
+            fallback_template: "loyalty_update".into(),
+            template_language: "en".into(),
+            access_token_set: true,
+            created_at: at(),
+            updated_at: at(),
+        },
+    );
+    assert_schema_matches(
+        &document,
+        "DetachedNumberResponse",
+        &crate::whatsapp::DetachedNumberResponse {
+            phone_number_id: "106540352242922".into(),
+            queued_messages_failed: 0,
+        },
+    );
     assert_schema_matches(&document, "RuleShare", &rule);
     assert_schema_matches(
         &document,
