@@ -43,6 +43,7 @@ async fn harness(
     })
     .await;
     let (sandbox_url, sandbox) = start_sandbox(&app, options);
+    register_platform_number(&app).await;
     let mut settings = app.settings.notifier.clone();
     settings.whatsapp_api_base_url = sandbox_url.clone();
     let mut config = settings.config().unwrap();
@@ -60,6 +61,20 @@ async fn harness(
         harness.spawn_notifier();
     }
     harness
+}
+
+/// The harness's number is a platform (shared) number, sent with the platform token: a number
+/// not in whatsapp_numbers has no usable token (whatsapp_notifier::tokens).
+async fn register_platform_number(app: &TestApp) {
+    app.platform_db()
+        .await
+        .execute(
+            "INSERT INTO whatsapp_numbers (phone_number_id, display_phone_number) \
+             VALUES ($1, '15550007777')",
+            &[&PHONE_NUMBER_ID],
+        )
+        .await
+        .unwrap();
 }
 
 fn start_sandbox(app: &TestApp, options: SandboxOptions) -> (String, actix_web::dev::ServerHandle) {
@@ -433,8 +448,8 @@ async fn with_the_window_closed_the_template_goes_first_and_only() {
         .platform_db()
         .await
         .execute(
-            "INSERT INTO whatsapp_numbers (phone_number_id, display_phone_number, \
-               fallback_template, template_language) VALUES ($1, '15550007777', 'points_news', 'en_GB')",
+            "UPDATE whatsapp_numbers SET fallback_template = 'points_news', \
+               template_language = 'en_GB' WHERE phone_number_id = $1",
             &[&PHONE_NUMBER_ID],
         )
         .await
@@ -591,6 +606,7 @@ async fn loyalty_notify_logs_neither_the_token_nor_the_phone_number() {
         ..Components::NONE
     })
     .await;
+    register_platform_number(&app).await;
     let (sandbox_url, sandbox) = start_sandbox(&app, SandboxOptions::default());
     let h = Harness {
         app,

@@ -4,7 +4,8 @@
 //!
 //! Reading order: [`meta`] (Meta's JSON and the HTTP client), [`retry`] (what a refusal
 //! leads to, backoff), [`outbox`] (the SQL of claiming and recording), [`statuses`] (the
-//! delivery-status tail), then [`run`] here (the loop: claim, limit, send, record).
+//! delivery-status tail), [`tokens`] (which access token a number sends with), then [`run`]
+//! here (the loop: claim, limit, send, record).
 //!
 //! Architecture invariant: nothing personal leaves this crate except in the send body to
 //! Meta: the recipient's number is opened in memory for the send and never logged, the
@@ -15,6 +16,7 @@ pub mod meta;
 pub mod outbox;
 pub mod retry;
 pub mod statuses;
+pub mod tokens;
 
 use ledger_api::rate_limit::{Quota, RateLimiter};
 use ledger_core::conversation::OutgoingMessage;
@@ -216,6 +218,24 @@ impl Sender {
             return outbox::record_failed(&**db, message.message_id, None, "the row does not open")
                 .await;
         };
+        let token = match tokens::token_for(
+            &message.sending_number,
+            &message.phone_number_id,
+            message.tenant_id,
+            self.client.platform_token(),
+            &self.vault,
+        ) {
+            Ok(token) => token,
+            Err(reason) => {
+                tracing::warn!(
+                    phone_number_id = %message.phone_number_id,
+                    reason,
+                    "send refused before sending: failed"
+                );
+                let db = self.db().await?;
+                return outbox::record_failed(&**db, message.message_id, None, reason).await;
+            }
+        };
         let mut mode = Mode::FreeForm;
         if message.template_chosen {
             mode = Mode::Template;
@@ -236,7 +256,10 @@ impl Sender {
                 Mode::Template => meta::template_body(&to, &message.template),
             };
             self.pace_number(&message.phone_number_id).await;
-            let result = self.client.send(&message.phone_number_id, &body).await;
+            let result = self
+                .client
+                .send(&message.phone_number_id, &token, &body)
+                .await;
             let db = self.db().await?;
             let error = match result {
                 Ok(wamid) => {

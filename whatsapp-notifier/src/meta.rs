@@ -23,6 +23,11 @@ impl AccessToken {
         }
         Ok(AccessToken(raw.to_owned()))
     }
+
+    /// The token itself, for the `Authorization` header (and this crate's tests) only.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for AccessToken {
@@ -42,6 +47,8 @@ pub struct MetaSettings {
     pub base_url: String,
     /// e.g. `v24.0`.
     pub api_version: String,
+    /// The platform's token: sends from the shared number. A tenant's own number sends with
+    /// its own token (`crate::tokens`).
     pub access_token: AccessToken,
     /// Per send, connection included.
     pub send_timeout: Duration,
@@ -217,9 +224,20 @@ impl MetaClient {
         self.settings.send_timeout
     }
 
-    /// Sends one body from `phone_number_id`; the wamid on success.
+    /// The platform's token (the shared number's).
+    pub fn platform_token(&self) -> &AccessToken {
+        &self.settings.access_token
+    }
+
+    /// Sends one body from `phone_number_id` with `token` (the number's); the wamid on
+    /// success.
     #[tracing::instrument(skip_all, fields(phone_number_id = %phone_number_id))]
-    pub async fn send(&self, phone_number_id: &str, body: &Value) -> Result<String, SendError> {
+    pub async fn send(
+        &self,
+        phone_number_id: &str,
+        token: &AccessToken,
+        body: &Value,
+    ) -> Result<String, SendError> {
         let url = format!(
             "{}/{}/{}/messages",
             self.settings.base_url.trim_end_matches('/'),
@@ -229,7 +247,7 @@ impl MetaClient {
         let response = self
             .http
             .post(url)
-            .bearer_auth(&self.settings.access_token.0)
+            .bearer_auth(token.expose())
             .json(body)
             .send()
             .await

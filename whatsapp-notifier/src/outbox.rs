@@ -5,6 +5,7 @@
 //! Architecture invariant: only this module and `statuses` know the outbox's SQL.
 
 use crate::meta::Template;
+use crate::tokens::SendingNumber;
 use serde_json::Value;
 use std::time::Duration;
 use tokio_postgres::GenericClient;
@@ -37,6 +38,11 @@ pub struct ClaimedMessage {
     /// An earlier attempt already switched this row to the template.
     pub template_chosen: bool,
     pub template: Template,
+    /// The tenant the message was queued for (`None` for a message of no tenant yet).
+    pub tenant_id: Option<Uuid>,
+    /// The number it is sent from, with its sealed token: read with the claim, so a token
+    /// rotated or a number detached since the message was queued counts.
+    pub sending_number: SendingNumber,
 }
 
 impl std::fmt::Debug for ClaimedMessage {
@@ -98,8 +104,11 @@ pub async fn claim(
                     EXISTS (SELECT 1 FROM whatsapp_outbox_log l \
                              WHERE l.message_id = c.message_id \
                                AND l.outcome = 'template_fallback'), \
-                    n.fallback_template, n.template_language \
+                    n.fallback_template, n.template_language, \
+                    n.phone_number_id IS NOT NULL, n.tenant_id, n.master_key_id, n.wrapped_key, \
+                    n.sealed_access_token, o.tenant_id \
                FROM claimed c \
+               JOIN whatsapp_outbox o ON o.message_id = c.message_id \
                LEFT JOIN whatsapp_numbers n ON n.phone_number_id = c.phone_number_id",
             &[&limit, &recipient_interval.as_secs_f64()],
         )
@@ -110,7 +119,27 @@ pub async fn claim(
             let attempts: i32 = row.get(8);
             let name: Option<String> = row.get(11);
             let language: Option<String> = row.get(12);
+            let registered: bool = row.get(13);
+            let number_tenant: Option<Uuid> = row.get(14);
+            let master_key_id: Option<String> = row.get(15);
+            let wrapped_key: Option<Vec<u8>> = row.get(16);
+            let sealed: Option<Vec<u8>> = row.get(17);
+            let token = match (master_key_id, wrapped_key, sealed) {
+                (Some(master_key_id), Some(wrapped_key), Some(sealed)) => Some(SealedRecord {
+                    master_key_id,
+                    wrapped_key,
+                    sealed,
+                }),
+                _ => None,
+            };
+            let sending_number = match (registered, number_tenant) {
+                (false, _) => SendingNumber::NotRegistered,
+                (true, None) => SendingNumber::Shared,
+                (true, Some(tenant)) => SendingNumber::Own { tenant, token },
+            };
             ClaimedMessage {
+                tenant_id: row.get(18),
+                sending_number,
                 message_id: row.get(0),
                 dedupe_key: row.get(1),
                 phone_number_id: row.get(2),
