@@ -567,6 +567,20 @@ struct ConversationWrite {
     dedupe_key: String,
 }
 
+/// Logs (without content) that an item names its sender only by a business-scoped user id
+/// (BSUID, reference §3.6): customers are keyed by their WhatsApp number (enrolment, the
+/// conversation, the outbox's recipient), so such an item stays stored in the inbox and is
+/// not answered. Sending to a BSUID (`recipient`) needs customers keyed by BSUID first
+/// (docs/WHATSAPP.md, Known gaps).
+fn only_a_user_id(item: &Value, user_id_field: &str) {
+    if item.get(user_id_field).is_some_and(|id| !id.is_null()) {
+        tracing::info!(
+            "an item from a business-scoped user id without a phone number: kept in the inbox, \
+             not answered (replies to user ids are not supported yet)"
+        );
+    }
+}
+
 /// Who wrote and what, from an opened inbox item.
 struct Sender {
     /// Digits only, as `from` / `wa_id` carry it.
@@ -580,12 +594,18 @@ impl Sender {
         let (item, wa_id, input) = match kind {
             InboxKind::Message => {
                 let message = content.get("message")?;
-                let wa_id = message.get("from")?.as_str()?;
+                let Some(wa_id) = message.get("from").and_then(Value::as_str) else {
+                    only_a_user_id(message, "from_user_id");
+                    return None;
+                };
                 (message, wa_id, message_input(message)?)
             }
             InboxKind::Preference => {
                 let preference = content.get("user_preference")?;
-                let wa_id = preference.get("wa_id")?.as_str()?;
+                let Some(wa_id) = preference.get("wa_id").and_then(Value::as_str) else {
+                    only_a_user_id(preference, "user_id");
+                    return None;
+                };
                 let marketing = match preference.get("value")?.as_str()? {
                     "stop" => MarketingPreference::OptOut,
                     "resume" => MarketingPreference::OptIn,
