@@ -431,7 +431,12 @@ pub struct RewardRequestSchema {
 pub struct WhatsAppNumberRequestSchema {
     /// The number's id in the Cloud API (WhatsApp Manager → phone numbers): webhooks carry
     /// it as `metadata.phone_number_id` and sends go to `/{version}/{phone_number_id}/messages`.
-    #[schema(min_length = 5, max_length = 32, pattern = "^[0-9]{5,32}$", example = "106540352242922")]
+    #[schema(
+        min_length = 5,
+        max_length = 32,
+        pattern = "^[0-9]{5,32}$",
+        example = "106540352242922"
+    )]
     phone_number_id: String,
     /// The number customers write to: an optional `+`, 7 to 15 digits, spaces or hyphens
     /// between them; stored as digits.

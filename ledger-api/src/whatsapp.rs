@@ -106,7 +106,10 @@ fn display_number(value: &Value) -> Result<String, String> {
              {DISPLAY_DIGITS_MAX} digits with an optional leading +, e.g. +2348012345678"
         )
     };
-    if !rest.chars().all(|c| c.is_ascii_digit() || c == ' ' || c == '-') {
+    if !rest
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == ' ' || c == '-')
+    {
         return Err(invalid());
     }
     let digits: String = rest.chars().filter(char::is_ascii_digit).collect();
@@ -120,10 +123,15 @@ fn display_number(value: &Value) -> Result<String, String> {
 fn access_token(value: &Value) -> Result<PlainToken, String> {
     let raw = string_field(value)?.trim();
     if raw.is_empty() {
-        return Err("must not be blank: the access token of a system user with access to this number".to_owned());
+        return Err(
+            "must not be blank: the access token of a system user with access to this number"
+                .to_owned(),
+        );
     }
     if raw.chars().count() > ACCESS_TOKEN_CHARS_MAX {
-        return Err(format!("must be at most {ACCESS_TOKEN_CHARS_MAX} characters long"));
+        return Err(format!(
+            "must be at most {ACCESS_TOKEN_CHARS_MAX} characters long"
+        ));
     }
     if !raw.bytes().all(|b| b.is_ascii_graphic()) {
         return Err("must be visible ASCII characters without spaces".to_owned());
@@ -156,9 +164,8 @@ fn language_code(value: &Value) -> Result<String, String> {
     };
     let language_ok =
         (2..=3).contains(&language.len()) && language.bytes().all(|b| b.is_ascii_lowercase());
-    let region_ok = region.is_none_or(|r| {
-        (2..=4).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric())
-    });
+    let region_ok = region
+        .is_none_or(|r| (2..=4).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric()));
     if !(language_ok && region_ok) {
         return Err("must be a template language code such as en, en_US or pt_BR".to_owned());
     }
@@ -233,8 +240,7 @@ pub async fn put(
     caller.authorize(Permission::ManageWhatsApp)?;
     let body = body::read_json(&req, payload, state.body_bytes_max).await?;
     let request = NumberRequest::parse(&body)?;
-    let context =
-        whatsapp_numbers::token_seal_context(&request.phone_number_id, caller.tenant_id);
+    let context = whatsapp_numbers::token_seal_context(&request.phone_number_id, caller.tenant_id);
     let sealed_access_token = state
         .vault
         .seal_record(&context, request.access_token.0.as_bytes())
@@ -248,9 +254,14 @@ pub async fn put(
     };
     let mut client = state.client().await?;
     let transaction = crate::scoped(&mut client, caller.tenant_id).await?;
-    let outcome = whatsapp_numbers::put(&*transaction, &number, &caller.actor(), caller.correlation_id)
-        .await
-        .map_err(database)?;
+    let outcome = whatsapp_numbers::put(
+        &*transaction,
+        &number,
+        &caller.actor(),
+        caller.correlation_id,
+    )
+    .await
+    .map_err(database)?;
     let status = match outcome {
         PutOutcome::Created => StatusCode::CREATED,
         PutOutcome::Updated => StatusCode::OK,
@@ -290,7 +301,10 @@ pub async fn get(caller: Caller, state: web::Data<ApiState>) -> Result<HttpRespo
         .map_err(database)?
         .ok_or(ApiError::WhatsAppNumberNotFound)?;
     transaction.commit().await.map_err(database)?;
-    Ok(json_response(StatusCode::OK, &WhatsAppNumberView::from(view)))
+    Ok(json_response(
+        StatusCode::OK,
+        &WhatsAppNumberView::from(view),
+    ))
 }
 
 #[utoipa::path(
@@ -360,7 +374,10 @@ mod tests {
         assert_eq!(request.display_phone_number, "2348012345678");
         assert_eq!(request.fallback_template, TEMPLATE_DEFAULT);
         assert_eq!(request.template_language, LANGUAGE_DEFAULT);
-        assert_eq!(format!("{:?}", request.access_token), "PlainToken(<redacted>)");
+        assert_eq!(
+            format!("{:?}", request.access_token),
+            "PlainToken(<redacted>)"
+        );
         assert!(!format!("{request:?}").contains("EAAG"));
         let request = NumberRequest::parse(&body(json!({
             "fallback_template": "points_news", "template_language": "pt_BR",
@@ -379,17 +396,35 @@ mod tests {
             (json!({"phone_number_id": null}), "phone_number_id"),
             (json!({"phone_number_id": "1234"}), "phone_number_id"),
             (json!({"phone_number_id": "12345a"}), "phone_number_id"),
-            (json!({"phone_number_id": 106540352242922u64}), "phone_number_id"),
-            (json!({"phone_number_id": "1".repeat(33)}), "phone_number_id"),
-            (json!({"display_phone_number": "12345"}), "display_phone_number"),
-            (json!({"display_phone_number": "+1 (555) 1234567"}), "display_phone_number"),
-            (json!({"display_phone_number": "1234567890123456"}), "display_phone_number"),
+            (
+                json!({"phone_number_id": 106540352242922u64}),
+                "phone_number_id",
+            ),
+            (
+                json!({"phone_number_id": "1".repeat(33)}),
+                "phone_number_id",
+            ),
+            (
+                json!({"display_phone_number": "12345"}),
+                "display_phone_number",
+            ),
+            (
+                json!({"display_phone_number": "+1 (555) 1234567"}),
+                "display_phone_number",
+            ),
+            (
+                json!({"display_phone_number": "1234567890123456"}),
+                "display_phone_number",
+            ),
             (json!({"access_token": null}), "access_token"),
             (json!({"access_token": "   "}), "access_token"),
             (json!({"access_token": "sec ret"}), "access_token"),
             (json!({"access_token": "sécret"}), "access_token"),
             (json!({"access_token": long_token}), "access_token"),
-            (json!({"fallback_template": "Points News"}), "fallback_template"),
+            (
+                json!({"fallback_template": "Points News"}),
+                "fallback_template",
+            ),
             (json!({"fallback_template": ""}), "fallback_template"),
             (json!({"template_language": "english"}), "template_language"),
             (json!({"template_language": "EN"}), "template_language"),
@@ -400,7 +435,10 @@ mod tests {
             match &error {
                 ApiError::InvalidField { field: f, detail } => {
                     assert_eq!(f, field, "{overrides}");
-                    assert!(!detail.contains("sec ret") && !detail.contains("xxxx"), "{detail}");
+                    assert!(
+                        !detail.contains("sec ret") && !detail.contains("xxxx"),
+                        "{detail}"
+                    );
                 }
                 other => panic!("{overrides}: {other:?}"),
             }

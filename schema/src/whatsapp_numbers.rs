@@ -11,10 +11,10 @@
 //! definer functions decide that a number is never taken from the shared pool or from
 //! another tenant.
 
-use tokio_postgres::GenericClient;
 use chrono::{DateTime, Utc};
 use ledger_core::events::Actor;
 use ledger_core::TenantId;
+use tokio_postgres::GenericClient;
 use uuid::Uuid;
 use vault::SealedRecord;
 

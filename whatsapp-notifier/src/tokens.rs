@@ -126,8 +126,14 @@ mod tests {
             token_for(number, id, tenant, &platform, &vault).unwrap_err()
         };
         assert_eq!(refused(&number, "200000000000001", Some(b)), OTHER_TENANT);
-        assert_eq!(refused(&SendingNumber::NotRegistered, "1", Some(a)), NOT_REGISTERED);
-        let without = SendingNumber::Own { tenant: a, token: None };
+        assert_eq!(
+            refused(&SendingNumber::NotRegistered, "1", Some(a)),
+            NOT_REGISTERED
+        );
+        let without = SendingNumber::Own {
+            tenant: a,
+            token: None,
+        };
         assert_eq!(refused(&without, "200000000000001", Some(a)), NO_TOKEN);
         // A sealed token copied to another number, or read as another tenant's, does not open.
         assert_eq!(refused(&number, "200000000000009", Some(a)), DOES_NOT_OPEN);
