@@ -71,7 +71,8 @@ pub struct SandboxSettings {
     )]
     pub sandbox_waba_id: String,
 
-    /// More business numbers (tenants' own), comma-separated `phone_number_id:digits`.
+    /// More business numbers (tenants' own), comma-separated `phone_number_id:digits`, or
+    /// `phone_number_id:digits:token` for a number that accepts only its own token.
     #[arg(
         long,
         env = "LOYALTY_SANDBOX_NUMBERS",
@@ -151,12 +152,23 @@ impl SandboxSettings {
             .map(str::trim)
             .filter(|i| !i.is_empty())
         {
-            let (id, digits) = item.split_once(':').with_context(|| {
-                format!("LOYALTY_SANDBOX_NUMBERS: `{item}` is not phone_number_id:digits")
-            })?;
+            // phone_number_id:digits, or phone_number_id:digits:token for a number that
+            // accepts only its own token (a tenant's number in Meta has its own system user).
+            let mut parts = item.splitn(3, ':');
+            let (Some(id), Some(digits)) = (parts.next(), parts.next()) else {
+                anyhow::bail!(
+                    "LOYALTY_SANDBOX_NUMBERS: an item is not phone_number_id:digits[:token]"
+                );
+            };
+            let access_token = match parts.next().map(str::trim) {
+                Some("") => anyhow::bail!("LOYALTY_SANDBOX_NUMBERS: an empty token"),
+                Some(token) => Some(token.to_owned()),
+                None => numbers[0].access_token.clone(),
+            };
             numbers.push(BusinessNumber {
                 phone_number_id: id.trim().to_owned(),
                 display_phone_number: digits.trim().trim_start_matches('+').to_owned(),
+                access_token,
                 ..numbers[0].clone()
             });
         }

@@ -428,9 +428,33 @@ impl TestApp {
         .await
     }
 
+    /// [`TestApp::spawn_whatsapp`] whose sandbox also sends from `numbers`
+    /// (`LOYALTY_SANDBOX_NUMBERS`: `phone_number_id:digits[:token]`, comma-separated).
+    pub async fn spawn_whatsapp_with_numbers(numbers: &str) -> TestApp {
+        Self::spawn_whatsapp_numbers(
+            |_| {},
+            Components {
+                expiry_schedule: false,
+                notifications_projector: false,
+                expiry_reminders: false,
+                ..Components::ALL
+            },
+            numbers,
+        )
+        .await
+    }
+
     async fn spawn_whatsapp_components(
         adjust: impl FnOnce(&mut Settings),
         components: Components,
+    ) -> TestApp {
+        Self::spawn_whatsapp_numbers(adjust, components, "").await
+    }
+
+    async fn spawn_whatsapp_numbers(
+        adjust: impl FnOnce(&mut Settings),
+        components: Components,
+        numbers: &str,
     ) -> TestApp {
         let database_url = fresh_database().await;
         let mut settings = test_settings(&database_url);
@@ -445,7 +469,7 @@ impl TestApp {
             sandbox_business_number: settings.whatsapp_shared_display_number.clone(),
             sandbox_phone_number_id: settings.whatsapp_shared_phone_number_id.clone(),
             sandbox_waba_id: "100000000000000".into(),
-            sandbox_numbers: String::new(),
+            sandbox_numbers: numbers.to_owned(),
             sandbox_access_token: Some(WHATSAPP_ACCESS_TOKEN.clone()),
             sandbox_enforce_window: false,
             sandbox_status_delay_ms: 10,

@@ -20,3 +20,4 @@ mod projection;
 mod relay;
 mod rewards;
 mod tenancy;
+mod whatsapp_numbers;
