@@ -153,3 +153,57 @@ fn generated_keys_are_accepted_by_the_vault() {
     .is_ok());
     assert!(value("LOYALTY_JWT_KEYS").contains(':'));
 }
+
+/// `loyalty keys rewrap` also re-seals tenants' WhatsApp access tokens: after it, the token
+/// opens with the new master key alone.
+#[tokio::test]
+async fn rewrap_covers_whatsapp_access_tokens() {
+    let app = TestApp::spawn().await;
+    let (tenant, owner_token) = crate::helpers::sign_up_owner(&app.http, &app.address).await;
+    let number = "200000000000303";
+    let response = app
+        .http
+        .put(app.url("/v1/whatsapp/number"))
+        .bearer_auth(&owner_token)
+        .json(&serde_json::json!({
+            "phone_number_id": number,
+            "display_phone_number": "+2348010000303",
+            "access_token": "EAArotate-me",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+
+    let new_master = format!("rotated:{}", vault::generate_key_base64().unwrap());
+    let during = Vault::from_config(
+        &format!("{new_master},{}", TEST_KEYS.master_keys),
+        &TEST_KEYS.blind_index_key,
+    )
+    .unwrap();
+    let owner = admin_client(&dbname(&app.database_url)).await;
+    assert_eq!(loyalty::keys::rewrap(&owner, &during).await.unwrap(), 1);
+    assert_eq!(loyalty::keys::rewrap(&owner, &during).await.unwrap(), 0);
+
+    let after = Vault::from_config(&new_master, &TEST_KEYS.blind_index_key).unwrap();
+    let row = owner
+        .query_one(
+            "SELECT master_key_id, wrapped_key, sealed_access_token FROM whatsapp_numbers \
+              WHERE phone_number_id = $1",
+            &[&number],
+        )
+        .await
+        .unwrap();
+    let record = vault::SealedRecord {
+        master_key_id: row.get(0),
+        wrapped_key: row.get(1),
+        sealed: row.get(2),
+    };
+    assert!(record.master_key_id.starts_with("rotated"));
+    let context = schema::whatsapp_numbers::token_seal_context(number, tenant);
+    assert_eq!(
+        after.open_record(&context, &record).unwrap(),
+        b"EAArotate-me".to_vec()
+    );
+    app.stop().await;
+}
