@@ -23,7 +23,7 @@ use std::future::{ready, Future, Ready};
 use std::pin::Pin;
 use std::rc::Rc;
 
-pub const ALLOWED_METHODS: [&str; 5] = ["GET", "POST", "DELETE", "PATCH", "OPTIONS"];
+pub const ALLOWED_METHODS: [&str; 6] = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
 /// Request headers a page may send (compared case-insensitively). The CORS-safelisted ones
 /// (`Accept`, `Accept-Language`, `Content-Language`) never need a preflight.
 pub const ALLOWED_HEADERS: [&str; 3] = ["Authorization", "Content-Type", "Idempotency-Key"];

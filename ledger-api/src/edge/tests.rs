@@ -217,7 +217,7 @@ async fn an_allowed_origin_gets_cors_headers_and_its_preflight_is_answered() {
         (header::ACCESS_CONTROL_ALLOW_ORIGIN, DASHBOARD),
         (
             header::ACCESS_CONTROL_ALLOW_METHODS,
-            "GET, POST, DELETE, PATCH, OPTIONS",
+            "GET, POST, PUT, DELETE, PATCH, OPTIONS",
         ),
         (
             header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -245,7 +245,7 @@ async fn a_disallowed_origin_gets_no_cors_headers_and_its_preflight_is_refused()
         preflight("https://evil.example", "POST", ""),
         preflight("https://dashboard.example.com.evil.example", "GET", ""),
         // An allowed origin asking for a method or a header that is not allowed.
-        preflight(DASHBOARD, "PUT", ""),
+        preflight(DASHBOARD, "TRACE", ""),
         preflight(DASHBOARD, "POST", "authorization, x-debug"),
     ];
     for request in refused {
