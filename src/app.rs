@@ -155,7 +155,8 @@ pub async fn start_with_sandbox(
             Arc::new(settings.vault()?),
         )
         .with_edge(settings.edge.config().context("the rate limit settings")?)
-        .with_accounts(accounts.clone().unwrap_or_default());
+        .with_accounts(accounts.clone().unwrap_or_default())
+        .with_shared_whatsapp_number(settings.whatsapp_shared_phone_number_id.clone());
         let running = ledger_api::serve(listener, state, workers).context("starting the API")?;
         servers.push(running.handle());
         tasks.push((

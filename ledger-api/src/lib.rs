@@ -95,6 +95,9 @@ pub struct ApiState {
     metrics: Arc<metrics::Metrics>,
     /// Rate limits, trusted proxies and CORS origins; set with [`ApiState::with_edge`].
     edge: edge::EdgeState,
+    /// The platform's shared WhatsApp number, refused to `PUT /v1/whatsapp/number` even
+    /// before the processor has seeded it; set with [`ApiState::with_shared_whatsapp_number`].
+    shared_whatsapp_number: Option<String>,
 }
 
 impl ApiState {
@@ -127,7 +130,16 @@ impl ApiState {
             accounts: accounts::AccountsConfig::default(),
             metrics: Arc::new(metrics::Metrics::default()),
             edge: edge::EdgeState::new(edge::EdgeConfig::default()),
+            shared_whatsapp_number: None,
         }
+    }
+
+    /// The shared number's `phone_number_id`: no tenant may register it as its own (the
+    /// database refuses it too once the processor has seeded it; this closes the moment
+    /// before).
+    pub fn with_shared_whatsapp_number(mut self, phone_number_id: impl Into<String>) -> Self {
+        self.shared_whatsapp_number = Some(phone_number_id.into());
+        self
     }
 
     /// Sets the accounts configuration: the JWT keys (without which no user can log in), the

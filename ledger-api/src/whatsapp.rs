@@ -240,6 +240,9 @@ pub async fn put(
     caller.authorize(Permission::ManageWhatsApp)?;
     let body = body::read_json(&req, payload, state.body_bytes_max).await?;
     let request = NumberRequest::parse(&body)?;
+    if state.shared_whatsapp_number.as_deref() == Some(request.phone_number_id.as_str()) {
+        return Err(ApiError::WhatsAppNumberTaken);
+    }
     let context = whatsapp_numbers::token_seal_context(&request.phone_number_id, caller.tenant_id);
     let sealed_access_token = state
         .vault

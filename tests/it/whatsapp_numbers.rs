@@ -262,6 +262,26 @@ async fn the_shared_number_and_another_tenants_number_are_409_and_change_nothing
     app.stop().await;
 }
 
+/// The API knows the shared number from its settings: refused before the processor seeds it.
+#[tokio::test]
+async fn the_shared_number_is_refused_before_the_processor_has_seeded_it() {
+    let app = TestApp::spawn_with(loyalty::app::Components {
+        api: true,
+        ..loyalty::app::Components::NONE
+    })
+    .await;
+    let owner = Owner::sign_up(&app).await;
+    let refused = put(
+        &app,
+        &owner.token,
+        &number_body(SHARED_PHONE_NUMBER_ID, TOKEN_A),
+    )
+    .await;
+    assert_eq!(refused.status(), 409);
+    assert_eq!(snapshot(&app).await, (Vec::new(), 0));
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn only_owners_manage_the_number() {
     let app = TestApp::spawn().await;
