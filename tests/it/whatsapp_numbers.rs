@@ -640,3 +640,101 @@ async fn a_message_from_a_user_id_without_a_phone_number_is_kept_and_not_answere
     assert!(!reply.text().is_empty());
     app.stop().await;
 }
+
+/// Queues a message on `number` as the processor would (the recipient's bytes do not matter
+/// here: it is never sent).
+async fn queue_on(app: &TestApp, number: &str) -> uuid::Uuid {
+    let message_id = uuid::Uuid::now_v7();
+    app.platform_db()
+        .await
+        .execute(
+            "INSERT INTO whatsapp_outbox (message_id, dedupe_key, phone_number_id, customer_digest, \
+               master_key_id, wrapped_key, sealed_recipient, kind, body, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, 'x', '\\x00', '\\x00', 'reply', '{}'::jsonb, \
+                     now() + interval '1 hour')",
+            &[&message_id, &format!("test:{message_id}"), &number, &vec![7u8; 32]],
+        )
+        .await
+        .unwrap();
+    message_id
+}
+
+async fn outbox_state(app: &TestApp, message_id: uuid::Uuid) -> (String, Vec<String>) {
+    let db = app.platform_db().await;
+    let state: String = db
+        .query_one(
+            "SELECT state FROM whatsapp_outbox WHERE message_id = $1",
+            &[&message_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let log = db
+        .query(
+            "SELECT outcome || ': ' || coalesce(detail, '') FROM whatsapp_outbox_log \
+              WHERE message_id = $1 ORDER BY log_id",
+            &[&message_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    (state, log)
+}
+
+/// Replacing the number by another, or detaching it, fails the old number's queued messages
+/// (they must not go out from a number that is no longer the tenant's) and leaves other
+/// numbers' messages alone.
+#[tokio::test]
+async fn replacing_or_detaching_the_number_fails_its_queued_messages_only() {
+    let app = TestApp::spawn().await;
+    let owner = Owner::sign_up(&app).await;
+    let second = "200000000000102";
+    assert_eq!(
+        put(&app, &owner.token, &number_body(OWN, TOKEN_A))
+            .await
+            .status(),
+        201
+    );
+    let on_first = queue_on(&app, OWN).await;
+    let elsewhere = queue_on(&app, "200000000000999").await;
+
+    let replaced = put(&app, &owner.token, &number_body(second, TOKEN_A)).await;
+    assert_eq!(replaced.status(), 201, "a new number is a new registration");
+    let shown: Value = get(&app, &owner.token).await.json().await.unwrap();
+    assert_eq!(shown["phone_number_id"], second);
+    assert_eq!(
+        outbox_state(&app, on_first).await,
+        (
+            "failed".to_owned(),
+            vec!["failed: the number was replaced by another of its tenant".to_owned()]
+        )
+    );
+
+    let on_second = queue_on(&app, second).await;
+    let detached: Value = delete(&app, &owner.token).await.json().await.unwrap();
+    assert_eq!(
+        detached,
+        json!({"phone_number_id": second, "queued_messages_failed": 1})
+    );
+    assert_eq!(
+        outbox_state(&app, on_second).await,
+        (
+            "failed".to_owned(),
+            vec!["failed: the number was detached from its tenant".to_owned()]
+        )
+    );
+    assert_eq!(
+        outbox_state(&app, elsewhere).await,
+        ("queued".to_owned(), vec![])
+    );
+    // The first number is free again for this tenant.
+    assert_eq!(
+        put(&app, &owner.token, &number_body(OWN, TOKEN_A))
+            .await
+            .status(),
+        201
+    );
+    app.stop().await;
+}
