@@ -105,7 +105,10 @@ DECLARE
     failed integer;
     inserted integer;
 BEGIN
-    -- Serialises registrations of one number (the row may not exist yet).
+    -- Serialises a tenant's changes (two PUTs of different numbers would both find no old
+    -- number and collide on the one-per-tenant index), then registrations of one number (the
+    -- row may not exist yet); always in this order.
+    PERFORM pg_advisory_xact_lock(7319008, hashtext(me::text));
     PERFORM pg_advisory_xact_lock(7319007, hashtext(number_id));
     SELECT n.tenant_id INTO owner FROM public.whatsapp_numbers n
      WHERE n.phone_number_id = number_id FOR UPDATE;
@@ -183,6 +186,7 @@ DECLARE
     number_id text;
     failed integer;
 BEGIN
+    PERFORM pg_advisory_xact_lock(7319008, hashtext(me::text));
     SELECT n.phone_number_id INTO number_id FROM public.whatsapp_numbers n
      WHERE n.tenant_id = me FOR UPDATE;
     IF NOT FOUND THEN

@@ -738,3 +738,28 @@ async fn replacing_or_detaching_the_number_fails_its_queued_messages_only() {
     );
     app.stop().await;
 }
+
+/// Concurrent PUTs of different numbers by one tenant: each answers 201 or 200 (never a 5xx
+/// from the one-number-per-tenant index), and one number is left.
+#[tokio::test]
+async fn concurrent_puts_of_one_tenant_leave_one_number_and_no_error() {
+    let app = TestApp::spawn().await;
+    let owner = Owner::sign_up(&app).await;
+    let ids: Vec<String> = (0..6).map(|i| format!("20000000000050{i}")).collect();
+    let bodies: Vec<Value> = ids.iter().map(|id| number_body(id, TOKEN_A)).collect();
+    let puts = bodies.iter().map(|body| put(&app, &owner.token, body));
+    for response in futures_util::future::join_all(puts).await {
+        assert!(
+            response.status() == 201 || response.status() == 200,
+            "{}",
+            response.status()
+        );
+    }
+    let (numbers, _) = snapshot(&app).await;
+    let own: Vec<&String> = numbers
+        .iter()
+        .filter(|n| n.contains(&owner.tenant.as_uuid().to_string()))
+        .collect();
+    assert_eq!(own.len(), 1, "{numbers:?}");
+    app.stop().await;
+}
