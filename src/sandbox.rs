@@ -356,7 +356,51 @@ pub async fn say(
 
 #[cfg(test)]
 mod tests {
-    use super::local_app_secret;
+    use super::{local_app_secret, SandboxSettings};
+
+    #[test]
+    fn extra_numbers_take_an_optional_token_of_their_own() {
+        let settings = SandboxSettings {
+            sandbox_addr: "127.0.0.1:0".into(),
+            sandbox_app_secret: None,
+            sandbox_webhook_url: "http://127.0.0.1:9/webhooks/whatsapp".into(),
+            sandbox_business_number: "+15550001234".into(),
+            sandbox_phone_number_id: "100000000000001".into(),
+            sandbox_waba_id: "100000000000000".into(),
+            sandbox_numbers:
+                "200000000000001:2348010000001:tenant-token, 200000000000002:+2348010000002".into(),
+            sandbox_access_token: Some("platform-token".into()),
+            sandbox_enforce_window: false,
+            sandbox_status_delay_ms: 10,
+            sandbox_status_order: "in_order".into(),
+        };
+        let numbers = settings.numbers().unwrap();
+        let tokens: Vec<(&str, &str, Option<&str>)> = numbers
+            .iter()
+            .map(|n| {
+                (
+                    n.phone_number_id.as_str(),
+                    n.display_phone_number.as_str(),
+                    n.access_token.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            tokens,
+            [
+                ("100000000000001", "15550001234", Some("platform-token")),
+                ("200000000000001", "2348010000001", Some("tenant-token")),
+                ("200000000000002", "2348010000002", Some("platform-token")),
+            ]
+        );
+        for bad in ["200000000000001", "200000000000001:2348010000001:"] {
+            let settings = SandboxSettings {
+                sandbox_numbers: bad.into(),
+                ..settings.clone()
+            };
+            assert!(settings.numbers().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_local_app_secret_is_read_from_a_dotenv_file() {
