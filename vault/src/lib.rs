@@ -285,6 +285,38 @@ impl Vault {
         open_bytes(&data_key, &record_context(context), &record.sealed)
     }
 
+    /// Wraps a sealed record's data key ([`Vault::seal_record`]) again under the current
+    /// master key, for a master key rotation: `wrapped` is the record's `master_key_id` and
+    /// `wrapped_key` as stored. The sealed bytes stay as they are (their data key does not
+    /// change), so only the wrapped key and its master key id are written back. Fails like
+    /// [`Vault::open_record`] when the old master key is not configured or the wrapped key
+    /// does not open under `context`.
+    pub fn rewrap_record_key(
+        &self,
+        context: &[u8],
+        wrapped: &WrappedDataKey,
+    ) -> Result<WrappedDataKey, VaultError> {
+        let old_master = self
+            .masters
+            .get(&wrapped.master_key_id)
+            .ok_or_else(|| VaultError::UnknownMasterKey(wrapped.master_key_id.clone()))?;
+        let key = open_bytes(
+            old_master,
+            &record_wrap_context(context, &wrapped.master_key_id),
+            &wrapped.bytes,
+        )?;
+        let master = &self.masters[&self.current_master];
+        let bytes = self.seal_bytes(
+            master,
+            &record_wrap_context(context, &self.current_master),
+            &key,
+        )?;
+        Ok(WrappedDataKey {
+            master_key_id: self.current_master.clone(),
+            bytes,
+        })
+    }
+
     /// A keyed digest (HMAC-SHA256 under the blind-index key) of an identifier that must be
     /// matched or de-duplicated without being stored, e.g. a WhatsApp message id (whose
     /// base64 body carries the customer's phone number). `purpose` separates the domains, so
@@ -455,6 +487,42 @@ mod tests {
         assert_eq!(
             rotated.open_record(b"inbox\0msg:1", &sealed).unwrap(),
             plain.to_vec()
+        );
+    }
+
+    #[test]
+    fn a_record_key_rewraps_under_the_current_master_and_the_sealed_bytes_still_open() {
+        let plain = b"2348012345678";
+        let sealed = vault(&format!("k1:{}", key(1)))
+            .seal_record(b"outbox\0reply:1", plain)
+            .unwrap();
+        let wrapped = WrappedDataKey {
+            master_key_id: sealed.master_key_id.clone(),
+            bytes: sealed.wrapped_key.clone(),
+        };
+        let rotating = vault(&format!("k2:{},k1:{}", key(2), key(1)));
+        let rewrapped = rotating
+            .rewrap_record_key(b"outbox\0reply:1", &wrapped)
+            .unwrap();
+        assert_eq!(rewrapped.master_key_id, "k2");
+        let moved = SealedRecord {
+            master_key_id: rewrapped.master_key_id.clone(),
+            wrapped_key: rewrapped.bytes.clone(),
+            sealed: sealed.sealed.clone(),
+        };
+        let retired = vault(&format!("k2:{}", key(2)));
+        assert_eq!(
+            retired.open_record(b"outbox\0reply:1", &moved).unwrap(),
+            plain.to_vec()
+        );
+        assert_eq!(
+            retired.rewrap_record_key(b"outbox\0reply:1", &wrapped),
+            Err(VaultError::UnknownMasterKey("k1".into()))
+        );
+        // Bound to its context: the key of another record does not re-wrap.
+        assert_eq!(
+            rotating.rewrap_record_key(b"outbox\0reply:2", &wrapped),
+            Err(VaultError::Decryption)
         );
     }
 
