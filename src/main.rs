@@ -422,12 +422,26 @@ async fn run_keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<(
         }
         KeysCommand::Rewrap => {
             let vault = settings.vault()?;
-            let owner = owner_connection(settings).await?;
-            let count = keys::rewrap(&owner, &vault).await?;
+            let mut owner = owner_connection(settings).await?;
+            let done = keys::rewrap(&mut owner, &vault).await?;
             println!(
-                "data keys and WhatsApp access tokens re-wrapped under master key {}: {count}",
-                vault.current_master_key_id()
+                "re-wrapped under master key {}: {} in all",
+                vault.current_master_key_id(),
+                done.total()
             );
+            for (table, count) in &done.counts {
+                println!("  {table}: {count}");
+            }
+            for failure in &done.failures {
+                eprintln!("not re-wrapped: {failure}");
+            }
+            if !done.failures.is_empty() {
+                anyhow::bail!(
+                    "{} record(s) could not be re-wrapped and still need their old master key; \
+                     keep it configured until they are dealt with (docs/SECURITY.md)",
+                    done.failures.len()
+                );
+            }
         }
         KeysCommand::Reindex => {
             let vault = settings.vault()?;
