@@ -2,8 +2,8 @@
 //! recomputing phone indexes under a new blind-index key, over a real database.
 
 use crate::helpers::{
-    admin_client, dbname, key_env, phone, processed_everything, vendor_code, wa_id, Chat, TestApp,
-    TEST_KEYS,
+    admin_client, count, dbname, key_env, phone, processed_everything, vendor_code, wa_id,
+    wait_for, Chat, TestApp, TEST_KEYS, WAIT,
 };
 use ledger_core::command::WrappedDataKey;
 use ledger_core::{CustomerId, Event, PhoneNumber, StreamId, TenantId};
@@ -475,5 +475,94 @@ async fn rewrap_covers_every_sealed_whatsapp_record() {
     let after = Vault::from_config(&new_master, &TEST_KEYS.blind_index_key).unwrap();
     assert_eq!(open_whatsapp_records(&owner, &after).await, before);
     assert_eq!(open_all(&app, &after).await, before_customers);
+    app.stop().await;
+}
+
+/// `rewrap` beside a running service: customers keep writing (each message re-seals their
+/// conversation and queues a reply) while it re-wraps in pages of one row. The service keeps
+/// sealing under the old key A but knows the new key B (`A,B`), so it reads rows re-wrapped
+/// under its feet, and as many rows as possible race with the re-wrap. Rows re-sealed
+/// between a page's read and its write are left as written (the guard), so nothing ends up
+/// with a wrapped key that does not match its sealed bytes; a last run after the traffic
+/// picks up the rows written under the old key meanwhile, and the new key alone opens
+/// everything. Races are not forced: with the guard removed this fails only on some runs.
+#[tokio::test]
+async fn rewrap_beside_a_running_service_loses_nothing() {
+    let new_master = format!("rotated:{}", vault::generate_key_base64().unwrap());
+    let service_keys = format!("{},{new_master}", TEST_KEYS.master_keys);
+    let app =
+        TestApp::spawn_with_settings(|settings| settings.master_keys = Some(service_keys)).await;
+    let code = vendor_code(&app, app.tenant_id).await;
+    let chat = Chat::shared(&app);
+    let people: Vec<String> = (0..4).map(|_| phone()).collect();
+    for person in &people {
+        chat.say(person, &format!("JOIN {code}")).await;
+    }
+    // Replies are counted, not opened: the helpers' vault has A alone.
+    let replies = |expected: usize| {
+        let app = &app;
+        async move {
+            let what = format!("{expected} replies");
+            wait_for(WAIT, &what, || async {
+                count(app, "SELECT count(*) FROM whatsapp_outbox").await == expected as i64
+            })
+            .await;
+            processed_everything(app).await;
+        }
+    };
+    replies(people.len()).await;
+
+    let during = Vault::from_config(
+        &format!("{new_master},{}", TEST_KEYS.master_keys),
+        &TEST_KEYS.blind_index_key,
+    )
+    .unwrap();
+    let mut owner = admin_client(&dbname(&app.database_url)).await;
+    let rounds = 10;
+    let traffic = async {
+        for _ in 0..rounds {
+            for person in &people {
+                chat.say(person, "POINTS").await;
+            }
+        }
+    };
+    let rewraps = async {
+        let mut failures = 0;
+        for _ in 0..rounds {
+            let done = loyalty::keys::rewrap_in_pages(&mut owner, &during, 1)
+                .await
+                .unwrap();
+            failures += done.failures.len();
+        }
+        failures
+    };
+    let ((), failures) = tokio::join!(traffic, rewraps);
+    assert_eq!(failures, 0);
+    replies(people.len() * (1 + rounds)).await;
+
+    let last = loyalty::keys::rewrap(&mut owner, &during).await.unwrap();
+    assert!(last.failures.is_empty(), "{:?}", last.failures);
+    assert_eq!(
+        loyalty::keys::rewrap(&mut owner, &during)
+            .await
+            .unwrap()
+            .total(),
+        0
+    );
+    assert!(not_under(&owner, "rotated").await.values().all(|n| *n == 0));
+    let after = Vault::from_config(&new_master, &TEST_KEYS.blind_index_key).unwrap();
+    let opened = open_whatsapp_records(&owner, &after).await;
+    let wa_ids: std::collections::BTreeSet<Vec<u8>> = people
+        .iter()
+        .map(|person| wa_id(person).into_bytes())
+        .collect();
+    let conversations: std::collections::BTreeSet<Vec<u8>> =
+        opened["whatsapp_conversations"].values().cloned().collect();
+    assert_eq!(conversations, wa_ids);
+    assert_eq!(opened["whatsapp_outbox"].len(), people.len() * (1 + rounds));
+    assert!(opened["whatsapp_outbox"]
+        .values()
+        .all(|recipient| wa_ids.contains(recipient)));
+    assert_eq!(open_all(&app, &after).await.len(), people.len());
     app.stop().await;
 }
