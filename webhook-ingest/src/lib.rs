@@ -28,6 +28,7 @@
 //! body reaches a log, a column or an error message in plain text except the business's
 //! `phone_number_id` (personal data and message ids are sealed or digested).
 
+pub mod commit;
 pub mod handshake;
 pub mod inbox;
 pub mod payload;
