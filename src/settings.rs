@@ -223,6 +223,17 @@ pub struct Settings {
     )]
     pub ingest_body_bytes_max: usize,
 
+    /// Committer tasks of the ingest's group commit, each with its own database connection
+    /// (docs/WHATSAPP.md, `### Group commit`).
+    #[arg(
+        long,
+        env = "LOYALTY_INGEST_COMMITTERS",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u16).range(1..=64),
+        global = true
+    )]
+    pub ingest_committers: u16,
+
     /// The platform's shared WhatsApp number (`metadata.phone_number_id`), on which customers
     /// join vendors by code; registered in `whatsapp_numbers` when the conversation
     /// processor starts. Default: the sandbox's shared number.
@@ -623,6 +634,10 @@ impl Settings {
                 self.whatsapp_verify_token.clone().unwrap_or_default(),
             ),
             body_bytes_max: self.ingest_body_bytes_max,
+            commit: webhook_ingest::commit::CommitConfig {
+                committers: usize::from(self.ingest_committers),
+                ..Default::default()
+            },
         })
     }
 

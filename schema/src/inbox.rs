@@ -77,14 +77,33 @@ pub struct Appended {
     pub duplicates: u64,
 }
 
+/// The channel [`append`] notifies (`pg_notify`, empty payload) in the transaction of every
+/// append that stored at least one row: readers `LISTEN` on it and wake at the commit.
+pub const NOTIFY_CHANNEL: &str = "loyalty_inbox";
+
 /// Appends `items` with one statement (so in one transaction, all or nothing), skipping those
-/// whose `dedupe_key` is already stored, including a key repeated within `items`.
+/// whose `dedupe_key` is already stored, including a key repeated within `items`. When at
+/// least one row is stored, the same statement notifies [`NOTIFY_CHANNEL`] once.
 pub async fn append(
     client: &impl deadpool_postgres::GenericClient,
     items: &[NewInboxItem],
 ) -> Result<Appended, tokio_postgres::Error> {
+    let inserted = append_returning_keys(client, items).await?.len() as u64;
+    Ok(Appended {
+        inserted,
+        duplicates: items.len() as u64 - inserted,
+    })
+}
+
+/// [`append`], returning the `dedupe_key` of every row stored now (each once; the keys of
+/// `items` not returned were already stored or repeated): how a caller that appends the
+/// items of several requests at once tells each its own counts.
+pub async fn append_returning_keys(
+    client: &impl deadpool_postgres::GenericClient,
+    items: &[NewInboxItem],
+) -> Result<Vec<String>, tokio_postgres::Error> {
     if items.is_empty() {
-        return Ok(Appended::default());
+        return Ok(Vec::new());
     }
     let kinds: Vec<&str> = items.iter().map(|i| i.kind.as_str()).collect();
     let keys: Vec<&str> = items.iter().map(|i| i.dedupe_key.as_str()).collect();
@@ -98,29 +117,37 @@ pub async fn append(
     let wrapped: Vec<&[u8]> = items.iter().map(|i| i.wrapped_key.as_slice()).collect();
     let sealed: Vec<&[u8]> = items.iter().map(|i| i.sealed.as_slice()).collect();
     // A cached prepared statement: parsing and planning this INSERT on every webhook was
-    // among PostgreSQL's top costs in the ingest benchmark (docs/PERFORMANCE.md).
+    // among PostgreSQL's top costs in the ingest benchmark (docs/PERFORMANCE.md). The
+    // aggregate is one row whatever was inserted, so `pg_notify` runs at most once, and only
+    // when a row was stored (a batch of duplicates wakes nobody); being in the same statement,
+    // the notification is delivered at this transaction's commit and never without it.
     let statement = client
         .prepare_cached(
-            "INSERT INTO whatsapp_inbox \
-               (kind, dedupe_key, wamid_digest, phone_number_id, occurred_at, \
-                master_key_id, wrapped_key, sealed) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], \
-                                  $5::timestamptz[], $6::text[], $7::bytea[], $8::bytea[]) \
-             ON CONFLICT (dedupe_key) DO NOTHING",
+            "WITH inserted AS ( \
+               INSERT INTO whatsapp_inbox \
+                 (kind, dedupe_key, wamid_digest, phone_number_id, occurred_at, \
+                  master_key_id, wrapped_key, sealed) \
+               SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], \
+                                    $5::timestamptz[], $6::text[], $7::bytea[], $8::bytea[]) \
+               ON CONFLICT (dedupe_key) DO NOTHING \
+               RETURNING dedupe_key), \
+             stored AS (SELECT array_agg(dedupe_key) AS keys FROM inserted) \
+             SELECT keys, \
+                    CASE WHEN keys IS NOT NULL \
+                         THEN pg_notify('loyalty_inbox', '')::text END AS notified \
+             FROM stored",
         )
         .await?;
-    let inserted = client
-        .execute(
+    let row = client
+        .query_one(
             &statement,
             &[
                 &kinds, &keys, &digests, &numbers, &occurred, &masters, &wrapped, &sealed,
             ],
         )
         .await?;
-    Ok(Appended {
-        inserted,
-        duplicates: items.len() as u64 - inserted,
-    })
+    let stored: Option<Vec<String>> = row.get(0);
+    Ok(stored.unwrap_or_default())
 }
 
 /// A reader's place in the inbox: `(transaction_id, inbox_id)`, compared as a pair.

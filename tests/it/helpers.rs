@@ -242,6 +242,7 @@ pub fn test_settings(database_url: &str) -> Settings {
         whatsapp_app_secret: Some(WHATSAPP_APP_SECRET.clone()),
         whatsapp_verify_token: Some(WHATSAPP_VERIFY_TOKEN.clone()),
         ingest_body_bytes_max: webhook_ingest::server::BODY_BYTES_MAX_DEFAULT,
+        ingest_committers: 2,
         whatsapp_shared_phone_number_id: "100000000000001".into(),
         whatsapp_shared_display_number: "15550001234".into(),
         whatsapp_inactivity_timeout_minutes: 30,

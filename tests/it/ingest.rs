@@ -714,3 +714,207 @@ async fn a_webhook_answered_200_survives_kill_9_and_an_unanswered_one_is_all_or_
         );
     }
 }
+
+/// `(stored, duplicates)` of a 200 answer.
+async fn counts(response: reqwest::Response) -> (u64, u64) {
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    (
+        answer["stored"].as_u64().unwrap(),
+        answer["duplicates"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn the_same_webhook_posted_twenty_times_at_once_is_stored_once_and_credited_once() {
+    let app = ingest_app().await;
+    let (body, _) = text_messages(1, 0, 0);
+    let keys: Vec<String> = expected_rows(&body).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), 1);
+    let answers = futures_util::future::join_all((0..20).map(|_| {
+        let (base, body) = (app.ingest_address.clone(), body.clone());
+        tokio::spawn(async move { counts(post(&base, &body, Some(&signature(&body))).await).await })
+    }))
+    .await;
+    let mut answers: Vec<(u64, u64)> = answers.into_iter().map(|a| a.unwrap()).collect();
+    answers.sort();
+    let mut expected = vec![(0, 1); 19];
+    expected.push((1, 0));
+    assert_eq!(answers, expected, "exactly one answer stores the message");
+    assert_eq!(stored(&app.database_url, &keys).await.len(), 1);
+    assert_eq!(inbox_count(&app.database_url).await, 1);
+
+    // A body of several items, twenty times at once: every item is credited exactly once
+    // over all the answers, and each answer accounts for every item of its body.
+    let (body, _) = text_messages(4, 3, 0);
+    let items = expected_rows(&body).len() as u64;
+    let answers = futures_util::future::join_all((0..20).map(|_| {
+        let (base, body) = (app.ingest_address.clone(), body.clone());
+        tokio::spawn(async move { counts(post(&base, &body, Some(&signature(&body))).await).await })
+    }))
+    .await;
+    let answers: Vec<(u64, u64)> = answers.into_iter().map(|a| a.unwrap()).collect();
+    assert!(answers.iter().all(|(s, d)| s + d == items), "{answers:?}");
+    assert_eq!(answers.iter().map(|(s, _)| s).sum::<u64>(), items);
+    assert_eq!(inbox_count(&app.database_url).await, 1 + items as i64);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn many_distinct_webhooks_at_once_each_get_their_own_counts() {
+    let app = ingest_app().await;
+    // Body i: i % 4 + 1 fresh messages, and for every third body one of them twice.
+    let bodies: Vec<(Vec<u8>, Vec<String>, u64)> = (0..60)
+        .map(|i| {
+            let (body, wamids) = text_messages(i % 4 + 1, 0, 0);
+            if i % 3 == 0 {
+                let mut value: Value = serde_json::from_slice(&body).unwrap();
+                let messages = value["entry"][0]["changes"][0]["value"]["messages"]
+                    .as_array_mut()
+                    .unwrap();
+                let first = messages[0].clone();
+                messages.push(first);
+                (serde_json::to_vec(&value).unwrap(), wamids, 1)
+            } else {
+                (body, wamids, 0)
+            }
+        })
+        .collect();
+    let answers = futures_util::future::join_all(bodies.iter().map(|(body, _, _)| {
+        let (base, body) = (app.ingest_address.clone(), body.clone());
+        tokio::spawn(async move { counts(post(&base, &body, Some(&signature(&body))).await).await })
+    }))
+    .await;
+    let mut total = 0;
+    for ((body, wamids, repeated), answer) in bodies.iter().zip(answers) {
+        assert_eq!(
+            answer.unwrap(),
+            (wamids.len() as u64, *repeated),
+            "counts of a body"
+        );
+        let keys: Vec<String> = distinct(expected_rows(body))
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys.len(), wamids.len());
+        assert_eq!(stored(&app.database_url, &keys).await.len(), keys.len());
+        total += keys.len() as i64;
+    }
+    assert_eq!(inbox_count(&app.database_url).await, total);
+    // The ingest really grouped them: fewer transactions than bodies.
+    let transactions: i64 = admin_client(&dbname(&app.database_url))
+        .await
+        .query_one(
+            "SELECT count(DISTINCT transaction_id) FROM whatsapp_inbox",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        transactions < bodies.len() as i64,
+        "{transactions} transactions for {} bodies",
+        bodies.len()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_the_database_refuses_is_a_503_for_every_body_and_stores_nothing() {
+    let app = ingest_app().await;
+    let admin = admin_client(&dbname(&app.database_url)).await;
+    // Only in this test's database: the platform role may no longer insert into the inbox.
+    admin
+        .batch_execute("REVOKE INSERT ON whatsapp_inbox FROM loyalty_platform")
+        .await
+        .unwrap();
+    let bodies: Vec<Vec<u8>> = (0..10).map(|i| text_messages(i % 3 + 1, 1, 0).0).collect();
+    let answers = futures_util::future::join_all(bodies.iter().map(|body| {
+        let (base, body) = (app.ingest_address.clone(), body.clone());
+        tokio::spawn(async move { post(&base, &body, Some(&signature(&body))).await })
+    }))
+    .await;
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert_eq!(answer.status(), 503);
+        assert!(answer.headers().contains_key("retry-after"));
+        assert_eq!(answer.headers()["content-type"], "application/problem+json");
+    }
+    assert_eq!(inbox_count(&app.database_url).await, 0);
+    // Meta's retries succeed once the database takes the rows again.
+    admin
+        .batch_execute("GRANT INSERT ON whatsapp_inbox TO loyalty_platform")
+        .await
+        .unwrap();
+    for body in &bodies {
+        let items = distinct(expected_rows(body)).len() as u64;
+        assert_eq!(counts(post_signed(&app, body).await).await, (items, 0));
+    }
+    let metrics = reqwest::get(format!("{}/metrics", app.ingest_address))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("loyalty_whatsapp_ingest_store_failures_total 10"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_append_that_stores_a_row_notifies_loyalty_inbox_once_and_duplicates_do_not() {
+    use futures_util::StreamExt;
+    let database_url = fresh_database().await;
+    let (listener, mut connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (notified, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = notified.send((n.channel().to_owned(), n.payload().to_owned()));
+            }
+        }
+    });
+    listener
+        .batch_execute("LISTEN loyalty_inbox")
+        .await
+        .unwrap();
+    let settings = test_settings(&database_url);
+    let pool = schema::db::pool(&settings.platform_db()).unwrap();
+    let client = pool.get().await.unwrap();
+    let vault = test_vault();
+    let (body, _) = text_messages(3, 2, 0);
+    let items = items_of(&parse(&body).unwrap(), &vault).unwrap();
+    let appended = schema::inbox::append(&client, &items).await.unwrap();
+    assert_eq!((appended.inserted, appended.duplicates), (5, 0));
+    let first = tokio::time::timeout(Duration::from_secs(5), notifications.recv())
+        .await
+        .expect("no notification after an append that stored rows");
+    assert_eq!(
+        first,
+        Some((schema::inbox::NOTIFY_CHANNEL.to_owned(), String::new()))
+    );
+    // All duplicates: nothing stored, nobody woken.
+    let appended = schema::inbox::append(&client, &items).await.unwrap();
+    assert_eq!((appended.inserted, appended.duplicates), (0, 5));
+    // One more that stores: exactly one notification for it (none for the duplicates).
+    let (body, _) = text_messages(2, 0, 0);
+    let more = items_of(&parse(&body).unwrap(), &vault).unwrap();
+    assert_eq!(
+        schema::inbox::append_returning_keys(&client, &more)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let second = tokio::time::timeout(Duration::from_secs(5), notifications.recv())
+        .await
+        .expect("no notification after the second append that stored rows");
+    assert!(second.is_some());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        notifications.try_recv().is_err(),
+        "more than one notification per append that stored rows"
+    );
+}

@@ -170,12 +170,35 @@ impl Envelope {
         Envelope(map)
     }
 
-    /// The envelope with the item under `key`, as JSON bytes.
+    /// The envelope with the item under `key`, as JSON bytes: written straight from
+    /// references (no copy of the envelope or the item), the item's key last.
     fn with(&self, key: &str, item: &Value) -> Vec<u8> {
-        let mut map = self.0.clone();
-        map.insert(key.into(), item.clone());
-        // Serialising a `Value` cannot fail (its keys are strings).
-        serde_json::to_vec(&Value::Object(map)).unwrap_or_default()
+        // Serialising `Value`s under string keys cannot fail.
+        serde_json::to_vec(&WithItem {
+            envelope: &self.0,
+            key,
+            item,
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// An [`Envelope`] and one item, serialised as one JSON object.
+struct WithItem<'a> {
+    envelope: &'a Map<String, Value>,
+    key: &'a str,
+    item: &'a Value,
+}
+
+impl serde::Serialize for WithItem<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.envelope.len() + 1))?;
+        for (key, value) in self.envelope {
+            map.serialize_entry(key, value)?;
+        }
+        map.serialize_entry(self.key, self.item)?;
+        map.end()
     }
 }
 

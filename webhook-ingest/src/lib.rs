@@ -18,16 +18,19 @@
 //!   `entry[]`, `changes[]`, message, status and user preference; unknown kinds kept).
 //! - [`inbox`]: from a parsed body to sealed inbox rows with their de-duplication
 //!   keys (`schema::inbox` stores them).
+//! - [`commit`]: the group commit: the items of many concurrent bodies appended in one
+//!   statement and one transaction, each request answered with its own counts after it.
 //! - [`server`]: the endpoint (`GET`/`POST /webhooks/whatsapp`): signature before
-//!   parsing, body limit, one transaction per body, 200 only after the commit.
+//!   parsing, body limit, the group commit, 200 only after the commit.
 //!
-//! Reading order: [`signature`], [`handshake`], [`payload`], [`inbox`], [`server`].
+//! Reading order: [`signature`], [`handshake`], [`payload`], [`inbox`], [`commit`], [`server`].
 //!
 //! Architecture invariants: a body is never parsed before its signature is verified;
 //! a webhook is answered 200 only after every item of it is committed; nothing from a
 //! body reaches a log, a column or an error message in plain text except the business's
 //! `phone_number_id` (personal data and message ids are sealed or digested).
 
+pub mod commit;
 pub mod handshake;
 pub mod inbox;
 pub mod payload;

@@ -471,28 +471,76 @@ pub fn parse(body: &[u8]) -> Result<WebhookBatch, ParseError> {
         line: e.line(),
         column: e.column(),
     })?;
-    parse_value(&root)
+    parse_owned(root)
+}
+
+/// [`parse_value`] of a tree the parser may take apart: each change's `value` is moved into
+/// [`Change::raw_value`] instead of copied (the same result, one deep copy fewer per change).
+fn parse_owned(mut root: Value) -> Result<WebhookBatch, ParseError> {
+    // The borrowed parser checks the shape and gives the same errors; this pass only moves.
+    check_root(&root)?;
+    let entries = take_array(&mut root, "entry");
+    let entries = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| parse_entry_owned(entry, &format!("entry[{i}]")))
+        .collect::<Result<_, _>>()?;
+    Ok(WebhookBatch { entries })
+}
+
+/// The array at `key` of an object, moved out (empty when absent or not an array: callers
+/// have checked the shape).
+fn take_array(value: &mut Value, key: &str) -> Vec<Value> {
+    match value.as_object_mut().and_then(|map| map.remove(key)) {
+        Some(Value::Array(values)) => values,
+        _ => Vec::new(),
+    }
+}
+
+fn parse_entry_owned(mut entry: Value, path: &str) -> Result<Entry, ParseError> {
+    let entry_map = object(&entry, path)?;
+    let waba_id = id_like(entry_map, "id", path)?.unwrap_or_default();
+    array(entry_map, "changes", path)?;
+    let changes = take_array(&mut entry, "changes")
+        .into_iter()
+        .enumerate()
+        .map(|(i, change)| parse_change_owned(change, &format!("{path}.changes[{i}]")))
+        .collect::<Result<_, _>>()?;
+    Ok(Entry { waba_id, changes })
+}
+
+fn parse_change_owned(mut change: Value, path: &str) -> Result<Change, ParseError> {
+    let raw_value = change
+        .as_object_mut()
+        .and_then(|map| map.remove("value"))
+        .unwrap_or(Value::Null);
+    change_with_value(object(&change, path)?, raw_value, path)
 }
 
 /// Parses an already decoded body.
 pub fn parse_value(root: &Value) -> Result<WebhookBatch, ParseError> {
-    let root = root.as_object().ok_or(ParseError::NotWhatsApp)?;
-    match root.get("object") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(object)) if object == WHATSAPP_OBJECT => {}
-        Some(_) => return Err(ParseError::NotWhatsApp),
-    }
-    let entries = match root.get("entry") {
-        Some(Value::Array(entries)) => entries,
-        Some(_) => return Err(wrong("entry", "an array")),
-        None => return Err(ParseError::NotWhatsApp),
-    };
+    let entries = check_root(root)?;
     let entries = entries
         .iter()
         .enumerate()
         .map(|(i, entry)| parse_entry(entry, &format!("entry[{i}]")))
         .collect::<Result<_, _>>()?;
     Ok(WebhookBatch { entries })
+}
+
+/// The root's `entry` array, once the root is a WhatsApp webhook.
+fn check_root(root: &Value) -> Result<&Vec<Value>, ParseError> {
+    let root = root.as_object().ok_or(ParseError::NotWhatsApp)?;
+    match root.get("object") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(object)) if object == WHATSAPP_OBJECT => {}
+        Some(_) => return Err(ParseError::NotWhatsApp),
+    }
+    match root.get("entry") {
+        Some(Value::Array(entries)) => Ok(entries),
+        Some(_) => Err(wrong("entry", "an array")),
+        None => Err(ParseError::NotWhatsApp),
+    }
 }
 
 fn parse_entry(entry: &Value, path: &str) -> Result<Entry, ParseError> {
@@ -508,8 +556,17 @@ fn parse_entry(entry: &Value, path: &str) -> Result<Entry, ParseError> {
 
 fn parse_change(change: &Value, path: &str) -> Result<Change, ParseError> {
     let change_map = object(change, path)?;
-    let field = Field::parse(&string(change_map, "field", path)?.unwrap_or_default());
     let raw_value = change_map.get("value").cloned().unwrap_or(Value::Null);
+    change_with_value(change_map, raw_value, path)
+}
+
+/// A change from its map (for `field`) and its `value`, taken out of it or copied.
+fn change_with_value(
+    change_map: &Map<String, Value>,
+    raw_value: Value,
+    path: &str,
+) -> Result<Change, ParseError> {
+    let field = Field::parse(&string(change_map, "field", path)?.unwrap_or_default());
     let mut parsed = Change {
         field,
         metadata: None,

@@ -9,15 +9,19 @@
 //!    nothing is stored for a refused request;
 //! 4. parse; a body that does not parse becomes one sealed `unparsed` row (Meta would
 //!    otherwise retry it for a week), with a warning that holds no content;
-//! 5. seal every item and append them all in one statement (one transaction, all or
-//!    nothing), skipping items already stored (`ON CONFLICT (dedupe_key) DO NOTHING`);
-//! 6. only after the commit, answer 200. A database that cannot be reached (or takes longer
-//!    than [`STORE_TIMEOUT`]) → 503 and Meta retries; nothing is half-stored.
+//! 5. seal every item and hand them to the group commit ([`crate::commit`]): they are
+//!    appended with the items of other concurrent webhooks in one statement (one
+//!    transaction, all or nothing), skipping items already stored
+//!    (`ON CONFLICT (dedupe_key) DO NOTHING`); the answer counts this body's items only;
+//! 6. only after the commit, answer 200. A database that cannot be reached, a batch that
+//!    fails, or a wait (queue included) longer than [`STORE_TIMEOUT`] → 503 and Meta
+//!    retries; nothing is half-stored.
 //!
 //! No content of a signed body can produce a 5xx: the parser turns anything into items or
 //! an `unparsed` row, and values that PostgreSQL would refuse never reach a column in the
 //! clear (see [`crate::inbox`]).
 
+use crate::commit::{CommitConfig, CommitQueue};
 use crate::handshake::verify_subscription;
 use crate::inbox::{items_of, unparsed_item};
 use crate::payload::parse;
@@ -27,7 +31,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use futures_util::StreamExt;
 use ledger_api::problem::{Problem, JSON_CONTENT_TYPE, PROBLEM_CONTENT_TYPE};
-use schema::inbox::{Appended, NewInboxItem};
+use schema::inbox::NewInboxItem;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::TcpListener;
@@ -73,6 +77,8 @@ pub struct IngestConfig {
     pub verify_token: VerifyToken,
     /// Largest body accepted; larger ones are refused with 413 before being buffered.
     pub body_bytes_max: usize,
+    /// The group commit's committers, batch and queue sizes.
+    pub commit: CommitConfig,
 }
 
 /// Counters of what the ingest did, since the process started (Prometheus text at
@@ -179,11 +185,27 @@ impl IngestState {
     }
 }
 
-/// Builds and starts the ingest server on an already-bound listener (port 0 in tests).
-/// Returns the running server; stop it with `server.handle().stop(true)`. Installs no
-/// signal handlers. Must be called inside a tokio (or actix) runtime.
+/// What the handlers share: the state and the group commit's queue.
+struct Ingest {
+    state: IngestState,
+    commits: CommitQueue,
+}
+
+impl std::ops::Deref for Ingest {
+    type Target = IngestState;
+    fn deref(&self) -> &IngestState {
+        &self.state
+    }
+}
+
+/// Builds and starts the ingest server on an already-bound listener (port 0 in tests), and
+/// its committer tasks on the current tokio runtime (they stop once the server is dropped,
+/// after answering what is queued). Returns the running server; stop it with
+/// `server.handle().stop(true)`. Installs no signal handlers. Must be called inside a tokio
+/// (or actix) runtime.
 pub fn serve(listener: TcpListener, state: IngestState, workers: usize) -> std::io::Result<Server> {
-    let state = web::Data::new(state);
+    let (commits, _committers) = CommitQueue::spawn(state.pool.clone(), state.config.commit);
+    let state = web::Data::new(Ingest { state, commits });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -220,7 +242,7 @@ pub fn serve(listener: TcpListener, state: IngestState, workers: usize) -> std::
 
 /// `GET /webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`
 async fn handshake(
-    state: web::Data<IngestState>,
+    state: web::Data<Ingest>,
     query: web::Query<HashMap<String, String>>,
 ) -> HttpResponse {
     let get = |key: &str| query.get(key).map(String::as_str);
@@ -258,7 +280,7 @@ async fn handshake(
 /// `POST /webhooks/whatsapp`: see the module docs for the order of the steps.
 #[tracing::instrument(name = "whatsapp_webhook", skip_all, fields(bytes, items, stored))]
 async fn receive(
-    state: web::Data<IngestState>,
+    state: web::Data<Ingest>,
     request: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
@@ -297,27 +319,27 @@ async fn receive(
         }
     };
     tracing::Span::current().record("items", items.len());
-    match tokio::time::timeout(STORE_TIMEOUT, store(&state.pool, &items)).await {
+    match tokio::time::timeout(STORE_TIMEOUT, state.commits.submit(items)).await {
         Ok(Ok(appended)) => {
-            tracing::Span::current().record("stored", appended.inserted);
+            tracing::Span::current().record("stored", appended.stored);
             let metrics = &state.metrics;
             metrics.bodies_accepted.fetch_add(1, Ordering::Relaxed);
             metrics
                 .items_stored
-                .fetch_add(appended.inserted, Ordering::Relaxed);
+                .fetch_add(appended.stored, Ordering::Relaxed);
             metrics
                 .items_duplicate
                 .fetch_add(appended.duplicates, Ordering::Relaxed);
-            HttpResponse::Ok().content_type(JSON_CONTENT_TYPE).body(
-                serde_json::json!({
-                    "stored": appended.inserted,
-                    "duplicates": appended.duplicates,
-                })
-                .to_string(),
-            )
+            HttpResponse::Ok()
+                .content_type(JSON_CONTENT_TYPE)
+                .body(format!(
+                    r#"{{"stored":{},"duplicates":{}}}"#,
+                    appended.stored, appended.duplicates
+                ))
         }
         Ok(Err(error)) => {
-            tracing::error!(%error, "appending webhook items failed");
+            // The committer logged the database's reason once for the whole batch.
+            tracing::debug!(%error, "webhook items not committed");
             unavailable(&state, "the webhook could not be stored; retry later")
         }
         Err(_) => {
@@ -344,19 +366,6 @@ fn seal_items(state: &IngestState, body: &[u8]) -> Result<Vec<NewInboxItem>, vau
             Ok(vec![unparsed_item(body, &state.vault)?])
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum StoreError {
-    #[error("no database connection: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database error: {0}")]
-    Database(#[from] tokio_postgres::Error),
-}
-
-async fn store(pool: &schema::Pool, items: &[NewInboxItem]) -> Result<Appended, StoreError> {
-    let client = pool.get().await?;
-    Ok(schema::inbox::append(&client, items).await?)
 }
 
 /// The raw body, at most `limit` bytes; a larger body is a 413, whether its
@@ -441,7 +450,7 @@ async fn health() -> HttpResponse {
         .body(r#"{"status":"ok"}"#)
 }
 
-async fn metrics(state: web::Data<IngestState>) -> HttpResponse {
+async fn metrics(state: web::Data<Ingest>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

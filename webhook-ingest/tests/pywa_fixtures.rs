@@ -111,6 +111,21 @@ fn every_case_round_trips() {
 }
 
 #[test]
+fn every_case_parses_the_same_from_bytes_and_from_a_tree() {
+    for case in cases() {
+        let tree: serde_json::Value = serde_json::from_slice(&case.body).unwrap();
+        let from_bytes = webhook_ingest::payload::parse(&case.body);
+        assert!(from_bytes.is_ok(), "{}: {from_bytes:?}", case.name);
+        assert_eq!(
+            from_bytes,
+            webhook_ingest::payload::parse_value(&tree),
+            "{}",
+            case.name
+        );
+    }
+}
+
+#[test]
 fn every_case_rejects_a_flipped_byte() {
     let secret = secret();
     for case in cases() {

@@ -487,7 +487,10 @@ fn wrong_types_in_needed_fields_are_typed_errors_with_paths() {
         ("not an object", json!([1, 2]), ParseError::NotWhatsApp),
     ];
     for (name, body, expected) in cases {
-        assert_eq!(parse_value(&body), Err(expected), "{name}");
+        assert_eq!(parse_value(&body), Err(expected.clone()), "{name}");
+        // The bytes parser takes the tree apart instead of copying it: same errors.
+        let bytes = serde_json::to_vec(&body).unwrap();
+        assert_eq!(parse(&bytes), Err(expected), "{name}: from bytes");
     }
 }
 
