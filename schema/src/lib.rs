@@ -17,6 +17,7 @@ pub mod migrate;
 pub mod rewards;
 pub mod store;
 pub mod tenancy;
+pub mod wake;
 pub mod writer;
 
 pub use db::{DbSettings, Pool};
