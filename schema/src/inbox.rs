@@ -99,8 +99,12 @@ pub async fn append(
     let sealed: Vec<&[u8]> = items.iter().map(|i| i.sealed.as_slice()).collect();
     // A cached prepared statement: parsing and planning this INSERT on every webhook was
     // among PostgreSQL's top costs in the ingest benchmark (docs/PERFORMANCE.md).
-    // When it inserted rows it also notifies `wake::INBOX_CHANNEL` (delivered at commit)
-    // so the conversation processor starts at once instead of at its next poll.
+    // When it inserted a message or a preference it also notifies `wake::INBOX_CHANNEL`
+    // (delivered at commit) so the conversation processor starts at once instead of at its
+    // next poll. Statuses do not notify: PostgreSQL serializes the commits of notifying
+    // transactions (a global lock held across the commit's WAL flush), and notifying for
+    // the ~3 statuses per reply collapsed the ingest at 500 msg/s (appends over 10 s); no
+    // one waits on a status (the notifier's status loop polls).
     let statement = client
         .prepare_cached(
             "WITH inserted AS ( \
@@ -110,10 +114,12 @@ pub async fn append(
                SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], \
                                     $5::timestamptz[], $6::text[], $7::bytea[], $8::bytea[]) \
                ON CONFLICT (dedupe_key) DO NOTHING \
-               RETURNING 1), \
-             counted AS (SELECT count(*) AS n FROM inserted) \
+               RETURNING kind), \
+             counted AS (SELECT count(*) AS n, \
+                                count(*) FILTER (WHERE kind IN ('message', 'preference')) AS wake \
+                           FROM inserted) \
              SELECT n FROM counted \
-             LEFT JOIN LATERAL (SELECT pg_notify('loyalty_inbox', '') WHERE counted.n > 0) \
+             LEFT JOIN LATERAL (SELECT pg_notify('loyalty_inbox', '') WHERE counted.wake > 0) \
                AS notified ON true",
         )
         .await?;
