@@ -296,6 +296,11 @@ pub async fn start_with_sandbox(
             writer: writer.clone(),
             vault: Arc::new(settings.vault()?),
             settings: settings.conversations(),
+            wake: schema::wake::Wake::listen(
+                schema::db::config(&settings.platform_db()).context("the platform database URL")?,
+                schema::wake::INBOX_CHANNEL,
+                shutdown_signal.clone(),
+            ),
         };
         tasks.push((
             "conversations",
@@ -312,10 +317,16 @@ pub async fn start_with_sandbox(
         );
         tasks.push((
             "notifier",
-            tokio::spawn(whatsapp_notifier::run(
+            tokio::spawn(whatsapp_notifier::run_with_wake(
                 platform_pool.clone(),
                 Arc::new(settings.vault()?),
                 config,
+                schema::wake::Wake::listen(
+                    schema::db::config(&settings.platform_db())
+                        .context("the platform database URL")?,
+                    schema::wake::OUTBOX_CHANNEL,
+                    shutdown_signal.clone(),
+                ),
                 shutdown_signal.clone(),
             )),
         ));

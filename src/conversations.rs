@@ -2,9 +2,11 @@
 //! tenant, steps the pure conversation machine (`ledger_core::conversation`), executes its
 //! effects and queues the replies in `whatsapp_outbox` for the notifier.
 //!
-//! Reading order: [`run`] (leadership, the loop), [`Processor::process`] (one inbox item:
-//! open, route, load, step, effects, store), [`ledger`] (the commands and reads that need
-//! the ledger). The tables are `V5__whatsapp_conversations.sql`'s.
+//! Reading order: [`run`] (leadership, the loop: woken by `loyalty_inbox` notifications,
+//! a batch at a time), `Processor::process_batch` (open, route, group by conversation, run
+//! conversations concurrently), `Turn::run` (one message: step, effects),
+//! `Processor::store_batch` (the batch's one transaction), [`ledger`] (the commands and
+//! reads that need the ledger). The tables are `V5__whatsapp_conversations.sql`'s.
 //!
 //! # Routing
 //!
@@ -13,48 +15,61 @@
 //! not in the table is never routed: the item is skipped, logged without content. On the
 //! shared number the tenant is the conversation's current vendor, joined by vendor code.
 //!
+//! # Batches
+//!
+//! The loop reads up to `batch_size_max` `message`/`preference` rows (the cursor passes the
+//! other kinds unread), groups them by conversation (customer digest, business number) and
+//! runs different conversations concurrently (at most `concurrency`), while one
+//! conversation's messages run strictly in inbox order, its state carried in memory from one
+//! to the next. Routing and tenant folds are cached for the batch; the states are loaded in
+//! one query.
+//!
 //! # Exactly once
 //!
 //! An inbox row is unique per wamid (the ingest's `dedupe_key`), however often Meta delivers
-//! it. For each row, in this order:
+//! it. For each batch, in this order:
 //!
-//! 1. ledger commands (enrolment, redemption) go through the group-commit writer with an
-//!    idempotency key derived from the row (`wa:<dedupe key>:enrol|redeem`) and a request hash
-//!    of what the customer asked; the reply is rendered from the writer's answer;
-//! 2. ONE platform transaction stores the new conversation state, the member rows, the
+//! 1. every row's ledger commands (enrolment, redemption) go through the group-commit writer
+//!    with an idempotency key derived from the row (`wa:<dedupe key>:enrol|redeem`) and a
+//!    request hash of what the customer asked; the reply is rendered from the writer's answer;
+//! 2. ONE platform transaction stores every conversation's new state, the member rows, the
 //!    replies (`whatsapp_outbox`, `dedupe_key` `reply:<dedupe key>:<n>`, `ON CONFLICT DO
-//!    NOTHING`) and advances the cursor past the row.
+//!    NOTHING`, and a `loyalty_outbox` notification) and advances the cursor past the batch.
 //!
-//! A crash between 1 and 2 leaves the cursor before the row: the row is processed again from
-//! the same stored state, so `step` asks for the same commands, the writer replays their
-//! stored answers (the same customer, the same redemption code; nothing is written twice)
-//! and the replies are the same. A crash after 2 never sees the row again. A reply therefore
-//! is queued once and a command takes effect once; the only repeat is harmless reads. (If a
-//! redemption's reward is retired between the crash and the replay, the replay still
-//! answers with the stored code: the key, not the catalogue, decides.)
+//! A crash between 1 and 2 (after any subset of the batch's commands: conversations run
+//! concurrently) leaves the cursor before the batch and nothing of it stored: the batch is
+//! processed again from the same stored states, each conversation's messages in the same
+//! order, so `step` asks for the same commands, the writer replays their stored answers (the
+//! same customer, the same redemption code; nothing is written twice) and the replies are
+//! the same. Replaying a batch therefore repeats nothing. A crash after 2 never sees the
+//! batch again. A reply is queued once and a command takes effect once; the only repeat is
+//! harmless reads. (If a redemption's reward is retired between the crash and the replay, the
+//! replay still answers with the stored code: the key, not the catalogue, decides.)
 //!
-//! One processor leads (a session advisory lock), so rows are handled in inbox order and a
-//! customer's messages one after the other. Transient failures (database, writer) retry the
-//! same row with backoff; a row that can never succeed (undecryptable, no sender, a corrupt
+//! One processor leads (a session advisory lock), so batches are handled in inbox order and
+//! a customer's messages one after the other. Transient failures (database, writer) retry
+//! the batch with backoff; a row that can never succeed (undecryptable, no sender, a corrupt
 //! stored answer) is logged without content and skipped.
 
 pub mod ledger;
 
 use chrono::{DateTime, TimeZone, Utc};
 use deadpool_postgres::Object;
+use futures_util::{StreamExt, TryStreamExt};
 use ledger::LedgerError;
 use ledger_core::conversation::render::{self, PointsFacts, RewardsFacts};
 use ledger_core::conversation::{
     self, Context, ConversationState, Effect, Inbound, Input, MarketingPreference, OutgoingMessage,
     Routing, Vendor,
 };
+use ledger_core::TenantState;
 use ledger_core::{CustomerId, TenantId};
 use projections::Shutdown;
 use schema::inbox::{InboxKind, InboxPosition, InboxRow};
 use schema::writer::WriterHandle;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 use vault::{SealedRecord, Vault};
@@ -120,7 +135,10 @@ pub struct ProcessorSettings {
     /// A menu position older than this goes back to the start.
     pub inactivity_timeout: chrono::Duration,
     pub batch_size_max: i64,
-    /// How often to look at the inbox when idle.
+    /// Conversations of a batch processed at the same time.
+    pub concurrency: usize,
+    /// How often to look at the inbox when idle and not woken (a fallback: the processor
+    /// is woken by `Processor::wake`).
     pub poll_interval: Duration,
     pub retry_delay_max: Duration,
 }
@@ -134,7 +152,8 @@ impl ProcessorSettings {
                 conversation::INACTIVITY_TIMEOUT_DEFAULT_MINUTES,
             ),
             batch_size_max: 100,
-            poll_interval: Duration::from_millis(50),
+            concurrency: 16,
+            poll_interval: Duration::from_millis(500),
             retry_delay_max: Duration::from_secs(5),
         }
     }
@@ -149,6 +168,8 @@ pub struct Processor {
     pub writer: WriterHandle,
     pub vault: Arc<Vault>,
     pub settings: ProcessorSettings,
+    /// Wake-ups on `schema::wake::INBOX_CHANNEL` (or `Wake::none()`: poll only).
+    pub wake: schema::wake::Wake,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,12 +207,13 @@ pub async fn run(processor: Arc<Processor>, mut shutdown: Shutdown) {
     }
 }
 
-/// What one item came to, for the loop and the tests' logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Handled {
-    Processed { replies: usize },
-    Skipped(&'static str),
-}
+/// The kinds of inbox rows the processor acts on; the rest are read past, not read.
+const KINDS: [InboxKind; 2] = [InboxKind::Message, InboxKind::Preference];
+
+/// Retries of an empty read right after a wake-up (the woken-for row may be held back by an
+/// older transaction still open), each after `WOKEN_RETRY_DELAY` × 2^n.
+const WOKEN_RETRIES: u32 = 4;
+const WOKEN_RETRY_DELAY: Duration = Duration::from_millis(3);
 
 impl Processor {
     async fn lead(&self, shutdown: &mut Shutdown) -> Result<(), ProcessError> {
@@ -213,57 +235,50 @@ impl Processor {
         tracing::info!("conversation processor is the leader");
         self.seed_shared_number(&session).await?;
         let mut cursor = load_cursor(&session).await?;
+        // Where the stored cursor is; the one in memory may be ahead (past rows of other
+        // kinds), and is stored with the next batch or when idle.
+        let mut stored = cursor;
+        let mut woken_retries = WOKEN_RETRIES;
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            let batch =
-                schema::inbox::read_after(&*session, cursor, self.settings.batch_size_max).await?;
-            if batch.is_empty() {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.settings.poll_interval) => {}
+            let read = schema::inbox::read_kinds_after(
+                &session,
+                cursor,
+                &KINDS,
+                self.settings.batch_size_max,
+            )
+            .await?;
+            if read.rows.is_empty() {
+                cursor = cursor.max(read.scanned_to);
+                if woken_retries < WOKEN_RETRIES {
+                    tokio::time::sleep(WOKEN_RETRY_DELAY * 2u32.pow(woken_retries)).await;
+                    woken_retries += 1;
+                    continue;
+                }
+                let woken = tokio::select! {
+                    woken = self.wake.wait(self.settings.poll_interval) => woken,
                     _ = projections::stopped(shutdown) => return Ok(()),
+                };
+                if woken {
+                    woken_retries = 0;
+                } else if cursor > stored {
+                    self.store_batch(&mut session, cursor, Vec::new(), 0)
+                        .await?;
+                    stored = cursor;
                 }
                 continue;
             }
-            // Rows with nothing to write (delivery statuses, most of the inbox under load)
-            // do not each get a commit: the cursor moves past them with the next row that
-            // has work, or once at the end of the batch. Re-reading them after a crash only
-            // skips them again.
-            let mut skipped_since_store = 0;
-            for row in &batch {
-                let work = match self.process(row).await {
-                    Ok(work) => work,
-                    Err(ProcessError::Ledger(LedgerError::Permanent(reason))) => {
-                        tracing::error!(inbox_id = row.position.inbox_id, %reason, "inbox item skipped");
-                        Work::skipped("permanent failure")
-                    }
-                    Err(error) => return Err(error),
-                };
-                let handled = work.handled;
-                if work.conversation.is_some() {
-                    self.store(&mut session, row.position, work, skipped_since_store + 1)
-                        .await?;
-                    skipped_since_store = 0;
-                } else {
-                    skipped_since_store += 1;
-                }
-                tracing::debug!(
-                    inbox_id = row.position.inbox_id,
-                    ?handled,
-                    "inbox item handled"
-                );
-                cursor = row.position;
-            }
-            if skipped_since_store > 0 {
-                self.store(
-                    &mut session,
-                    cursor,
-                    Work::skipped("nothing to write"),
-                    skipped_since_store,
-                )
+            let rows = read.rows.len() as i64;
+            let writes = self.process_batch(&read.rows).await?;
+            self.store_batch(&mut session, read.scanned_to, writes, rows)
                 .await?;
-            }
+            cursor = read.scanned_to;
+            stored = cursor;
+            // More may be waiting (a full batch, or rows committed meanwhile): read again
+            // at once.
+            woken_retries = WOKEN_RETRIES;
         }
     }
 
@@ -288,15 +303,142 @@ impl Processor {
         Ok(())
     }
 
-    /// One inbox item up to (not including) its final transaction.
-    async fn process(&self, row: &InboxRow) -> Result<Work, ProcessError> {
+    /// A batch of inbox rows up to (not including) its transaction: rows opened and
+    /// grouped by conversation; conversations run concurrently (at most
+    /// `settings.concurrency`), each one's messages strictly in inbox order with the state
+    /// carried in memory. Returns one write per conversation with something to store.
+    async fn process_batch(
+        &self,
+        rows: &[InboxRow],
+    ) -> Result<Vec<ConversationWrite>, ProcessError> {
+        let caches = BatchCaches::default();
+        let mut groups: Vec<Group> = Vec::new();
+        let mut index: HashMap<([u8; 32], String), usize> = HashMap::new();
+        for row in rows {
+            let prepared = match self.prepare(row, &caches).await {
+                Ok(Ok(prepared)) => prepared,
+                Ok(Err(why)) => {
+                    tracing::debug!(inbox_id = row.position.inbox_id, why, "inbox item skipped");
+                    continue;
+                }
+                Err(ProcessError::Ledger(LedgerError::Permanent(reason))) => {
+                    tracing::error!(inbox_id = row.position.inbox_id, %reason, "inbox item skipped");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let key = (prepared.digest, prepared.phone_number_id.clone());
+            match index.get(&key) {
+                Some(&at) => groups[at].items.push(prepared),
+                None => {
+                    index.insert(key, groups.len());
+                    groups.push(Group {
+                        state: ConversationState::default(),
+                        items: vec![prepared],
+                    });
+                }
+            }
+        }
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut states = self.load_states(&groups).await?;
+        for group in &mut groups {
+            let first = &group.items[0];
+            if let Some(state) = states.remove(&(first.digest, first.phone_number_id.clone())) {
+                group.state = state;
+            }
+        }
+        let caches = &caches;
+        let writes: Vec<Option<ConversationWrite>> = futures_util::stream::iter(
+            groups
+                .into_iter()
+                .map(|group| self.run_group(group, caches)),
+        )
+        .buffer_unordered(self.settings.concurrency.max(1))
+        .try_collect()
+        .await?;
+        Ok(writes.into_iter().flatten().collect())
+    }
+
+    /// One conversation's messages of a batch, in order.
+    async fn run_group(
+        &self,
+        group: Group,
+        caches: &BatchCaches,
+    ) -> Result<Option<ConversationWrite>, ProcessError> {
+        let Group { mut state, items } = group;
+        let mut customers = HashMap::new();
+        let mut write: Option<ConversationWrite> = None;
+        for item in items {
+            let context = Context {
+                routing: item.routing.clone(),
+                inactivity_timeout: self.settings.inactivity_timeout,
+            };
+            let mut turn = Turn {
+                processor: self,
+                row: &item.row,
+                sender: &item.sender,
+                digest: item.digest,
+                caches,
+                customers: &mut customers,
+                members: Vec::new(),
+                replies: Vec::new(),
+            };
+            let next = match turn.run(state.clone(), &context).await {
+                Ok(next) => next,
+                Err(ProcessError::Ledger(LedgerError::Permanent(reason))) => {
+                    tracing::error!(inbox_id = item.row.position.inbox_id, %reason, "inbox item skipped");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let Turn {
+                members, replies, ..
+            } = turn;
+            tracing::debug!(
+                inbox_id = item.row.position.inbox_id,
+                replies = replies.len(),
+                "inbox item handled"
+            );
+            state = next;
+            let write = write.get_or_insert_with(|| ConversationWrite {
+                digest: item.digest,
+                phone_number_id: item.phone_number_id.clone(),
+                wa_id: item.sender.wa_id.clone(),
+                state: state.clone(),
+                last_inbound_at: item.at_fallback,
+                members: Vec::new(),
+                replies: Vec::new(),
+            });
+            write.state = state.clone();
+            write.last_inbound_at = write.last_inbound_at.max(item.at_fallback);
+            write.members.extend(members);
+            let tenant = state.current().map(|v| v.tenant().as_uuid());
+            for (n, reply) in replies.into_iter().enumerate() {
+                write.replies.push(QueuedReply {
+                    dedupe_key: format!("reply:{}:{n}", item.row.dedupe_key),
+                    tenant,
+                    message: reply,
+                });
+            }
+        }
+        Ok(write)
+    }
+
+    /// Opens and routes one inbox row; `Ok(Err(why))` when it is to be skipped.
+    async fn prepare(
+        &self,
+        row: &InboxRow,
+        caches: &BatchCaches,
+    ) -> Result<Result<Prepared, &'static str>, ProcessError> {
         if !matches!(row.kind, InboxKind::Message | InboxKind::Preference) {
-            return Ok(Work::skipped("not a customer message"));
+            return Ok(Err("not a customer message"));
         }
         let Some(phone_number_id) = row.phone_number_id.clone() else {
-            return Ok(Work::skipped("no business number"));
+            return Ok(Err("no business number"));
         };
-        let routing = match self.route(&phone_number_id).await? {
+        let routing = match self.route(&phone_number_id, caches).await? {
             Some(routing) => routing,
             None => {
                 tracing::warn!(
@@ -304,7 +446,7 @@ impl Processor {
                     %phone_number_id,
                     "message to an unknown business number skipped"
                 );
-                return Ok(Work::skipped("unknown business number"));
+                return Ok(Err("unknown business number"));
             }
         };
         let content = self
@@ -322,48 +464,31 @@ impl Processor {
             .map_err(|e| LedgerError::Permanent(format!("inbox item is not JSON: {e}")))?;
         let at_fallback = row.occurred_at.unwrap_or(row.received_at);
         let Some(sender) = Sender::of(row.kind, &content, at_fallback) else {
-            return Ok(Work::skipped("no sender or input"));
+            return Ok(Err("no sender or input"));
         };
         let digest = self
             .vault
             .keyed_digest(CUSTOMER_DIGEST_PURPOSE, sender.wa_id.as_bytes());
-        let state = self.load_state(&digest, &phone_number_id).await?;
-        let context = Context {
+        Ok(Ok(Prepared {
+            row: row.clone(),
+            phone_number_id,
             routing,
-            inactivity_timeout: self.settings.inactivity_timeout,
-        };
-        let mut turn = Turn {
-            processor: self,
-            row,
-            sender: &sender,
+            sender,
             digest,
-            customers: HashMap::new(),
-            members: Vec::new(),
-            replies: Vec::new(),
-        };
-        let state = turn.run(state, &context).await?;
-        let Turn {
-            members, replies, ..
-        } = turn;
-        Ok(Work {
-            handled: Handled::Processed {
-                replies: replies.len(),
-            },
-            conversation: Some(ConversationWrite {
-                digest,
-                phone_number_id,
-                wa_id: sender.wa_id,
-                state,
-                last_inbound_at: at_fallback,
-                members,
-                replies,
-                dedupe_key: row.dedupe_key.clone(),
-            }),
-        })
+            at_fallback,
+        }))
     }
 
-    /// `Some` routing for a known business number; `None` for an unknown one.
-    async fn route(&self, phone_number_id: &str) -> Result<Option<Routing>, ProcessError> {
+    /// `Some` routing for a known business number; `None` for an unknown one (cached for
+    /// the batch).
+    async fn route(
+        &self,
+        phone_number_id: &str,
+        caches: &BatchCaches,
+    ) -> Result<Option<Routing>, ProcessError> {
+        if let Some(routing) = lock(&caches.routes).get(phone_number_id) {
+            return Ok(routing.clone());
+        }
         let client = self.platform_pool.get().await?;
         let row = client
             .query_opt(
@@ -371,77 +496,181 @@ impl Processor {
                 &[&phone_number_id],
             )
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        let Some(tenant) = row.get::<_, Option<Uuid>>(0).map(TenantId::from_uuid) else {
-            return Ok(Some(Routing::SharedNumber));
+        drop(client);
+        let routing = match row {
+            None => None,
+            Some(row) => match row.get::<_, Option<Uuid>>(0).map(TenantId::from_uuid) {
+                None => Some(Routing::SharedNumber),
+                Some(tenant) => {
+                    let state = caches.tenant(&self.pool, tenant).await?;
+                    state.profile.as_ref().map(|profile| Routing::OwnNumber {
+                        vendor: Vendor::new(tenant, &profile.name),
+                    })
+                }
+            },
         };
-        let state = ledger::tenant(&self.pool, tenant).await?;
-        Ok(state.profile.map(|profile| Routing::OwnNumber {
-            vendor: Vendor::new(tenant, &profile.name),
-        }))
+        lock(&caches.routes).insert(phone_number_id.to_owned(), routing.clone());
+        Ok(routing)
     }
 
-    async fn load_state(
+    /// The stored states of the batch's conversations, in one query.
+    async fn load_states(
         &self,
-        digest: &[u8; 32],
-        phone_number_id: &str,
-    ) -> Result<ConversationState, ProcessError> {
+        groups: &[Group],
+    ) -> Result<HashMap<([u8; 32], String), ConversationState>, ProcessError> {
+        let digests: Vec<&[u8]> = groups
+            .iter()
+            .map(|g| g.items[0].digest.as_slice())
+            .collect();
+        let numbers: Vec<&str> = groups
+            .iter()
+            .map(|g| g.items[0].phone_number_id.as_str())
+            .collect();
         let client = self.platform_pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT state::text FROM whatsapp_conversations \
-                 WHERE customer_digest = $1 AND phone_number_id = $2",
-                &[&digest.as_slice(), &phone_number_id],
+        let statement = client
+            .prepare_cached(
+                "SELECT c.customer_digest, c.phone_number_id, c.state::text \
+                   FROM whatsapp_conversations c \
+                   JOIN unnest($1::bytea[], $2::text[]) AS k(customer_digest, phone_number_id) \
+                     ON c.customer_digest = k.customer_digest \
+                    AND c.phone_number_id = k.phone_number_id",
             )
             .await?;
-        Ok(row
-            .and_then(|row| {
-                serde_json::from_str::<ConversationState>(row.get::<_, &str>(0))
-                    .inspect_err(|error| {
-                        tracing::error!(%error, "stored conversation state unreadable; starting over")
-                    })
-                    .ok()
-            })
-            .unwrap_or_default())
+        let rows = client.query(&statement, &[&digests, &numbers]).await?;
+        let mut states = HashMap::new();
+        for row in rows {
+            let Ok(digest) = <[u8; 32]>::try_from(row.get::<_, &[u8]>(0)) else {
+                continue;
+            };
+            match serde_json::from_str::<ConversationState>(row.get::<_, &str>(2)) {
+                Ok(state) => {
+                    states.insert((digest, row.get::<_, String>(1)), state);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "stored conversation state unreadable; starting over")
+                }
+            }
+        }
+        Ok(states)
     }
 
-    /// The item's one transaction: state, members, replies, cursor (moved to `position`,
-    /// past `rows` inbox rows: this one and the skipped ones before it).
-    async fn store(
+    /// The batch's one transaction: every conversation's state, the member rows, the
+    /// replies (and a wake-up of the notifier when there are any), and the cursor, moved
+    /// to `position` past `rows` inbox rows.
+    async fn store_batch(
         &self,
         session: &mut deadpool_postgres::ClientWrapper,
         position: InboxPosition,
-        work: Work,
+        writes: Vec<ConversationWrite>,
         rows: i64,
     ) -> Result<(), ProcessError> {
-        let transaction = session.transaction().await?;
-        if let Some(write) = work.conversation {
-            self.write_conversation(&transaction, write).await?;
+        let mut conversations = ConversationRows::default();
+        let mut members = MemberRows::default();
+        let mut outbox = OutboxRows::default();
+        for write in writes {
+            conversations.push(&self.vault, &write)?;
+            for (tenant, customer) in &write.members {
+                members.tenants.push(tenant.as_uuid());
+                members.customers.push(customer.as_uuid());
+                members.digests.push(write.digest.to_vec());
+                members.numbers.push(write.phone_number_id.clone());
+            }
+            for reply in &write.replies {
+                outbox.push(&self.vault, &write, reply)?;
+            }
         }
-        transaction
-            .execute(
-                "UPDATE whatsapp_inbox_cursors SET last_transaction_id = $2::text::xid8, \
-                     last_inbox_id = $3, processed_total = processed_total + $4, updated_at = now() \
-                 WHERE name = $1",
-                &[
-                    &CURSOR_NAME,
-                    &position.transaction_id.to_string(),
-                    &position.inbox_id,
-                    &rows,
-                ],
-            )
-            .await?;
+        let transaction = session.transaction().await?;
+        let cursor = async {
+            let statement = transaction
+                .prepare_cached(
+                    "UPDATE whatsapp_inbox_cursors SET last_transaction_id = $2::text::xid8, \
+                         last_inbox_id = $3, processed_total = processed_total + $4, \
+                         updated_at = now() \
+                     WHERE name = $1",
+                )
+                .await?;
+            transaction
+                .execute(
+                    &statement,
+                    &[
+                        &CURSOR_NAME,
+                        &position.transaction_id.to_string(),
+                        &position.inbox_id,
+                        &rows,
+                    ],
+                )
+                .await
+        };
+        // The statements are pipelined on the one connection (no round trip each).
+        tokio::try_join!(
+            cursor,
+            conversations.store(&transaction),
+            members.store(&transaction),
+            outbox.store(&transaction),
+        )?;
         transaction.commit().await?;
         Ok(())
     }
+}
 
-    async fn write_conversation(
+/// Locks a batch cache (a poisoned one is still a valid cache).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Look-ups shared by a batch's conversations: at most one per business number and one
+/// tenant fold per tenant per batch (a batch is read and answered within milliseconds).
+#[derive(Default)]
+struct BatchCaches {
+    routes: Mutex<HashMap<String, Option<Routing>>>,
+    tenants: Mutex<HashMap<TenantId, Arc<TenantState>>>,
+}
+
+impl BatchCaches {
+    async fn tenant(
         &self,
-        transaction: &deadpool_postgres::Transaction<'_>,
-        write: ConversationWrite,
-    ) -> Result<(), ProcessError> {
-        let sealed = self
-            .vault
+        pool: &schema::Pool,
+        tenant: TenantId,
+    ) -> Result<Arc<TenantState>, LedgerError> {
+        if let Some(state) = lock(&self.tenants).get(&tenant) {
+            return Ok(state.clone());
+        }
+        let state = Arc::new(ledger::tenant(pool, tenant).await?);
+        lock(&self.tenants).insert(tenant, state.clone());
+        Ok(state)
+    }
+}
+
+/// One conversation's rows of a batch, in inbox order, and its state before them.
+struct Group {
+    state: ConversationState,
+    items: Vec<Prepared>,
+}
+
+/// An inbox row opened and routed.
+struct Prepared {
+    row: InboxRow,
+    phone_number_id: String,
+    routing: Routing,
+    sender: Sender,
+    digest: [u8; 32],
+    at_fallback: DateTime<Utc>,
+}
+
+#[derive(Default)]
+struct ConversationRows {
+    digests: Vec<Vec<u8>>,
+    numbers: Vec<String>,
+    states: Vec<String>,
+    master_key_ids: Vec<String>,
+    wrapped_keys: Vec<Vec<u8>>,
+    sealed: Vec<Vec<u8>>,
+    last_inbound: Vec<DateTime<Utc>>,
+}
+
+impl ConversationRows {
+    fn push(&mut self, vault: &Vault, write: &ConversationWrite) -> Result<(), ProcessError> {
+        let sealed = vault
             .seal_record(
                 &conversation_seal_context(&write.digest, &write.phone_number_id),
                 write.wa_id.as_bytes(),
@@ -449,74 +678,173 @@ impl Processor {
             .map_err(|e| LedgerError::Unavailable(format!("sealing: {e}")))?;
         let state = serde_json::to_string(&write.state)
             .map_err(|e| LedgerError::Permanent(format!("state to JSON: {e}")))?;
-        transaction
-            .execute(
+        self.digests.push(write.digest.to_vec());
+        self.numbers.push(write.phone_number_id.clone());
+        self.states.push(state);
+        self.master_key_ids.push(sealed.master_key_id);
+        self.wrapped_keys.push(sealed.wrapped_key);
+        self.sealed.push(sealed.sealed);
+        self.last_inbound.push(write.last_inbound_at);
+        Ok(())
+    }
+
+    async fn store(
+        &self,
+        transaction: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<u64, tokio_postgres::Error> {
+        if self.digests.is_empty() {
+            return Ok(0);
+        }
+        let statement = transaction
+            .prepare_cached(
                 "INSERT INTO whatsapp_conversations AS c \
                    (customer_digest, phone_number_id, state, master_key_id, wrapped_key, \
                     sealed_wa_id, last_inbound_at) \
-                 VALUES ($1, $2, $3::text::jsonb, $4, $5, $6, $7) \
+                 SELECT d, p, s::jsonb, m, w, x, l \
+                   FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
+                               $6::bytea[], $7::timestamptz[]) AS r(d, p, s, m, w, x, l) \
                  ON CONFLICT (customer_digest, phone_number_id) DO UPDATE SET \
                    state = EXCLUDED.state, master_key_id = EXCLUDED.master_key_id, \
                    wrapped_key = EXCLUDED.wrapped_key, sealed_wa_id = EXCLUDED.sealed_wa_id, \
                    last_inbound_at = greatest(c.last_inbound_at, EXCLUDED.last_inbound_at), \
                    updated_at = now()",
+            )
+            .await?;
+        transaction
+            .execute(
+                &statement,
                 &[
-                    &write.digest.as_slice(),
-                    &write.phone_number_id,
-                    &state,
-                    &sealed.master_key_id,
-                    &sealed.wrapped_key,
-                    &sealed.sealed,
-                    &write.last_inbound_at,
+                    &self.digests,
+                    &self.numbers,
+                    &self.states,
+                    &self.master_key_ids,
+                    &self.wrapped_keys,
+                    &self.sealed,
+                    &self.last_inbound,
+                ],
+            )
+            .await
+    }
+}
+
+#[derive(Default)]
+struct MemberRows {
+    tenants: Vec<Uuid>,
+    customers: Vec<Uuid>,
+    digests: Vec<Vec<u8>>,
+    numbers: Vec<String>,
+}
+
+impl MemberRows {
+    async fn store(
+        &self,
+        transaction: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<u64, tokio_postgres::Error> {
+        if self.tenants.is_empty() {
+            return Ok(0);
+        }
+        let statement = transaction
+            .prepare_cached(
+                "INSERT INTO whatsapp_members \
+                   (tenant_id, customer_id, customer_digest, phone_number_id) \
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bytea[], $4::text[]) \
+                 ON CONFLICT (tenant_id, customer_id) DO NOTHING",
+            )
+            .await?;
+        transaction
+            .execute(
+                &statement,
+                &[&self.tenants, &self.customers, &self.digests, &self.numbers],
+            )
+            .await
+    }
+}
+
+#[derive(Default)]
+struct OutboxRows {
+    message_ids: Vec<Uuid>,
+    dedupe_keys: Vec<String>,
+    tenants: Vec<Option<Uuid>>,
+    numbers: Vec<String>,
+    digests: Vec<Vec<u8>>,
+    master_key_ids: Vec<String>,
+    wrapped_keys: Vec<Vec<u8>>,
+    recipients: Vec<Vec<u8>>,
+    bodies: Vec<String>,
+}
+
+impl OutboxRows {
+    fn push(
+        &mut self,
+        vault: &Vault,
+        write: &ConversationWrite,
+        reply: &QueuedReply,
+    ) -> Result<(), ProcessError> {
+        let recipient = vault
+            .seal_record(
+                &outbox_seal_context(&reply.dedupe_key),
+                write.wa_id.as_bytes(),
+            )
+            .map_err(|e| LedgerError::Unavailable(format!("sealing: {e}")))?;
+        let body = serde_json::to_string(&reply.message)
+            .map_err(|e| LedgerError::Permanent(format!("reply to JSON: {e}")))?;
+        // v7 ids, made in reply order: the notifier sends one recipient's rows in
+        // (queued_at, message_id) order, and queued_at is the same for the whole batch.
+        self.message_ids.push(Uuid::now_v7());
+        self.dedupe_keys.push(reply.dedupe_key.clone());
+        self.tenants.push(reply.tenant);
+        self.numbers.push(write.phone_number_id.clone());
+        self.digests.push(write.digest.to_vec());
+        self.master_key_ids.push(recipient.master_key_id);
+        self.wrapped_keys.push(recipient.wrapped_key);
+        self.recipients.push(recipient.sealed);
+        self.bodies.push(body);
+        Ok(())
+    }
+
+    /// The replies and, when there are any, the notifier's wake-up (delivered at commit).
+    async fn store(
+        &self,
+        transaction: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<u64, tokio_postgres::Error> {
+        if self.message_ids.is_empty() {
+            return Ok(0);
+        }
+        let statement = transaction
+            .prepare_cached(
+                "WITH queued AS ( \
+                   INSERT INTO whatsapp_outbox \
+                     (message_id, dedupe_key, tenant_id, phone_number_id, customer_digest, \
+                      master_key_id, wrapped_key, sealed_recipient, kind, body) \
+                   SELECT i, k, t, p, d, m, w, r, 'reply', b::jsonb \
+                     FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::bytea[], \
+                                 $6::text[], $7::bytea[], $8::bytea[], $9::text[]) \
+                          AS x(i, k, t, p, d, m, w, r, b) \
+                   ON CONFLICT (dedupe_key) DO NOTHING \
+                   RETURNING 1), \
+                 counted AS (SELECT count(*) AS n FROM queued) \
+                 SELECT n FROM counted \
+                 LEFT JOIN LATERAL (SELECT pg_notify('loyalty_outbox', '') WHERE counted.n > 0) \
+                   AS notified ON true",
+            )
+            .await?;
+        let row = transaction
+            .query_one(
+                &statement,
+                &[
+                    &self.message_ids,
+                    &self.dedupe_keys,
+                    &self.tenants,
+                    &self.numbers,
+                    &self.digests,
+                    &self.master_key_ids,
+                    &self.wrapped_keys,
+                    &self.recipients,
+                    &self.bodies,
                 ],
             )
             .await?;
-        for (tenant, customer) in &write.members {
-            transaction
-                .execute(
-                    "INSERT INTO whatsapp_members \
-                       (tenant_id, customer_id, customer_digest, phone_number_id) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, customer_id) DO NOTHING",
-                    &[
-                        &tenant.as_uuid(),
-                        &customer.as_uuid(),
-                        &write.digest.as_slice(),
-                        &write.phone_number_id,
-                    ],
-                )
-                .await?;
-        }
-        let tenant = write.state.current().map(|v| v.tenant().as_uuid());
-        for (n, reply) in write.replies.iter().enumerate() {
-            let dedupe_key = format!("reply:{}:{n}", write.dedupe_key);
-            let recipient = self
-                .vault
-                .seal_record(&outbox_seal_context(&dedupe_key), write.wa_id.as_bytes())
-                .map_err(|e| LedgerError::Unavailable(format!("sealing: {e}")))?;
-            let body = serde_json::to_string(reply)
-                .map_err(|e| LedgerError::Permanent(format!("reply to JSON: {e}")))?;
-            transaction
-                .execute(
-                    "INSERT INTO whatsapp_outbox \
-                       (message_id, dedupe_key, tenant_id, phone_number_id, customer_digest, \
-                        master_key_id, wrapped_key, sealed_recipient, kind, body) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'reply', $9::text::jsonb) \
-                     ON CONFLICT (dedupe_key) DO NOTHING",
-                    &[
-                        &Uuid::now_v7(),
-                        &dedupe_key,
-                        &tenant,
-                        &write.phone_number_id,
-                        &write.digest.as_slice(),
-                        &recipient.master_key_id,
-                        &recipient.wrapped_key,
-                        &recipient.sealed,
-                        &body,
-                    ],
-                )
-                .await?;
-        }
-        Ok(())
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     }
 }
 
@@ -541,21 +869,7 @@ async fn load_cursor(session: &tokio_postgres::Client) -> Result<InboxPosition, 
     })
 }
 
-/// What an item's final transaction writes.
-struct Work {
-    handled: Handled,
-    conversation: Option<ConversationWrite>,
-}
-
-impl Work {
-    fn skipped(why: &'static str) -> Work {
-        Work {
-            handled: Handled::Skipped(why),
-            conversation: None,
-        }
-    }
-}
-
+/// What a batch's transaction writes for one conversation.
 struct ConversationWrite {
     digest: [u8; 32],
     phone_number_id: String,
@@ -563,8 +877,15 @@ struct ConversationWrite {
     state: ConversationState,
     last_inbound_at: DateTime<Utc>,
     members: Vec<(TenantId, CustomerId)>,
-    replies: Vec<OutgoingMessage>,
+    replies: Vec<QueuedReply>,
+}
+
+struct QueuedReply {
+    /// `reply:<inbox dedupe key>:<n>`.
     dedupe_key: String,
+    /// The current vendor after the message that caused it.
+    tenant: Option<Uuid>,
+    message: OutgoingMessage,
 }
 
 /// Logs (without content) that an item names its sender only by a business-scoped user id
@@ -692,8 +1013,10 @@ struct Turn<'a> {
     row: &'a InboxRow,
     sender: &'a Sender,
     digest: [u8; 32],
-    /// Customers known in this turn (enrolled or looked up), by tenant.
-    customers: HashMap<TenantId, CustomerId>,
+    caches: &'a BatchCaches,
+    /// Customers known in this conversation's batch (enrolled or looked up), by tenant:
+    /// a member row written by an earlier message of the batch is not committed yet.
+    customers: &'a mut HashMap<TenantId, CustomerId>,
     members: Vec<(TenantId, CustomerId)>,
     replies: Vec<OutgoingMessage>,
 }
@@ -845,7 +1168,7 @@ impl Turn<'_> {
     ) -> Result<OutgoingMessage, ProcessError> {
         let customer = self.customer(tenant).await?;
         let facts = ledger::customer(&self.processor.pool, tenant, customer).await?;
-        let catalogue = ledger::tenant(&self.processor.pool, tenant).await?;
+        let catalogue = self.caches.tenant(&self.processor.pool, tenant).await?;
         Ok(render::render_rewards(&RewardsFacts {
             vendor_name: vendor_name(state, tenant),
             rewards: ledger::active_rewards(&catalogue),
@@ -859,7 +1182,7 @@ impl Turn<'_> {
         tenant: TenantId,
         reward: ledger_core::RewardId,
     ) -> Result<OutgoingMessage, ProcessError> {
-        let catalogue = ledger::tenant(&self.processor.pool, tenant).await?;
+        let catalogue = self.caches.tenant(&self.processor.pool, tenant).await?;
         let Some(line) = ledger::active_reward(&catalogue, reward) else {
             return Ok(render::render_reward_unavailable());
         };

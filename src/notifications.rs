@@ -103,6 +103,7 @@ impl Projection for Notifications {
         let keys: Vec<(TenantId, CustomerId)> = by_customer.iter().map(|(k, _)| *k).collect();
         let members = members(&**transaction, &keys).await?;
         let mut vendor_names = VendorNames::default();
+        let mut queued_any = false;
         for ((tenant, customer), wanted) in by_customer {
             let Some(member) = members.get(&(tenant, customer)) else {
                 continue;
@@ -115,7 +116,7 @@ impl Projection for Notifications {
             for (event_id, message) in messages {
                 let body = message.render(&vendor);
                 let dedupe_key = format!("notify:{event_id}");
-                queue(
+                let queued = queue(
                     &**transaction,
                     &self.vault,
                     &dedupe_key,
@@ -124,7 +125,14 @@ impl Projection for Notifications {
                     &body,
                 )
                 .await?;
+                queued_any |= matches!(queued, Queued::New(_));
             }
+        }
+        if queued_any {
+            // Wakes the notifier when this batch's transaction commits.
+            transaction
+                .execute(schema::wake::NOTIFY_OUTBOX_SQL, &[])
+                .await?;
         }
         Ok(())
     }

@@ -265,6 +265,27 @@ pub struct Settings {
     )]
     pub whatsapp_inactivity_timeout_minutes: i64,
 
+    /// The conversation processor's fallback poll of the inbox (ms). It is woken by
+    /// LISTEN/NOTIFY when rows are committed; the poll only covers a lost notification.
+    #[arg(
+        long,
+        env = "LOYALTY_WHATSAPP_PROCESSOR_POLL_MS",
+        default_value_t = 500,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub whatsapp_processor_poll_ms: u64,
+
+    /// Inbox messages the conversation processor reads and commits as one batch.
+    #[arg(
+        long,
+        env = "LOYALTY_WHATSAPP_PROCESSOR_BATCH_MAX",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(i64).range(1..=10_000),
+        global = true
+    )]
+    pub whatsapp_processor_batch_max: i64,
+
     /// Rate limits, trusted proxies and CORS origins of the HTTP API.
     #[command(flatten)]
     pub edge: EdgeSettings,
@@ -652,6 +673,8 @@ impl Settings {
         );
         settings.inactivity_timeout =
             chrono::Duration::minutes(self.whatsapp_inactivity_timeout_minutes);
+        settings.poll_interval = Duration::from_millis(self.whatsapp_processor_poll_ms.max(1));
+        settings.batch_size_max = self.whatsapp_processor_batch_max.max(1);
         settings
     }
 

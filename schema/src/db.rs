@@ -37,11 +37,18 @@ pub enum DbError {
 /// readers' safe position (pg_snapshot_xmin) for the whole cluster.
 const IDLE_IN_TRANSACTION_TIMEOUT: &str = "30s";
 
-pub fn pool(settings: &DbSettings) -> Result<Pool, DbError> {
+/// The connection settings `settings` log in with (for a dedicated connection beside the
+/// pool, e.g. `wake::Wake::listen`).
+pub fn config(settings: &DbSettings) -> Result<tokio_postgres::Config, DbError> {
     let mut config = tokio_postgres::Config::from_str(&settings.url).map_err(DbError::Url)?;
     if let Some(role) = &settings.login_role {
         config.user(role);
     }
+    Ok(config)
+}
+
+pub fn pool(settings: &DbSettings) -> Result<Pool, DbError> {
+    let config = config(settings)?;
     let manager = Manager::from_config(
         config,
         NoTls,

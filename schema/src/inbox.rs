@@ -77,13 +77,10 @@ pub struct Appended {
     pub duplicates: u64,
 }
 
-/// The channel [`append`] notifies (`pg_notify`, empty payload) in the transaction of every
-/// append that stored at least one row: readers `LISTEN` on it and wake at the commit.
-pub const NOTIFY_CHANNEL: &str = "loyalty_inbox";
-
 /// Appends `items` with one statement (so in one transaction, all or nothing), skipping those
 /// whose `dedupe_key` is already stored, including a key repeated within `items`. When at
-/// least one row is stored, the same statement notifies [`NOTIFY_CHANNEL`] once.
+/// least one message or preference is stored, the same statement notifies
+/// [`crate::wake::INBOX_CHANNEL`] once (`pg_notify`, empty payload, delivered at commit).
 pub async fn append(
     client: &impl deadpool_postgres::GenericClient,
     items: &[NewInboxItem],
@@ -119,8 +116,12 @@ pub async fn append_returning_keys(
     // A cached prepared statement: parsing and planning this INSERT on every webhook was
     // among PostgreSQL's top costs in the ingest benchmark (docs/PERFORMANCE.md). The
     // aggregate is one row whatever was inserted, so `pg_notify` runs at most once, and only
-    // when a row was stored (a batch of duplicates wakes nobody); being in the same statement,
-    // the notification is delivered at this transaction's commit and never without it.
+    // when a message or a preference was stored: a batch of duplicates or of statuses wakes
+    // nobody. PostgreSQL serializes the commits of notifying transactions (a global lock held
+    // across the commit's WAL flush), and notifying for the ~3 statuses per reply collapsed
+    // the ingest at 500 msg/s; no one waits on a status (the notifier's status loop polls).
+    // Being in the same statement, the notification is delivered at this transaction's
+    // commit and never without it.
     let statement = client
         .prepare_cached(
             "WITH inserted AS ( \
@@ -130,11 +131,12 @@ pub async fn append_returning_keys(
                SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], \
                                     $5::timestamptz[], $6::text[], $7::bytea[], $8::bytea[]) \
                ON CONFLICT (dedupe_key) DO NOTHING \
-               RETURNING dedupe_key), \
-             stored AS (SELECT array_agg(dedupe_key) AS keys FROM inserted) \
+               RETURNING dedupe_key, kind), \
+             stored AS (SELECT array_agg(dedupe_key) AS keys, \
+                               count(*) FILTER (WHERE kind IN ('message', 'preference')) AS wake \
+                          FROM inserted) \
              SELECT keys, \
-                    CASE WHEN keys IS NOT NULL \
-                         THEN pg_notify('loyalty_inbox', '')::text END AS notified \
+                    CASE WHEN wake > 0 THEN pg_notify('loyalty_inbox', '')::text END AS notified \
              FROM stored",
         )
         .await?;
@@ -226,6 +228,102 @@ pub async fn read_after(
             }
         })
         .collect())
+}
+
+/// What [`read_kinds_after`] found: the rows of the wanted kinds, and the position the
+/// reader may move its cursor to (past every row it was shown, of any kind).
+#[derive(Debug, Clone, Default)]
+pub struct KindsRead {
+    pub rows: Vec<InboxRow>,
+    pub scanned_to: InboxPosition,
+}
+
+/// Like [`read_after`], but only rows of `kinds` (up to `limit`), with the same safe-position
+/// rule; `scanned_to` is the last returned row when `limit` rows came back, else the newest
+/// safe row of any kind (so a cursor skips the rows of other kinds without reading them).
+/// One statement, so the rows and the horizon come from one snapshot: a row of a wanted
+/// kind that became safe later cannot lie behind `scanned_to`.
+pub async fn read_kinds_after(
+    client: &deadpool_postgres::ClientWrapper,
+    after: InboxPosition,
+    kinds: &[InboxKind],
+    limit: i64,
+) -> Result<KindsRead, tokio_postgres::Error> {
+    let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    let statement = client
+        .prepare_cached(
+            "WITH safe AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
+             picked AS ( \
+               SELECT i.inbox_id, i.transaction_id, i.kind, i.dedupe_key, i.wamid_digest, \
+                      i.phone_number_id, i.received_at, i.occurred_at, i.master_key_id, \
+                      i.wrapped_key, i.sealed \
+                 FROM whatsapp_inbox i, safe \
+                WHERE (i.transaction_id, i.inbox_id) > ($1::text::xid8, $2) \
+                  AND i.transaction_id < safe.xmin AND i.kind = ANY($3::text[]) \
+                ORDER BY i.transaction_id, i.inbox_id \
+                LIMIT $4), \
+             horizon AS ( \
+               SELECT i.inbox_id, i.transaction_id FROM whatsapp_inbox i, safe \
+                WHERE (i.transaction_id, i.inbox_id) > ($1::text::xid8, $2) \
+                  AND i.transaction_id < safe.xmin \
+                ORDER BY i.transaction_id DESC, i.inbox_id DESC \
+                LIMIT 1) \
+             SELECT false, inbox_id, transaction_id::text, kind, dedupe_key, wamid_digest, \
+                    phone_number_id, received_at, occurred_at, master_key_id, wrapped_key, \
+                    sealed FROM picked \
+             UNION ALL \
+             SELECT true, inbox_id, transaction_id::text, NULL, NULL, NULL, NULL, NULL, NULL, \
+                    NULL, NULL, NULL FROM horizon",
+        )
+        .await?;
+    let found = client
+        .query(
+            &statement,
+            &[
+                &after.transaction_id.to_string(),
+                &after.inbox_id,
+                &kinds,
+                &limit,
+            ],
+        )
+        .await?;
+    let mut read = KindsRead {
+        rows: Vec::new(),
+        scanned_to: after,
+    };
+    let mut horizon = None;
+    for row in &found {
+        let transaction_id: String = row.get(2);
+        let position = InboxPosition {
+            transaction_id: transaction_id.parse().unwrap_or(i64::MAX),
+            inbox_id: row.get(1),
+        };
+        if row.get::<_, bool>(0) {
+            horizon = Some(position);
+            continue;
+        }
+        let kind: String = row.get(3);
+        read.rows.push(InboxRow {
+            position,
+            kind: InboxKind::parse(&kind).unwrap_or(InboxKind::Unparsed),
+            dedupe_key: row.get(4),
+            wamid_digest: row.get(5),
+            phone_number_id: row.get(6),
+            received_at: row.get(7),
+            occurred_at: row.get(8),
+            master_key_id: row.get(9),
+            wrapped_key: row.get(10),
+            sealed: row.get(11),
+        });
+    }
+    read.rows.sort_by_key(|row| row.position);
+    let last = read.rows.last().map(|row| row.position);
+    read.scanned_to = if read.rows.len() as i64 >= limit {
+        last.unwrap_or(after)
+    } else {
+        horizon.into_iter().chain(last).max().unwrap_or(after)
+    };
+    Ok(read)
 }
 
 /// The context a row's content is sealed under (`vault::Vault::seal_record`): the table and

@@ -18,6 +18,7 @@ pub mod migrate;
 pub mod rewards;
 pub mod store;
 pub mod tenancy;
+pub mod wake;
 pub mod whatsapp_numbers;
 pub mod writer;
 

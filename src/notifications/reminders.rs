@@ -115,6 +115,12 @@ pub async fn run_once(
             )
             .await?;
     }
+    if report.queued > 0 {
+        // Wakes the notifier when the reminders commit.
+        transaction
+            .execute(schema::wake::NOTIFY_OUTBOX_SQL, &[])
+            .await?;
+    }
     transaction.commit().await?;
     Ok(Some(report))
 }

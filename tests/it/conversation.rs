@@ -306,7 +306,9 @@ async fn a_processor_restarted_mid_stream_loses_nothing_and_repeats_nothing() {
     }
     let items = 2 * customers.len();
 
-    let settings = test_settings(&app.database_url);
+    // Small batches (one customer's two messages each), so it can stop mid-stream.
+    let mut settings = test_settings(&app.database_url);
+    settings.whatsapp_processor_batch_max = 2;
     let only_processor = Components {
         conversations: true,
         ..Components::NONE
@@ -658,5 +660,209 @@ async fn a_redemption_committed_before_a_crash_is_replayed_not_repeated() {
     )
     .await;
     assert_eq!(redemptions, 1);
+    app.stop().await;
+}
+
+/// The processor polls once an hour: only the inbox's notification (LISTEN/NOTIFY) can make
+/// it answer within the test's wait.
+#[tokio::test]
+async fn a_processor_polling_once_an_hour_is_woken_by_each_message() {
+    let app = TestApp::spawn_with_settings(|settings| {
+        settings.whatsapp_processor_poll_ms = 3_600_000;
+    })
+    .await;
+    let code = vendor_code(&app, app.tenant_id).await;
+    let chat = Chat::shared(&app);
+    let ada = phone();
+    // Let the processor lead, read the empty inbox and start waiting.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    chat.say(&ada, &code).await;
+    let welcome = chat.reply(&ada, 1).await;
+    assert!(
+        welcome.text().contains("Welcome to Test Shop"),
+        "{welcome:?}"
+    );
+    // Again, now that it waits after a batch.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    chat.say(&ada, "points").await;
+    let points = chat.reply(&ada, 2).await;
+    assert!(
+        points.text().contains("Test Shop: you have 0 points."),
+        "{points:?}"
+    );
+    app.stop().await;
+}
+
+/// Several customers' messages, interleaved in the inbox, processed in one go (the
+/// processor starts after they are all stored): each customer's replies come in the order
+/// of their messages, and each reply follows from the state the previous message left
+/// (carried in memory within a batch, not re-read).
+#[tokio::test]
+async fn interleaved_customers_in_one_batch_get_replies_in_their_own_order() {
+    let app = TestApp::spawn_with(Components {
+        expiry_schedule: false,
+        conversations: false,
+        ..Components::ALL
+    })
+    .await;
+    let owner = Owner::sign_up(&app).await;
+    let code = vendor_code(&app, owner.tenant).await;
+    let coffee = owner.create_reward("Free coffee", 30).await;
+    let chat = Chat::shared(&app);
+    let customers: Vec<String> = (0..4).map(|_| phone()).collect();
+    for customer in &customers {
+        chat.say(customer, &code).await;
+    }
+    for customer in &customers {
+        chat.pick(customer, &format!("reward:{coffee}")).await;
+    }
+    for customer in &customers {
+        chat.say(customer, "no").await;
+    }
+    for customer in &customers {
+        chat.say(customer, "no").await;
+    }
+
+    let settings = test_settings(&app.database_url);
+    let processor = app::start(
+        &settings,
+        Components {
+            conversations: true,
+            ..Components::NONE
+        },
+    )
+    .await
+    .unwrap();
+    processed_everything(&app).await;
+    processor.stop().await;
+
+    for customer in &customers {
+        let replies = replies_to(&app, customer).await;
+        let texts: Vec<&str> = replies.iter().map(|r| r.text()).collect();
+        assert_eq!(replies.len(), 4, "{texts:#?}");
+        assert!(texts[0].contains("Welcome to Owner's Shop"), "{texts:#?}");
+        assert!(
+            texts[1].contains("Free coffee costs 30 points"),
+            "{texts:#?}"
+        );
+        assert!(
+            texts[2].contains("Cancelled: nothing was redeemed."),
+            "{texts:#?}"
+        );
+        assert!(
+            texts[3].contains("There is nothing waiting for your answer."),
+            "{texts:#?}"
+        );
+    }
+    let enrolled = count(
+        &app,
+        "SELECT count(*) FROM events WHERE event_type = 'CustomerEnrolled'",
+    )
+    .await;
+    assert_eq!(enrolled, customers.len() as i64);
+    app.stop().await;
+}
+
+/// A crash after a batch's ledger commands and before its transaction commits: the batch
+/// is held at its commit (a test transaction locks the cursor row), the processor is
+/// stopped there, and a new one processes the batch again. The enrolments are replayed by
+/// their idempotency keys, not repeated; every reply is queued once, in order.
+#[tokio::test]
+async fn a_batch_cut_off_before_its_commit_is_replayed_without_repeating_anything() {
+    let app = TestApp::spawn_with(Components {
+        expiry_schedule: false,
+        conversations: false,
+        ..Components::ALL
+    })
+    .await;
+    let code = vendor_code(&app, app.tenant_id).await;
+    let chat = Chat::shared(&app);
+    let customers: Vec<String> = (0..4).map(|_| phone()).collect();
+    for customer in &customers {
+        chat.say(customer, &code).await;
+        chat.say(customer, "points").await;
+    }
+    let items = 2 * customers.len() as i64;
+
+    let mut admin = admin_client(&dbname(&app.database_url)).await;
+    admin
+        .execute(
+            "INSERT INTO whatsapp_inbox_cursors (name) VALUES ('conversations') \
+             ON CONFLICT (name) DO NOTHING",
+            &[],
+        )
+        .await
+        .unwrap();
+    let lock = admin.transaction().await.unwrap();
+    lock.execute(
+        "SELECT 1 FROM whatsapp_inbox_cursors WHERE name = 'conversations' FOR UPDATE",
+        &[],
+    )
+    .await
+    .unwrap();
+
+    let settings = test_settings(&app.database_url);
+    let only_processor = Components {
+        conversations: true,
+        ..Components::NONE
+    };
+    let first = app::start(&settings, only_processor).await.unwrap();
+    // The batch's commands ran (every customer enrolled)…
+    wait_for(WAIT, "the batch's enrolments", || async {
+        count(
+            &app,
+            "SELECT count(*) FROM events WHERE event_type = 'CustomerEnrolled'",
+        )
+        .await
+            == customers.len() as i64
+    })
+    .await;
+    // …and its transaction waits for the cursor row: cut it off there.
+    wait_for(
+        WAIT,
+        "the batch's transaction to wait for the lock",
+        || async {
+            count(
+                &app,
+                "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .await
+                > 0
+        },
+    )
+    .await;
+    first.stop().await;
+    lock.rollback().await.unwrap();
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM whatsapp_outbox").await,
+        0,
+        "nothing of the cut-off batch was committed"
+    );
+
+    let second = app::start(&settings, only_processor).await.unwrap();
+    processed_everything(&app).await;
+    second.stop().await;
+
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM whatsapp_outbox").await,
+        items,
+        "one reply per message"
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM events WHERE event_type = 'CustomerEnrolled'",
+        )
+        .await,
+        customers.len() as i64,
+        "the replayed batch enrolled nobody twice"
+    );
+    for customer in &customers {
+        let replies = replies_to(&app, customer).await;
+        assert_eq!(replies.len(), 2);
+        assert!(replies[0].text().contains("Welcome to Test Shop"));
+        assert!(replies[1].text().contains("Test Shop: you have 0 points."));
+    }
     app.stop().await;
 }

@@ -246,6 +246,8 @@ pub fn test_settings(database_url: &str) -> Settings {
         whatsapp_shared_phone_number_id: "100000000000001".into(),
         whatsapp_shared_display_number: "15550001234".into(),
         whatsapp_inactivity_timeout_minutes: 30,
+        whatsapp_processor_poll_ms: 50,
+        whatsapp_processor_batch_max: 100,
         notifier: test_notifier_settings(),
     }
 }

@@ -893,7 +893,7 @@ async fn an_append_that_stores_a_row_notifies_loyalty_inbox_once_and_duplicates_
         .expect("no notification after an append that stored rows");
     assert_eq!(
         first,
-        Some((schema::inbox::NOTIFY_CHANNEL.to_owned(), String::new()))
+        Some((schema::wake::INBOX_CHANNEL.to_owned(), String::new()))
     );
     // All duplicates: nothing stored, nobody woken.
     let appended = schema::inbox::append(&client, &items).await.unwrap();

@@ -104,12 +104,20 @@ impl Harness {
             .config
             .clone()
             .expect("a harness with a notifier config");
-        self.notifiers.push(tokio::spawn(whatsapp_notifier::run(
-            self.app.platform_pool.clone(),
-            Arc::new(test_vault()),
-            config,
+        // Woken by the outbox's notifications, as `loyalty all` and `loyalty notify` are.
+        let wake = schema::wake::Wake::listen(
+            schema::db::config(&self.app.settings.platform_db()).unwrap(),
+            schema::wake::OUTBOX_CHANNEL,
             self.shutdown.subscribe(),
-        )));
+        );
+        self.notifiers
+            .push(tokio::spawn(whatsapp_notifier::run_with_wake(
+                self.app.platform_pool.clone(),
+                Arc::new(test_vault()),
+                config,
+                wake,
+                self.shutdown.subscribe(),
+            )));
     }
 
     async fn stop(self) {
@@ -189,10 +197,13 @@ impl Harness {
         }
         let message_id = Uuid::now_v7();
         let body = serde_json::to_string(message).unwrap();
+        // As every queuer does: the notification in the statement that queues.
         db.execute(
-            "INSERT INTO whatsapp_outbox (message_id, dedupe_key, phone_number_id, \
-               customer_digest, master_key_id, wrapped_key, sealed_recipient, kind, body) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'reply', $8::text::jsonb)",
+            "WITH queued AS ( \
+               INSERT INTO whatsapp_outbox (message_id, dedupe_key, phone_number_id, \
+                 customer_digest, master_key_id, wrapped_key, sealed_recipient, kind, body) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, 'reply', $8::text::jsonb) RETURNING 1) \
+             SELECT pg_notify('loyalty_outbox', '') FROM queued",
             &[
                 &message_id,
                 &dedupe_key,
@@ -311,6 +322,32 @@ async fn a_queued_message_is_sent_once_with_metas_body_and_its_statuses_reach_re
     );
     assert_eq!(h.state(id).await.1, 1, "one attempt");
     h.stop().await;
+}
+
+/// The poll is an hour: only the outbox's notification can start the send.
+#[tokio::test]
+async fn a_notifier_polling_once_an_hour_is_woken_by_the_queued_row() {
+    let harness = harness(SandboxOptions::default(), 1, |config| {
+        config.poll_interval = Duration::from_secs(3_600);
+    })
+    .await;
+    // Let the notifier make its first claim (nothing yet) and start waiting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let to = wa_id();
+    let first = harness.queue(&to, &menu(), true).await;
+    harness
+        .wait_for_state(first, &["sent", "delivered", "read"])
+        .await;
+    // Again, now that it waits after a send.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let other = wa_id();
+    let second = harness.queue(&other, &menu(), true).await;
+    harness
+        .wait_for_state(second, &["sent", "delivered", "read"])
+        .await;
+    assert_eq!(harness.sends_to(&to).await.len(), 1);
+    assert_eq!(harness.sends_to(&other).await.len(), 1);
+    harness.stop().await;
 }
 
 #[tokio::test]
