@@ -5,7 +5,7 @@
 //! read personal data or accounts. Neither role owns a table or bypasses row-level security,
 //! and `events` takes only INSERT and SELECT from them, so a bug cannot rewrite history.
 
-use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, RecyclingMethod};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, RecyclingMethod, Runtime};
 use std::str::FromStr;
 use tokio_postgres::NoTls;
 
@@ -37,6 +37,12 @@ pub enum DbError {
 /// readers' safe position (pg_snapshot_xmin) for the whole cluster.
 const IDLE_IN_TRANSACTION_TIMEOUT: &str = "30s";
 
+/// Longest a caller waits for a pooled connection before getting `PoolError::Timeout`
+/// (an API 503, a retried loop) instead of waiting forever: a pool that stays exhausted
+/// this long is an outage to report, and a bug that holds connections while waiting for
+/// another (the notifier once did) shows up as errors in the log, not as a silent hang.
+pub const POOL_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The connection settings `settings` log in with (for a dedicated connection beside the
 /// pool, e.g. `wake::Wake::listen`).
 pub fn config(settings: &DbSettings) -> Result<tokio_postgres::Config, DbError> {
@@ -64,6 +70,8 @@ pub fn pool(settings: &DbSettings) -> Result<Pool, DbError> {
     );
     Pool::builder(manager)
         .max_size(settings.pool_size_max)
+        .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+        .runtime(Runtime::Tokio1)
         .post_create(Hook::async_fn(move |client, _| {
             let setup = setup.clone();
             Box::pin(async move {
