@@ -585,6 +585,57 @@ async fn messages_to_one_recipient_go_in_queued_order_and_paced() {
     h.stop().await;
 }
 
+/// The pause between two messages to one recipient counts from when the first was accepted,
+/// not from its last delivery status: statuses (webhooks arriving seconds later) used to
+/// restart it, and under load held each customer's next reply back again and again.
+#[tokio::test]
+async fn a_delivery_status_does_not_restart_a_recipients_pause() {
+    let h = harness(SandboxOptions::default(), 0, |_| {}).await;
+    let to = wa_id();
+    let first = h.queue(&to, &OutgoingMessage::text("first"), true).await;
+    let second = h.queue(&to, &OutgoingMessage::text("second"), true).await;
+    let db = h.app.platform_db().await;
+    let pause = Duration::from_secs(60);
+    // The first was accepted an hour ago and has just been read (a status moves updated_at).
+    db.execute(
+        "UPDATE whatsapp_outbox SET state = 'read', sent_at = now() - interval '1 hour', \
+                updated_at = now() WHERE message_id = $1",
+        &[&first],
+    )
+    .await
+    .unwrap();
+    let claimed = whatsapp_notifier::outbox::claim(&**db, 10, pause)
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = claimed.iter().map(|c| c.message_id).collect();
+    assert_eq!(
+        ids,
+        [second],
+        "the fresh status held the second message back"
+    );
+    // The second accepted just now: a third waits out the pause whatever its statuses.
+    whatsapp_notifier::outbox::record_sent(&**db, second, &[7; 32], "free-form")
+        .await
+        .unwrap();
+    let third = h.queue(&to, &OutgoingMessage::text("third"), true).await;
+    let claimed = whatsapp_notifier::outbox::claim(&**db, 10, pause)
+        .await
+        .unwrap();
+    assert!(claimed.is_empty(), "claimed within the pause: {claimed:?}");
+    db.execute(
+        "UPDATE whatsapp_outbox SET sent_at = now() - interval '2 minutes' WHERE message_id = $1",
+        &[&second],
+    )
+    .await
+    .unwrap();
+    let claimed = whatsapp_notifier::outbox::claim(&**db, 10, pause)
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = claimed.iter().map(|c| c.message_id).collect();
+    assert_eq!(ids, [third]);
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn the_per_number_rate_limit_spaces_the_sends() {
     let h = harness(SandboxOptions::default(), 1, |config| {

@@ -85,8 +85,7 @@ pub async fn claim(
                        SELECT 1 FROM whatsapp_outbox s \
                         WHERE s.customer_digest = q.customer_digest \
                           AND s.phone_number_id = q.phone_number_id \
-                          AND s.state IN ('sent', 'delivered', 'read') \
-                          AND s.updated_at > now() - make_interval(secs => $2::float8)) \
+                          AND s.sent_at > now() - make_interval(secs => $2::float8)) \
                    ORDER BY q.next_attempt_at \
                    LIMIT $1 \
                    FOR UPDATE SKIP LOCKED) \
@@ -174,13 +173,40 @@ pub async fn record_sent(
         .execute(
             "WITH updated AS ( \
                UPDATE whatsapp_outbox SET state = 'sent', wamid_digest = $2, \
-                      last_error_code = NULL, updated_at = now() \
+                      last_error_code = NULL, sent_at = now(), updated_at = now() \
                 WHERE message_id = $1 AND state IN ('sending', 'queued') \
                RETURNING message_id) \
              INSERT INTO whatsapp_outbox_log (message_id, outcome, wamid_digest, detail) \
              SELECT message_id, 'sent', $2, $3 FROM updated",
             &[&message_id, &wamid_digest.as_slice(), &detail],
         )
+        .await?;
+    Ok(())
+}
+
+/// [`record_sent`] for many sends in one statement (one transaction): each row `sent` with
+/// its wamid's digest and a `sent` log line, rows already past `sending` untouched.
+pub async fn record_sent_many(
+    client: &deadpool_postgres::ClientWrapper,
+    records: &[&crate::recorder::SentRecord],
+) -> Result<(), tokio_postgres::Error> {
+    let ids: Vec<Uuid> = records.iter().map(|r| r.message_id).collect();
+    let digests: Vec<&[u8]> = records.iter().map(|r| r.wamid_digest.as_slice()).collect();
+    let details: Vec<&str> = records.iter().map(|r| r.detail).collect();
+    let statement = client
+        .prepare_cached(
+            "WITH updated AS ( \
+               UPDATE whatsapp_outbox o SET state = 'sent', wamid_digest = r.digest, \
+                      last_error_code = NULL, sent_at = now(), updated_at = now() \
+                 FROM unnest($1::uuid[], $2::bytea[], $3::text[]) AS r(message_id, digest, detail) \
+                WHERE o.message_id = r.message_id AND o.state IN ('sending', 'queued') \
+               RETURNING o.message_id, r.digest, r.detail) \
+             INSERT INTO whatsapp_outbox_log (message_id, outcome, wamid_digest, detail) \
+             SELECT message_id, 'sent', digest, detail FROM updated",
+        )
+        .await?;
+    client
+        .execute(&statement, &[&ids, &digests, &details])
         .await?;
     Ok(())
 }
