@@ -4,6 +4,8 @@
 //! Money is never a float here: amounts are integer minor units. Floats are used only for
 //! rates and for latency shown in milliseconds.
 
+pub mod http1;
+
 /// SplitMix64: a tiny, fast, non-cryptographic PRNG. Each load task seeds its own from
 /// the OS (via a v4 UUID), so tasks do not share state and need no locking.
 #[derive(Debug, Clone)]
