@@ -102,32 +102,15 @@ impl Connection {
             if self.buffer.len() > 64 * 1024 {
                 return Err(io::Error::other("answer head over 64 KiB"));
             }
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed before the answer",
-                ));
-            }
-            self.buffer.extend_from_slice(&chunk[..n]);
+            read_some(stream, &mut self.buffer, "before the answer").await?;
         };
         let head = std::str::from_utf8(&self.buffer[..head_end])
             .map_err(|_| io::Error::other("answer head is not UTF-8"))?;
         let (status, length, close) = parse_head(head)?;
-        let mut have = self.buffer.len() - head_end;
-        while have < length {
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed inside the answer's body",
-                ));
-            }
-            have += n;
+        while self.buffer.len() - head_end < length {
+            read_some(stream, &mut self.buffer, "inside the answer's body").await?;
         }
-        if have > length {
+        if self.buffer.len() - head_end > length {
             return Err(io::Error::other(
                 "more bytes than the answer's Content-Length",
             ));
@@ -137,6 +120,20 @@ impl Connection {
         }
         Ok(status)
     }
+}
+
+/// Appends what the socket has to `buffer`; the end of the stream is an error `while`.
+async fn read_some(stream: &mut TcpStream, buffer: &mut Vec<u8>, while_: &str) -> io::Result<()> {
+    let mut chunk = [0u8; 4096];
+    let n = stream.read(&mut chunk).await?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("connection closed {while_}"),
+        ));
+    }
+    buffer.extend_from_slice(&chunk[..n]);
+    Ok(())
 }
 
 /// Status code, Content-Length and whether the server closes the connection.

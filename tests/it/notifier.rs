@@ -596,6 +596,12 @@ async fn a_delivery_status_does_not_restart_a_recipients_pause() {
     let second = h.queue(&to, &OutgoingMessage::text("second"), true).await;
     let db = h.app.platform_db().await;
     let pause = Duration::from_secs(60);
+    let claim = || async {
+        let claimed = whatsapp_notifier::outbox::claim(&**db, 10, pause)
+            .await
+            .unwrap();
+        claimed.iter().map(|c| c.message_id).collect::<Vec<Uuid>>()
+    };
     // The first was accepted an hour ago and has just been read (a status moves updated_at).
     db.execute(
         "UPDATE whatsapp_outbox SET state = 'read', sent_at = now() - interval '1 hour', \
@@ -604,35 +610,33 @@ async fn a_delivery_status_does_not_restart_a_recipients_pause() {
     )
     .await
     .unwrap();
-    let claimed = whatsapp_notifier::outbox::claim(&**db, 10, pause)
-        .await
-        .unwrap();
-    let ids: Vec<Uuid> = claimed.iter().map(|c| c.message_id).collect();
     assert_eq!(
-        ids,
+        claim().await,
         [second],
         "the fresh status held the second message back"
     );
     // The second accepted just now: a third waits out the pause whatever its statuses.
-    whatsapp_notifier::outbox::record_sent(&**db, second, &[7; 32], "free-form")
+    let sent = whatsapp_notifier::recorder::SentRecord {
+        message_id: second,
+        wamid_digest: [7; 32],
+        detail: "free-form",
+    };
+    whatsapp_notifier::outbox::record_sent_many(&db, &[&sent])
         .await
         .unwrap();
     let third = h.queue(&to, &OutgoingMessage::text("third"), true).await;
-    let claimed = whatsapp_notifier::outbox::claim(&**db, 10, pause)
-        .await
-        .unwrap();
-    assert!(claimed.is_empty(), "claimed within the pause: {claimed:?}");
+    assert_eq!(
+        claim().await,
+        Vec::<Uuid>::new(),
+        "claimed within the pause"
+    );
     db.execute(
         "UPDATE whatsapp_outbox SET sent_at = now() - interval '2 minutes' WHERE message_id = $1",
         &[&second],
     )
     .await
     .unwrap();
-    let claimed = whatsapp_notifier::outbox::claim(&**db, 10, pause)
-        .await
-        .unwrap();
-    let ids: Vec<Uuid> = claimed.iter().map(|c| c.message_id).collect();
-    assert_eq!(ids, [third]);
+    assert_eq!(claim().await, [third]);
     h.stop().await;
 }
 

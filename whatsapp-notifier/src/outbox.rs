@@ -162,30 +162,8 @@ pub async fn claim(
         .collect())
 }
 
-/// Meta accepted the message: `sent` with the wamid's digest.
-pub async fn record_sent(
-    client: &impl GenericClient,
-    message_id: Uuid,
-    wamid_digest: &[u8; 32],
-    detail: &str,
-) -> Result<(), tokio_postgres::Error> {
-    client
-        .execute(
-            "WITH updated AS ( \
-               UPDATE whatsapp_outbox SET state = 'sent', wamid_digest = $2, \
-                      last_error_code = NULL, sent_at = now(), updated_at = now() \
-                WHERE message_id = $1 AND state IN ('sending', 'queued') \
-               RETURNING message_id) \
-             INSERT INTO whatsapp_outbox_log (message_id, outcome, wamid_digest, detail) \
-             SELECT message_id, 'sent', $2, $3 FROM updated",
-            &[&message_id, &wamid_digest.as_slice(), &detail],
-        )
-        .await?;
-    Ok(())
-}
-
-/// [`record_sent`] for many sends in one statement (one transaction): each row `sent` with
-/// its wamid's digest and a `sent` log line, rows already past `sending` untouched.
+/// Records accepted sends in one statement (one transaction): each row `sent` with its
+/// wamid's digest and `sent_at`, and a `sent` log line; rows already past `sending` untouched.
 pub async fn record_sent_many(
     client: &deadpool_postgres::ClientWrapper,
     records: &[&crate::recorder::SentRecord],
