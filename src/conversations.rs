@@ -174,7 +174,7 @@ pub struct Processor {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    #[error("database: {0}")]
+    #[error("database: {}", schema::db::error_text(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("no database connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),

@@ -92,3 +92,42 @@ pub fn is_unique_violation(error: &tokio_postgres::Error, constraint: &str) -> b
             && db.constraint() == Some(constraint)
     })
 }
+
+/// An error with its causes, `: `-joined. tokio-postgres shows a server error as just
+/// "db error" and keeps PostgreSQL's message in `source()`, so logs and wrapped errors that
+/// use only `Display` lose the part that says what went wrong.
+pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod error_text_tests {
+    use super::error_text;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("db error")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("ERROR: deadlock detected")]
+    struct Inner;
+
+    #[test]
+    fn the_cause_is_kept() {
+        assert_eq!(
+            error_text(&Outer(Inner)),
+            "db error: ERROR: deadlock detected"
+        );
+        assert_eq!(error_text(&Inner), "ERROR: deadlock detected");
+    }
+}

@@ -48,7 +48,7 @@ pub enum LedgerError {
 
 impl From<tokio_postgres::Error> for LedgerError {
     fn from(error: tokio_postgres::Error) -> Self {
-        LedgerError::Unavailable(error.to_string())
+        LedgerError::Unavailable(schema::db::error_text(&error))
     }
 }
 

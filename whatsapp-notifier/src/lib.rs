@@ -126,7 +126,7 @@ async fn run_statuses(
         let result = match pool.get().await {
             Ok(mut client) => statuses::pass(&mut client, &vault, config.status_batch_max, grace)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| schema::db::error_text(&e)),
             Err(error) => Err(error.to_string()),
         };
         match result {
@@ -220,7 +220,10 @@ impl Sender {
                             continue;
                         }
                     }
-                    Err(error) => tracing::warn!(%error, "a notifier claim failed; retrying"),
+                    Err(error) => {
+                        let error = schema::db::error_text(error.as_ref());
+                        tracing::warn!(%error, "a notifier claim failed; retrying")
+                    }
                 }
             }
             let was_full = in_flight.len() >= in_flight_max;
@@ -265,6 +268,7 @@ impl Sender {
         let message_id = message.message_id;
         if let Err(error) = self.deliver(message).await {
             // The row stays `sending`; the stuck-row sweep requeues it.
+            let error = schema::db::error_text(&error);
             tracing::warn!(%message_id, %error, "recording a send failed");
         }
     }

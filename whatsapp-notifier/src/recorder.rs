@@ -94,5 +94,5 @@ async fn record(pool: &schema::Pool, batch: &[(SentRecord, Reply)]) -> Result<()
     let records: Vec<&SentRecord> = batch.iter().map(|(record, _)| record).collect();
     outbox::record_sent_many(&client, &records)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| schema::db::error_text(&e))
 }
