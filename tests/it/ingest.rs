@@ -861,7 +861,8 @@ async fn a_batch_the_database_refuses_is_a_503_for_every_body_and_stores_nothing
 }
 
 #[tokio::test]
-async fn an_append_that_stores_a_row_notifies_loyalty_inbox_once_and_duplicates_do_not() {
+async fn an_append_that_stores_a_message_notifies_loyalty_inbox_once_and_duplicates_or_statuses_do_not(
+) {
     use futures_util::StreamExt;
     let database_url = fresh_database().await;
     let (listener, mut connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
@@ -898,6 +899,12 @@ async fn an_append_that_stores_a_row_notifies_loyalty_inbox_once_and_duplicates_
     // All duplicates: nothing stored, nobody woken.
     let appended = schema::inbox::append(&client, &items).await.unwrap();
     assert_eq!((appended.inserted, appended.duplicates), (0, 5));
+    // Statuses only: stored, and nobody woken (no one waits on a status; notifying
+    // transactions serialize their commits in PostgreSQL).
+    let (body, _) = text_messages(0, 3, 0);
+    let statuses = items_of(&parse(&body).unwrap(), &vault).unwrap();
+    let appended = schema::inbox::append(&client, &statuses).await.unwrap();
+    assert_eq!((appended.inserted, appended.duplicates), (3, 0));
     // One more that stores: exactly one notification for it (none for the duplicates).
     let (body, _) = text_messages(2, 0, 0);
     let more = items_of(&parse(&body).unwrap(), &vault).unwrap();
@@ -915,6 +922,6 @@ async fn an_append_that_stores_a_row_notifies_loyalty_inbox_once_and_duplicates_
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         notifications.try_recv().is_err(),
-        "more than one notification per append that stored rows"
+        "a notification for duplicates or statuses, or more than one per append"
     );
 }
