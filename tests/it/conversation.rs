@@ -10,13 +10,13 @@
 use crate::helpers::{
     admin_client, count, dbname, digest, member, phone, processed_everything, replies_to,
     test_settings, test_vault, vendor_code, wa_id, wait_for, Chat, Owner, TestApp,
-    SHARED_DISPLAY_NUMBER, SHARED_PHONE_NUMBER_ID, WAIT, WHATSAPP_APP_SECRET,
+    SHARED_DISPLAY_NUMBER, SHARED_PHONE_NUMBER_ID, WAIT,
 };
 use loyalty::app::{self, Components};
 use loyalty::conversations::register_own_number;
 use serde_json::{json, Value};
 use uuid::Uuid;
-use whatsapp_sandbox::{AppSecret, BusinessNumber};
+use whatsapp_sandbox::BusinessNumber;
 
 #[tokio::test]
 async fn joining_by_code_on_the_shared_number_enrols_the_customer_in_any_spelling() {
@@ -376,22 +376,6 @@ async fn no_phone_number_or_name_in_plain_text_in_the_database() {
     app.stop().await;
 }
 
-/// Posts `value` (a webhook body) signed, as Meta would.
-async fn post_webhook(app: &TestApp, value: &Value) {
-    let body = value.to_string().into_bytes();
-    let secret = AppSecret::new(WHATSAPP_APP_SECRET.as_str()).unwrap();
-    let signature = webhook_ingest::signature::sign(&secret, &body);
-    let status = whatsapp_sandbox::simulator::post_signed(
-        &reqwest::Client::new(),
-        &format!("{}/webhooks/whatsapp", app.ingest_address),
-        body,
-        &signature,
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 200);
-}
-
 fn shared_business() -> BusinessNumber {
     BusinessNumber {
         phone_number_id: SHARED_PHONE_NUMBER_ID.to_owned(),
@@ -480,32 +464,29 @@ async fn a_user_preferences_stop_opts_out_without_a_reply() {
     chat.reply(&ada, 1).await;
 
     let business = shared_business();
-    post_webhook(
-        &app,
-        &json!({
-            "object": "whatsapp_business_account",
-            "entry": [{
-                "id": business.waba_id,
-                "changes": [{
-                    "value": {
-                        "messaging_product": "whatsapp",
-                        "metadata": {
-                            "display_phone_number": business.display_phone_number,
-                            "phone_number_id": business.phone_number_id,
-                        },
-                        "user_preferences": [{
-                            "wa_id": wa_id(&ada),
-                            "detail": "User requested to stop marketing messages",
-                            "category": "marketing_messages",
-                            "value": "stop",
-                            "timestamp": chrono::Utc::now().timestamp(),
-                        }],
+    app.post_webhook(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": business.waba_id,
+            "changes": [{
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": {
+                        "display_phone_number": business.display_phone_number,
+                        "phone_number_id": business.phone_number_id,
                     },
-                    "field": "user_preferences",
-                }],
+                    "user_preferences": [{
+                        "wa_id": wa_id(&ada),
+                        "detail": "User requested to stop marketing messages",
+                        "category": "marketing_messages",
+                        "value": "stop",
+                        "timestamp": chrono::Utc::now().timestamp(),
+                    }],
+                },
+                "field": "user_preferences",
             }],
-        }),
-    )
+        }],
+    }))
     .await;
     processed_everything(&app).await;
     assert_eq!(
@@ -556,15 +537,12 @@ async fn a_pending_confirmation_expires_after_the_inactivity_timeout() {
         "type": "text",
         "text": { "body": "yes" },
     });
-    post_webhook(
-        &app,
-        &whatsapp_sandbox::simulator::inbound_webhook(
-            &shared_business(),
-            &wa_id(&ada),
-            "Ada Lovelace",
-            message,
-        ),
-    )
+    app.post_webhook(&whatsapp_sandbox::simulator::inbound_webhook(
+        &shared_business(),
+        &wa_id(&ada),
+        "Ada Lovelace",
+        message,
+    ))
     .await;
     let reply = chat.reply(&ada, 3).await;
     assert!(
@@ -635,15 +613,12 @@ async fn a_redemption_committed_before_a_crash_is_replayed_not_repeated() {
         "interactive": { "type": "button_reply",
                          "button_reply": { "id": format!("confirm:{coffee}"), "title": "Confirm" } },
     });
-    post_webhook(
-        &app,
-        &whatsapp_sandbox::simulator::inbound_webhook(
-            &shared_business(),
-            &wa_id(&ada),
-            "Ada Lovelace",
-            message,
-        ),
-    )
+    app.post_webhook(&whatsapp_sandbox::simulator::inbound_webhook(
+        &shared_business(),
+        &wa_id(&ada),
+        "Ada Lovelace",
+        message,
+    ))
     .await;
     let reply = chat.reply(&ada, 3).await;
     assert!(

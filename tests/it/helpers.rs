@@ -618,6 +618,22 @@ impl TestApp {
         response.json().await.expect("a JSON body")
     }
 
+    /// Posts `value` (a webhook body) to the ingest, signed as Meta signs it; asserts 200.
+    pub async fn post_webhook(&self, value: &Value) {
+        let body = value.to_string().into_bytes();
+        let secret = whatsapp_sandbox::AppSecret::new(WHATSAPP_APP_SECRET.as_str()).unwrap();
+        let signature = webhook_ingest::signature::sign(&secret, &body);
+        let status = whatsapp_sandbox::simulator::post_signed(
+            &reqwest::Client::new(),
+            &format!("{}/webhooks/whatsapp", self.ingest_address),
+            body,
+            &signature,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200);
+    }
+
     /// A connection of the app's tenant-scoped role: it sees nothing outside a scope.
     pub async fn db(&self) -> deadpool_postgres::Object {
         self.pool.get().await.expect("a database connection")

@@ -8,12 +8,11 @@
 
 use crate::helpers::{
     admin_client, count, dbname, phone, processed_everything, replies_to, test_vault, wa_id,
-    wait_for, Chat, Owner, TestApp, SHARED_PHONE_NUMBER_ID, WAIT, WHATSAPP_APP_SECRET,
+    wait_for, Chat, Owner, TestApp, SHARED_PHONE_NUMBER_ID, WAIT,
 };
 use ledger_core::TenantId;
 use loyalty::conversations::register_own_number;
 use serde_json::{json, Value};
-use whatsapp_sandbox::AppSecret;
 
 const OWN: &str = "200000000000101";
 const TOKEN_A: &str = "EAAtenantA-token-0001";
@@ -26,32 +25,41 @@ fn number_body(id: &str, token: &str) -> Value {
     })
 }
 
+/// `method` on `/v1/whatsapp/number` as `bearer`, with `body` as JSON when given.
+async fn number_call(
+    app: &TestApp,
+    method: reqwest::Method,
+    bearer: &str,
+    body: Option<&Value>,
+) -> reqwest::Response {
+    let mut request = app
+        .http
+        .request(method, app.url("/v1/whatsapp/number"))
+        .bearer_auth(bearer);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    request.send().await.unwrap()
+}
+
 async fn put(app: &TestApp, bearer: &str, body: &Value) -> reqwest::Response {
-    app.http
-        .put(app.url("/v1/whatsapp/number"))
-        .bearer_auth(bearer)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+    number_call(app, reqwest::Method::PUT, bearer, Some(body)).await
 }
 
 async fn get(app: &TestApp, bearer: &str) -> reqwest::Response {
-    app.http
-        .get(app.url("/v1/whatsapp/number"))
-        .bearer_auth(bearer)
-        .send()
-        .await
-        .unwrap()
+    number_call(app, reqwest::Method::GET, bearer, None).await
 }
 
 async fn delete(app: &TestApp, bearer: &str) -> reqwest::Response {
-    app.http
-        .delete(app.url("/v1/whatsapp/number"))
-        .bearer_auth(bearer)
-        .send()
-        .await
-        .unwrap()
+    number_call(app, reqwest::Method::DELETE, bearer, None).await
+}
+
+/// A new tenant's owner, with `OWN` registered as the tenant's number (token `TOKEN_A`).
+async fn owner_with_own_number(app: &TestApp) -> Owner<'_> {
+    let owner = Owner::sign_up(app).await;
+    let created = put(app, &owner.token, &number_body(OWN, TOKEN_A)).await;
+    assert_eq!(created.status(), 201);
+    owner
 }
 
 /// Every row of `whatsapp_numbers` and `whatsapp_number_changes`, as the owner sees them.
@@ -220,14 +228,8 @@ async fn an_owner_registers_updates_shows_and_detaches_the_number_and_the_token_
 async fn the_shared_number_and_another_tenants_number_are_409_and_change_nothing() {
     let app = TestApp::spawn().await;
     shared_number_seeded(&app).await;
-    let a = Owner::sign_up(&app).await;
+    let a = owner_with_own_number(&app).await;
     let b = Owner::sign_up(&app).await;
-    assert_eq!(
-        put(&app, &a.token, &number_body(OWN, TOKEN_A))
-            .await
-            .status(),
-        201
-    );
     let before = snapshot(&app).await;
 
     for id in [OWN, SHARED_PHONE_NUMBER_ID] {
@@ -285,13 +287,7 @@ async fn the_shared_number_is_refused_before_the_processor_has_seeded_it() {
 #[tokio::test]
 async fn only_owners_manage_the_number() {
     let app = TestApp::spawn().await;
-    let owner = Owner::sign_up(&app).await;
-    assert_eq!(
-        put(&app, &owner.token, &number_body(OWN, TOKEN_A))
-            .await
-            .status(),
-        201
-    );
+    let owner = owner_with_own_number(&app).await;
     let auditor_key: Value = owner
         .post(
             "/v1/api-keys",
@@ -325,13 +321,7 @@ async fn only_owners_manage_the_number() {
 #[tokio::test]
 async fn bad_input_gets_a_4xx_problem_naming_the_field_and_changes_nothing() {
     let app = TestApp::spawn().await;
-    let owner = Owner::sign_up(&app).await;
-    assert_eq!(
-        put(&app, &owner.token, &number_body(OWN, TOKEN_A))
-            .await
-            .status(),
-        201
-    );
+    let owner = owner_with_own_number(&app).await;
     let before = snapshot(&app).await;
     let mut cases: Vec<(Value, &str)> = vec![
         (
@@ -426,13 +416,7 @@ async fn bad_input_gets_a_4xx_problem_naming_the_field_and_changes_nothing() {
 #[tokio::test]
 async fn the_app_role_cannot_read_numbers_directly_nor_without_a_tenant() {
     let app = TestApp::spawn().await;
-    let owner = Owner::sign_up(&app).await;
-    assert_eq!(
-        put(&app, &owner.token, &number_body(OWN, TOKEN_A))
-            .await
-            .status(),
-        201
-    );
+    owner_with_own_number(&app).await;
     let client = app.db().await;
     let direct = client
         .query("SELECT sealed_access_token FROM whatsapp_numbers", &[])
@@ -472,14 +456,8 @@ async fn replies_on_an_own_number_go_out_with_that_tenants_token_and_a_number_wi
         "{OWN}:2348010000101:{TOKEN_A},{untokened}:2348010000202"
     ))
     .await;
-    let a = Owner::sign_up(&app).await;
+    let a = owner_with_own_number(&app).await;
     let b = Owner::sign_up(&app).await;
-    assert_eq!(
-        put(&app, &a.token, &number_body(OWN, TOKEN_A))
-            .await
-            .status(),
-        201
-    );
     assert!(
         register_own_number(&app.platform_pool, b.tenant, untokened, "2348010000202")
             .await
@@ -602,18 +580,7 @@ async fn a_message_from_a_user_id_without_a_phone_number_is_kept_and_not_answere
                           "timestamp": "1767225600", "type": "text", "text": {"body": "JOIN SHOP"}}]
         }}]}]
     });
-    let raw = body.to_string().into_bytes();
-    let secret = AppSecret::new(WHATSAPP_APP_SECRET.as_str()).unwrap();
-    let signature = webhook_ingest::signature::sign(&secret, &raw);
-    let status = whatsapp_sandbox::simulator::post_signed(
-        &reqwest::Client::new(),
-        &format!("{}/webhooks/whatsapp", app.ingest_address),
-        raw,
-        &signature,
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 200);
+    app.post_webhook(&body).await;
     processed_everything(&app).await;
     assert_eq!(
         count(
@@ -689,14 +656,8 @@ async fn outbox_state(app: &TestApp, message_id: uuid::Uuid) -> (String, Vec<Str
 #[tokio::test]
 async fn replacing_or_detaching_the_number_fails_its_queued_messages_only() {
     let app = TestApp::spawn().await;
-    let owner = Owner::sign_up(&app).await;
+    let owner = owner_with_own_number(&app).await;
     let second = "200000000000102";
-    assert_eq!(
-        put(&app, &owner.token, &number_body(OWN, TOKEN_A))
-            .await
-            .status(),
-        201
-    );
     let on_first = queue_on(&app, OWN).await;
     let elsewhere = queue_on(&app, "200000000000999").await;
 

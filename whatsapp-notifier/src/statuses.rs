@@ -96,20 +96,25 @@ pub async fn pass(
     limit: i64,
     unmatched_grace: Duration,
 ) -> Result<Pass, tokio_postgres::Error> {
-    client
-        .execute(
-            "INSERT INTO whatsapp_inbox_cursors (name) VALUES ($1) ON CONFLICT DO NOTHING",
-            &[&CURSOR_NAME],
-        )
-        .await?;
     let tx = client.transaction().await?;
-    let cursor = tx
-        .query_one(
+    let select = tx
+        .prepare_cached(
             "SELECT last_transaction_id::text, last_inbox_id FROM whatsapp_inbox_cursors \
               WHERE name = $1 FOR UPDATE",
-            &[&CURSOR_NAME],
         )
         .await?;
+    // The cursor row is created by the first pass on a database, not attempted every pass.
+    let cursor = match tx.query_opt(&select, &[&CURSOR_NAME]).await? {
+        Some(cursor) => cursor,
+        None => {
+            tx.execute(
+                "INSERT INTO whatsapp_inbox_cursors (name) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&CURSOR_NAME],
+            )
+            .await?;
+            tx.query_one(&select, &[&CURSOR_NAME]).await?
+        }
+    };
     let transaction_id: String = cursor.get(0);
     let mut position = InboxPosition {
         transaction_id: transaction_id.parse().unwrap_or(0),

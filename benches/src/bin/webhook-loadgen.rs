@@ -116,6 +116,16 @@ struct Poster {
 type PostResult = std::result::Result<u16, String>;
 
 impl Poster {
+    /// A text-message webhook from `wa_id` with the next wamid, and its signature.
+    fn signed_text(&self, wa_id: &str, text: &str) -> (Vec<u8>, String) {
+        let sequence = self.next_wamid.fetch_add(1, Ordering::Relaxed);
+        let wamid = bench_wamid(&self.run_id, sequence);
+        let now = unix_micros(SystemTime::now()) / 1_000_000;
+        let body = text_webhook_body(&self.business, wa_id, "Bench Customer", &wamid, now, text);
+        let signature = sign(&self.secret, &body);
+        (body, signature)
+    }
+
     /// Posts like [`Poster::post_text`] over the closed loop's own keep-alive connection
     /// (`benches::http1`: far less client CPU on a box the server shares).
     async fn post_text_on(
@@ -124,11 +134,7 @@ impl Poster {
         wa_id: &str,
         text: &str,
     ) -> PostResult {
-        let sequence = self.next_wamid.fetch_add(1, Ordering::Relaxed);
-        let wamid = bench_wamid(&self.run_id, sequence);
-        let now = unix_micros(SystemTime::now()) / 1_000_000;
-        let body = text_webhook_body(&self.business, wa_id, "Bench Customer", &wamid, now, text);
-        let signature = sign(&self.secret, &body);
+        let (body, signature) = self.signed_text(wa_id, text);
         connection
             .post(
                 &[
@@ -142,11 +148,7 @@ impl Poster {
     }
 
     async fn post_text(&self, wa_id: &str, text: &str) -> PostResult {
-        let sequence = self.next_wamid.fetch_add(1, Ordering::Relaxed);
-        let wamid = bench_wamid(&self.run_id, sequence);
-        let now = unix_micros(SystemTime::now()) / 1_000_000;
-        let body = text_webhook_body(&self.business, wa_id, "Bench Customer", &wamid, now, text);
-        let signature = sign(&self.secret, &body);
+        let (body, signature) = self.signed_text(wa_id, text);
         let response = self
             .client
             .post(&self.url)
