@@ -6,12 +6,17 @@
 
 use crate::amounts::{MinorUnits, Points};
 use crate::command::{Command, Rejection, REWARD_NAME_CHARS_MAX};
+use crate::command::{HOLD_DAYS_MAX, REASON_CHARS_MAX};
 use crate::events::{
-    CustomerEnrolled, CustomerErased, Event, LineItem, LotDebit, PointsEarned, PointsExpired,
-    PurchaseLogged, RedemptionFulfilled, RewardCreated, RewardRedeemed, RewardRetired,
-    RuleSetPublished, TenantRegistered,
+    AdjustmentLot, CustomerEnrolled, CustomerErased, DebtSettled, Event, HoldFulfilled,
+    HoldReleaseReason, HoldReleased, LineItem, LotDebit, PointsActivated, PointsAdjusted,
+    PointsEarned, PointsExpired, PointsPending, ProgrammeSettings, ProgrammeSettingsChanged,
+    PurchaseLogged, PurchaseRefunded, RedemptionFulfilled, RefundPolicy, Reversal, RewardCreated,
+    RewardHeld, RewardRedeemed, RewardRetired, RuleSetPublished, TenantRegistered,
 };
-use crate::ids::{CustomerId, LotId, PurchaseId, RedemptionId, RewardId, TenantId};
+use crate::ids::{
+    AdjustmentId, CustomerId, LotId, PurchaseId, RedemptionId, RefundId, RewardId, TenantId,
+};
 use crate::rules::{PurchaseFacts, RuleSet};
 use crate::Currency;
 use chrono::{DateTime, Duration, Utc};
@@ -37,6 +42,7 @@ pub struct TenantProfile {
     pub currency: Currency,
     pub expiry_days: u32,
     pub rule_set: RuleSet,
+    pub settings: ProgrammeSettings,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,7 +81,13 @@ impl Aggregate for TenantState {
                     currency: e.currency,
                     expiry_days: e.expiry_days,
                     rule_set: e.rule_set.clone(),
+                    settings: ProgrammeSettings::default(),
                 });
+            }
+            Event::ProgrammeSettingsChanged(e) => {
+                if let Some(profile) = &mut self.profile {
+                    profile.settings = e.settings.clone();
+                }
             }
             Event::RuleSetPublished(e) => {
                 if let Some(profile) = &mut self.profile {
@@ -104,15 +116,32 @@ impl Aggregate for TenantState {
     }
 }
 
-/// An open lot: points earned together, spent and expired together.
+/// A lot: points earned together (by one purchase or one positive adjustment), spent and
+/// expired together. While `pending_until` is set the lot is pending (not in the balance,
+/// not spendable). `reserved` is the part held for open reward holds: still in the
+/// balance, not available, and never expired while held.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lot {
     pub lot_id: LotId,
-    pub purchase_id: PurchaseId,
+    /// The purchase that earned it; `None` for a lot opened by an adjustment.
+    pub purchase_id: Option<PurchaseId>,
     pub points: Points,
     pub remaining: Points,
+    pub reserved: Points,
+    pub pending_until: Option<DateTime<Utc>>,
     pub earned_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+}
+
+impl Lot {
+    pub fn is_pending(&self) -> bool {
+        self.pending_until.is_some()
+    }
+
+    /// What of the lot can be spent, expired or taken back: the remainder not held.
+    pub fn free(&self) -> Points {
+        Points::new(self.remaining.value() - self.reserved.value())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,21 +153,43 @@ pub struct CustomerProfile {
     pub erased_at: Option<DateTime<Utc>>,
 }
 
-/// One customer's ledger. Invariant (checked by the property tests after every step):
-/// `balance == Σ lots.remaining == earned − redeemed − expired` and `balance ≥ 0`.
+/// One customer's ledger, in the balance vocabulary every screen uses:
+///
+/// - `balance`: the points the customer owns, posted — `Σ remaining of non-pending lots −
+///   debt`. Open holds are still in it.
+/// - `pending`: points inside their return window — `Σ remaining of pending lots`; never
+///   spendable, never in `balance`.
+/// - `held`: points reserved by open reward holds — `Σ lots.reserved`.
+/// - `available`: what can be spent now — `balance − held` (less lots past their date
+///   that the expiry run has not reached yet; see [`CustomerState::available_at`]).
+///
+/// Invariants (checked by the property tests after every step): the sums above, and
+/// `balance == earned − pending − redeemed − expired − reversed + adjusted`;
+/// `balance ≥ −debt limit`, and `balance ≥ 0` when the tenant allows no debt.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CustomerState {
     pub profile: Option<CustomerProfile>,
     pub purchases: u32,
-    /// Lots with points remaining, in the order they were earned. Emptied lots are dropped.
+    /// Lots with points remaining, in the order they were opened. Emptied lots are dropped.
     pub lots: Vec<Lot>,
     pub balance: Points,
+    pub pending: Points,
+    pub held: Points,
+    /// Points refunds took back beyond what the customer had (tenant policy `allow_debt`).
+    pub debt: Points,
+    /// Lifetime counters.
     pub earned: Points,
     pub redeemed: Points,
     pub expired: Points,
+    pub reversed: Points,
+    /// Net of manual adjustments (signed).
+    pub adjusted: Points,
     /// Redemptions of catalogue rewards (those with a code), by id: what a vendor can
-    /// fulfil. Redemptions of a number of points have nothing to hand over and are not kept.
+    /// fulfil or cancel. Redemptions of a number of points have nothing to hand over and
+    /// are not kept.
     pub redemptions: BTreeMap<RedemptionId, Redemption>,
+    /// Every logged purchase, for refunds.
+    pub purchase_records: BTreeMap<PurchaseId, PurchaseRecord>,
 }
 
 /// A reward redeemed by the customer, to be handed over at the counter once.
@@ -150,18 +201,74 @@ pub struct Redemption {
     pub points: Points,
     pub redeemed_at: DateTime<Utc>,
     pub fulfilled_at: Option<DateTime<Utc>>,
+    /// `Some` for a hold (`RewardHeld`); `None` for a redemption debited at once
+    /// (`RewardRedeemed`, streams from before holds).
+    pub hold: Option<Hold>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub reserved: Vec<LotDebit>,
+    pub expires_at: DateTime<Utc>,
+    pub released: Option<(DateTime<Utc>, HoldReleaseReason)>,
+}
+
+impl Redemption {
+    /// A hold neither fulfilled nor released.
+    pub fn is_open_hold(&self) -> bool {
+        self.fulfilled_at.is_none() && self.hold.as_ref().is_some_and(|h| h.released.is_none())
+    }
+}
+
+/// What a refund needs to know about a purchase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurchaseRecord {
+    pub amount: MinorUnits,
+    pub refunded: MinorUnits,
+    pub lot_id: Option<LotId>,
+    pub points: Points,
+    /// Points of this purchase already accounted for by refunds (`Reversal::due` summed).
+    pub reversal_accounted: Points,
+    /// Points of the purchase's lot that expired, and how many of them refunds forgave.
+    pub lot_expired: Points,
+    pub waived: Points,
 }
 
 impl CustomerState {
-    /// Points that could be spent at `at`: the balance less lots already past their date.
-    pub fn spendable_at(&self, at: DateTime<Utc>) -> Points {
-        let due: i64 = self
+    /// Points that could be spent at `at`: free points of non-pending lots not yet past
+    /// their date, less debt. Equals `balance − held` when no lot is past its date.
+    pub fn available_at(&self, at: DateTime<Utc>) -> Points {
+        let free: i64 = self
             .lots
             .iter()
-            .filter(|lot| lot.expires_at <= at)
-            .map(|lot| lot.remaining.value())
+            .filter(|lot| !lot.is_pending() && lot.expires_at > at)
+            .map(|lot| lot.free().value())
             .sum();
-        Points::new(self.balance.value() - due)
+        Points::new(free - self.debt.value())
+    }
+
+    /// Open holds, oldest first.
+    pub fn open_holds(&self) -> impl Iterator<Item = &Redemption> {
+        self.redemptions.values().filter(|r| r.is_open_hold())
+    }
+
+    fn lot_mut(&mut self, lot_id: LotId) -> Option<&mut Lot> {
+        self.lots.iter_mut().find(|lot| lot.lot_id == lot_id)
+    }
+
+    fn debit_lot(&mut self, lot_id: LotId, points: Points) {
+        if let Some(lot) = self.lot_mut(lot_id) {
+            lot.remaining = sub(lot.remaining, points);
+        }
+        self.lots.retain(|lot| lot.remaining.is_positive());
+    }
+
+    fn reserve(&mut self, reservations: &[LotDebit], sign: i64) {
+        for r in reservations {
+            if let Some(lot) = self.lot_mut(r.lot_id) {
+                lot.reserved = Points::new(lot.reserved.value().saturating_add(sign * r.points.value()));
+            }
+        }
     }
 }
 
@@ -187,17 +294,49 @@ impl Aggregate for CustomerState {
             }
             Event::PurchaseLogged(e) => {
                 self.purchases = self.purchases.max(e.purchase_number);
+                self.purchase_records.insert(
+                    e.purchase_id,
+                    PurchaseRecord {
+                        amount: e.amount,
+                        refunded: MinorUnits::ZERO,
+                        lot_id: None,
+                        points: Points::ZERO,
+                        reversal_accounted: Points::ZERO,
+                        lot_expired: Points::ZERO,
+                        waived: Points::ZERO,
+                    },
+                );
             }
             Event::PointsEarned(e) => {
                 self.lots.push(Lot {
                     lot_id: e.lot_id,
-                    purchase_id: e.purchase_id,
+                    purchase_id: Some(e.purchase_id),
                     points: e.points,
                     remaining: e.points,
+                    reserved: Points::ZERO,
+                    pending_until: None,
                     earned_at: e.earned_at,
                     expires_at: e.expires_at,
                 });
+                if let Some(record) = self.purchase_records.get_mut(&e.purchase_id) {
+                    record.lot_id = Some(e.lot_id);
+                    record.points = e.points;
+                }
                 self.earned = add(self.earned, e.points);
+                self.balance = add(self.balance, e.points);
+            }
+            Event::PointsPending(e) => {
+                if let Some(lot) = self.lot_mut(e.lot_id) {
+                    lot.pending_until = Some(e.pending_until);
+                }
+                self.balance = sub(self.balance, e.points);
+                self.pending = add(self.pending, e.points);
+            }
+            Event::PointsActivated(e) => {
+                if let Some(lot) = self.lot_mut(e.lot_id) {
+                    lot.pending_until = None;
+                }
+                self.pending = sub(self.pending, e.points);
                 self.balance = add(self.balance, e.points);
             }
             Event::RewardRedeemed(e) => {
@@ -216,8 +355,58 @@ impl Aggregate for CustomerState {
                             points: e.points,
                             redeemed_at: e.redeemed_at,
                             fulfilled_at: None,
+                            hold: None,
                         },
                     );
+                }
+            }
+            Event::RewardHeld(e) => {
+                self.reserve(&e.reserved, 1);
+                self.held = add(self.held, e.points);
+                self.redemptions.insert(
+                    e.redemption_id,
+                    Redemption {
+                        redemption_id: e.redemption_id,
+                        reward_id: e.reward_id,
+                        code: e.code.clone(),
+                        points: e.points,
+                        redeemed_at: e.held_at,
+                        fulfilled_at: None,
+                        hold: Some(Hold {
+                            reserved: e.reserved.clone(),
+                            expires_at: e.expires_at,
+                            released: None,
+                        }),
+                    },
+                );
+            }
+            Event::HoldFulfilled(e) => {
+                self.reserve(&e.consumed, -1);
+                for debit in &e.consumed {
+                    self.debit_lot(debit.lot_id, debit.points);
+                }
+                self.held = sub(self.held, e.points);
+                self.redeemed = add(self.redeemed, e.points);
+                self.balance = sub(self.balance, e.points);
+                if let Some(redemption) = self.redemptions.get_mut(&e.redemption_id) {
+                    redemption.fulfilled_at = Some(e.fulfilled_at);
+                }
+            }
+            Event::HoldReleased(e) => {
+                let reserved = self
+                    .redemptions
+                    .get(&e.redemption_id)
+                    .and_then(|r| r.hold.as_ref())
+                    .map(|h| h.reserved.clone())
+                    .unwrap_or_default();
+                self.reserve(&reserved, -1);
+                self.held = sub(self.held, e.points);
+                if let Some(hold) = self
+                    .redemptions
+                    .get_mut(&e.redemption_id)
+                    .and_then(|r| r.hold.as_mut())
+                {
+                    hold.released = Some((e.released_at, e.reason));
                 }
             }
             Event::RedemptionFulfilled(e) => {
@@ -226,24 +415,74 @@ impl Aggregate for CustomerState {
                 }
             }
             Event::PointsExpired(e) => {
+                let purchase = self
+                    .lots
+                    .iter()
+                    .find(|lot| lot.lot_id == e.lot_id)
+                    .and_then(|lot| lot.purchase_id);
+                if let Some(record) = purchase.and_then(|p| self.purchase_records.get_mut(&p)) {
+                    record.lot_expired = add(record.lot_expired, e.points);
+                }
                 self.debit_lot(e.lot_id, e.points);
                 self.expired = add(self.expired, e.points);
                 self.balance = sub(self.balance, e.points);
             }
+            Event::PurchaseRefunded(e) => {
+                if let Some(record) = self.purchase_records.get_mut(&e.purchase_id) {
+                    record.refunded = MinorUnits::new(
+                        record.refunded.value().saturating_add(e.amount.value()),
+                    );
+                    record.reversal_accounted =
+                        add(record.reversal_accounted, e.reversal.due);
+                    record.waived = add(record.waived, e.reversal.waived_expired);
+                }
+                let reversal = &e.reversal;
+                if reversal.from_pending.is_positive() {
+                    let own = self
+                        .purchase_records
+                        .get(&e.purchase_id)
+                        .and_then(|r| r.lot_id);
+                    if let Some(lot_id) = own {
+                        self.debit_lot(lot_id, reversal.from_pending);
+                    }
+                    self.pending = sub(self.pending, reversal.from_pending);
+                }
+                for debit in &reversal.from_lots {
+                    self.debit_lot(debit.lot_id, debit.points);
+                }
+                self.debt = add(self.debt, reversal.debt);
+                self.balance = sub(self.balance, reversal.from_balance());
+                self.reversed = add(self.reversed, reversal.reversed());
+            }
+            Event::PointsAdjusted(e) => {
+                if let Some(lot) = &e.lot {
+                    self.lots.push(Lot {
+                        lot_id: lot.lot_id,
+                        purchase_id: None,
+                        points: e.points,
+                        remaining: e.points,
+                        reserved: Points::ZERO,
+                        pending_until: None,
+                        earned_at: e.adjusted_at,
+                        expires_at: lot.expires_at,
+                    });
+                }
+                for debit in &e.consumed {
+                    self.debit_lot(debit.lot_id, debit.points);
+                }
+                self.adjusted = Points::new(self.adjusted.value().saturating_add(e.points.value()));
+                self.balance = Points::new(self.balance.value().saturating_add(e.points.value()));
+            }
+            Event::DebtSettled(e) => {
+                self.debit_lot(e.lot_id, e.points);
+                self.debt = sub(self.debt, e.points);
+            }
             Event::TenantRegistered(_)
             | Event::RuleSetPublished(_)
             | Event::RewardCreated(_)
-            | Event::RewardRetired(_) => {}
+            | Event::RewardRetired(_)
+            | Event::ProgrammeSettingsChanged(_) => {}
         }
-    }
-}
-
-impl CustomerState {
-    fn debit_lot(&mut self, lot_id: LotId, points: Points) {
-        if let Some(lot) = self.lots.iter_mut().find(|lot| lot.lot_id == lot_id) {
-            lot.remaining = sub(lot.remaining, points);
-        }
-        self.lots.retain(|lot| lot.remaining.is_positive());
     }
 }
 
@@ -358,14 +597,16 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
             if !points.is_positive() {
                 return Err(Rejection::AmountNotPositive);
             }
-            spend(state.customer, *points, *at, |consumed| RewardRedeemed {
-                redemption_id: *redemption_id,
-                points: *points,
-                description: description.clone(),
-                consumed,
-                redeemed_at: *at,
-                reward_id: None,
-                code: None,
+            take_available(state.customer, *points, *at, |consumed| {
+                Event::RewardRedeemed(RewardRedeemed {
+                    redemption_id: *redemption_id,
+                    points: *points,
+                    description: description.clone(),
+                    consumed,
+                    redeemed_at: *at,
+                    reward_id: None,
+                    code: None,
+                })
             })
         }
         Command::CreateReward {
@@ -407,19 +648,23 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
             at,
             ..
         } => {
-            tenant(state)?;
+            let profile = tenant(state)?;
             active_customer(state)?;
             let reward = active_reward(state, *reward_id)?;
-            spend(state.customer, reward.points_cost, *at, |consumed| {
-                RewardRedeemed {
+            let expires_at = at
+                .checked_add_signed(Duration::days(i64::from(profile.settings.hold_days)))
+                .ok_or(Rejection::Overflow)?;
+            take_available(state.customer, reward.points_cost, *at, |reserved| {
+                Event::RewardHeld(RewardHeld {
                     redemption_id: *redemption_id,
-                    points: reward.points_cost,
+                    reward_id: *reward_id,
                     description: reward.name.clone(),
-                    consumed,
-                    redeemed_at: *at,
-                    reward_id: Some(*reward_id),
-                    code: Some(code.to_string()),
-                }
+                    code: code.to_string(),
+                    points: reward.points_cost,
+                    reserved,
+                    held_at: *at,
+                    expires_at,
+                })
             })
         }
         Command::FulfilRedemption {
@@ -427,7 +672,7 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
         } => {
             tenant(state)?;
             // An erased customer's redemption is still handed over: the points were spent
-            // before the erasure, and the code carries no personal data.
+            // (or held) before the erasure, and the code carries no personal data.
             customer(state)?;
             let redemption = state
                 .customer
@@ -437,16 +682,342 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
             if redemption.fulfilled_at.is_some() {
                 return Err(Rejection::AlreadyFulfilled);
             }
-            Ok(vec![Event::RedemptionFulfilled(RedemptionFulfilled {
+            let Some(hold) = &redemption.hold else {
+                return Ok(vec![Event::RedemptionFulfilled(RedemptionFulfilled {
+                    redemption_id: *redemption_id,
+                    fulfilled_at: *at,
+                })]);
+            };
+            if hold.released.is_some() {
+                return Err(Rejection::HoldReleased);
+            }
+            if *at >= hold.expires_at {
+                return Err(Rejection::HoldExpired);
+            }
+            Ok(vec![Event::HoldFulfilled(HoldFulfilled {
                 redemption_id: *redemption_id,
+                points: redemption.points,
+                consumed: hold.reserved.clone(),
                 fulfilled_at: *at,
             })])
+        }
+        Command::CancelHold {
+            redemption_id, at, ..
+        } => {
+            tenant(state)?;
+            customer(state)?;
+            let redemption = state
+                .customer
+                .redemptions
+                .get(redemption_id)
+                .ok_or(Rejection::RedemptionNotFound)?;
+            let hold = redemption.hold.as_ref().ok_or(Rejection::NotAHold)?;
+            if redemption.fulfilled_at.is_some() {
+                return Err(Rejection::AlreadyFulfilled);
+            }
+            if hold.released.is_some() {
+                return Err(Rejection::HoldReleased);
+            }
+            Ok(vec![Event::HoldReleased(HoldReleased {
+                redemption_id: *redemption_id,
+                points: redemption.points,
+                reason: HoldReleaseReason::Cancelled,
+                released_at: *at,
+            })])
+        }
+        Command::ExpireHolds { at, .. } => {
+            customer(state)?;
+            Ok(state
+                .customer
+                .open_holds()
+                .filter(|r| r.hold.as_ref().is_some_and(|h| h.expires_at <= *at))
+                .map(|r| {
+                    Event::HoldReleased(HoldReleased {
+                        redemption_id: r.redemption_id,
+                        points: r.points,
+                        reason: HoldReleaseReason::Expired,
+                        released_at: *at,
+                    })
+                })
+                .collect())
         }
         Command::ExpirePoints { at, .. } => {
             customer(state)?;
             Ok(expire_due_lots(state.customer, *at))
         }
+        Command::ActivatePendingPoints { at, .. } => {
+            customer(state)?;
+            let mut debt = state.customer.debt;
+            let mut events = Vec::new();
+            for lot in &state.customer.lots {
+                if lot.pending_until.is_some_and(|until| until <= *at) {
+                    events.push(Event::PointsActivated(PointsActivated {
+                        lot_id: lot.lot_id,
+                        points: lot.remaining,
+                        activated_at: *at,
+                    }));
+                    events.extend(settle_debt(&mut debt, lot.lot_id, lot.remaining, *at));
+                }
+            }
+            Ok(events)
+        }
+        Command::ChangeProgrammeSettings { settings, at } => {
+            let profile = tenant(state)?;
+            check_settings(settings, profile.expiry_days)?;
+            Ok(vec![Event::ProgrammeSettingsChanged(
+                ProgrammeSettingsChanged {
+                    settings: settings.clone(),
+                    changed_at: *at,
+                },
+            )])
+        }
+        Command::RefundPurchase {
+            refund_id,
+            purchase_id,
+            amount,
+            reference,
+            at,
+            ..
+        } => {
+            let profile = tenant(state)?;
+            // A refund is the vendor's fact about a past purchase: it is recorded for an
+            // erased customer too.
+            customer(state)?;
+            decide_refund(
+                state.customer,
+                &profile.settings,
+                RefundInput {
+                    refund_id: *refund_id,
+                    purchase_id: *purchase_id,
+                    amount: *amount,
+                    reference,
+                    at: *at,
+                },
+            )
+        }
+        Command::AdjustPoints {
+            adjustment_id,
+            lot_id,
+            points,
+            reason,
+            at,
+            ..
+        } => {
+            let profile = tenant(state)?;
+            active_customer(state)?;
+            decide_adjustment(
+                state.customer,
+                profile,
+                AdjustmentInput {
+                    adjustment_id: *adjustment_id,
+                    lot_id: *lot_id,
+                    points: *points,
+                    reason,
+                    at: *at,
+                },
+            )
+        }
     }
+}
+
+fn check_settings(settings: &ProgrammeSettings, expiry_days: u32) -> Result<(), Rejection> {
+    if settings.time_zone.parse::<chrono_tz::Tz>().is_err() {
+        return Err(Rejection::InvalidSettings(
+            "time_zone must be an IANA time zone name such as Africa/Lagos",
+        ));
+    }
+    if settings.pending_days > 0 && settings.pending_days >= expiry_days {
+        return Err(Rejection::InvalidSettings(
+            "pending_days must be shorter than the points' lifetime (expiry_days)",
+        ));
+    }
+    if !(1..=HOLD_DAYS_MAX).contains(&settings.hold_days) {
+        return Err(Rejection::InvalidSettings("hold_days must be 1 to 365"));
+    }
+    if settings.point_value.is_some_and(|v| v.value() < 0) {
+        return Err(Rejection::InvalidSettings("point_value must not be negative"));
+    }
+    if let RefundPolicy::AllowDebt { limit } = settings.refund_policy {
+        if !(0..=Points::COMMAND_MAX).contains(&limit.value()) {
+            return Err(Rejection::InvalidSettings(
+                "the debt limit must be 0 to 1000000000000 points",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Newly spendable points of lot `lot_id` pay the debt first.
+fn settle_debt(debt: &mut Points, lot_id: LotId, points: Points, at: DateTime<Utc>) -> Option<Event> {
+    let settled = debt.value().min(points.value());
+    if settled <= 0 {
+        return None;
+    }
+    *debt = Points::new(debt.value() - settled);
+    Some(Event::DebtSettled(DebtSettled {
+        lot_id,
+        points: Points::new(settled),
+        settled_at: at,
+    }))
+}
+
+struct RefundInput<'a> {
+    refund_id: RefundId,
+    purchase_id: PurchaseId,
+    amount: MinorUnits,
+    reference: &'a Option<String>,
+    at: DateTime<Utc>,
+}
+
+/// The points a purchase's refunds owe in total once `refunded` of `amount` is refunded:
+/// `floor(points × refunded / amount)`. Rounding down on the cumulative figure means a
+/// partial refund never takes back more than its share, and the refund that completes the
+/// purchase takes back exactly what is left: the refunds of a purchase add up to its points.
+pub fn reversal_due(points: Points, refunded: MinorUnits, amount: MinorUnits) -> Points {
+    if amount.value() <= 0 {
+        return Points::ZERO;
+    }
+    let due = i128::from(points.value()) * i128::from(refunded.value()) / i128::from(amount.value());
+    Points::new(i64::try_from(due).unwrap_or(i64::MAX))
+}
+
+fn decide_refund(
+    customer: &CustomerState,
+    settings: &ProgrammeSettings,
+    input: RefundInput<'_>,
+) -> Result<Vec<Event>, Rejection> {
+    if input.amount.value() <= 0 {
+        return Err(Rejection::AmountNotPositive);
+    }
+    let record = customer
+        .purchase_records
+        .get(&input.purchase_id)
+        .ok_or(Rejection::PurchaseNotFound)?;
+    let refundable = MinorUnits::new(record.amount.value() - record.refunded.value());
+    if input.amount > refundable {
+        return Err(Rejection::RefundExceedsPurchase { refundable });
+    }
+    let refunded_after = MinorUnits::new(record.refunded.value() + input.amount.value());
+    let due = Points::new(
+        reversal_due(record.points, refunded_after, record.amount).value()
+            - record.reversal_accounted.value(),
+    );
+    let mut still = due.value();
+    let own_lot = record
+        .lot_id
+        .and_then(|id| customer.lots.iter().find(|lot| lot.lot_id == id));
+    let mut from_pending = 0;
+    let mut from_lots = Vec::new();
+    if let Some(lot) = own_lot {
+        let taken = still.min(lot.free().value());
+        if lot.is_pending() {
+            from_pending = taken;
+        } else if taken > 0 {
+            from_lots.push(LotDebit {
+                lot_id: lot.lot_id,
+                points: Points::new(taken),
+            });
+        }
+        still -= taken;
+    }
+    let waived_expired = still.min(record.lot_expired.value() - record.waived.value()).max(0);
+    still -= waived_expired;
+    if still > 0 {
+        let others: Vec<&Lot> = customer
+            .lots
+            .iter()
+            .filter(|lot| {
+                Some(lot.lot_id) != record.lot_id && !lot.is_pending() && lot.expires_at > input.at
+            })
+            .collect();
+        let taken = consume_soonest_expiring(&others, Points::new(still));
+        still -= taken.iter().map(|d| d.points.value()).sum::<i64>();
+        from_lots.extend(taken);
+    }
+    let debt = match settings.refund_policy {
+        RefundPolicy::ClampAtZero => 0,
+        RefundPolicy::AllowDebt { limit } => still.min((limit.value() - customer.debt.value()).max(0)),
+    };
+    let clamped = still - debt;
+    Ok(vec![Event::PurchaseRefunded(PurchaseRefunded {
+        refund_id: input.refund_id,
+        purchase_id: input.purchase_id,
+        amount: input.amount,
+        reference: input.reference.clone(),
+        refunded_at: input.at,
+        reversal: Reversal {
+            due,
+            from_pending: Points::new(from_pending),
+            from_lots,
+            waived_expired: Points::new(waived_expired),
+            debt: Points::new(debt),
+            clamped: Points::new(clamped),
+            policy: settings.refund_policy,
+        },
+    })])
+}
+
+struct AdjustmentInput<'a> {
+    adjustment_id: AdjustmentId,
+    lot_id: LotId,
+    points: Points,
+    reason: &'a str,
+    at: DateTime<Utc>,
+}
+
+fn decide_adjustment(
+    customer: &CustomerState,
+    profile: &TenantProfile,
+    input: AdjustmentInput<'_>,
+) -> Result<Vec<Event>, Rejection> {
+    let chars = input.reason.chars().count();
+    if chars == 0 || chars > REASON_CHARS_MAX || input.reason.trim().is_empty() {
+        return Err(Rejection::InvalidReason);
+    }
+    let points = input.points.value();
+    if points == 0 {
+        return Err(Rejection::AdjustmentZero);
+    }
+    if points.unsigned_abs() > Points::COMMAND_MAX.unsigned_abs() {
+        return Err(Rejection::Overflow);
+    }
+    let adjusted = |lot, consumed| {
+        Event::PointsAdjusted(PointsAdjusted {
+            adjustment_id: input.adjustment_id,
+            points: input.points,
+            reason: input.reason.to_owned(),
+            lot,
+            consumed,
+            adjusted_at: input.at,
+        })
+    };
+    if points < 0 {
+        return take_available(customer, Points::new(-points), input.at, |consumed| {
+            adjusted(None, consumed)
+        });
+    }
+    customer
+        .balance
+        .checked_add(input.points)
+        .ok_or(Rejection::Overflow)?;
+    customer
+        .adjusted
+        .checked_add(input.points)
+        .ok_or(Rejection::Overflow)?;
+    let expires_at = input
+        .at
+        .checked_add_signed(Duration::days(i64::from(profile.expiry_days)))
+        .ok_or(Rejection::Overflow)?;
+    let mut debt = customer.debt;
+    let mut events = vec![adjusted(
+        Some(AdjustmentLot {
+            lot_id: input.lot_id,
+            expires_at,
+        }),
+        Vec::new(),
+    )];
+    events.extend(settle_debt(&mut debt, input.lot_id, input.points, input.at));
+    Ok(events)
 }
 
 struct PurchaseInput<'a> {
@@ -518,6 +1089,21 @@ fn decide_purchase(
             earned_at: input.occurred_at,
             expires_at,
         }));
+        let pending_days = profile.settings.pending_days;
+        if pending_days > 0 {
+            let pending_until = input
+                .occurred_at
+                .checked_add_signed(Duration::days(i64::from(pending_days)))
+                .ok_or(Rejection::Overflow)?;
+            events.push(Event::PointsPending(PointsPending {
+                lot_id: input.lot_id,
+                points: earning.total,
+                pending_until,
+            }));
+        } else {
+            let mut debt = state.customer.debt;
+            events.extend(settle_debt(&mut debt, input.lot_id, earning.total, input.at));
+        }
     }
     Ok(events)
 }
@@ -583,52 +1169,54 @@ fn active_reward<'a>(state: LedgerState<'a>, reward_id: RewardId) -> Result<&'a 
     Ok(reward)
 }
 
-/// Spends `points` at `at`: lots already past their date are not spendable, so they expire
-/// first, in the same decision (the customer never spends points that were due to expire);
-/// then the soonest-expiring lots are debited. `redeemed` builds the redemption event from
-/// the debits.
-fn spend(
+/// Takes `points` of what is available at `at`, for a redemption, a hold or a negative
+/// adjustment: lots already past their date are not available, so they expire first, in
+/// the same decision (the customer never spends points that were due to expire); then the
+/// free points of the soonest-expiring lots are taken. `taken` builds the event from the
+/// debits (or reservations).
+fn take_available(
     customer: &CustomerState,
     points: Points,
     at: DateTime<Utc>,
-    redeemed: impl FnOnce(Vec<LotDebit>) -> RewardRedeemed,
+    taken: impl FnOnce(Vec<LotDebit>) -> Event,
 ) -> Result<Vec<Event>, Rejection> {
-    let available = customer.spendable_at(at);
+    let available = customer.available_at(at);
     if available < points {
         return Err(Rejection::InsufficientPoints {
-            available,
+            available: Points::new(available.value().max(0)),
             requested: points,
         });
     }
     let open: Vec<&Lot> = customer
         .lots
         .iter()
-        .filter(|lot| lot.expires_at > at)
+        .filter(|lot| !lot.is_pending() && lot.expires_at > at)
         .collect();
     let mut events = expire_due_lots(customer, at);
-    events.push(Event::RewardRedeemed(redeemed(consume_soonest_expiring(
-        &open, points,
-    ))));
+    events.push(taken(consume_soonest_expiring(&open, points)));
     Ok(events)
 }
 
+/// Expires the free part of every non-pending lot whose date has passed. Points held for
+/// an open hold do not expire while held; once the hold is released they expire at the
+/// next run.
 fn expire_due_lots(customer: &CustomerState, at: DateTime<Utc>) -> Vec<Event> {
     customer
         .lots
         .iter()
-        .filter(|lot| lot.expires_at <= at && lot.remaining.is_positive())
+        .filter(|lot| !lot.is_pending() && lot.expires_at <= at && lot.free().is_positive())
         .map(|lot| {
             Event::PointsExpired(PointsExpired {
                 lot_id: lot.lot_id,
-                points: lot.remaining,
+                points: lot.free(),
                 expired_at: at,
             })
         })
         .collect()
 }
 
-/// Takes `points` from the lots that expire soonest; among lots expiring together, the
-/// oldest first. The caller has checked that the lots hold enough.
+/// Takes `points` from the free points of the lots that expire soonest; among lots
+/// expiring together, the oldest first. Takes at most what the lots hold.
 fn consume_soonest_expiring(lots: &[&Lot], points: Points) -> Vec<LotDebit> {
     let mut order: Vec<(usize, &Lot)> = lots.iter().copied().enumerate().collect();
     order.sort_by_key(|(index, lot)| (lot.expires_at, *index));
@@ -638,7 +1226,7 @@ fn consume_soonest_expiring(lots: &[&Lot], points: Points) -> Vec<LotDebit> {
         if still_needed == 0 {
             break;
         }
-        let taken = still_needed.min(lot.remaining.value());
+        let taken = still_needed.min(lot.free().value());
         if taken > 0 {
             debits.push(LotDebit {
                 lot_id: lot.lot_id,

@@ -7,8 +7,10 @@
 use crate::amounts::MinorUnits;
 use crate::amounts::Points;
 use crate::events::{
-    CustomerEnrolled, CustomerErased, Event, EventMetadata, LotDebit, PointsEarned, PointsExpired,
-    PurchaseLogged, RedemptionFulfilled, RewardCreated, RewardRedeemed, RewardRetired,
+    CustomerEnrolled, CustomerErased, DebtSettled, Event, EventMetadata, HoldFulfilled,
+    HoldReleased, LotDebit, PointsActivated, PointsAdjusted, PointsEarned, PointsExpired,
+    PointsPending, ProgrammeSettingsChanged, PurchaseLogged, PurchaseRefunded,
+    RedemptionFulfilled, RewardCreated, RewardHeld, RewardRedeemed, RewardRetired,
     RuleSetPublished, TenantRegistered,
 };
 use crate::ids::{CustomerId, PurchaseId, RedemptionId};
@@ -53,7 +55,16 @@ pub fn current_version(event_type: &str) -> Option<u16> {
         | "CustomerErased"
         | "RewardCreated"
         | "RewardRetired"
-        | "RedemptionFulfilled" => Some(1),
+        | "RedemptionFulfilled"
+        | "ProgrammeSettingsChanged"
+        | "PointsPending"
+        | "PointsActivated"
+        | "PurchaseRefunded"
+        | "PointsAdjusted"
+        | "DebtSettled"
+        | "RewardHeld"
+        | "HoldFulfilled"
+        | "HoldReleased" => Some(1),
         _ => None,
     }
 }
@@ -71,6 +82,15 @@ pub fn encode(event: &Event) -> Result<EncodedEvent, CodecError> {
         Event::RewardCreated(e) => rmp_serde::to_vec_named(e)?,
         Event::RewardRetired(e) => rmp_serde::to_vec_named(e)?,
         Event::RedemptionFulfilled(e) => rmp_serde::to_vec_named(e)?,
+        Event::ProgrammeSettingsChanged(e) => rmp_serde::to_vec_named(e)?,
+        Event::PointsPending(e) => rmp_serde::to_vec_named(e)?,
+        Event::PointsActivated(e) => rmp_serde::to_vec_named(e)?,
+        Event::PurchaseRefunded(e) => rmp_serde::to_vec_named(e)?,
+        Event::PointsAdjusted(e) => rmp_serde::to_vec_named(e)?,
+        Event::DebtSettled(e) => rmp_serde::to_vec_named(e)?,
+        Event::RewardHeld(e) => rmp_serde::to_vec_named(e)?,
+        Event::HoldFulfilled(e) => rmp_serde::to_vec_named(e)?,
+        Event::HoldReleased(e) => rmp_serde::to_vec_named(e)?,
     };
     let event_type = event.type_name();
     let type_version = current_version(event_type).unwrap_or(1);
@@ -135,6 +155,33 @@ pub fn decode(event_type: &str, type_version: u16, payload: &[u8]) -> Result<Eve
         ),
         ("PointsExpired", 1) => {
             Event::PointsExpired(rmp_serde::from_slice::<PointsExpired>(payload).map_err(fail)?)
+        }
+        ("ProgrammeSettingsChanged", 1) => Event::ProgrammeSettingsChanged(
+            rmp_serde::from_slice::<ProgrammeSettingsChanged>(payload).map_err(fail)?,
+        ),
+        ("PointsPending", 1) => {
+            Event::PointsPending(rmp_serde::from_slice::<PointsPending>(payload).map_err(fail)?)
+        }
+        ("PointsActivated", 1) => Event::PointsActivated(
+            rmp_serde::from_slice::<PointsActivated>(payload).map_err(fail)?,
+        ),
+        ("PurchaseRefunded", 1) => Event::PurchaseRefunded(
+            rmp_serde::from_slice::<PurchaseRefunded>(payload).map_err(fail)?,
+        ),
+        ("PointsAdjusted", 1) => {
+            Event::PointsAdjusted(rmp_serde::from_slice::<PointsAdjusted>(payload).map_err(fail)?)
+        }
+        ("DebtSettled", 1) => {
+            Event::DebtSettled(rmp_serde::from_slice::<DebtSettled>(payload).map_err(fail)?)
+        }
+        ("RewardHeld", 1) => {
+            Event::RewardHeld(rmp_serde::from_slice::<RewardHeld>(payload).map_err(fail)?)
+        }
+        ("HoldFulfilled", 1) => {
+            Event::HoldFulfilled(rmp_serde::from_slice::<HoldFulfilled>(payload).map_err(fail)?)
+        }
+        ("HoldReleased", 1) => {
+            Event::HoldReleased(rmp_serde::from_slice::<HoldReleased>(payload).map_err(fail)?)
         }
         _ => {
             return Err(CodecError::UnknownType {
@@ -319,6 +366,91 @@ mod tests {
             Event::RedemptionFulfilled(RedemptionFulfilled {
                 redemption_id: RedemptionId::from_uuid(id(5)),
                 fulfilled_at: at(),
+            }),
+            Event::ProgrammeSettingsChanged(ProgrammeSettingsChanged {
+                settings: ProgrammeSettings {
+                    refund_policy: RefundPolicy::AllowDebt {
+                        limit: Points::new(500),
+                    },
+                    point_value: Some(MinorUnits::new(50)),
+                    ..ProgrammeSettings::default()
+                },
+                changed_at: at(),
+            }),
+            Event::PointsPending(PointsPending {
+                lot_id: LotId::from_uuid(id(4)),
+                points: Points::new(25),
+                pending_until: at(),
+            }),
+            Event::PointsActivated(PointsActivated {
+                lot_id: LotId::from_uuid(id(4)),
+                points: Points::new(25),
+                activated_at: at(),
+            }),
+            Event::PurchaseRefunded(PurchaseRefunded {
+                refund_id: RefundId::from_uuid(id(7)),
+                purchase_id: PurchaseId::from_uuid(id(3)),
+                amount: MinorUnits::new(100_000),
+                reference: Some("return-1".into()),
+                refunded_at: at(),
+                reversal: Reversal {
+                    due: Points::new(10),
+                    from_pending: Points::ZERO,
+                    from_lots: vec![LotDebit {
+                        lot_id: LotId::from_uuid(id(4)),
+                        points: Points::new(6),
+                    }],
+                    waived_expired: Points::new(1),
+                    debt: Points::new(2),
+                    clamped: Points::new(1),
+                    policy: RefundPolicy::AllowDebt {
+                        limit: Points::new(2),
+                    },
+                },
+            }),
+            Event::PointsAdjusted(PointsAdjusted {
+                adjustment_id: AdjustmentId::from_uuid(id(8)),
+                points: Points::new(-3),
+                reason: "double scan".into(),
+                lot: None,
+                consumed: vec![LotDebit {
+                    lot_id: LotId::from_uuid(id(4)),
+                    points: Points::new(3),
+                }],
+                adjusted_at: at(),
+            }),
+            Event::DebtSettled(DebtSettled {
+                lot_id: LotId::from_uuid(id(4)),
+                points: Points::new(2),
+                settled_at: at(),
+            }),
+            Event::RewardHeld(RewardHeld {
+                redemption_id: RedemptionId::from_uuid(id(9)),
+                reward_id: RewardId::from_uuid(id(6)),
+                description: "Free drink".into(),
+                code: "04HMASW9".into(),
+                points: Points::new(10),
+                reserved: vec![LotDebit {
+                    lot_id: LotId::from_uuid(id(4)),
+                    points: Points::new(10),
+                }],
+                held_at: at(),
+                expires_at: at() + chrono::Duration::days(14),
+            }),
+            Event::HoldFulfilled(HoldFulfilled {
+                redemption_id: RedemptionId::from_uuid(id(9)),
+                points: Points::new(10),
+                consumed: vec![LotDebit {
+                    lot_id: LotId::from_uuid(id(4)),
+                    points: Points::new(10),
+                }],
+                fulfilled_at: at(),
+            }),
+            Event::HoldReleased(HoldReleased {
+                redemption_id: RedemptionId::from_uuid(id(9)),
+                points: Points::new(10),
+                reason: HoldReleaseReason::Expired,
+                released_at: at(),
             }),
         ]
     }

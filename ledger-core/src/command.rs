@@ -1,9 +1,10 @@
 //! Requests to change the ledger, and why one may be refused.
 
 use crate::amounts::{Currency, MinorUnits, Points};
-use crate::events::LineItem;
-use crate::events::SealedPersonalData;
-use crate::ids::{CustomerId, LotId, PurchaseId, RedemptionId, RewardId, TenantId};
+use crate::events::{LineItem, ProgrammeSettings, SealedPersonalData};
+use crate::ids::{
+    AdjustmentId, CustomerId, LotId, PurchaseId, RedemptionId, RefundId, RewardId, TenantId,
+};
 use crate::redemption_code::RedemptionCode;
 use crate::rules::{InvalidRuleSet, Rule, RuleSet};
 use chrono::{DateTime, Utc};
@@ -117,6 +118,49 @@ pub enum Command {
         customer_id: CustomerId,
         at: DateTime<Utc>,
     },
+    /// Replaces the programme's settings (time zone, return window, refund policy, hold
+    /// window, point value) as a whole.
+    ChangeProgrammeSettings {
+        settings: ProgrammeSettings,
+        at: DateTime<Utc>,
+    },
+    /// Refunds `amount` of a logged purchase (full or partial). The points go back in
+    /// proportion; see `aggregate` for the rounding and the order the points come from.
+    RefundPurchase {
+        customer_id: CustomerId,
+        refund_id: RefundId,
+        purchase_id: PurchaseId,
+        amount: MinorUnits,
+        reference: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// A manual adjustment, positive (opens lot `lot_id`) or negative (takes from the
+    /// available points), with a reason of 1 to [`REASON_CHARS_MAX`] characters.
+    AdjustPoints {
+        customer_id: CustomerId,
+        adjustment_id: AdjustmentId,
+        lot_id: LotId,
+        points: Points,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    /// Activates every pending lot whose return window has passed at `at` (scheduled;
+    /// nothing due is a success with no events).
+    ActivatePendingPoints {
+        customer_id: CustomerId,
+        at: DateTime<Utc>,
+    },
+    /// The vendor cancels an open hold: its points become available again.
+    CancelHold {
+        customer_id: CustomerId,
+        redemption_id: RedemptionId,
+        at: DateTime<Utc>,
+    },
+    /// Releases every open hold whose window has passed at `at` (scheduled; idempotent).
+    ExpireHolds {
+        customer_id: CustomerId,
+        at: DateTime<Utc>,
+    },
 }
 
 /// Whose stream a command writes to.
@@ -132,20 +176,30 @@ impl Command {
             Command::RegisterTenant { .. }
             | Command::PublishRuleSet { .. }
             | Command::CreateReward { .. }
-            | Command::RetireReward { .. } => Target::Tenant,
+            | Command::RetireReward { .. }
+            | Command::ChangeProgrammeSettings { .. } => Target::Tenant,
             Command::EnrolCustomer { customer_id, .. }
             | Command::RedeemReward { customer_id, .. }
             | Command::FulfilRedemption { customer_id, .. }
             | Command::LogPurchase { customer_id, .. }
             | Command::RedeemPoints { customer_id, .. }
             | Command::ExpirePoints { customer_id, .. }
-            | Command::EraseCustomer { customer_id, .. } => Target::Customer(*customer_id),
+            | Command::EraseCustomer { customer_id, .. }
+            | Command::RefundPurchase { customer_id, .. }
+            | Command::AdjustPoints { customer_id, .. }
+            | Command::ActivatePendingPoints { customer_id, .. }
+            | Command::CancelHold { customer_id, .. }
+            | Command::ExpireHolds { customer_id, .. } => Target::Customer(*customer_id),
         }
     }
 }
 
 /// The longest name a reward may have, in characters.
 pub const REWARD_NAME_CHARS_MAX: usize = 60;
+/// The longest reason an adjustment may give, in characters.
+pub const REASON_CHARS_MAX: usize = 200;
+/// The longest hold window a tenant may set, in days.
+pub const HOLD_DAYS_MAX: u32 = 365;
 
 /// Why `decide` refused a command. A refused command changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -190,4 +244,20 @@ pub enum Rejection {
     RedemptionNotFound,
     #[error("the redemption was already fulfilled")]
     AlreadyFulfilled,
+    #[error("invalid settings: {0}")]
+    InvalidSettings(&'static str),
+    #[error("there is no purchase with this id")]
+    PurchaseNotFound,
+    #[error("the refund exceeds the purchase: at most {refundable} is left to refund")]
+    RefundExceedsPurchase { refundable: MinorUnits },
+    #[error("a reason must be 1 to {REASON_CHARS_MAX} characters, not only blanks")]
+    InvalidReason,
+    #[error("an adjustment must add or take away at least one point")]
+    AdjustmentZero,
+    #[error("the hold was already released (cancelled or expired)")]
+    HoldReleased,
+    #[error("the hold has expired")]
+    HoldExpired,
+    #[error("this redemption is not a hold")]
+    NotAHold,
 }

@@ -6,7 +6,10 @@
 //! compatibility decision. Add a new version and an upcaster; never edit a published shape.
 
 use crate::amounts::{Currency, MinorUnits, Points};
-use crate::ids::{CustomerId, EventId, LotId, PurchaseId, RedemptionId, RewardId, TenantId};
+use crate::ids::{
+    AdjustmentId, CustomerId, EventId, LotId, PurchaseId, RedemptionId, RefundId, RewardId,
+    TenantId,
+};
 use crate::rules::{RulePoints, RuleSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -25,6 +28,15 @@ pub enum Event {
     RewardCreated(RewardCreated),
     RewardRetired(RewardRetired),
     RedemptionFulfilled(RedemptionFulfilled),
+    ProgrammeSettingsChanged(ProgrammeSettingsChanged),
+    PointsPending(PointsPending),
+    PointsActivated(PointsActivated),
+    PurchaseRefunded(PurchaseRefunded),
+    PointsAdjusted(PointsAdjusted),
+    DebtSettled(DebtSettled),
+    RewardHeld(RewardHeld),
+    HoldFulfilled(HoldFulfilled),
+    HoldReleased(HoldReleased),
 }
 
 impl Event {
@@ -42,15 +54,32 @@ impl Event {
             Event::RewardCreated(_) => "RewardCreated",
             Event::RewardRetired(_) => "RewardRetired",
             Event::RedemptionFulfilled(_) => "RedemptionFulfilled",
+            Event::ProgrammeSettingsChanged(_) => "ProgrammeSettingsChanged",
+            Event::PointsPending(_) => "PointsPending",
+            Event::PointsActivated(_) => "PointsActivated",
+            Event::PurchaseRefunded(_) => "PurchaseRefunded",
+            Event::PointsAdjusted(_) => "PointsAdjusted",
+            Event::DebtSettled(_) => "DebtSettled",
+            Event::RewardHeld(_) => "RewardHeld",
+            Event::HoldFulfilled(_) => "HoldFulfilled",
+            Event::HoldReleased(_) => "HoldReleased",
         }
     }
 
-    /// The signed change this event makes to a customer's balance.
+    /// The signed change this event makes to a customer's posted balance (what the
+    /// customer owns, pending points excluded, open holds included). A lot that opens
+    /// pending is followed by its `PointsPending`, which takes the points back out.
     pub fn points_delta(&self) -> Points {
+        let minus = |p: Points| Points::new(-p.value());
         match self {
             Event::PointsEarned(e) => e.points,
-            Event::RewardRedeemed(e) => Points::new(-e.points.value()),
-            Event::PointsExpired(e) => Points::new(-e.points.value()),
+            Event::PointsPending(e) => minus(e.points),
+            Event::PointsActivated(e) => e.points,
+            Event::RewardRedeemed(e) => minus(e.points),
+            Event::HoldFulfilled(e) => minus(e.points),
+            Event::PointsExpired(e) => minus(e.points),
+            Event::PurchaseRefunded(e) => minus(e.reversal.from_balance()),
+            Event::PointsAdjusted(e) => e.points,
             _ => Points::ZERO,
         }
     }
@@ -206,6 +235,199 @@ pub struct PointsExpired {
     pub points: Points,
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub expired_at: DateTime<Utc>,
+}
+
+/// The programme's settings (tenant stream). Each event carries the whole set and replaces
+/// the previous one; a tenant without one runs on [`ProgrammeSettings::default`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgrammeSettingsChanged {
+    pub settings: ProgrammeSettings,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub changed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgrammeSettings {
+    /// IANA name of the tenant's time zone: local dates and hours (promotions, birthdays,
+    /// daily caps) are read in it.
+    pub time_zone: String,
+    /// The return window: points of a purchase stay pending (not spendable) this many days
+    /// after the purchase; 0 makes them spendable at once.
+    pub pending_days: u32,
+    /// What a refund does when the purchase's points were already spent.
+    pub refund_policy: RefundPolicy,
+    /// How long a reward hold waits for fulfilment before it expires and frees its points.
+    pub hold_days: u32,
+    /// The money value of one point, in the currency's minor units; `None` until the
+    /// vendor states it (money figures are then not given).
+    pub point_value: Option<MinorUnits>,
+}
+
+impl Default for ProgrammeSettings {
+    fn default() -> Self {
+        ProgrammeSettings {
+            time_zone: "Africa/Lagos".to_owned(),
+            pending_days: 0,
+            refund_policy: RefundPolicy::ClampAtZero,
+            hold_days: 14,
+            point_value: None,
+        }
+    }
+}
+
+/// When a refund must take back points the customer no longer has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RefundPolicy {
+    /// Take what the balance holds and forgive the rest (recorded as `clamped`).
+    ClampAtZero,
+    /// Let the balance go negative down to `-limit`; beyond that, clamp. Points earned
+    /// later settle the debt first.
+    AllowDebt { limit: Points },
+}
+
+/// The points of lot `lot_id` (opened by the `PointsEarned` just before) are pending until
+/// `pending_until`: counted apart from the balance and not spendable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointsPending {
+    pub lot_id: LotId,
+    pub points: Points,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub pending_until: DateTime<Utc>,
+}
+
+/// A pending lot's return window has passed: what is left of it joins the balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointsActivated {
+    pub lot_id: LotId,
+    pub points: Points,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub activated_at: DateTime<Utc>,
+}
+
+/// A full or partial refund of a logged purchase, and the points it takes back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseRefunded {
+    pub refund_id: RefundId,
+    pub purchase_id: PurchaseId,
+    pub amount: MinorUnits,
+    pub reference: Option<String>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub refunded_at: DateTime<Utc>,
+    pub reversal: Reversal,
+}
+
+/// Where the points a refund takes back came from. `due` is what the refund owes in
+/// points (see `aggregate::reversal_due`); it is covered, in this order, by the
+/// purchase's own lot while pending (`from_pending`) or open (`from_lots`, first entry),
+/// by forgiving what of that lot already expired (`waived_expired`), by other open lots
+/// (`from_lots`, soonest-expiring first), by debt within the policy's limit (`debt`), and
+/// what is left is forgiven (`clamped`). `due` = the sum of all six.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reversal {
+    pub due: Points,
+    pub from_pending: Points,
+    pub from_lots: Vec<LotDebit>,
+    pub waived_expired: Points,
+    pub debt: Points,
+    pub clamped: Points,
+    pub policy: RefundPolicy,
+}
+
+impl Reversal {
+    pub fn from_lots_total(&self) -> Points {
+        Points::new(self.from_lots.iter().map(|d| d.points.value()).sum())
+    }
+
+    /// Points taken from the posted balance: open lots and new debt.
+    pub fn from_balance(&self) -> Points {
+        Points::new(self.from_lots_total().value() + self.debt.value())
+    }
+
+    /// Points actually reversed (the `reversed` counter): all but what was forgiven.
+    pub fn reversed(&self) -> Points {
+        Points::new(self.from_balance().value() + self.from_pending.value())
+    }
+}
+
+/// A manual adjustment by the vendor, with a reason (the actor is in the metadata).
+/// A positive one opens lot `lot` (expiring like a purchase's); a negative one takes
+/// `consumed` from the open lots, soonest-expiring first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointsAdjusted {
+    pub adjustment_id: AdjustmentId,
+    /// Signed: positive adds, negative takes away.
+    pub points: Points,
+    pub reason: String,
+    pub lot: Option<AdjustmentLot>,
+    pub consumed: Vec<LotDebit>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub adjusted_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdjustmentLot {
+    pub lot_id: LotId,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Points that just became spendable (lot `lot_id`) pay back the customer's debt first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebtSettled {
+    pub lot_id: LotId,
+    pub points: Points,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub settled_at: DateTime<Utc>,
+}
+
+/// A reward is held for the customer: its cost is reserved in `reserved` lots (still in
+/// the balance, no longer available) and the code issued. Fulfilment posts it
+/// ([`HoldFulfilled`]); cancellation or expiry frees it ([`HoldReleased`]). Exactly one of
+/// the two follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewardHeld {
+    pub redemption_id: RedemptionId,
+    pub reward_id: RewardId,
+    /// The reward's name at the time.
+    pub description: String,
+    /// The redemption code, canonical form (see [`crate::redemption_code`]).
+    pub code: String,
+    pub points: Points,
+    pub reserved: Vec<LotDebit>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub held_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The vendor handed a held reward over: the reserved points are spent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldFulfilled {
+    pub redemption_id: RedemptionId,
+    pub points: Points,
+    pub consumed: Vec<LotDebit>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub fulfilled_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldReleaseReason {
+    /// The vendor cancelled the hold.
+    Cancelled,
+    /// Not fulfilled within the tenant's hold window.
+    Expired,
+}
+
+/// A hold ended without fulfilment: its reserved points are available again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldReleased {
+    pub redemption_id: RedemptionId,
+    pub points: Points,
+    pub reason: HoldReleaseReason,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub released_at: DateTime<Utc>,
 }
 
 /// Who caused an event.

@@ -64,6 +64,14 @@ uuid_id!(
     /// One reward of a tenant's catalogue.
     RewardId
 );
+uuid_id!(
+    /// One refund of a logged purchase (full or partial).
+    RefundId
+);
+uuid_id!(
+    /// One manual adjustment of a customer's points.
+    AdjustmentId
+);
 
 /// The stream an event belongs to. A stream is the unit of ordering and of optimistic
 /// concurrency: its events have versions 1, 2, 3, … with no gaps.

@@ -1593,7 +1593,7 @@ impl Harness {
             "balance"
         );
         assert_eq!(
-            i128::from(customer.spendable_at(self.clock).value()),
+            i128::from(customer.available_at(self.clock).value()),
             model.spendable_at(self.clock),
             "spendable at {}",
             self.clock
