@@ -8,6 +8,7 @@ use crate::problem::ApiError;
 use crate::ApiState;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
+use ledger_core::events::{Actor, HoldReleaseReason, RefundPolicy};
 use ledger_core::{CustomerId, Event, Points, StreamId, TenantId};
 use schema::RecordedEvent;
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,8 @@ pub struct HistoryEntry {
     /// The signed change to the balance.
     pub points: i64,
     pub reason: String,
+    /// Who caused the entry: `api_key:<id>`, `user:<id>`, `customer` or `system:<name>`.
+    pub actor: String,
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -119,12 +122,19 @@ pub async fn history(
 
 fn entry(recorded: &RecordedEvent, currency: &str) -> Result<HistoryEntry, ApiError> {
     let event = crate::customers::decoded(recorded)?;
+    let metadata = recorded.decode_metadata().map_err(|e| {
+        ApiError::Internal(format!(
+            "the metadata of event {} does not decode: {e}",
+            recorded.event_id
+        ))
+    })?;
     Ok(HistoryEntry {
         sequence: recorded.tenant_sequence,
         version: recorded.version,
         event_type: recorded.event_type.clone(),
         points: event.points_delta().value(),
         reason: reason(&event, currency),
+        actor: actor_label(&metadata.actor),
         recorded_at: recorded.recorded_at,
     })
 }
@@ -149,6 +159,17 @@ pub async fn tenant_currency(
         // Cannot happen for a tenant with customers; the amounts stay readable without it.
         _ => String::new(),
     })
+}
+
+/// Who caused an event, as the history shows it. Ids, never names: the history is shown to
+/// auditors, and a user's name is personal data.
+pub fn actor_label(actor: &Actor) -> String {
+    match actor {
+        Actor::ApiKey(id) => format!("api_key:{id}"),
+        Actor::User(id) => format!("user:{id}"),
+        Actor::Customer(_) => "customer".to_owned(),
+        Actor::System(name) => format!("system:{name}"),
+    }
 }
 
 /// One human sentence per event, e.g. "Purchase of 2500.00 NGN".
@@ -182,7 +203,57 @@ pub fn reason(event: &Event, currency: &str) -> String {
         Event::PointsExpired(e) => format!("{} expired", points(e.points)),
         Event::TenantRegistered(_) => "Vendor registered".to_owned(),
         Event::RuleSetPublished(e) => format!("Rule set v{} published", e.rule_set.version()),
+        Event::ProgrammeSettingsChanged(_) => "Programme settings changed".to_owned(),
+        Event::PointsPending(e) => format!(
+            "{} pending until {} (return window)",
+            points(e.points),
+            e.pending_until.format("%Y-%m-%d")
+        ),
+        Event::PointsActivated(e) => format!("{} activated", points(e.points)),
+        Event::PurchaseRefunded(e) => refund_reason(e, currency),
+        Event::PointsAdjusted(e) => {
+            let sign = if e.points.is_positive() { "+" } else { "" };
+            format!("Adjusted {sign}{}: {}", e.points, e.reason)
+        }
+        Event::DebtSettled(e) => format!("{} paid back owed points", points(e.points)),
+        Event::RewardHeld(e) => format!(
+            "{} reserved for {} until {}",
+            points(e.points),
+            e.description,
+            e.expires_at.format("%Y-%m-%d")
+        ),
+        Event::HoldFulfilled(e) => format!("Reward handed over: {} spent", points(e.points)),
+        Event::HoldReleased(e) => match e.reason {
+            HoldReleaseReason::Cancelled => {
+                format!("Reward cancelled: {} available again", points(e.points))
+            }
+            HoldReleaseReason::Expired => format!(
+                "Reward not collected in time: {} available again",
+                points(e.points)
+            ),
+        },
     }
+}
+
+fn refund_reason(e: &ledger_core::events::PurchaseRefunded, currency: &str) -> String {
+    let r = &e.reversal;
+    let mut sentence = format!(
+        "Refund of {} {currency}: {} taken back",
+        minor_units(e.amount.value()),
+        points(r.reversed())
+    );
+    if r.debt.is_positive() {
+        sentence.push_str(&format!(", {} owed", points(r.debt)));
+    }
+    let forgiven = r.clamped.value() + r.waived_expired.value();
+    if forgiven > 0 {
+        let why = match r.policy {
+            RefundPolicy::ClampAtZero => "already spent or expired",
+            RefundPolicy::AllowDebt { .. } => "beyond the debt limit or expired",
+        };
+        sentence.push_str(&format!(", {} forgiven ({why})", points(Points::new(forgiven))));
+    }
+    sentence
 }
 
 /// Minor units as a decimal with two places, by integer arithmetic (no floats near money).

@@ -517,6 +517,58 @@ fn rejected(rejection: &Rejection) -> Problem {
             "Reward not found",
             detail,
         ),
+        R::InvalidSettings(_) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-settings",
+            "Invalid settings",
+            detail,
+        ),
+        R::PurchaseNotFound => Problem::new(
+            StatusCode::NOT_FOUND,
+            "purchase-not-found",
+            "Purchase not found",
+            detail,
+        ),
+        R::RefundExceedsPurchase { refundable } => Problem::new(
+            StatusCode::CONFLICT,
+            "refund-exceeds-purchase",
+            "Refund exceeds the purchase",
+            detail,
+        )
+        .with("field", "amount_minor")
+        .with("refundable_minor", refundable.value()),
+        R::InvalidReason => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+            "Invalid field",
+            detail,
+        )
+        .with("field", "reason"),
+        R::AdjustmentZero => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+            "Invalid field",
+            detail,
+        )
+        .with("field", "points"),
+        R::HoldReleased => Problem::new(
+            StatusCode::CONFLICT,
+            "hold-released",
+            "Hold already released",
+            detail,
+        ),
+        R::HoldExpired => Problem::new(
+            StatusCode::CONFLICT,
+            "hold-expired",
+            "Hold expired",
+            detail,
+        ),
+        R::NotAHold => Problem::new(
+            StatusCode::CONFLICT,
+            "not-a-hold",
+            "Not a hold",
+            "this redemption was debited when it was made (before holds existed); it can only be fulfilled",
+        ),
         R::RewardRetired => Problem::new(
             StatusCode::CONFLICT,
             "reward-retired",

@@ -393,13 +393,7 @@ impl Aggregate for CustomerState {
                 }
             }
             Event::HoldReleased(e) => {
-                let reserved = self
-                    .redemptions
-                    .get(&e.redemption_id)
-                    .and_then(|r| r.hold.as_ref())
-                    .map(|h| h.reserved.clone())
-                    .unwrap_or_default();
-                self.reserve(&reserved, -1);
+                self.reserve(&e.released, -1);
                 self.held = sub(self.held, e.points);
                 if let Some(hold) = self
                     .redemptions
@@ -721,6 +715,7 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
             Ok(vec![Event::HoldReleased(HoldReleased {
                 redemption_id: *redemption_id,
                 points: redemption.points,
+                released: hold.reserved.clone(),
                 reason: HoldReleaseReason::Cancelled,
                 released_at: *at,
             })])
@@ -730,11 +725,13 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
             Ok(state
                 .customer
                 .open_holds()
-                .filter(|r| r.hold.as_ref().is_some_and(|h| h.expires_at <= *at))
-                .map(|r| {
+                .filter_map(|r| Some((r, r.hold.as_ref()?)))
+                .filter(|(_, hold)| hold.expires_at <= *at)
+                .map(|(r, hold)| {
                     Event::HoldReleased(HoldReleased {
                         redemption_id: r.redemption_id,
                         points: r.points,
+                        released: hold.reserved.clone(),
                         reason: HoldReleaseReason::Expired,
                         released_at: *at,
                     })

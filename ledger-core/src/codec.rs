@@ -449,6 +449,10 @@ mod tests {
             Event::HoldReleased(HoldReleased {
                 redemption_id: RedemptionId::from_uuid(id(9)),
                 points: Points::new(10),
+                released: vec![LotDebit {
+                    lot_id: LotId::from_uuid(id(4)),
+                    points: Points::new(10),
+                }],
                 reason: HoldReleaseReason::Expired,
                 released_at: at(),
             }),

@@ -425,6 +425,9 @@ pub enum HoldReleaseReason {
 pub struct HoldReleased {
     pub redemption_id: RedemptionId,
     pub points: Points,
+    /// The reservations freed: the hold's `reserved`, repeated so that a reader of this
+    /// event alone (a read model, an auditor) knows which lots it frees.
+    pub released: Vec<LotDebit>,
     pub reason: HoldReleaseReason,
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub released_at: DateTime<Utc>,

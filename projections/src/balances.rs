@@ -25,9 +25,14 @@ struct CustomerChange {
     erased: Option<DateTime<Utc>>,
     version: i32,
     balance: i64,
+    pending: i64,
+    held: i64,
+    debt: i64,
     earned: i64,
     redeemed: i64,
     expired: i64,
+    reversed: i64,
+    adjusted: i64,
     purchases: i32,
     updated_at: Option<DateTime<Utc>>,
 }
@@ -36,9 +41,17 @@ struct NewLot {
     customer_id: Uuid,
     lot_id: Uuid,
     tenant_id: Uuid,
-    purchase_id: Uuid,
+    purchase_id: Option<Uuid>,
     points: i64,
     earned_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+struct OpenedHold {
+    customer_id: Uuid,
+    redemption_id: Uuid,
+    tenant_id: Uuid,
+    points: i64,
     expires_at: DateTime<Utc>,
 }
 
@@ -47,7 +60,16 @@ struct Fold {
     /// Each customer the batch changes, in the order first seen (writes are deterministic).
     customers: Vec<(Uuid, CustomerChange)>,
     new_lots: Vec<NewLot>,
+    /// Per (customer, lot): points taken from `remaining`, and the change of `reserved`.
     lot_debits: HashMap<(Uuid, Uuid), i64>,
+    lot_reserved: HashMap<(Uuid, Uuid), i64>,
+    /// Per (customer, lot): the lot's pending state at the end of the batch.
+    lot_pending: HashMap<(Uuid, Uuid), Option<DateTime<Utc>>>,
+    /// Per (customer, purchase): points a refund took from the purchase's pending lot (the
+    /// event names the purchase; its lot is the one with that purchase id).
+    pending_refunds: HashMap<(Uuid, Uuid), i64>,
+    opened_holds: Vec<OpenedHold>,
+    closed_holds: Vec<(Uuid, Uuid)>,
 }
 
 impl Projection for Balances {
@@ -217,11 +239,22 @@ impl Fold {
                     customer_id,
                     lot_id: e.lot_id.as_uuid(),
                     tenant_id: change.tenant_id,
-                    purchase_id: e.purchase_id.as_uuid(),
+                    purchase_id: Some(e.purchase_id.as_uuid()),
                     points: e.points.value(),
                     earned_at: e.earned_at,
                     expires_at: e.expires_at,
                 });
+            }
+            Event::PointsPending(e) => {
+                change.balance -= e.points.value();
+                change.pending += e.points.value();
+                self.lot_pending
+                    .insert((customer_id, e.lot_id.as_uuid()), Some(e.pending_until));
+            }
+            Event::PointsActivated(e) => {
+                change.pending -= e.points.value();
+                change.balance += e.points.value();
+                self.lot_pending.insert((customer_id, e.lot_id.as_uuid()), None);
             }
             Event::RewardRedeemed(e) => {
                 change.balance -= e.points.value();
@@ -230,16 +263,97 @@ impl Fold {
                     self.debit(customer_id, debit.lot_id.as_uuid(), debit.points.value());
                 }
             }
+            Event::RewardHeld(e) => {
+                change.held += e.points.value();
+                for r in &e.reserved {
+                    *self
+                        .lot_reserved
+                        .entry((customer_id, r.lot_id.as_uuid()))
+                        .or_default() += r.points.value();
+                }
+                self.opened_holds.push(OpenedHold {
+                    customer_id,
+                    redemption_id: e.redemption_id.as_uuid(),
+                    tenant_id: change.tenant_id,
+                    points: e.points.value(),
+                    expires_at: e.expires_at,
+                });
+            }
+            Event::HoldFulfilled(e) => {
+                change.held -= e.points.value();
+                change.balance -= e.points.value();
+                change.redeemed += e.points.value();
+                for debit in &e.consumed {
+                    *self
+                        .lot_reserved
+                        .entry((customer_id, debit.lot_id.as_uuid()))
+                        .or_default() -= debit.points.value();
+                    self.debit(customer_id, debit.lot_id.as_uuid(), debit.points.value());
+                }
+                self.closed_holds
+                    .push((customer_id, e.redemption_id.as_uuid()));
+            }
+            Event::HoldReleased(e) => {
+                change.held -= e.points.value();
+                for r in &e.released {
+                    *self
+                        .lot_reserved
+                        .entry((customer_id, r.lot_id.as_uuid()))
+                        .or_default() -= r.points.value();
+                }
+                self.closed_holds
+                    .push((customer_id, e.redemption_id.as_uuid()));
+            }
             Event::PointsExpired(e) => {
                 change.balance -= e.points.value();
                 change.expired += e.points.value();
                 self.debit(customer_id, e.lot_id.as_uuid(), e.points.value());
             }
-            // Catalogue changes are tenant facts; a fulfilment moves no points.
+            Event::PurchaseRefunded(e) => {
+                let r = &e.reversal;
+                change.pending -= r.from_pending.value();
+                change.balance -= r.from_balance().value();
+                change.debt += r.debt.value();
+                change.reversed += r.reversed().value();
+                if r.from_pending.is_positive() {
+                    *self
+                        .pending_refunds
+                        .entry((customer_id, e.purchase_id.as_uuid()))
+                        .or_default() += r.from_pending.value();
+                }
+                for debit in &r.from_lots {
+                    self.debit(customer_id, debit.lot_id.as_uuid(), debit.points.value());
+                }
+            }
+            Event::PointsAdjusted(e) => {
+                change.balance += e.points.value();
+                change.adjusted += e.points.value();
+                if let Some(lot) = &e.lot {
+                    self.new_lots.push(NewLot {
+                        customer_id,
+                        lot_id: lot.lot_id.as_uuid(),
+                        tenant_id: change.tenant_id,
+                        purchase_id: None,
+                        points: e.points.value(),
+                        earned_at: e.adjusted_at,
+                        expires_at: lot.expires_at,
+                    });
+                }
+                for debit in &e.consumed {
+                    self.debit(customer_id, debit.lot_id.as_uuid(), debit.points.value());
+                }
+            }
+            Event::DebtSettled(e) => {
+                change.debt -= e.points.value();
+                self.debit(customer_id, e.lot_id.as_uuid(), e.points.value());
+            }
+            // Catalogue and settings changes are tenant facts; a fulfilment of a redemption
+            // debited when it was made moves no points.
             Event::TenantRegistered(_)
             | Event::RuleSetPublished(_)
             | Event::RewardCreated(_)
             | Event::RewardRetired(_)
+            | Event::ProgrammeSettingsChanged(_)
             | Event::RedemptionFulfilled(_) => {}
         }
     }
