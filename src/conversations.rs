@@ -1152,7 +1152,9 @@ impl Turn<'_> {
         let (expiring, soonest) = facts.expiring(Utc::now(), EXPIRY_WINDOW_DAYS);
         Ok(render::render_points(&PointsFacts {
             vendor_name: vendor_name(state, tenant),
-            balance: facts.state.balance,
+            balance: facts.available(),
+            pending: facts.state.pending,
+            held: facts.state.held,
             expiring_within_window: expiring,
             window_days: EXPIRY_WINDOW_DAYS,
             soonest_expiry: soonest,
@@ -1173,7 +1175,7 @@ impl Turn<'_> {
             vendor_name: vendor_name(state, tenant),
             rewards: ledger::active_rewards(&catalogue),
             page,
-            balance: facts.state.balance,
+            balance: facts.available(),
         }))
     }
 
@@ -1188,7 +1190,7 @@ impl Turn<'_> {
         };
         let customer = self.customer(tenant).await?;
         let facts = ledger::customer(&self.processor.pool, tenant, customer).await?;
-        Ok(render::render_confirmation(&line, facts.state.balance))
+        Ok(render::render_confirmation(&line, facts.available()))
     }
 }
 

@@ -319,10 +319,18 @@ async fn main() -> anyhow::Result<()> {
             let report = expiry::run_once(&platform_pool, &writer, chrono::Utc::now()).await?;
             drop(writer);
             let _ = task.await;
-            println!(
-                "customers checked: {}, lots expired: {}, points expired: {}",
-                report.customers_checked, report.lots_expired, report.points_expired
-            );
+            match report {
+                Some(report) => println!(
+                    "customers checked: {}, holds released: {}, lots activated: {}, \
+                     lots expired: {}, points expired: {}",
+                    report.customers_checked,
+                    report.holds_released,
+                    report.lots_activated,
+                    report.lots_expired,
+                    report.points_expired
+                ),
+                None => println!("another instance is running the due work now; nothing done"),
+            }
         }
         Command::Tenant {
             command:

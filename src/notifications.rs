@@ -51,7 +51,14 @@ use vault::{SealedRecord, Vault};
 /// Durable consumer and checkpoint name of the projector.
 pub const NAME: &str = "notifications";
 /// Event types the projector reads; every other event is passed over undecoded.
-const NOTIFIED_TYPES: [&str; 3] = ["PointsEarned", "RewardRedeemed", "RedemptionFulfilled"];
+const NOTIFIED_TYPES: [&str; 6] = [
+    "PointsEarned",
+    "RewardRedeemed",
+    "RedemptionFulfilled",
+    "RewardHeld",
+    "HoldFulfilled",
+    "HoldReleased",
+];
 
 pub struct Notifications {
     pub vault: Arc<Vault>,
@@ -156,8 +163,19 @@ enum Notice {
         code: String,
         balance: ledger_core::Points,
     },
+    EarnedPending {
+        points: ledger_core::Points,
+        until: chrono::NaiveDate,
+        balance: ledger_core::Points,
+    },
     Fulfilled {
         reward: String,
+    },
+    Released {
+        reward: String,
+        points: ledger_core::Points,
+        expired: bool,
+        balance: ledger_core::Points,
     },
 }
 
@@ -171,7 +189,18 @@ impl Notice {
                 code,
                 balance,
             } => render::render_redemption_receipt(reward, *points, code, *balance),
+            Notice::EarnedPending {
+                points,
+                until,
+                balance,
+            } => render::render_earned_pending(vendor, *points, *until, *balance),
             Notice::Fulfilled { reward } => render::render_fulfilled(reward),
+            Notice::Released {
+                reward,
+                points,
+                expired,
+                balance,
+            } => render::render_hold_released(reward, *points, *expired, *balance),
         }
     }
 }
@@ -188,29 +217,77 @@ impl Notifications {
         let Some(newest) = wanted.iter().map(|e| e.version).max() else {
             return Ok(Vec::new());
         };
+        // One event past the newest wanted: a `PointsEarned` is followed, in the same
+        // decision, by its `PointsPending` when the tenant has a return window.
         let stream = schema::store::read_stream(
             &**transaction,
             StreamId::Customer(customer),
             0,
-            i64::from(newest),
+            i64::from(newest) + 1,
         )
         .await?;
+        let decoded = stream
+            .iter()
+            .map(|recorded| Ok((recorded, recorded.decode()?)))
+            .collect::<Result<Vec<_>, ProjectionError>>()?;
         let mut state = CustomerState::default();
         let mut rewards: HashMap<ledger_core::RedemptionId, String> = HashMap::new();
         let mut notices = Vec::new();
-        for recorded in &stream {
-            let event = recorded.decode()?;
-            state.apply(&event);
-            if let Event::RewardRedeemed(e) = &event {
-                rewards.insert(e.redemption_id, e.description.clone());
+        // What the customer can spend: the receipts' "Balance".
+        let available = |state: &CustomerState| {
+            ledger_core::Points::new((state.balance.value() - state.held.value()).max(0))
+        };
+        for (index, (recorded, event)) in decoded.iter().enumerate() {
+            state.apply(event);
+            match event {
+                Event::RewardRedeemed(e) => {
+                    rewards.insert(e.redemption_id, e.description.clone());
+                }
+                Event::RewardHeld(e) => {
+                    rewards.insert(e.redemption_id, e.description.clone());
+                }
+                _ => {}
             }
             if !wanted.iter().any(|w| w.version == recorded.version) {
                 continue;
             }
-            let notice = match &event {
-                Event::PointsEarned(e) => Notice::Earned {
+            let notice = match event {
+                Event::PointsEarned(e) => match decoded.get(index + 1) {
+                    Some((_, Event::PointsPending(p))) if p.lot_id == e.lot_id => {
+                        Notice::EarnedPending {
+                            points: e.points,
+                            until: p.pending_until.date_naive(),
+                            // The state after the pending event: without these points.
+                            balance: ledger_core::Points::new(
+                                available(&state).value() - p.points.value(),
+                            ),
+                        }
+                    }
+                    _ => Notice::Earned {
+                        points: e.points,
+                        balance: available(&state),
+                    },
+                },
+                Event::RewardHeld(e) => {
+                    if matches!(recorded.decode_metadata()?.actor, Actor::Customer(_)) {
+                        // Held in the conversation, whose reply carries the code.
+                        continue;
+                    }
+                    Notice::Redeemed {
+                        reward: e.description.clone(),
+                        points: e.points,
+                        code: e.code.clone(),
+                        balance: available(&state),
+                    }
+                }
+                Event::HoldFulfilled(e) => Notice::Fulfilled {
+                    reward: rewards.get(&e.redemption_id).cloned().unwrap_or_default(),
+                },
+                Event::HoldReleased(e) => Notice::Released {
+                    reward: rewards.get(&e.redemption_id).cloned().unwrap_or_default(),
                     points: e.points,
-                    balance: state.balance,
+                    expired: e.reason == ledger_core::events::HoldReleaseReason::Expired,
+                    balance: available(&state),
                 },
                 Event::RewardRedeemed(e) => {
                     let Some(code) = &e.code else { continue };
@@ -222,7 +299,7 @@ impl Notifications {
                         reward: e.description.clone(),
                         points: e.points,
                         code: code.clone(),
-                        balance: state.balance,
+                        balance: available(&state),
                     }
                 }
                 Event::RedemptionFulfilled(e) => Notice::Fulfilled {

@@ -169,10 +169,24 @@ pub struct CustomerView {
     pub name: Option<String>,
     #[schema(required = true)]
     pub erased_at: Option<DateTime<Utc>>,
+    /// Posted points the customer owns (pending excluded, held included; negative only
+    /// when a refund left a debt the tenant's policy allows).
     pub balance: i64,
+    /// Points inside their return window: not spendable yet.
+    pub pending: i64,
+    /// Points reserved by open reward holds.
+    pub held: i64,
+    /// What the customer can spend: `balance − held`.
+    pub available: i64,
+    /// Points refunds took back beyond what the customer had; later points pay it first.
+    pub debt: i64,
     pub earned: i64,
     pub redeemed: i64,
     pub expired: i64,
+    /// Points taken back by refunds.
+    pub reversed: i64,
+    /// Net of manual adjustments (signed).
+    pub adjusted: i64,
     pub purchases: i64,
     pub enrolled_at: DateTime<Utc>,
     /// Open lots (points remaining), soonest-expiring first.
@@ -185,6 +199,11 @@ pub struct LotView {
     pub lot_id: LotId,
     pub points: i64,
     pub remaining: i64,
+    /// Of `remaining`, the points reserved by open holds.
+    pub reserved: i64,
+    /// Set while the lot is pending: when it becomes spendable.
+    #[schema(required = true)]
+    pub pending_until: Option<DateTime<Utc>>,
     pub earned_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -440,7 +459,7 @@ async fn projected(
     let row = client
         .query_opt(
             "SELECT customer_id, erased_at, balance, earned, redeemed, expired, purchases, \
-                    enrolled_at \
+                    enrolled_at, pending, held, debt, reversed, adjusted \
              FROM projection.customer_balances WHERE customer_id = $1 AND tenant_id = $2",
             &ids,
         )
@@ -451,7 +470,8 @@ async fn projected(
     };
     let lot_rows = client
         .query(
-            "SELECT lot_id, points, remaining, earned_at, expires_at FROM projection.point_lots \
+            "SELECT lot_id, points, remaining, earned_at, expires_at, reserved, pending_until \
+             FROM projection.point_lots \
              WHERE customer_id = $1 AND tenant_id = $2 AND remaining > 0 \
              ORDER BY expires_at, earned_at, lot_id LIMIT $3",
             &[ids[0], ids[1], &LOTS_LISTED_MAX],
@@ -467,15 +487,23 @@ async fn projected(
 }
 
 fn view_from_row(row: &Row, lots: Vec<LotView>) -> Result<CustomerView, tokio_postgres::Error> {
+    let balance: i64 = row.try_get(2)?;
+    let held: i64 = row.try_get(9)?;
     Ok(CustomerView {
         customer_id: CustomerId::from_uuid(row.try_get(0)?),
         phone: None,
         name: None,
         erased_at: row.try_get(1)?,
-        balance: row.try_get(2)?,
+        balance,
+        pending: row.try_get(8)?,
+        held,
+        available: balance - held,
+        debt: row.try_get(10)?,
         earned: row.try_get(3)?,
         redeemed: row.try_get(4)?,
         expired: row.try_get(5)?,
+        reversed: row.try_get(11)?,
+        adjusted: row.try_get(12)?,
         purchases: i64::from(row.try_get::<_, i32>(6)?),
         enrolled_at: row.try_get(7)?,
         lots,
@@ -487,6 +515,8 @@ fn lot_from_row(row: &Row) -> Result<LotView, tokio_postgres::Error> {
         lot_id: LotId::from_uuid(row.try_get(0)?),
         points: row.try_get(1)?,
         remaining: row.try_get(2)?,
+        reserved: row.try_get(5)?,
+        pending_until: row.try_get(6)?,
         earned_at: row.try_get(3)?,
         expires_at: row.try_get(4)?,
     })
@@ -547,6 +577,8 @@ fn view_from_state(state: &CustomerState) -> Option<CustomerView> {
             lot_id: lot.lot_id,
             points: lot.points.value(),
             remaining: lot.remaining.value(),
+            reserved: lot.reserved.value(),
+            pending_until: lot.pending_until,
             earned_at: lot.earned_at,
             expires_at: lot.expires_at,
         })
@@ -559,9 +591,15 @@ fn view_from_state(state: &CustomerState) -> Option<CustomerView> {
         name: None,
         erased_at: profile.erased_at,
         balance: state.balance.value(),
+        pending: state.pending.value(),
+        held: state.held.value(),
+        available: state.balance.value() - state.held.value(),
+        debt: state.debt.value(),
         earned: state.earned.value(),
         redeemed: state.redeemed.value(),
         expired: state.expired.value(),
+        reversed: state.reversed.value(),
+        adjusted: state.adjusted.value(),
         purchases: i64::from(state.purchases),
         enrolled_at: profile.enrolled_at,
         lots,

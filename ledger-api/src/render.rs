@@ -72,7 +72,17 @@ pub struct RedemptionResponse {
     #[schema(value_type = uuid::Uuid)]
     pub customer_id: CustomerId,
     pub points: i64,
+    /// The posted balance after the redemption. A reward's points stay in it, held, until
+    /// the reward is handed over; a redemption of a number of points leaves it at once.
     pub balance: i64,
+    /// What the customer can still spend: `balance − held`.
+    pub available: i64,
+    /// Points reserved by the customer's open holds, this one included.
+    pub held: i64,
+    /// For a reward: when the hold expires (and its points become available again) if the
+    /// reward is not handed over first. `null` for a redemption of a number of points.
+    #[schema(required = true)]
+    pub hold_expires_at: Option<DateTime<Utc>>,
     /// The catalogue reward redeemed; `null` for a redemption of a number of points.
     #[schema(value_type = Option<uuid::Uuid>, required = true)]
     pub reward_id: Option<RewardId>,
@@ -192,21 +202,34 @@ pub fn redemption(submission: &Submission, verdict: &Verdict<'_>) -> StoredRespo
             events, customer, ..
         } => (events, customer),
     };
-    // The same decision may first expire lots past their date; the redemption is the last event.
+    // The same decision may first expire lots past their date; the redemption is the last
+    // event: a hold for a reward, a debit for a number of points.
     let redeemed = events.iter().find_map(|event| match event {
-        Event::RewardRedeemed(redeemed) => Some(redeemed),
+        Event::RewardRedeemed(r) => Some((r.redemption_id, r.points, r.reward_id, r.code.clone(), None)),
+        Event::RewardHeld(h) => Some((
+            h.redemption_id,
+            h.points,
+            Some(h.reward_id),
+            Some(h.code.clone()),
+            Some(h.expires_at),
+        )),
         _ => None,
     });
-    let (Some(redeemed), Some(customer_id)) = (redeemed, customer_of(&submission.command)) else {
-        return inconsistent("an accepted redemption without RewardRedeemed");
+    let (Some((redemption_id, points, reward_id, code, hold_expires_at)), Some(customer_id)) =
+        (redeemed, customer_of(&submission.command))
+    else {
+        return inconsistent("an accepted redemption without RewardRedeemed or RewardHeld");
     };
     created(&RedemptionResponse {
-        redemption_id: redeemed.redemption_id,
+        redemption_id,
         customer_id,
-        points: redeemed.points.value(),
+        points: points.value(),
         balance: customer.balance.value(),
-        reward_id: redeemed.reward_id,
-        code: redeemed.code.clone(),
+        available: customer.balance.value() - customer.held.value(),
+        held: customer.held.value(),
+        hold_expires_at,
+        reward_id,
+        code,
     })
 }
 
@@ -218,20 +241,21 @@ pub fn fulfilment(submission: &Submission, verdict: &Verdict<'_>) -> StoredRespo
         } => (events, customer),
     };
     let fulfilled = events.iter().find_map(|event| match event {
-        Event::RedemptionFulfilled(fulfilled) => Some(fulfilled),
+        Event::RedemptionFulfilled(f) => Some((f.redemption_id, f.fulfilled_at)),
+        Event::HoldFulfilled(f) => Some((f.redemption_id, f.fulfilled_at)),
         _ => None,
     });
-    let redemption = fulfilled.and_then(|f| customer.redemptions.get(&f.redemption_id));
-    let (Some(fulfilled), Some(redemption), Some(customer_id)) =
+    let redemption = fulfilled.and_then(|(id, _)| customer.redemptions.get(&id));
+    let (Some((redemption_id, fulfilled_at)), Some(redemption), Some(customer_id)) =
         (fulfilled, redemption, customer_of(&submission.command))
     else {
         return inconsistent("an accepted fulfilment without its redemption");
     };
     ok(&FulfilmentResponse {
-        redemption_id: fulfilled.redemption_id,
+        redemption_id,
         customer_id,
         reward_id: redemption.reward_id,
-        fulfilled_at: fulfilled.fulfilled_at,
+        fulfilled_at,
     })
 }
 
@@ -343,6 +367,7 @@ mod tests {
                 currency: Currency::NGN,
                 expiry_days: 180,
                 rule_set: RuleSet::starter(),
+                settings: Default::default(),
             }),
             ..TenantState::default()
         };

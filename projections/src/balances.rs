@@ -100,7 +100,10 @@ impl Projection for Balances {
 
     async fn reset(&self, transaction: &Transaction<'_>) -> Result<(), ProjectionError> {
         transaction
-            .batch_execute("TRUNCATE projection.customer_balances, projection.point_lots")
+            .batch_execute(
+                "TRUNCATE projection.customer_balances, projection.point_lots, \
+                 projection.open_holds",
+            )
             .await?;
         Ok(())
     }
@@ -367,7 +370,118 @@ async fn write(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), Project
     insert_enrolled(transaction, fold).await?;
     insert_lots(transaction, fold).await?;
     update_customers(transaction, fold).await?;
-    debit_lots(transaction, fold).await
+    debit_lots(transaction, fold).await?;
+    update_lot_states(transaction, fold).await?;
+    update_holds(transaction, fold).await
+}
+
+/// Reservations, pending states and refunds from pending lots.
+async fn update_lot_states(
+    transaction: &Transaction<'_>,
+    fold: &Fold,
+) -> Result<(), ProjectionError> {
+    if !fold.lot_reserved.is_empty() {
+        let mut rows: Vec<(&(Uuid, Uuid), &i64)> = fold.lot_reserved.iter().collect();
+        rows.sort_unstable();
+        let customers: Vec<Uuid> = rows.iter().map(|((c, _), _)| *c).collect();
+        let lots: Vec<Uuid> = rows.iter().map(|((_, l), _)| *l).collect();
+        let deltas: Vec<i64> = rows.iter().map(|(_, d)| **d).collect();
+        transaction
+            .execute(
+                &transaction
+                    .prepare_cached(
+                        "UPDATE projection.point_lots l SET reserved = l.reserved + d.delta \
+                 FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS d(customer_id, lot_id, delta) \
+                 WHERE l.customer_id = d.customer_id AND l.lot_id = d.lot_id",
+                    )
+                    .await?,
+                &[&customers, &lots, &deltas],
+            )
+            .await?;
+    }
+    if !fold.lot_pending.is_empty() {
+        let mut rows: Vec<(&(Uuid, Uuid), &Option<DateTime<Utc>>)> =
+            fold.lot_pending.iter().collect();
+        rows.sort_unstable_by_key(|(key, _)| **key);
+        let customers: Vec<Uuid> = rows.iter().map(|((c, _), _)| *c).collect();
+        let lots: Vec<Uuid> = rows.iter().map(|((_, l), _)| *l).collect();
+        let until: Vec<Option<DateTime<Utc>>> = rows.iter().map(|(_, u)| **u).collect();
+        transaction
+            .execute(
+                &transaction
+                    .prepare_cached(
+                        "UPDATE projection.point_lots l SET pending_until = d.until \
+                 FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) AS d(customer_id, lot_id, until) \
+                 WHERE l.customer_id = d.customer_id AND l.lot_id = d.lot_id",
+                    )
+                    .await?,
+                &[&customers, &lots, &until],
+            )
+            .await?;
+    }
+    if !fold.pending_refunds.is_empty() {
+        let mut rows: Vec<(&(Uuid, Uuid), &i64)> = fold.pending_refunds.iter().collect();
+        rows.sort_unstable();
+        let customers: Vec<Uuid> = rows.iter().map(|((c, _), _)| *c).collect();
+        let purchases: Vec<Uuid> = rows.iter().map(|((_, p), _)| *p).collect();
+        let points: Vec<i64> = rows.iter().map(|(_, p)| **p).collect();
+        transaction
+            .execute(
+                &transaction
+                    .prepare_cached(
+                        "UPDATE projection.point_lots l SET remaining = l.remaining - d.points \
+                 FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS d(customer_id, purchase_id, points) \
+                 WHERE l.customer_id = d.customer_id AND l.purchase_id = d.purchase_id",
+                    )
+                    .await?,
+                &[&customers, &purchases, &points],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Opens and closes rows of `projection.open_holds`; a hold opened and resolved in the
+/// same batch is inserted and deleted, in that order.
+async fn update_holds(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), ProjectionError> {
+    if !fold.opened_holds.is_empty() {
+        let holds = &fold.opened_holds;
+        let customers: Vec<Uuid> = holds.iter().map(|h| h.customer_id).collect();
+        let redemptions: Vec<Uuid> = holds.iter().map(|h| h.redemption_id).collect();
+        let tenants: Vec<Uuid> = holds.iter().map(|h| h.tenant_id).collect();
+        let points: Vec<i64> = holds.iter().map(|h| h.points).collect();
+        let expires: Vec<DateTime<Utc>> = holds.iter().map(|h| h.expires_at).collect();
+        transaction
+            .execute(
+                &transaction
+                    .prepare_cached(
+                        "INSERT INTO projection.open_holds \
+                     (customer_id, redemption_id, tenant_id, points, expires_at) \
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], \
+                     $5::timestamptz[]) ON CONFLICT DO NOTHING",
+                    )
+                    .await?,
+                &[&customers, &redemptions, &tenants, &points, &expires],
+            )
+            .await?;
+    }
+    if !fold.closed_holds.is_empty() {
+        let customers: Vec<Uuid> = fold.closed_holds.iter().map(|(c, _)| *c).collect();
+        let redemptions: Vec<Uuid> = fold.closed_holds.iter().map(|(_, r)| *r).collect();
+        transaction
+            .execute(
+                &transaction
+                    .prepare_cached(
+                        "DELETE FROM projection.open_holds h \
+                 USING unnest($1::uuid[], $2::uuid[]) AS d(customer_id, redemption_id) \
+                 WHERE h.customer_id = d.customer_id AND h.redemption_id = d.redemption_id",
+                    )
+                    .await?,
+                &[&customers, &redemptions],
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 async fn insert_enrolled(
@@ -407,7 +521,7 @@ async fn insert_lots(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), P
     let customers = column(|l| l.customer_id);
     let lots = column(|l| l.lot_id);
     let tenants = column(|l| l.tenant_id);
-    let purchases = column(|l| l.purchase_id);
+    let purchases: Vec<Option<Uuid>> = fold.new_lots.iter().map(|l| l.purchase_id).collect();
     let points: Vec<i64> = fold.new_lots.iter().map(|l| l.points).collect();
     let earned_at: Vec<DateTime<Utc>> = fold.new_lots.iter().map(|l| l.earned_at).collect();
     let expires_at: Vec<DateTime<Utc>> = fold.new_lots.iter().map(|l| l.expires_at).collect();
@@ -447,10 +561,16 @@ async fn update_customers(
     }
     let ids: Vec<Uuid> = changes.iter().map(|(id, _)| **id).collect();
     let versions: Vec<i32> = changes.iter().map(|(_, c)| c.version).collect();
-    let balance: Vec<i64> = changes.iter().map(|(_, c)| c.balance).collect();
-    let earned: Vec<i64> = changes.iter().map(|(_, c)| c.earned).collect();
-    let redeemed: Vec<i64> = changes.iter().map(|(_, c)| c.redeemed).collect();
-    let expired: Vec<i64> = changes.iter().map(|(_, c)| c.expired).collect();
+    let counter = |f: fn(&CustomerChange) -> i64| changes.iter().map(|(_, c)| f(c)).collect::<Vec<i64>>();
+    let balance = counter(|c| c.balance);
+    let earned = counter(|c| c.earned);
+    let redeemed = counter(|c| c.redeemed);
+    let expired = counter(|c| c.expired);
+    let pending = counter(|c| c.pending);
+    let held = counter(|c| c.held);
+    let debt = counter(|c| c.debt);
+    let reversed = counter(|c| c.reversed);
+    let adjusted = counter(|c| c.adjusted);
     let purchases: Vec<i32> = changes.iter().map(|(_, c)| c.purchases).collect();
     let updated_at: Vec<DateTime<Utc>> = changes
         .iter()
@@ -465,11 +585,15 @@ async fn update_customers(
                  balance = b.balance + d.balance, earned = b.earned + d.earned, \
                  redeemed = b.redeemed + d.redeemed, expired = b.expired + d.expired, \
                  purchases = greatest(b.purchases, d.purchases), updated_at = d.updated_at, \
-                 erased_at = coalesce(d.erased_at, b.erased_at) \
+                 erased_at = coalesce(d.erased_at, b.erased_at), \
+                 pending = b.pending + d.pending, held = b.held + d.held, \
+                 debt = b.debt + d.debt, reversed = b.reversed + d.reversed, \
+                 adjusted = b.adjusted + d.adjusted \
              FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[], \
-                 $6::bigint[], $7::int[], $8::timestamptz[], $9::timestamptz[]) \
+                 $6::bigint[], $7::int[], $8::timestamptz[], $9::timestamptz[], \
+                 $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[]) \
                  AS d(id, version, balance, earned, redeemed, expired, purchases, updated_at, \
-                      erased_at) \
+                      erased_at, pending, held, debt, reversed, adjusted) \
              WHERE b.customer_id = d.id",
                 )
                 .await?,
@@ -483,6 +607,11 @@ async fn update_customers(
                 &purchases,
                 &updated_at,
                 &erased_at,
+                &pending,
+                &held,
+                &debt,
+                &reversed,
+                &adjusted,
             ],
         )
         .await?;
@@ -513,9 +642,10 @@ async fn debit_lots(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), Pr
     Ok(())
 }
 
-/// Customers with at least one lot past its date and points left, by the read model, as
-/// `(tenant_id, customer_id)`. The expiry run decides on the ledger itself, so a lagging read
-/// model only makes it look at a customer with nothing left to expire.
+/// Customers with scheduled work due at `at`, by the read model, as `(tenant_id,
+/// customer_id)`: a lot past its date with free points, a pending lot whose return window
+/// has passed, or an open hold past its window. The scheduled run decides on the ledger
+/// itself, so a lagging read model only makes it look at a customer with nothing due.
 pub async fn due_customers(
     client: &impl tokio_postgres::GenericClient,
     at: DateTime<Utc>,
@@ -524,9 +654,17 @@ pub async fn due_customers(
 ) -> Result<Vec<(Uuid, Uuid)>, ProjectionError> {
     let rows = client
         .query(
-            "SELECT DISTINCT tenant_id, customer_id FROM projection.point_lots \
-             WHERE remaining > 0 AND expires_at <= $1 AND customer_id > $2 \
-             ORDER BY customer_id LIMIT $3",
+            "SELECT tenant_id, customer_id FROM ( \
+                 SELECT tenant_id, customer_id FROM projection.point_lots \
+                 WHERE remaining > 0 AND expires_at <= $1 AND remaining > reserved \
+                   AND pending_until IS NULL AND customer_id > $2 \
+                 UNION \
+                 SELECT tenant_id, customer_id FROM projection.point_lots \
+                 WHERE pending_until <= $1 AND customer_id > $2 \
+                 UNION \
+                 SELECT tenant_id, customer_id FROM projection.open_holds \
+                 WHERE expires_at <= $1 AND customer_id > $2 \
+             ) due ORDER BY customer_id LIMIT $3",
             &[&at, &after_customer, &limit],
         )
         .await?;

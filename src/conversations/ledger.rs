@@ -20,7 +20,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use ledger_api::customers::EnrolmentRequest;
 use ledger_core::aggregate::Aggregate;
 use ledger_core::conversation::render::{HistoryLine, RedemptionOutcome, RewardLine};
-use ledger_core::events::{Actor, EventMetadata};
+use ledger_core::events::{Actor, EventMetadata, HoldReleaseReason};
 use ledger_core::{
     Command, CustomerId, CustomerState, Event, PhoneNumber, Points, RedemptionId, Rejection,
     RewardId, StreamId, TenantId, TenantState,
@@ -73,6 +73,12 @@ pub struct CustomerFacts {
 }
 
 impl CustomerFacts {
+    /// What the customer can spend: the balance less open holds (never negative here: a
+    /// debt shows as nothing to spend).
+    pub fn available(&self) -> Points {
+        Points::new((self.state.balance.value() - self.state.held.value()).max(0))
+    }
+
     /// Points of the lots expiring within `window_days` of `now`, and the soonest expiry.
     pub fn expiring(&self, now: DateTime<Utc>, window_days: u32) -> (Points, Option<NaiveDate>) {
         let horizon = now + chrono::Duration::days(i64::from(window_days));
@@ -80,10 +86,8 @@ impl CustomerFacts {
             .state
             .lots
             .iter()
-            .filter(|lot| lot.expires_at <= horizon)
-            .fold(Points::ZERO, |sum, lot| {
-                sum.checked_add(lot.remaining).unwrap_or(sum)
-            });
+            .filter(|lot| !lot.is_pending() && lot.expires_at <= horizon)
+            .fold(Points::ZERO, |sum, lot| sum.checked_add(lot.free()).unwrap_or(sum));
         let soonest = self
             .state
             .lots
@@ -158,6 +162,31 @@ fn history_line(event: &Event) -> Option<HistoryLine> {
             on: e.expired_at.date_naive(),
             points: -e.points.value(),
             reason: "Expired".to_owned(),
+        },
+        // The customer's view is what they can spend: a hold takes the points out of it
+        // now, its release gives them back, and the hand-over changes nothing more.
+        Event::RewardHeld(e) => HistoryLine {
+            on: e.held_at.date_naive(),
+            points: -e.points.value(),
+            reason: format!("{} (code {})", e.description, e.code),
+        },
+        Event::HoldReleased(e) => HistoryLine {
+            on: e.released_at.date_naive(),
+            points: e.points.value(),
+            reason: match e.reason {
+                HoldReleaseReason::Cancelled => "Reward cancelled".to_owned(),
+                HoldReleaseReason::Expired => "Reward not collected in time".to_owned(),
+            },
+        },
+        Event::PurchaseRefunded(e) => HistoryLine {
+            on: e.refunded_at.date_naive(),
+            points: -e.reversal.reversed().value(),
+            reason: "Refund".to_owned(),
+        },
+        Event::PointsAdjusted(e) => HistoryLine {
+            on: e.adjusted_at.date_naive(),
+            points: e.points.value(),
+            reason: format!("Adjustment: {}", e.reason),
         },
         _ => return None,
     })
@@ -318,25 +347,26 @@ fn render_redemption(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
             tenant,
             customer,
         } => {
-            let redeemed = events.iter().find_map(|e| match e {
-                Event::RewardRedeemed(r) => Some(r),
+            let held = events.iter().find_map(|e| match e {
+                Event::RewardHeld(h) => Some(h),
                 _ => None,
             });
-            let Some(redeemed) = redeemed else {
+            let Some(held) = held else {
                 return stored(500, json!({ "outcome": "no_event" }));
             };
-            let reward_name = redeemed
-                .reward_id
-                .and_then(|id| tenant.rewards.get(&id))
-                .map_or_else(|| redeemed.description.clone(), |r| r.name.clone());
+            let reward_name = tenant
+                .rewards
+                .get(&held.reward_id)
+                .map_or_else(|| held.description.clone(), |r| r.name.clone());
             stored(
                 201,
                 json!({
                     "outcome": "redeemed",
                     "reward_name": reward_name,
-                    "code": redeemed.code,
-                    "points": redeemed.points.value(),
-                    "balance": customer.balance.value(),
+                    "code": held.code,
+                    "points": held.points.value(),
+                    // What the customer can still spend: the held points are out of it.
+                    "balance": customer.balance.value() - customer.held.value(),
                 }),
             )
         }

@@ -25,13 +25,15 @@ async fn the_expiry_run_expires_what_is_left_of_due_lots_once() {
 
     let first = loyalty::expiry::run_once(&app.platform_pool, &writer, Utc::now())
         .await
-        .unwrap();
+        .unwrap()
+        .expect("no other runner holds the lock");
     assert_eq!(first.lots_expired, 1);
     assert_eq!(first.points_expired, 40);
     app.wait_until_projected().await;
     let second = loyalty::expiry::run_once(&app.platform_pool, &writer, Utc::now())
         .await
-        .unwrap();
+        .unwrap()
+        .expect("no other runner holds the lock");
     assert_eq!(
         second.lots_expired, 0,
         "the second run expired something again"

@@ -111,7 +111,8 @@ async fn rebuild_equals_live_after_a_randomized_workload() {
                 app.wait_until_projected().await;
                 let report = loyalty::expiry::run_once(&app.platform_pool, &writer, Utc::now())
                     .await
-                    .unwrap();
+                    .unwrap()
+                    .expect("no other runner holds the lock");
                 expiries += report.lots_expired;
             }
         }

@@ -26,7 +26,12 @@ const NAME_IN_TEXT_CHARS_MAX: usize = 60;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PointsFacts {
     pub vendor_name: String,
+    /// What the customer can spend now (the balance less open holds).
     pub balance: Points,
+    /// Points inside their return window, not spendable yet.
+    pub pending: Points,
+    /// Points reserved for rewards waiting to be collected.
+    pub held: Points,
     /// Points of lots expiring within the reminder window.
     pub expiring_within_window: Points,
     pub window_days: u32,
@@ -142,6 +147,18 @@ pub fn render_points(facts: &PointsFacts) -> OutgoingMessage {
         name(&facts.vendor_name),
         points(facts.balance)
     );
+    if facts.pending.is_positive() {
+        body.push_str(&format!(
+            "\nPending (spendable after the return window): {}.",
+            points(facts.pending)
+        ));
+    }
+    if facts.held.is_positive() {
+        body.push_str(&format!(
+            "\nReserved for rewards waiting to be collected: {}.",
+            points(facts.held)
+        ));
+    }
     if let Some(tier) = &facts.tier {
         body.push_str(&format!("\nTier: {}.", name(tier)));
     }
@@ -301,6 +318,42 @@ pub fn render_redemption_receipt(
         name(reward_name),
         points(spent),
         name(code),
+        points(balance)
+    ))
+}
+
+/// A purchase's points inside the tenant's return window: not spendable until `until`.
+pub fn render_earned_pending(
+    vendor_name: &str,
+    earned: Points,
+    until: NaiveDate,
+    balance: Points,
+) -> OutgoingMessage {
+    OutgoingMessage::text(&format!(
+        "You earned {} at {}. They can be spent from {} (return window). Balance: {}.",
+        points(earned),
+        name(vendor_name),
+        date(until),
+        points(balance)
+    ))
+}
+
+/// A reward hold that ended without the hand-over: the points are available again.
+pub fn render_hold_released(
+    reward_name: &str,
+    returned: Points,
+    expired: bool,
+    balance: Points,
+) -> OutgoingMessage {
+    let why = if expired {
+        "was not collected in time"
+    } else {
+        "was cancelled by the shop"
+    };
+    OutgoingMessage::text(&format!(
+        "Your reward {} {why}: {} are available again. Balance: {}.",
+        name(reward_name),
+        points(returned),
         points(balance)
     ))
 }
@@ -805,6 +858,8 @@ mod tests {
         let message = render_points(&PointsFacts {
             vendor_name: "Shop".into(),
             balance: Points::new(12_345),
+            pending: Points::ZERO,
+            held: Points::ZERO,
             expiring_within_window: Points::new(200),
             window_days: 14,
             soonest_expiry: Some(on),
@@ -818,6 +873,8 @@ mod tests {
         let nothing_soon = render_points(&PointsFacts {
             vendor_name: "Shop".into(),
             balance: Points::new(1),
+            pending: Points::ZERO,
+            held: Points::ZERO,
             expiring_within_window: Points::ZERO,
             window_days: 14,
             soonest_expiry: Some(on),
@@ -960,7 +1017,7 @@ mod tests {
             let history: Vec<HistoryLine> = lines.into_iter().map(|(reason, points)| HistoryLine { on, points, reason }).collect();
             let code = VendorCode::parse(&code).unwrap();
             let mut outputs = vec![
-                render_points(&PointsFacts { vendor_name: first.clone(), balance, expiring_within_window: expiring, window_days, soonest_expiry: Some(on), tier: Some(first.clone()) }),
+                render_points(&PointsFacts { vendor_name: first.clone(), balance, pending: Points::ZERO, held: Points::ZERO, expiring_within_window: expiring, window_days, soonest_expiry: Some(on), tier: Some(first.clone()) }),
                 render_rewards(&RewardsFacts { vendor_name: first.clone(), rewards, page, balance }),
                 render_confirmation(&reward_line, balance),
                 render_confirmation(&reward_line, expiring),
