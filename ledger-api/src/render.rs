@@ -569,7 +569,11 @@ mod tests {
         );
         assert_eq!(status, 201);
         assert_eq!(body["points"], 10);
-        assert_eq!(body["balance"], 15);
+        // A reward is held: still in the balance, out of what is available.
+        assert_eq!(body["balance"], 25);
+        assert_eq!(body["held"], 10);
+        assert_eq!(body["available"], 15);
+        assert_eq!(body["hold_expires_at"], "2025-03-15T12:00:00Z");
         assert_eq!(body["reward_id"], reward_id().to_string());
         assert_eq!(body["code"], "04HMASW9");
         // A redemption of points says so with nulls.
@@ -579,6 +583,9 @@ mod tests {
         );
         assert_eq!(body["reward_id"], Value::Null);
         assert_eq!(body["code"], Value::Null);
+        assert_eq!(body["hold_expires_at"], Value::Null);
+        assert_eq!(body["balance"], 15);
+        assert_eq!(body["available"], 15);
     }
 
     #[test]

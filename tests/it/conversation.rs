@@ -155,7 +155,7 @@ async fn points_rewards_choose_confirm_and_history_redeem_once_with_a_code_howev
     assert!(lines[3].contains("+100  Purchase"), "{lines:?}");
     let redemptions = count(
         &app,
-        "SELECT count(*) FROM events WHERE event_type = 'RewardRedeemed'",
+        "SELECT count(*) FROM events WHERE event_type = 'RewardHeld'",
     )
     .await;
     assert_eq!(redemptions, 1);
@@ -553,7 +553,7 @@ async fn a_pending_confirmation_expires_after_the_inactivity_timeout() {
     );
     let redemptions = count(
         &app,
-        "SELECT count(*) FROM events WHERE event_type = 'RewardRedeemed'",
+        "SELECT count(*) FROM events WHERE event_type = 'RewardHeld'",
     )
     .await;
     assert_eq!(redemptions, 0);
@@ -631,7 +631,7 @@ async fn a_redemption_committed_before_a_crash_is_replayed_not_repeated() {
     );
     let redemptions = count(
         &app,
-        "SELECT count(*) FROM events WHERE event_type = 'RewardRedeemed'",
+        "SELECT count(*) FROM events WHERE event_type = 'RewardHeld'",
     )
     .await;
     assert_eq!(redemptions, 1);

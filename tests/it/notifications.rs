@@ -385,7 +385,7 @@ async fn a_counter_redemption_and_its_fulfilment_each_queue_one_message() {
             .contains("Your reward Free coffee was handed over. Enjoy!"),
         "{messages:?}"
     );
-    let fulfilled = newest_event(&app, customer, "RedemptionFulfilled").await;
+    let fulfilled = newest_event(&app, customer, "HoldFulfilled").await;
     assert_eq!(messages[2].dedupe_key, format!("notify:{fulfilled}"));
     app.stop().await;
 }

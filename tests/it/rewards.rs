@@ -102,10 +102,17 @@ impl<'a> Owner<'a> {
     }
 
     async fn balance(&self, customer: Uuid) -> i64 {
-        // The ledger's own answer (a redemption of points refused for the whole balance + 1
-        // would also do); the read model lags, so wait for it.
+        self.customer_field(customer, "balance").await
+    }
+
+    async fn available(&self, customer: Uuid) -> i64 {
+        self.customer_field(customer, "available").await
+    }
+
+    async fn customer_field(&self, customer: Uuid, field: &str) -> i64 {
+        // The read model lags the ledger, so wait for it.
         self.app.wait_until_projected().await;
-        self.get(&format!("/v1/customers/{customer}")).await["balance"]
+        self.get(&format!("/v1/customers/{customer}")).await[field]
             .as_i64()
             .unwrap()
     }
@@ -210,7 +217,12 @@ async fn a_reward_is_redeemed_for_a_code_and_fulfilled_exactly_once() {
     let redeemed: Value = redeemed.json().await.unwrap();
     assert_eq!(redeemed["reward_id"], reward.to_string());
     assert_eq!(redeemed["points"], 30);
-    assert_eq!(redeemed["balance"], 70);
+    // A hold: the points leave what is available now and the balance at the hand-over.
+    assert_eq!(redeemed["available"], 70);
+    assert_eq!(redeemed["held"], 30);
+    assert_eq!(redeemed["balance"], 100);
+    assert_eq!(owner.balance(customer).await, 100);
+    assert_eq!(owner.available(customer).await, 70);
     let code = redeemed["code"].as_str().unwrap().to_owned();
     assert_eq!(RedemptionCode::parse(&code).unwrap().as_str(), code);
 
@@ -253,11 +265,13 @@ async fn a_reward_is_redeemed_for_a_code_and_fulfilled_exactly_once() {
         .map(|e| e["reason"].as_str().unwrap().to_owned())
         .collect();
     assert!(
-        reasons.contains(&"Redeemed 30 points: Jollof rice".to_owned()),
+        reasons
+            .iter()
+            .any(|r| r.starts_with("30 points reserved for Jollof rice until ")),
         "{reasons:?}"
     );
     assert!(
-        reasons.contains(&"Reward handed over".to_owned()),
+        reasons.contains(&"Reward handed over: 30 points spent".to_owned()),
         "{reasons:?}"
     );
     assert!(
@@ -265,6 +279,7 @@ async fn a_reward_is_redeemed_for_a_code_and_fulfilled_exactly_once() {
         "the code is not in the history"
     );
     assert_eq!(owner.balance(customer).await, 70);
+    assert_eq!(owner.available(customer).await, 70);
     app.stop().await;
 }
 
@@ -401,14 +416,15 @@ async fn a_code_is_unknown_to_every_other_tenant() {
     app.stop().await;
 }
 
-/// The balance is checked by the ledger under the writer's tenant lock: of 100 concurrent
-/// redemptions (each its own request and Idempotency-Key) of a reward costing 27 against
-/// 1,000 points, exactly ⌊1000 / 27⌋ = 37 succeed, each with its own code.
+/// The available points are checked by the ledger under the writer's tenant lock: of 200
+/// concurrent redemptions (each its own request and Idempotency-Key) of a reward costing 27
+/// against 1,000 points, exactly ⌊1000 / 27⌋ = 37 succeed (each a hold with its own code),
+/// and the rest are refused.
 #[tokio::test]
-async fn a_hundred_concurrent_reward_redemptions_never_overdraw_one_balance() {
+async fn two_hundred_concurrent_reward_redemptions_never_overdraw_one_balance() {
     const BALANCE: i64 = 1_000;
     const COST: i64 = 27;
-    const ATTEMPTS: usize = 100;
+    const ATTEMPTS: usize = 200;
     let app = TestApp::spawn().await;
     let owner = Owner::sign_up(&app).await;
     let customer = owner.customer_with(BALANCE).await;
@@ -456,10 +472,10 @@ async fn a_hundred_concurrent_reward_redemptions_never_overdraw_one_balance() {
         .map(|body| body["code"].as_str().unwrap())
         .collect();
     assert_eq!(codes.len(), expected, "every success has its own code");
-    // The balances the answers report are distinct and step down by the cost.
+    // The available points the answers report are distinct and step down by the cost.
     let mut balances: Vec<i64> = successes
         .iter()
-        .map(|body| body["balance"].as_i64().unwrap())
+        .map(|body| body["available"].as_i64().unwrap())
         .collect();
     balances.sort_unstable();
     let steps: Vec<i64> = (1..=BALANCE / COST)
@@ -470,7 +486,13 @@ async fn a_hundred_concurrent_reward_redemptions_never_overdraw_one_balance() {
 
     let remaining = BALANCE - COST * i64::try_from(expected).unwrap();
     assert!(remaining >= 0);
-    assert_eq!(owner.balance(customer).await, remaining);
+    assert_eq!(owner.available(customer).await, remaining);
+    // Held, not spent: the balance moves when a reward is handed over.
+    assert_eq!(owner.balance(customer).await, BALANCE);
+    let first_code = successes[0]["code"].as_str().unwrap();
+    assert_eq!(owner.fulfil("race-fulfil", first_code).await.status(), 200);
+    assert_eq!(owner.balance(customer).await, BALANCE - COST);
+    assert_eq!(owner.available(customer).await, remaining);
     let admin = admin_client(&dbname(&app.database_url)).await;
     let stored: i64 = admin
         .query_one("SELECT count(DISTINCT code) FROM redemption_codes", &[])
