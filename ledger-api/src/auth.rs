@@ -144,6 +144,11 @@ fn action(permission: Permission) -> &'static str {
         Permission::ReadRewards => "read the reward catalogue",
         Permission::FulfilRedemptions => "fulfil redemptions",
         Permission::ManageWhatsApp => "manage the WhatsApp number",
+        Permission::ReadProgramme => "read the programme settings",
+        Permission::ManageProgramme => "change the programme settings",
+        Permission::RefundPurchases => "refund purchases",
+        Permission::AdjustPoints => "adjust points by hand",
+        Permission::CancelHolds => "cancel reward holds",
     }
 }
 

@@ -54,6 +54,7 @@ mod ops;
 pub mod passwords;
 pub mod personal;
 pub mod problem;
+pub mod programme;
 pub mod purchases;
 pub mod rate_limit;
 pub mod redemptions;
@@ -340,6 +341,30 @@ pub fn route_table() -> Vec<RouteSpec> {
             Vendor,
             || web::to(redemptions::fulfil),
         ),
+        route(
+            Method::POST,
+            "/v1/redemptions/{code}/cancel",
+            Vendor,
+            || web::to(programme::cancel_hold),
+        ),
+        route(
+            Method::POST,
+            "/v1/customers/{customer_id}/refunds",
+            Vendor,
+            || web::to(programme::refund),
+        ),
+        route(
+            Method::POST,
+            "/v1/customers/{customer_id}/adjustments",
+            Vendor,
+            || web::to(programme::adjust),
+        ),
+        route(Method::GET, "/v1/programme/settings", Vendor, || {
+            web::to(programme::get_settings)
+        }),
+        route(Method::PUT, "/v1/programme/settings", Vendor, || {
+            web::to(programme::put_settings)
+        }),
         route(
             Method::GET,
             "/v1/customers/{customer_id}/export",

@@ -66,6 +66,11 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         crate::rewards::list,
         crate::rewards::retire,
         crate::redemptions::fulfil,
+        crate::programme::cancel_hold,
+        crate::programme::refund,
+        crate::programme::adjust,
+        crate::programme::get_settings,
+        crate::programme::put_settings,
         crate::personal::export,
         crate::personal::erase,
         crate::accounts::signup,
@@ -105,6 +110,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         (name = "accounts", description = "Sign up, log in, refresh and log out, accept an invitation, and who is calling"),
         (name = "users", description = "The tenant's users (owners only): invite, list, disable"),
         (name = "api keys", description = "The tenant's API keys (owners only): create, list, revoke"),
+        (name = "programme", description = "The programme's settings: time zone, return window, refund policy, hold window, point value"),
         (name = "whatsapp", description = "The tenant's own WhatsApp number and its access token (owners only): register or update, show, detach"),
         (name = "operations", description = "Probes, metrics and this document; no authentication"),
     )
@@ -364,6 +370,35 @@ pub struct PurchaseRequestSchema {
     /// The vendor's own reference, e.g. a till receipt number.
     #[schema(max_length = 128)]
     reference: Option<String>,
+}
+
+/// `POST /v1/customers/{customer_id}/refunds`: a full or partial refund of one purchase.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RefundRequestSchema {
+    /// The purchase refunded (from the purchase's answer).
+    purchase_id: Uuid,
+    /// How much is refunded, in minor units: at most what of the purchase is not refunded yet.
+    #[schema(minimum = 1, maximum = 1000000000000000_i64)]
+    amount_minor: i64,
+    /// The vendor's own reference, e.g. a return slip number.
+    #[schema(max_length = 128)]
+    reference: Option<String>,
+}
+
+/// `POST /v1/customers/{customer_id}/adjustments`: points added or taken by hand.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct AdjustmentRequestSchema {
+    /// Signed, not 0: positive adds a lot of points (expiring like a purchase's), negative
+    /// takes from what is available.
+    #[schema(minimum = -1000000000000_i64, maximum = 1000000000000_i64)]
+    points: i64,
+    /// Why: shown in the customer's history, with who made the adjustment.
+    #[schema(min_length = 1, max_length = 200)]
+    reason: String,
 }
 
 /// One line of a purchase.

@@ -209,14 +209,7 @@ pub async fn fulfil(
     caller.authorize(schema::accounts::Permission::FulfilRedemptions)?;
     let key = IdempotencyKey::required(&req)?;
     let code = RedemptionCode::parse(&path).map_err(|_| ApiError::RedemptionNotFound)?;
-    let (customer_id, redemption_id) = {
-        let mut client = state.client().await?;
-        let transaction = scoped(&mut client, caller.tenant_id).await?;
-        schema::rewards::redemption_by_code(&*transaction, caller.tenant_id, &code)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("looking up a redemption code: {e}")))?
-            .ok_or(ApiError::RedemptionNotFound)?
-    };
+    let (customer_id, redemption_id) = by_code(&state, caller.tenant_id, &code).await?;
     let command = Command::FulfilRedemption {
         customer_id,
         redemption_id,
@@ -228,6 +221,20 @@ pub async fn fulfil(
     let claim = key.claim(req.method().as_str(), &canonical_path, b"");
     let submission = caller.submission(command, Some(claim), render::fulfilment);
     commands::submit(&state, submission).await
+}
+
+/// The customer and redemption of a code of the caller's tenant; any other code is 404.
+pub(crate) async fn by_code(
+    state: &ApiState,
+    tenant_id: ledger_core::TenantId,
+    code: &RedemptionCode,
+) -> Result<(ledger_core::CustomerId, RedemptionId), ApiError> {
+    let mut client = state.client().await?;
+    let transaction = scoped(&mut client, tenant_id).await?;
+    schema::rewards::redemption_by_code(&*transaction, tenant_id, code)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("looking up a redemption code: {e}")))?
+        .ok_or(ApiError::RedemptionNotFound)
 }
 
 #[cfg(test)]

@@ -298,33 +298,33 @@ pub fn json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
     })
 }
 
-fn customer_of(command: &Command) -> Option<CustomerId> {
+pub(crate) fn customer_of(command: &Command) -> Option<CustomerId> {
     match command.target() {
         Target::Customer(customer_id) => Some(customer_id),
         Target::Tenant => None,
     }
 }
 
-fn ok<T: Serialize>(body: &T) -> StoredResponse {
+pub(crate) fn ok<T: Serialize>(body: &T) -> StoredResponse {
     StoredResponse {
         status: StatusCode::OK.as_u16(),
         body: json_bytes(body),
     }
 }
 
-fn created<T: Serialize>(body: &T) -> StoredResponse {
+pub(crate) fn created<T: Serialize>(body: &T) -> StoredResponse {
     StoredResponse {
         status: StatusCode::CREATED.as_u16(),
         body: json_bytes(body),
     }
 }
 
-fn refused(refusal: &Refusal) -> StoredResponse {
+pub(crate) fn refused(refusal: &Refusal) -> StoredResponse {
     stored(&problem::refusal(refusal))
 }
 
 /// A render function was handed a verdict its command cannot produce: a bug, answered 500.
-fn inconsistent(what: &str) -> StoredResponse {
+pub(crate) fn inconsistent(what: &str) -> StoredResponse {
     tracing::error!(what, "render function received an inconsistent verdict");
     stored(&internal_problem())
 }

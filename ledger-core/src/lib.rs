@@ -29,7 +29,10 @@ pub use aggregate::{
 pub use amounts::{AmountError, Currency, MinorUnits, Points};
 pub use command::{Command, Rejection};
 pub use events::Event;
-pub use ids::{CustomerId, EventId, LotId, PurchaseId, RedemptionId, RewardId, StreamId, TenantId};
+pub use ids::{
+    AdjustmentId, CustomerId, EventId, LotId, PurchaseId, RedemptionId, RefundId, RewardId,
+    StreamId, TenantId,
+};
 pub use phone::PhoneNumber;
 pub use redemption_code::RedemptionCode;
 pub use rules::{Rule, RuleSet};

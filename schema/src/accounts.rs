@@ -68,10 +68,22 @@ pub enum Permission {
     /// Register, show and detach the tenant's own WhatsApp number and set its access token
     /// (`/v1/whatsapp/number`): the token sends in the business's name, so owners only.
     ManageWhatsApp,
+    /// Read the programme's settings (time zone, return window, refund policy, hold
+    /// window, point value).
+    ReadProgramme,
+    /// Change them: what points cost and when they can be spent, so owners only.
+    ManageProgramme,
+    /// Refund a logged purchase (its points go back in proportion): the till's job.
+    RefundPurchases,
+    /// Add or take points by hand, with a reason: owners only (a leaked till key must not
+    /// mint points).
+    AdjustPoints,
+    /// Cancel a reward hold that has not been handed over (its points become available).
+    CancelHolds,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 18] = [
         Permission::EnrolCustomer,
         Permission::LogPurchase,
         Permission::RedeemPoints,
@@ -85,6 +97,11 @@ impl Permission {
         Permission::ReadRewards,
         Permission::FulfilRedemptions,
         Permission::ManageWhatsApp,
+        Permission::ReadProgramme,
+        Permission::ManageProgramme,
+        Permission::RefundPurchases,
+        Permission::AdjustPoints,
+        Permission::CancelHolds,
     ];
 }
 
@@ -129,12 +146,18 @@ impl Role {
                     | P::ReadPersonalData
                     | P::ReadRewards
                     | P::FulfilRedemptions
+                    | P::ReadProgramme
+                    | P::RefundPurchases
+                    | P::CancelHolds
             ),
             Role::Auditor => matches!(
                 permission,
-                P::ReadCustomer | P::ReadHistory | P::ReadRewards
+                P::ReadCustomer | P::ReadHistory | P::ReadRewards | P::ReadProgramme
             ),
-            Role::Analyst => matches!(permission, P::ReadCustomer | P::ReadRewards),
+            Role::Analyst => matches!(
+                permission,
+                P::ReadCustomer | P::ReadRewards | P::ReadProgramme
+            ),
         }
     }
 
