@@ -266,7 +266,8 @@ impl CustomerState {
     fn reserve(&mut self, reservations: &[LotDebit], sign: i64) {
         for r in reservations {
             if let Some(lot) = self.lot_mut(r.lot_id) {
-                lot.reserved = Points::new(lot.reserved.value().saturating_add(sign * r.points.value()));
+                lot.reserved =
+                    Points::new(lot.reserved.value().saturating_add(sign * r.points.value()));
             }
         }
     }
@@ -429,11 +430,9 @@ impl Aggregate for CustomerState {
             }
             Event::PurchaseRefunded(e) => {
                 if let Some(record) = self.purchase_records.get_mut(&e.purchase_id) {
-                    record.refunded = MinorUnits::new(
-                        record.refunded.value().saturating_add(e.amount.value()),
-                    );
-                    record.reversal_accounted =
-                        add(record.reversal_accounted, e.reversal.due);
+                    record.refunded =
+                        MinorUnits::new(record.refunded.value().saturating_add(e.amount.value()));
+                    record.reversal_accounted = add(record.reversal_accounted, e.reversal.due);
                     record.waived = add(record.waived, e.reversal.waived_expired);
                 }
                 let reversal = &e.reversal;
@@ -835,7 +834,9 @@ fn check_settings(settings: &ProgrammeSettings, expiry_days: u32) -> Result<(), 
         return Err(Rejection::InvalidSettings("hold_days must be 1 to 365"));
     }
     if settings.point_value.is_some_and(|v| v.value() < 0) {
-        return Err(Rejection::InvalidSettings("point_value must not be negative"));
+        return Err(Rejection::InvalidSettings(
+            "point_value must not be negative",
+        ));
     }
     if let RefundPolicy::AllowDebt { limit } = settings.refund_policy {
         if !(0..=Points::COMMAND_MAX).contains(&limit.value()) {
@@ -848,7 +849,12 @@ fn check_settings(settings: &ProgrammeSettings, expiry_days: u32) -> Result<(), 
 }
 
 /// Newly spendable points of lot `lot_id` pay the debt first.
-fn settle_debt(debt: &mut Points, lot_id: LotId, points: Points, at: DateTime<Utc>) -> Option<Event> {
+fn settle_debt(
+    debt: &mut Points,
+    lot_id: LotId,
+    points: Points,
+    at: DateTime<Utc>,
+) -> Option<Event> {
     let settled = debt.value().min(points.value());
     if settled <= 0 {
         return None;
@@ -877,7 +883,8 @@ pub fn reversal_due(points: Points, refunded: MinorUnits, amount: MinorUnits) ->
     if amount.value() <= 0 {
         return Points::ZERO;
     }
-    let due = i128::from(points.value()) * i128::from(refunded.value()) / i128::from(amount.value());
+    let due =
+        i128::from(points.value()) * i128::from(refunded.value()) / i128::from(amount.value());
     Points::new(i64::try_from(due).unwrap_or(i64::MAX))
 }
 
@@ -920,7 +927,9 @@ fn decide_refund(
         }
         still -= taken;
     }
-    let waived_expired = still.min(record.lot_expired.value() - record.waived.value()).max(0);
+    let waived_expired = still
+        .min(record.lot_expired.value() - record.waived.value())
+        .max(0);
     still -= waived_expired;
     if still > 0 {
         let others: Vec<&Lot> = customer
@@ -936,7 +945,9 @@ fn decide_refund(
     }
     let debt = match settings.refund_policy {
         RefundPolicy::ClampAtZero => 0,
-        RefundPolicy::AllowDebt { limit } => still.min((limit.value() - customer.debt.value()).max(0)),
+        RefundPolicy::AllowDebt { limit } => {
+            still.min((limit.value() - customer.debt.value()).max(0))
+        }
     };
     let clamped = still - debt;
     Ok(vec![Event::PurchaseRefunded(PurchaseRefunded {
@@ -1102,7 +1113,12 @@ fn decide_purchase(
             }));
         } else {
             let mut debt = state.customer.debt;
-            events.extend(settle_debt(&mut debt, input.lot_id, earning.total, input.at));
+            events.extend(settle_debt(
+                &mut debt,
+                input.lot_id,
+                earning.total,
+                input.at,
+            ));
         }
     }
     Ok(events)
