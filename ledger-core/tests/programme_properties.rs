@@ -20,8 +20,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use ledger_core::codec::{current_version, decode, encode};
 use ledger_core::command::{PhoneIndex, Target, WrappedDataKey};
 use ledger_core::events::{
-    HoldReleaseReason, LotDebit, ProgrammeSettings, PurchaseRefunded, RefundPolicy, Reversal,
-    SealedPersonalData,
+    HoldReleaseReason, HoldReleased, LotDebit, ProgrammeSettings, PurchaseRefunded, RefundPolicy,
+    Reversal, SealedPersonalData,
 };
 use ledger_core::ids::{AdjustmentId, RefundId};
 use ledger_core::{
@@ -1101,12 +1101,41 @@ impl Harness {
         let Some(events) = self.execute(command, expect) else {
             return;
         };
-        let [Event::PurchaseRefunded(refunded)] = events.as_slice() else {
-            panic!("a refund emits one PurchaseRefunded: {events:#?}");
+        let (Event::PurchaseRefunded(refunded), released) =
+            events.split_last().expect("a refund emits events")
+        else {
+            panic!("a refund ends with its PurchaseRefunded: {events:#?}");
         };
+        // Points held for open holds are the customer's: while free points fall short, the
+        // refund cancels the holds that reserve points it can take (own lot's first, then
+        // the oldest), one at a time, and only then goes into debt or clamps.
         let target = target.expect("accepted");
-        let expected = expected_reversal(&before, &target, minor_units, at, policy);
+        let mut basis = before.clone();
+        let mut expected = expected_reversal(&basis, &target, minor_units, at, policy);
+        let mut expected_releases = Vec::new();
+        for (redemption_id, points) in holds_a_refund_may_cancel(&before, target.lot_id, at) {
+            if expected.debt.value() + expected.clamped.value() == 0 {
+                break;
+            }
+            let release = Event::HoldReleased(HoldReleased {
+                redemption_id,
+                points,
+                reason: HoldReleaseReason::Cancelled,
+                released_at: at,
+            });
+            basis = evolve(basis, &release);
+            expected_releases.push(release);
+            expected = expected_reversal(&basis, &target, minor_units, at, policy);
+        }
+        assert_eq!(released, &expected_releases[..], "holds a refund cancels");
         assert_eq!(refunded.reversal, expected, "the refund order");
+        if !released.is_empty() {
+            *self
+                .stats
+                .reversal_parts
+                .entry("cancelled_holds")
+                .or_default() += 1;
+        }
     }
 
     fn available(&self) -> i64 {
@@ -1516,6 +1545,35 @@ fn expected_reversal(
     }
 }
 
+/// The open holds whose points a refund of the purchase with lot `own_lot` could take: those
+/// with a reservation in the own lot (whatever its date) or in a lot open at `at`; the ones
+/// reserving the own lot first, then by id (creation order).
+fn holds_a_refund_may_cancel(
+    customer: &CustomerState,
+    own_lot: Option<LotId>,
+    at: DateTime<Utc>,
+) -> Vec<(RedemptionId, Points)> {
+    let open_at = |lot_id: LotId| {
+        customer
+            .lots
+            .iter()
+            .any(|lot| lot.lot_id == lot_id && !lot.is_pending() && lot.expires_at > at)
+    };
+    let mut own_first = Vec::new();
+    let mut others = Vec::new();
+    for redemption in customer.open_holds() {
+        let reserved = &redemption.hold.as_ref().expect("open hold").reserved;
+        let entry = (redemption.redemption_id, redemption.points);
+        if reserved.iter().any(|d| Some(d.lot_id) == own_lot) {
+            own_first.push(entry);
+        } else if reserved.iter().any(|d| open_at(d.lot_id)) {
+            others.push(entry);
+        }
+    }
+    own_first.extend(others);
+    own_first
+}
+
 /// Every accepted event survives the wire format exactly, at its type's current version.
 fn check_codec(event: &Event) {
     let encoded = encode(event).expect("every event encodes");
@@ -1575,6 +1633,7 @@ fn every_step_keeps_the_balance_vocabulary_consistent() {
         assert!(rejected > 0, "{kind} never rejected");
     }
     for part in [
+        "cancelled_holds",
         "from_pending",
         "from_own_lot",
         "from_other_lots",
