@@ -2,24 +2,28 @@
 //! produce, part by part. They pin down the semantics stated on `Reversal` and
 //! `aggregate::reversal_due`: the floor of the cumulative share; then the purchase's own lot
 //! (pending or open), what of it expired (waived), other lots soonest-expiring first, debt
-//! within the policy's limit, and the rest clamped.
+//! within the policy's limit, and the rest clamped; points held for a reward are taken too,
+//! by cancelling the hold, before any debt or clamping.
 //!
 //! Every purchase is of 3000 minor units under a rule of one point per 300: 10 points.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ledger_core::command::{PhoneIndex, WrappedDataKey};
 use ledger_core::events::{
-    DebtSettled, LotDebit, ProgrammeSettings, RefundPolicy, Reversal, SealedPersonalData,
+    DebtSettled, HoldReleaseReason, LotDebit, ProgrammeSettings, RefundPolicy, Reversal,
+    SealedPersonalData,
 };
 use ledger_core::ids::RefundId;
 use ledger_core::{
     decide, evolve, Command, Currency, CustomerId, CustomerState, Event, LedgerState, LotId,
-    MinorUnits, Points, PurchaseId, RedemptionId, Rule, RuleSet, TenantId, TenantState,
+    MinorUnits, Points, PurchaseId, RedemptionCode, RedemptionId, RewardId, Rule, RuleSet,
+    TenantId, TenantState,
 };
 use uuid::Uuid;
 
 const PURCHASE_MINOR_UNITS: i64 = 3000;
 const EXPIRY_DAYS: u32 = 30;
+const REWARD: u128 = 3;
 
 /// One step of a scenario. Purchases are named by a letter; their lot shares the name.
 #[derive(Debug, Clone)]
@@ -28,6 +32,8 @@ enum Step {
     /// A purchase whose new points must pay `settled` of the debt at once.
     BuySettling(char, i64),
     Redeem(i64),
+    /// A hold of the reward costing 10 points (redemption `n`).
+    Hold(u128),
     Days(i64),
     ExpirePoints,
     Refund(char, i64, Expected),
@@ -42,6 +48,8 @@ struct Expected {
     waived_expired: i64,
     debt: i64,
     clamped: i64,
+    /// Reward holds the refund cancels first, to take the points they reserved.
+    cancels: Vec<u128>,
 }
 
 fn due(due: i64) -> Expected {
@@ -52,6 +60,7 @@ fn due(due: i64) -> Expected {
         waived_expired: 0,
         debt: 0,
         clamped: 0,
+        cancels: Vec::new(),
     }
 }
 
@@ -74,6 +83,10 @@ impl Expected {
     }
     fn clamped(mut self, points: i64) -> Self {
         self.clamped = points;
+        self
+    }
+    fn cancels(mut self, redemption: u128) -> Self {
+        self.cancels.push(redemption);
         self
     }
 }
@@ -182,6 +195,28 @@ fn scenarios() -> Vec<Scenario> {
             ],
         ),
         (
+            "refund of points held for a reward: the hold is cancelled, the points taken",
+            clamp(),
+            0,
+            vec![
+                Buy('A'),
+                Hold(1),
+                Refund('A', 3000, due(10).cancels(1).lot('A', 10)),
+            ],
+        ),
+        (
+            "refund of spent points while another purchase's points are held: that hold goes",
+            debt_limit(5),
+            0,
+            vec![
+                Buy('A'),
+                Redeem(10),
+                Buy('B'),
+                Hold(1),
+                Refund('A', 3000, due(10).cancels(1).lot('B', 10)),
+            ],
+        ),
+        (
             "refund after a debt, then a purchase settles the debt",
             debt_limit(5),
             0,
@@ -243,6 +278,12 @@ impl Ledger {
                 refund_policy: policy,
                 ..ProgrammeSettings::default()
             },
+            at: ledger.clock,
+        });
+        ledger.run(Command::CreateReward {
+            reward_id: RewardId::from_uuid(Uuid::from_u128(REWARD)),
+            name: "Jollof".into(),
+            points_cost: Points::new(10),
             at: ledger.clock,
         });
         ledger.run(Command::EnrolCustomer {
@@ -349,6 +390,15 @@ fn run_scenario((name, policy, pending_days, steps): &Scenario) {
                     at: ledger.clock,
                 });
             }
+            Step::Hold(redemption) => {
+                ledger.run(Command::RedeemReward {
+                    customer_id: ledger.customer_id,
+                    redemption_id: RedemptionId::from_uuid(Uuid::from_u128(*redemption)),
+                    reward_id: RewardId::from_uuid(Uuid::from_u128(REWARD)),
+                    code: RedemptionCode::from_random_bytes([1, 2, 3, 4, 5]),
+                    at: ledger.clock,
+                });
+            }
             Step::Days(days) => ledger.clock += Duration::days(*days),
             Step::ExpirePoints => {
                 ledger.run(Command::ExpirePoints {
@@ -366,9 +416,22 @@ fn run_scenario((name, policy, pending_days, steps): &Scenario) {
                     reference: None,
                     at: ledger.clock,
                 });
-                let [Event::PurchaseRefunded(refunded)] = events.as_slice() else {
-                    panic!("{name}: one PurchaseRefunded expected: {events:#?}");
+                let (Event::PurchaseRefunded(refunded), released) =
+                    events.split_last().expect("events")
+                else {
+                    panic!("{name}: a PurchaseRefunded last expected: {events:#?}");
                 };
+                let cancelled: Vec<u128> = released
+                    .iter()
+                    .map(|event| match event {
+                        Event::HoldReleased(released) => {
+                            assert_eq!(released.reason, HoldReleaseReason::Cancelled);
+                            released.redemption_id.as_uuid().as_u128()
+                        }
+                        other => panic!("{name}: only hold releases first: {other:#?}"),
+                    })
+                    .collect();
+                assert_eq!(cancelled, expected.cancels, "{name}: cancelled holds");
                 assert_eq!(
                     refunded.reversal,
                     expected_reversal(expected, *policy),
