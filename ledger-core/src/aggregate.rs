@@ -755,7 +755,13 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
                         points: lot.remaining,
                         activated_at: *at,
                     }));
-                    events.extend(settle_debt(&mut debt, lot.lot_id, lot.remaining, *at));
+                    events.extend(settle_debt(
+                        &mut debt,
+                        lot.lot_id,
+                        lot.remaining,
+                        lot.expires_at,
+                        *at,
+                    ));
                 }
             }
             Ok(events)
@@ -848,15 +854,18 @@ fn check_settings(settings: &ProgrammeSettings, expiry_days: u32) -> Result<(), 
     Ok(())
 }
 
-/// Newly spendable points of lot `lot_id` pay the debt first.
+/// Newly spendable points of lot `lot_id` pay the debt first. Points already past their
+/// date (`expires_at <= at`: a back-dated purchase, a lot activated late) are not
+/// spendable and pay nothing: they expire, like any points due to expire.
 fn settle_debt(
     debt: &mut Points,
     lot_id: LotId,
     points: Points,
+    expires_at: DateTime<Utc>,
     at: DateTime<Utc>,
 ) -> Option<Event> {
     let settled = debt.value().min(points.value());
-    if settled <= 0 {
+    if settled <= 0 || expires_at <= at {
         return None;
     }
     *debt = Points::new(debt.value() - settled);
@@ -1119,7 +1128,13 @@ fn decide_adjustment(
         }),
         Vec::new(),
     )];
-    events.extend(settle_debt(&mut debt, input.lot_id, input.points, input.at));
+    events.extend(settle_debt(
+        &mut debt,
+        input.lot_id,
+        input.points,
+        expires_at,
+        input.at,
+    ));
     Ok(events)
 }
 
@@ -1209,6 +1224,7 @@ fn decide_purchase(
                 &mut debt,
                 input.lot_id,
                 earning.total,
+                expires_at,
                 input.at,
             ));
         }
@@ -1509,6 +1525,56 @@ mod tests {
             Err(Rejection::HoldReleased)
         );
         assert_eq!(ledger.customer.available_at(ledger.at), Points::ZERO);
+    }
+
+    /// Regression: points already past their date (here a purchase back-dated beyond the
+    /// points' lifetime) used to pay the customer's debt, so expired points bought something.
+    /// They now pay nothing and expire.
+    #[test]
+    fn points_past_their_date_do_not_settle_debt() {
+        let mut ledger = Ledger::new();
+        let at = ledger.at;
+        ledger.run(Command::ChangeProgrammeSettings {
+            settings: ProgrammeSettings {
+                refund_policy: RefundPolicy::AllowDebt {
+                    limit: Points::new(10),
+                },
+                ..ProgrammeSettings::default()
+            },
+            at,
+        });
+        ledger.buy(10);
+        ledger.run(Command::RedeemPoints {
+            customer_id: CustomerId::from_uuid(id(CUSTOMER)),
+            redemption_id: RedemptionId::from_uuid(id(20)),
+            points: Points::new(10),
+            description: "airtime".into(),
+            at,
+        });
+        ledger.run(ledger.refund_in_full(10));
+        assert_eq!(ledger.customer.debt, Points::new(10));
+
+        let back_dated = |purchase: u128, days: i64| Command::LogPurchase {
+            customer_id: CustomerId::from_uuid(id(CUSTOMER)),
+            purchase_id: PurchaseId::from_uuid(id(purchase)),
+            lot_id: LotId::from_uuid(id(purchase + 1)),
+            amount: MinorUnits::new(3000),
+            line_items: Vec::new(),
+            reference: None,
+            occurred_at: Some(at - Duration::days(days)),
+            at,
+        };
+        // 30 days old: the lot is born at its expiry date.
+        let events = ledger.run(back_dated(30, 30));
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::DebtSettled(_))),
+            "expired points settled debt: {events:#?}"
+        );
+        assert_eq!(ledger.customer.debt, Points::new(10));
+        // 29 days old: still spendable for a day, so it pays.
+        let events = ledger.run(back_dated(40, 29));
+        assert!(events.iter().any(|e| matches!(e, Event::DebtSettled(_))));
+        assert_eq!(ledger.customer.debt, Points::ZERO);
     }
 
     /// A hold the refund does not need is left alone: free points are taken first.

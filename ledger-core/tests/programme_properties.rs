@@ -593,6 +593,8 @@ struct Harness {
     purchases: Vec<TrackedPurchase>,
     rewards: Vec<(RewardId, i64)>,
     holds: Vec<TrackedHold>,
+    /// When each lot opened so far expires, from `PointsEarned` and `PointsAdjusted`.
+    lot_expiry: BTreeMap<LotId, DateTime<Utc>>,
     /// Whether any settings in force so far allowed debt, and the largest limit.
     debt_ever_allowed: bool,
     debt_limit_max: i64,
@@ -616,6 +618,7 @@ impl Harness {
             purchases: Vec::new(),
             rewards: Vec::new(),
             holds: Vec::new(),
+            lot_expiry: BTreeMap::new(),
             debt_ever_allowed: false,
             debt_limit_max: 0,
             stats: Stats {
@@ -827,7 +830,22 @@ impl Harness {
                 expired: 0,
                 waived: 0,
             }),
+            Event::PointsAdjusted(e) => {
+                if let Some(lot) = &e.lot {
+                    self.lot_expiry.insert(lot.lot_id, lot.expires_at);
+                }
+            }
+            // Debt is paid with points the customer could spend: never with points already
+            // past their date (those expire).
+            Event::DebtSettled(e) => {
+                let expires_at = self.lot_expiry[&e.lot_id];
+                assert!(
+                    e.settled_at < expires_at,
+                    "debt settled with points past their date ({expires_at}): {e:#?}"
+                );
+            }
             Event::PointsEarned(e) => {
+                self.lot_expiry.insert(e.lot_id, e.expires_at);
                 let purchase = self.purchase_mut(e.purchase_id);
                 purchase.points = e.points.value();
                 purchase.lot_id = Some(e.lot_id);
@@ -1023,11 +1041,15 @@ impl Harness {
             return;
         };
         // With a return window the new lot is pending and pays no debt yet; without one
-        // it pays the debt first.
-        let earned = events.iter().any(|e| matches!(e, Event::PointsEarned(_)));
+        // it pays the debt first, unless it is born past its date (back-dated).
+        let earned = events.iter().find_map(|e| match e {
+            Event::PointsEarned(earned) => Some(earned),
+            _ => None,
+        });
         let pending = events.iter().any(|e| matches!(e, Event::PointsPending(_)));
-        assert_eq!(pending, earned && pending_days > 0, "{events:#?}");
-        if earned && pending_days == 0 && debt_before.is_positive() {
+        assert_eq!(pending, earned.is_some() && pending_days > 0, "{events:#?}");
+        let spendable = earned.is_some_and(|e| e.expires_at > at);
+        if spendable && pending_days == 0 && debt_before.is_positive() {
             assert!(
                 self.customer.debt < debt_before,
                 "debt not settled: {events:#?}"
