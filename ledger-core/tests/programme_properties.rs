@@ -12,7 +12,7 @@
 //! correct ledger keeps whatever order it takes points in. The refund order itself is
 //! pinned down case by case in `refunds.rs`.
 //!
-//! The run is seeded (`SEED`, or `PROPTEST_RNG_SEED` to explore); the first property prints
+//! The run is seeded (`SEED`, or `PROPTEST_RNG_SEED` to explore); the property prints
 //! how many commands of each kind were accepted and rejected, and fails if any kind was
 //! never accepted or never rejected, so the generator cannot quietly stop reaching a branch.
 
