@@ -266,7 +266,8 @@ impl CustomerState {
     fn reserve(&mut self, reservations: &[LotDebit], sign: i64) {
         for r in reservations {
             if let Some(lot) = self.lot_mut(r.lot_id) {
-                lot.reserved = Points::new(lot.reserved.value().saturating_add(sign * r.points.value()));
+                lot.reserved =
+                    Points::new(lot.reserved.value().saturating_add(sign * r.points.value()));
             }
         }
     }
@@ -423,11 +424,9 @@ impl Aggregate for CustomerState {
             }
             Event::PurchaseRefunded(e) => {
                 if let Some(record) = self.purchase_records.get_mut(&e.purchase_id) {
-                    record.refunded = MinorUnits::new(
-                        record.refunded.value().saturating_add(e.amount.value()),
-                    );
-                    record.reversal_accounted =
-                        add(record.reversal_accounted, e.reversal.due);
+                    record.refunded =
+                        MinorUnits::new(record.refunded.value().saturating_add(e.amount.value()));
+                    record.reversal_accounted = add(record.reversal_accounted, e.reversal.due);
                     record.waived = add(record.waived, e.reversal.waived_expired);
                 }
                 let reversal = &e.reversal;
@@ -753,7 +752,13 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
                         points: lot.remaining,
                         activated_at: *at,
                     }));
-                    events.extend(settle_debt(&mut debt, lot.lot_id, lot.remaining, *at));
+                    events.extend(settle_debt(
+                        &mut debt,
+                        lot.lot_id,
+                        lot.remaining,
+                        lot.expires_at,
+                        *at,
+                    ));
                 }
             }
             Ok(events)
@@ -832,7 +837,9 @@ fn check_settings(settings: &ProgrammeSettings, expiry_days: u32) -> Result<(), 
         return Err(Rejection::InvalidSettings("hold_days must be 1 to 365"));
     }
     if settings.point_value.is_some_and(|v| v.value() < 0) {
-        return Err(Rejection::InvalidSettings("point_value must not be negative"));
+        return Err(Rejection::InvalidSettings(
+            "point_value must not be negative",
+        ));
     }
     if let RefundPolicy::AllowDebt { limit } = settings.refund_policy {
         if !(0..=Points::COMMAND_MAX).contains(&limit.value()) {
@@ -844,10 +851,18 @@ fn check_settings(settings: &ProgrammeSettings, expiry_days: u32) -> Result<(), 
     Ok(())
 }
 
-/// Newly spendable points of lot `lot_id` pay the debt first.
-fn settle_debt(debt: &mut Points, lot_id: LotId, points: Points, at: DateTime<Utc>) -> Option<Event> {
+/// Newly spendable points of lot `lot_id` pay the debt first. Points already past their
+/// date (`expires_at <= at`: a back-dated purchase, a lot activated late) are not
+/// spendable and pay nothing: they expire, like any points due to expire.
+fn settle_debt(
+    debt: &mut Points,
+    lot_id: LotId,
+    points: Points,
+    expires_at: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> Option<Event> {
     let settled = debt.value().min(points.value());
-    if settled <= 0 {
+    if settled <= 0 || expires_at <= at {
         return None;
     }
     *debt = Points::new(debt.value() - settled);
@@ -874,10 +889,21 @@ pub fn reversal_due(points: Points, refunded: MinorUnits, amount: MinorUnits) ->
     if amount.value() <= 0 {
         return Points::ZERO;
     }
-    let due = i128::from(points.value()) * i128::from(refunded.value()) / i128::from(amount.value());
+    let due =
+        i128::from(points.value()) * i128::from(refunded.value()) / i128::from(amount.value());
     Points::new(i64::try_from(due).unwrap_or(i64::MAX))
 }
 
+/// Refunds `input.amount` of a purchase and takes back the points it owes, in the order
+/// documented on [`Reversal`].
+///
+/// Points held for open reward holds are still the customer's (they are in the balance),
+/// so a refund must not forgive them or put the customer in debt while they exist: when
+/// the free points do not cover what is due, the refund first cancels the holds that
+/// reserve points it can take (`HoldReleased`, reason `Cancelled`, before the
+/// `PurchaseRefunded`): those reserving the purchase's own lot first, then the oldest, one
+/// by one until the due is covered. Otherwise a hold placed before the refund and cancelled
+/// after it would hand the refunded points back.
 fn decide_refund(
     customer: &CustomerState,
     settings: &ProgrammeSettings,
@@ -899,6 +925,68 @@ fn decide_refund(
         reversal_due(record.points, refunded_after, record.amount).value()
             - record.reversal_accounted.value(),
     );
+    let mut events = Vec::new();
+    let mut basis = std::borrow::Cow::Borrowed(customer);
+    let mut taken = take_back(&basis, record, due, input.at);
+    for (redemption_id, points) in holds_a_refund_may_cancel(customer, record.lot_id, input.at) {
+        if taken.uncovered == 0 {
+            break;
+        }
+        let release = Event::HoldReleased(HoldReleased {
+            redemption_id,
+            points,
+            reason: HoldReleaseReason::Cancelled,
+            released_at: input.at,
+        });
+        basis.to_mut().apply(&release);
+        events.push(release);
+        taken = take_back(&basis, record, due, input.at);
+    }
+    let still = taken.uncovered;
+    let debt = match settings.refund_policy {
+        RefundPolicy::ClampAtZero => 0,
+        RefundPolicy::AllowDebt { limit } => {
+            still.min((limit.value() - customer.debt.value()).max(0))
+        }
+    };
+    let clamped = still - debt;
+    events.push(Event::PurchaseRefunded(PurchaseRefunded {
+        refund_id: input.refund_id,
+        purchase_id: input.purchase_id,
+        amount: input.amount,
+        reference: input.reference.clone(),
+        refunded_at: input.at,
+        reversal: Reversal {
+            due,
+            from_pending: Points::new(taken.from_pending),
+            from_lots: taken.from_lots,
+            waived_expired: Points::new(taken.waived_expired),
+            debt: Points::new(debt),
+            clamped: Points::new(clamped),
+            policy: settings.refund_policy,
+        },
+    }));
+    Ok(events)
+}
+
+/// What a refund can take back from the customer's points, before debt and clamping.
+struct TakenBack {
+    from_pending: i64,
+    from_lots: Vec<LotDebit>,
+    waived_expired: i64,
+    /// What is left of the due: debt or clamped, by policy.
+    uncovered: i64,
+}
+
+/// The purchase's own lot (its free points, pending or not), then what of that lot expired
+/// and was not yet forgiven, then the free points of the other open lots, soonest-expiring
+/// first.
+fn take_back(
+    customer: &CustomerState,
+    record: &PurchaseRecord,
+    due: Points,
+    at: DateTime<Utc>,
+) -> TakenBack {
     let mut still = due.value();
     let own_lot = record
         .lot_id
@@ -917,41 +1005,65 @@ fn decide_refund(
         }
         still -= taken;
     }
-    let waived_expired = still.min(record.lot_expired.value() - record.waived.value()).max(0);
+    let waived_expired = still
+        .min(record.lot_expired.value() - record.waived.value())
+        .max(0);
     still -= waived_expired;
     if still > 0 {
         let others: Vec<&Lot> = customer
             .lots
             .iter()
-            .filter(|lot| {
-                Some(lot.lot_id) != record.lot_id && !lot.is_pending() && lot.expires_at > input.at
-            })
+            .filter(|lot| Some(lot.lot_id) != record.lot_id && is_open(lot, at))
             .collect();
         let taken = consume_soonest_expiring(&others, Points::new(still));
         still -= taken.iter().map(|d| d.points.value()).sum::<i64>();
         from_lots.extend(taken);
     }
-    let debt = match settings.refund_policy {
-        RefundPolicy::ClampAtZero => 0,
-        RefundPolicy::AllowDebt { limit } => still.min((limit.value() - customer.debt.value()).max(0)),
+    TakenBack {
+        from_pending,
+        from_lots,
+        waived_expired,
+        uncovered: still,
+    }
+}
+
+/// A lot whose free points can be spent (or taken back) at `at`.
+fn is_open(lot: &Lot, at: DateTime<Utc>) -> bool {
+    !lot.is_pending() && lot.expires_at > at
+}
+
+/// The open holds whose cancellation frees points a refund of the purchase with lot
+/// `own_lot` can take (in its own lot, whatever its date, or in an open lot), in the order
+/// a refund cancels them: those reserving the own lot first, then the oldest.
+fn holds_a_refund_may_cancel(
+    customer: &CustomerState,
+    own_lot: Option<LotId>,
+    at: DateTime<Utc>,
+) -> Vec<(RedemptionId, Points)> {
+    let takeable = |lot_id: LotId| {
+        Some(lot_id) == own_lot
+            || customer
+                .lots
+                .iter()
+                .any(|lot| lot.lot_id == lot_id && is_open(lot, at))
     };
-    let clamped = still - debt;
-    Ok(vec![Event::PurchaseRefunded(PurchaseRefunded {
-        refund_id: input.refund_id,
-        purchase_id: input.purchase_id,
-        amount: input.amount,
-        reference: input.reference.clone(),
-        refunded_at: input.at,
-        reversal: Reversal {
-            due,
-            from_pending: Points::new(from_pending),
-            from_lots,
-            waived_expired: Points::new(waived_expired),
-            debt: Points::new(debt),
-            clamped: Points::new(clamped),
-            policy: settings.refund_policy,
-        },
-    })])
+    let mut holds: Vec<(bool, RedemptionId, Points)> = customer
+        .open_holds()
+        .filter_map(|r| {
+            let reserved = &r.hold.as_ref()?.reserved;
+            if !reserved.iter().any(|d| takeable(d.lot_id)) {
+                return None;
+            }
+            let reserves_own = reserved.iter().any(|d| Some(d.lot_id) == own_lot);
+            Some((!reserves_own, r.redemption_id, r.points))
+        })
+        .collect();
+    // Own-lot holds first (`false` sorts first), then by id: UUIDv7, creation order.
+    holds.sort();
+    holds
+        .into_iter()
+        .map(|(_, redemption_id, points)| (redemption_id, points))
+        .collect()
 }
 
 struct AdjustmentInput<'a> {
@@ -1013,7 +1125,13 @@ fn decide_adjustment(
         }),
         Vec::new(),
     )];
-    events.extend(settle_debt(&mut debt, input.lot_id, input.points, input.at));
+    events.extend(settle_debt(
+        &mut debt,
+        input.lot_id,
+        input.points,
+        expires_at,
+        input.at,
+    ));
     Ok(events)
 }
 
@@ -1099,7 +1217,13 @@ fn decide_purchase(
             }));
         } else {
             let mut debt = state.customer.debt;
-            events.extend(settle_debt(&mut debt, input.lot_id, earning.total, input.at));
+            events.extend(settle_debt(
+                &mut debt,
+                input.lot_id,
+                earning.total,
+                expires_at,
+                input.at,
+            ));
         }
     }
     Ok(events)
@@ -1233,4 +1357,242 @@ fn consume_soonest_expiring(lots: &[&Lot], points: Points) -> Vec<LotDebit> {
         }
     }
     debits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{PhoneIndex, WrappedDataKey};
+    use crate::events::SealedPersonalData;
+    use crate::ids::{RefundId, RewardId};
+    use crate::rules::Rule;
+    use crate::RedemptionCode;
+    use chrono::TimeZone;
+    use uuid::Uuid;
+
+    struct Ledger {
+        tenant: TenantState,
+        customer: CustomerState,
+        at: DateTime<Utc>,
+    }
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    const CUSTOMER: u128 = 2;
+    const REWARD: u128 = 3;
+
+    impl Ledger {
+        /// A tenant paying one point per 300 minor units, clamping refunds at zero, with a
+        /// reward of 10 points, and one enrolled customer.
+        fn new() -> Ledger {
+            let mut ledger = Ledger {
+                tenant: TenantState::default(),
+                customer: CustomerState::default(),
+                at: Utc.with_ymd_and_hms(2026, 6, 1, 10, 0, 0).unwrap(),
+            };
+            let rule_set = RuleSet::new(
+                1,
+                vec![Rule::PerAmountSpent {
+                    amount_step: MinorUnits::new(300),
+                    points_per_step: Points::new(1),
+                    minimum_purchase: MinorUnits::ZERO,
+                }],
+            )
+            .unwrap();
+            let at = ledger.at;
+            ledger.run(Command::RegisterTenant {
+                tenant_id: TenantId::from_uuid(id(1)),
+                name: "Suya Spot".into(),
+                currency: Currency::NGN,
+                expiry_days: 30,
+                rule_set,
+                at,
+            });
+            ledger.run(Command::CreateReward {
+                reward_id: RewardId::from_uuid(id(REWARD)),
+                name: "Jollof".into(),
+                points_cost: Points::new(10),
+                at,
+            });
+            ledger.run(Command::EnrolCustomer {
+                customer_id: CustomerId::from_uuid(id(CUSTOMER)),
+                phone_index: PhoneIndex([1; 32]),
+                personal_data: SealedPersonalData {
+                    nonce: vec![0; 12],
+                    ciphertext: vec![1; 14],
+                },
+                data_key: WrappedDataKey {
+                    master_key_id: "test".into(),
+                    bytes: vec![1; 60],
+                },
+                at,
+            });
+            ledger
+        }
+
+        fn decide(&self, command: &Command) -> Result<Vec<Event>, Rejection> {
+            decide(
+                LedgerState {
+                    tenant: &self.tenant,
+                    customer: &self.customer,
+                },
+                command,
+            )
+        }
+
+        fn run(&mut self, command: Command) -> Vec<Event> {
+            let events = self.decide(&command).expect("accepted");
+            for event in &events {
+                self.tenant.apply(event);
+                self.customer.apply(event);
+            }
+            events
+        }
+
+        /// A purchase of 3000 minor units (10 points) with purchase id `n` and lot `n + 1`.
+        fn buy(&mut self, n: u128) {
+            self.run(Command::LogPurchase {
+                customer_id: CustomerId::from_uuid(id(CUSTOMER)),
+                purchase_id: PurchaseId::from_uuid(id(n)),
+                lot_id: LotId::from_uuid(id(n + 1)),
+                amount: MinorUnits::new(3000),
+                line_items: Vec::new(),
+                reference: None,
+                occurred_at: None,
+                at: self.at,
+            });
+        }
+
+        fn hold(&mut self, redemption: u128) {
+            self.run(Command::RedeemReward {
+                customer_id: CustomerId::from_uuid(id(CUSTOMER)),
+                redemption_id: RedemptionId::from_uuid(id(redemption)),
+                reward_id: RewardId::from_uuid(id(REWARD)),
+                code: RedemptionCode::from_random_bytes([1, 2, 3, 4, 5]),
+                at: self.at,
+            });
+        }
+
+        fn refund_in_full(&self, purchase: u128) -> Command {
+            Command::RefundPurchase {
+                customer_id: CustomerId::from_uuid(id(CUSTOMER)),
+                refund_id: RefundId::from_uuid(id(purchase + 50)),
+                purchase_id: PurchaseId::from_uuid(id(purchase)),
+                amount: MinorUnits::new(3000),
+                reference: None,
+                at: self.at,
+            }
+        }
+
+        fn cancel(&self, redemption: u128) -> Command {
+            Command::CancelHold {
+                customer_id: CustomerId::from_uuid(id(CUSTOMER)),
+                redemption_id: RedemptionId::from_uuid(id(redemption)),
+                at: self.at,
+            }
+        }
+    }
+
+    /// Regression: the points of a purchase held for a reward used to survive the
+    /// purchase's refund (clamped, "forgiven", although still in the balance) and came
+    /// back spendable when the hold was cancelled. The refund now cancels the hold and
+    /// takes the points.
+    #[test]
+    fn a_refund_cancels_the_hold_on_the_refunded_points_instead_of_forgiving_them() {
+        let mut ledger = Ledger::new();
+        ledger.buy(10);
+        ledger.hold(20);
+        let events = ledger.run(ledger.refund_in_full(10));
+        let [Event::HoldReleased(released), Event::PurchaseRefunded(refunded)] = &events[..] else {
+            panic!("the hold is released, then the purchase refunded: {events:#?}");
+        };
+        assert_eq!(released.redemption_id, RedemptionId::from_uuid(id(20)));
+        assert_eq!(released.reason, HoldReleaseReason::Cancelled);
+        assert_eq!(released.points, Points::new(10));
+        assert_eq!(refunded.reversal.from_lots_total(), Points::new(10));
+        assert_eq!(refunded.reversal.clamped, Points::ZERO);
+        assert_eq!(
+            (ledger.customer.balance, ledger.customer.held),
+            (Points::ZERO, Points::ZERO)
+        );
+        assert_eq!(
+            ledger.decide(&ledger.cancel(20)),
+            Err(Rejection::HoldReleased)
+        );
+        assert_eq!(ledger.customer.available_at(ledger.at), Points::ZERO);
+    }
+
+    /// Regression: points already past their date (here a purchase back-dated beyond the
+    /// points' lifetime) used to pay the customer's debt, so expired points bought something.
+    /// They now pay nothing and expire.
+    #[test]
+    fn points_past_their_date_do_not_settle_debt() {
+        let mut ledger = Ledger::new();
+        let at = ledger.at;
+        ledger.run(Command::ChangeProgrammeSettings {
+            settings: ProgrammeSettings {
+                refund_policy: RefundPolicy::AllowDebt {
+                    limit: Points::new(10),
+                },
+                ..ProgrammeSettings::default()
+            },
+            at,
+        });
+        ledger.buy(10);
+        ledger.run(Command::RedeemPoints {
+            customer_id: CustomerId::from_uuid(id(CUSTOMER)),
+            redemption_id: RedemptionId::from_uuid(id(20)),
+            points: Points::new(10),
+            description: "airtime".into(),
+            at,
+        });
+        ledger.run(ledger.refund_in_full(10));
+        assert_eq!(ledger.customer.debt, Points::new(10));
+
+        let back_dated = |purchase: u128, days: i64| Command::LogPurchase {
+            customer_id: CustomerId::from_uuid(id(CUSTOMER)),
+            purchase_id: PurchaseId::from_uuid(id(purchase)),
+            lot_id: LotId::from_uuid(id(purchase + 1)),
+            amount: MinorUnits::new(3000),
+            line_items: Vec::new(),
+            reference: None,
+            occurred_at: Some(at - Duration::days(days)),
+            at,
+        };
+        // 30 days old: the lot is born at its expiry date.
+        let events = ledger.run(back_dated(30, 30));
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::DebtSettled(_))),
+            "expired points settled debt: {events:#?}"
+        );
+        assert_eq!(ledger.customer.debt, Points::new(10));
+        // 29 days old: still spendable for a day, so it pays.
+        let events = ledger.run(back_dated(40, 29));
+        assert!(events.iter().any(|e| matches!(e, Event::DebtSettled(_))));
+        assert_eq!(ledger.customer.debt, Points::ZERO);
+    }
+
+    /// A hold the refund does not need is left alone: free points are taken first.
+    #[test]
+    fn a_refund_covered_by_free_points_leaves_holds_open() {
+        let mut ledger = Ledger::new();
+        ledger.buy(10);
+        ledger.buy(30);
+        ledger.hold(20); // reserves lot 11, the first to expire (opened first)
+        let events = ledger.run(ledger.refund_in_full(10));
+        let [Event::PurchaseRefunded(refunded)] = &events[..] else {
+            panic!("no hold is cancelled: {events:#?}");
+        };
+        assert_eq!(
+            refunded.reversal.from_lots,
+            vec![LotDebit {
+                lot_id: LotId::from_uuid(id(31)),
+                points: Points::new(10),
+            }]
+        );
+        assert_eq!(ledger.customer.held, Points::new(10));
+        assert_eq!(ledger.customer.balance, Points::new(10));
+    }
 }

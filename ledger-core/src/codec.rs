@@ -9,9 +9,8 @@ use crate::amounts::Points;
 use crate::events::{
     CustomerEnrolled, CustomerErased, DebtSettled, Event, EventMetadata, HoldFulfilled,
     HoldReleased, LotDebit, PointsActivated, PointsAdjusted, PointsEarned, PointsExpired,
-    PointsPending, ProgrammeSettingsChanged, PurchaseLogged, PurchaseRefunded,
-    RedemptionFulfilled, RewardCreated, RewardHeld, RewardRedeemed, RewardRetired,
-    RuleSetPublished, TenantRegistered,
+    PointsPending, ProgrammeSettingsChanged, PurchaseLogged, PurchaseRefunded, RedemptionFulfilled,
+    RewardCreated, RewardHeld, RewardRedeemed, RewardRetired, RuleSetPublished, TenantRegistered,
 };
 use crate::ids::{CustomerId, PurchaseId, RedemptionId};
 use chrono::{DateTime, Utc};
@@ -162,9 +161,9 @@ pub fn decode(event_type: &str, type_version: u16, payload: &[u8]) -> Result<Eve
         ("PointsPending", 1) => {
             Event::PointsPending(rmp_serde::from_slice::<PointsPending>(payload).map_err(fail)?)
         }
-        ("PointsActivated", 1) => Event::PointsActivated(
-            rmp_serde::from_slice::<PointsActivated>(payload).map_err(fail)?,
-        ),
+        ("PointsActivated", 1) => {
+            Event::PointsActivated(rmp_serde::from_slice::<PointsActivated>(payload).map_err(fail)?)
+        }
         ("PurchaseRefunded", 1) => Event::PurchaseRefunded(
             rmp_serde::from_slice::<PurchaseRefunded>(payload).map_err(fail)?,
         ),

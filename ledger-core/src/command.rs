@@ -125,7 +125,8 @@ pub enum Command {
         at: DateTime<Utc>,
     },
     /// Refunds `amount` of a logged purchase (full or partial). The points go back in
-    /// proportion; see `aggregate` for the rounding and the order the points come from.
+    /// proportion; see `aggregate` for the rounding and the order the points come from
+    /// (reward holds on points it must take back are cancelled first).
     RefundPurchase {
         customer_id: CustomerId,
         refund_id: RefundId,

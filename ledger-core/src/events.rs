@@ -322,7 +322,10 @@ pub struct PurchaseRefunded {
 /// purchase's own lot while pending (`from_pending`) or open (`from_lots`, first entry),
 /// by forgiving what of that lot already expired (`waived_expired`), by other open lots
 /// (`from_lots`, soonest-expiring first), by debt within the policy's limit (`debt`), and
-/// what is left is forgiven (`clamped`). `due` = the sum of all six.
+/// what is left is forgiven (`clamped`). `due` = the sum of all six. Points held for open
+/// reward holds are never forgiven or turned into debt: when the free points fall short,
+/// the refund first cancels holds (`HoldReleased` events just before this one) and takes
+/// the points they reserved (see `aggregate::decide_refund`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reversal {
     pub due: Points,
