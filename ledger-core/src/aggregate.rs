@@ -932,9 +932,16 @@ fn decide_refund(
         if taken.uncovered == 0 {
             break;
         }
+        let released = customer
+            .redemptions
+            .get(&redemption_id)
+            .and_then(|r| r.hold.as_ref())
+            .map(|h| h.reserved.clone())
+            .unwrap_or_default();
         let release = Event::HoldReleased(HoldReleased {
             redemption_id,
             points,
+            released,
             reason: HoldReleaseReason::Cancelled,
             released_at: input.at,
         });

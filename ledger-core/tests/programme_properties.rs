@@ -1139,9 +1139,16 @@ impl Harness {
             if expected.debt.value() + expected.clamped.value() == 0 {
                 break;
             }
+            let released = before.redemptions[&redemption_id]
+                .hold
+                .as_ref()
+                .expect("an open hold")
+                .reserved
+                .clone();
             let release = Event::HoldReleased(HoldReleased {
                 redemption_id,
                 points,
+                released,
                 reason: HoldReleaseReason::Cancelled,
                 released_at: at,
             });
