@@ -44,6 +44,7 @@ pub const ADJUSTMENT_FIELDS: [&str; 2] = ["points", "reason"];
 
 /// The programme's settings, as `GET` answers and `PUT` takes them (whole).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SettingsView {
     /// IANA time zone: local dates and hours of promotions, birthdays and daily caps.
     #[schema(example = "Africa/Lagos")]

@@ -16,6 +16,7 @@ mod ingest;
 mod keys;
 mod notifications;
 mod notifier;
+mod programme;
 mod projection;
 mod relay;
 mod rewards;

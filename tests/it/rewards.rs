@@ -11,18 +11,18 @@ use uuid::Uuid;
 
 /// A tenant's owner (signed up through the API): may manage the catalogue, enrol, log
 /// purchases, redeem and fulfil.
-struct Owner<'a> {
-    app: &'a TestApp,
-    token: String,
+pub(crate) struct Owner<'a> {
+    pub(crate) app: &'a TestApp,
+    pub(crate) token: String,
 }
 
 impl<'a> Owner<'a> {
-    async fn sign_up(app: &'a TestApp) -> Owner<'a> {
+    pub(crate) async fn sign_up(app: &'a TestApp) -> Owner<'a> {
         let (_, token) = sign_up_owner(&app.http, &app.address).await;
         Owner { app, token }
     }
 
-    async fn post(&self, path: &str, key: Option<&str>, body: Option<Value>) -> reqwest::Response {
+    pub(crate) async fn post(&self, path: &str, key: Option<&str>, body: Option<Value>) -> reqwest::Response {
         let mut request = self
             .app
             .http
@@ -37,7 +37,7 @@ impl<'a> Owner<'a> {
         request.send().await.expect("POST")
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let response = self
             .app
             .http
@@ -50,14 +50,18 @@ impl<'a> Owner<'a> {
         response.json().await.unwrap()
     }
 
-    /// A customer with `points` points (the starter rule set: 1 point per 10,000 minor units).
-    async fn customer_with(&self, points: i64) -> Uuid {
+    /// A customer with `points` points (the starter rule set: 1 point per 10,000 minor units);
+    /// with 0, a customer without purchases.
+    pub(crate) async fn customer_with(&self, points: i64) -> Uuid {
         let enrolled = self
             .post("/v1/customers", None, Some(json!({ "phone": phone() })))
             .await;
         assert_eq!(enrolled.status(), 201);
         let body: Value = enrolled.json().await.unwrap();
         let customer = Uuid::parse_str(body["customer_id"].as_str().unwrap()).unwrap();
+        if points == 0 {
+            return customer;
+        }
         let bought = self
             .post(
                 "/v1/purchases",
@@ -71,7 +75,7 @@ impl<'a> Owner<'a> {
         customer
     }
 
-    async fn create_reward(&self, name: &str, points_cost: i64) -> Uuid {
+    pub(crate) async fn create_reward(&self, name: &str, points_cost: i64) -> Uuid {
         let created = self
             .post(
                 "/v1/rewards",
@@ -87,7 +91,7 @@ impl<'a> Owner<'a> {
         Uuid::parse_str(body["reward_id"].as_str().unwrap()).unwrap()
     }
 
-    async fn redeem_reward(&self, key: &str, customer: Uuid, reward: Uuid) -> reqwest::Response {
+    pub(crate) async fn redeem_reward(&self, key: &str, customer: Uuid, reward: Uuid) -> reqwest::Response {
         self.post(
             &format!("/v1/customers/{customer}/redemptions"),
             Some(key),
@@ -96,20 +100,20 @@ impl<'a> Owner<'a> {
         .await
     }
 
-    async fn fulfil(&self, key: &str, code: &str) -> reqwest::Response {
+    pub(crate) async fn fulfil(&self, key: &str, code: &str) -> reqwest::Response {
         self.post(&format!("/v1/redemptions/{code}/fulfil"), Some(key), None)
             .await
     }
 
-    async fn balance(&self, customer: Uuid) -> i64 {
+    pub(crate) async fn balance(&self, customer: Uuid) -> i64 {
         self.customer_field(customer, "balance").await
     }
 
-    async fn available(&self, customer: Uuid) -> i64 {
+    pub(crate) async fn available(&self, customer: Uuid) -> i64 {
         self.customer_field(customer, "available").await
     }
 
-    async fn customer_field(&self, customer: Uuid, field: &str) -> i64 {
+    pub(crate) async fn customer_field(&self, customer: Uuid, field: &str) -> i64 {
         // The read model lags the ledger, so wait for it.
         self.app.wait_until_projected().await;
         self.get(&format!("/v1/customers/{customer}")).await[field]
@@ -118,7 +122,7 @@ impl<'a> Owner<'a> {
     }
 }
 
-async fn problem_type(response: reqwest::Response) -> String {
+pub(crate) async fn problem_type(response: reqwest::Response) -> String {
     let body: Value = response.json().await.unwrap();
     body["type"]
         .as_str()

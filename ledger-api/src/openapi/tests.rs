@@ -256,6 +256,10 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
         ("post", "/v1/rewards/{reward_id}/retire", false),
         ("post", "/v1/customers", false),
         ("post", "/v1/customers/{customer_id}/erasure", false),
+        ("post", "/v1/customers/{customer_id}/refunds", true),
+        ("post", "/v1/customers/{customer_id}/adjustments", true),
+        ("post", "/v1/redemptions/{code}/cancel", true),
+        ("put", "/v1/programme/settings", false),
     ];
     let document = document();
     for (method, path, operation) in operations(&document) {
@@ -286,7 +290,13 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
 #[test]
 fn request_schemas_have_exactly_the_parsers_fields() {
     let document = document();
-    let cases: [(&str, &[&str]); 14] = [
+    let cases: [(&str, &[&str]); 17] = [
+        ("RefundRequestSchema", &crate::programme::REFUND_FIELDS[..]),
+        (
+            "AdjustmentRequestSchema",
+            &crate::programme::ADJUSTMENT_FIELDS[..],
+        ),
+        ("SettingsView", &crate::programme::SETTINGS_FIELDS[..]),
         (
             "PurchaseRequestSchema",
             &crate::purchases::PURCHASE_FIELDS[..],
