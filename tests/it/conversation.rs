@@ -841,3 +841,50 @@ async fn a_batch_cut_off_before_its_commit_is_replayed_without_repeating_anythin
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn history_on_whatsapp_shows_adjustments_with_their_reason_and_refunds() {
+    let app = TestApp::spawn().await;
+    let owner = Owner::sign_up(&app).await;
+    let code = vendor_code(&app, owner.tenant).await;
+    let chat = Chat::shared(&app);
+    let ada = phone();
+    chat.say(&ada, &format!("JOIN {code}")).await;
+    chat.reply(&ada, 1).await;
+    let customer = member(&app, owner.tenant, &ada).await.expect("a member");
+    let bought = owner
+        .post(
+            "/v1/purchases",
+            Some("buy-1"),
+            json!({ "customer_id": customer, "amount_minor": 1_000_000 }),
+        )
+        .await;
+    owner
+        .post(
+            &format!("/v1/customers/{customer}/adjustments"),
+            Some("adjust-1"),
+            json!({ "points": 25, "reason": "Birthday cake voucher" }),
+        )
+        .await;
+    owner
+        .post(
+            &format!("/v1/customers/{customer}/refunds"),
+            Some("refund-1"),
+            json!({ "purchase_id": bought["purchase_id"], "amount_minor": 500_000 }),
+        )
+        .await;
+
+    chat.say(&ada, "history").await;
+    let history = chat.reply(&ada, 2).await;
+    let lines: Vec<&str> = history.text().lines().collect();
+    assert!(lines[2].contains("-50  Refund"), "newest first: {lines:?}");
+    assert!(
+        lines[3].contains("+25  Adjustment: Birthday cake voucher"),
+        "{lines:?}"
+    );
+    assert!(lines[4].contains("+100  Purchase"), "{lines:?}");
+    chat.say(&ada, "points").await;
+    let points = chat.reply(&ada, 3).await;
+    assert!(points.text().contains("you have 75 points."), "{points:?}");
+    app.stop().await;
+}
