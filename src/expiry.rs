@@ -149,7 +149,9 @@ pub async fn schedule(
         match run_once(&pool, &writer, Utc::now()).await {
             Ok(Some(report)) => tracing::info!(?report, "due-work run finished"),
             Ok(None) => tracing::debug!("due-work run skipped: another instance is running it"),
-            Err(error) => tracing::warn!(%error, "due-work run failed; will retry at the next tick"),
+            Err(error) => {
+                tracing::warn!(%error, "due-work run failed; will retry at the next tick")
+            }
         }
     }
 }

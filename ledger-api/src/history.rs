@@ -251,7 +251,10 @@ fn refund_reason(e: &ledger_core::events::PurchaseRefunded, currency: &str) -> S
             RefundPolicy::ClampAtZero => "already spent or expired",
             RefundPolicy::AllowDebt { .. } => "beyond the debt limit or expired",
         };
-        sentence.push_str(&format!(", {} forgiven ({why})", points(Points::new(forgiven))));
+        sentence.push_str(&format!(
+            ", {} forgiven ({why})",
+            points(Points::new(forgiven))
+        ));
     }
     sentence
 }

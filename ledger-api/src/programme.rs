@@ -18,8 +18,8 @@ use chrono::{DateTime, Utc};
 use ledger_core::command::{HOLD_DAYS_MAX, REASON_CHARS_MAX};
 use ledger_core::events::{ProgrammeSettings, RefundPolicy};
 use ledger_core::{
-    AdjustmentId, Command, CustomerId, CustomerState, Event, LotId, MinorUnits, Points,
-    PurchaseId, RedemptionCode, RedemptionId, RefundId,
+    AdjustmentId, Command, CustomerId, CustomerState, Event, LotId, MinorUnits, Points, PurchaseId,
+    RedemptionCode, RedemptionId, RefundId,
 };
 use schema::accounts::Permission;
 use schema::{StoredResponse, Submission, Verdict};
@@ -118,8 +118,12 @@ pub fn parse_settings(body: &[u8]) -> Result<ProgrammeSettings, ApiError> {
         refund_policy: object.required("refund_policy", refund_policy)?,
         hold_days: object.required("hold_days", days(HOLD_DAYS_MAX, 1))?,
         point_value: object.optional("point_value_minor", |v| {
-            MinorUnits::parse_non_negative(body::integer(v)?)
-                .map_err(|_| format!("must be a whole number from 0 to {}", MinorUnits::AMOUNT_MAX))
+            MinorUnits::parse_non_negative(body::integer(v)?).map_err(|_| {
+                format!(
+                    "must be a whole number from 0 to {}",
+                    MinorUnits::AMOUNT_MAX
+                )
+            })
         })?,
     })
 }
@@ -128,7 +132,10 @@ fn refund_policy(value: &Value) -> Result<RefundPolicy, String> {
     let Value::Object(fields) = value else {
         return Err("must be an object with `kind`".to_owned());
     };
-    if let Some(unknown) = fields.keys().find(|k| !["kind", "debt_limit"].contains(&k.as_str())) {
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !["kind", "debt_limit"].contains(&k.as_str()))
+    {
         return Err(format!("has an unknown field `{unknown}`"));
     }
     let limit = fields.get("debt_limit").filter(|v| !v.is_null());
@@ -178,10 +185,7 @@ pub async fn get_settings(
     let tenant = schema::rewards::tenant_state(&*transaction, caller.tenant_id)
         .await
         .map_err(|e| ApiError::Unavailable(format!("reading the tenant stream: {e}")))?;
-    let settings = tenant
-        .profile
-        .map(|p| p.settings)
-        .unwrap_or_default();
+    let settings = tenant.profile.map(|p| p.settings).unwrap_or_default();
     Ok(HttpResponse::Ok().json(SettingsView::from(&settings)))
 }
 
@@ -313,7 +317,10 @@ pub async fn refund(
             .required("purchase_id", |v| body::uuid(v).map(PurchaseId::from_uuid))?,
         amount: object.required("amount_minor", |v| {
             MinorUnits::parse_positive(body::integer(v)?).map_err(|_| {
-                format!("must be a whole number from 1 to {}", MinorUnits::AMOUNT_MAX)
+                format!(
+                    "must be a whole number from 1 to {}",
+                    MinorUnits::AMOUNT_MAX
+                )
             })
         })?,
         reference: object.optional("reference", |v| {
@@ -322,7 +329,11 @@ pub async fn refund(
         at: commands::now(),
     };
     let claim = key.claim(req.method().as_str(), req.path(), &body);
-    commands::submit(&state, caller.submission(command, Some(claim), render_refund)).await
+    commands::submit(
+        &state,
+        caller.submission(command, Some(claim), render_refund),
+    )
+    .await
 }
 
 fn available(customer: &CustomerState) -> i64 {
@@ -447,7 +458,11 @@ pub async fn adjust(
         at: commands::now(),
     };
     let claim = key.claim(req.method().as_str(), req.path(), &body);
-    commands::submit(&state, caller.submission(command, Some(claim), render_adjustment)).await
+    commands::submit(
+        &state,
+        caller.submission(command, Some(claim), render_adjustment),
+    )
+    .await
 }
 
 fn render_adjustment(submission: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
@@ -532,7 +547,11 @@ pub async fn cancel_hold(
     };
     let canonical_path = format!("/v1/redemptions/{code}/cancel");
     let claim = key.claim(req.method().as_str(), &canonical_path, b"");
-    commands::submit(&state, caller.submission(command, Some(claim), render_cancel)).await
+    commands::submit(
+        &state,
+        caller.submission(command, Some(claim), render_cancel),
+    )
+    .await
 }
 
 fn render_cancel(submission: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
@@ -596,15 +615,33 @@ mod tests {
     fn bad_settings_name_the_field() {
         let table = [
             (GOOD.replace("Africa/Lagos", "Mars/Olympus"), "time_zone"),
-            (GOOD.replace("\"pending_days\":14", "\"pending_days\":-1"), "pending_days"),
-            (GOOD.replace("\"pending_days\":14", "\"pending_days\":366"), "pending_days"),
-            (GOOD.replace("\"hold_days\":7", "\"hold_days\":0"), "hold_days"),
-            (GOOD.replace("\"hold_days\":7", "\"hold_days\":7.5"), "hold_days"),
-            (GOOD.replace("\"debt_limit\":500", "\"debt_limit\":-5"), "refund_policy"),
+            (
+                GOOD.replace("\"pending_days\":14", "\"pending_days\":-1"),
+                "pending_days",
+            ),
+            (
+                GOOD.replace("\"pending_days\":14", "\"pending_days\":366"),
+                "pending_days",
+            ),
+            (
+                GOOD.replace("\"hold_days\":7", "\"hold_days\":0"),
+                "hold_days",
+            ),
+            (
+                GOOD.replace("\"hold_days\":7", "\"hold_days\":7.5"),
+                "hold_days",
+            ),
+            (
+                GOOD.replace("\"debt_limit\":500", "\"debt_limit\":-5"),
+                "refund_policy",
+            ),
             (GOOD.replace("allow_debt", "forgive"), "refund_policy"),
             (GOOD.replace(",\"debt_limit\":500", ""), "refund_policy"),
             (GOOD.replace("allow_debt", "clamp_at_zero"), "refund_policy"),
-            (GOOD.replace("\"point_value_minor\":50", "\"point_value_minor\":-1"), "point_value_minor"),
+            (
+                GOOD.replace("\"point_value_minor\":50", "\"point_value_minor\":-1"),
+                "point_value_minor",
+            ),
             (GOOD.replace("\"hold_days\":7,", ""), "hold_days"),
             (GOOD.replace("\"hold_days\"", "\"hold_dayz\""), "hold_dayz"),
         ];

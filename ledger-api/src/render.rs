@@ -205,7 +205,9 @@ pub fn redemption(submission: &Submission, verdict: &Verdict<'_>) -> StoredRespo
     // The same decision may first expire lots past their date; the redemption is the last
     // event: a hold for a reward, a debit for a number of points.
     let redeemed = events.iter().find_map(|event| match event {
-        Event::RewardRedeemed(r) => Some((r.redemption_id, r.points, r.reward_id, r.code.clone(), None)),
+        Event::RewardRedeemed(r) => {
+            Some((r.redemption_id, r.points, r.reward_id, r.code.clone(), None))
+        }
         Event::RewardHeld(h) => Some((
             h.redemption_id,
             h.points,

@@ -55,6 +55,9 @@ struct OpenedHold {
     expires_at: DateTime<Utc>,
 }
 
+/// (customer, lot)
+type LotKey = (Uuid, Uuid);
+
 #[derive(Default)]
 struct Fold {
     /// Each customer the batch changes, in the order first seen (writes are deterministic).
@@ -257,7 +260,8 @@ impl Fold {
             Event::PointsActivated(e) => {
                 change.pending -= e.points.value();
                 change.balance += e.points.value();
-                self.lot_pending.insert((customer_id, e.lot_id.as_uuid()), None);
+                self.lot_pending
+                    .insert((customer_id, e.lot_id.as_uuid()), None);
             }
             Event::RewardRedeemed(e) => {
                 change.balance -= e.points.value();
@@ -400,12 +404,12 @@ async fn update_lot_states(
             .await?;
     }
     if !fold.lot_pending.is_empty() {
-        let mut rows: Vec<(&(Uuid, Uuid), &Option<DateTime<Utc>>)> =
-            fold.lot_pending.iter().collect();
-        rows.sort_unstable_by_key(|(key, _)| **key);
-        let customers: Vec<Uuid> = rows.iter().map(|((c, _), _)| *c).collect();
-        let lots: Vec<Uuid> = rows.iter().map(|((_, l), _)| *l).collect();
-        let until: Vec<Option<DateTime<Utc>>> = rows.iter().map(|(_, u)| **u).collect();
+        let mut rows: Vec<LotKey> = fold.lot_pending.keys().copied().collect();
+        rows.sort_unstable();
+        let customers: Vec<Uuid> = rows.iter().map(|(c, _)| *c).collect();
+        let lots: Vec<Uuid> = rows.iter().map(|(_, l)| *l).collect();
+        let until: Vec<Option<DateTime<Utc>>> =
+            rows.iter().map(|key| fold.lot_pending[key]).collect();
         transaction
             .execute(
                 &transaction
@@ -561,7 +565,8 @@ async fn update_customers(
     }
     let ids: Vec<Uuid> = changes.iter().map(|(id, _)| **id).collect();
     let versions: Vec<i32> = changes.iter().map(|(_, c)| c.version).collect();
-    let counter = |f: fn(&CustomerChange) -> i64| changes.iter().map(|(_, c)| f(c)).collect::<Vec<i64>>();
+    let counter =
+        |f: fn(&CustomerChange) -> i64| changes.iter().map(|(_, c)| f(c)).collect::<Vec<i64>>();
     let balance = counter(|c| c.balance);
     let earned = counter(|c| c.earned);
     let redeemed = counter(|c| c.redeemed);

@@ -87,7 +87,9 @@ impl CustomerFacts {
             .lots
             .iter()
             .filter(|lot| !lot.is_pending() && lot.expires_at <= horizon)
-            .fold(Points::ZERO, |sum, lot| sum.checked_add(lot.free()).unwrap_or(sum));
+            .fold(Points::ZERO, |sum, lot| {
+                sum.checked_add(lot.free()).unwrap_or(sum)
+            });
         let soonest = self
             .state
             .lots

@@ -148,7 +148,10 @@ async fn pending_points_are_not_spendable_until_activated_and_a_refund_inside_th
     let (returned, _) = owner.purchase(customer, 200_000).await;
 
     let view = owner.customer(customer).await;
-    assert_eq!((view["pending"].as_i64(), view["balance"].as_i64()), (Some(70), Some(0)));
+    assert_eq!(
+        (view["pending"].as_i64(), view["balance"].as_i64()),
+        (Some(70), Some(0))
+    );
     assert_eq!(view["available"], 0);
     let refused = owner.redeem_reward("too-early", customer, reward).await;
     assert_eq!(refused.status(), 409);
@@ -156,7 +159,11 @@ async fn pending_points_are_not_spendable_until_activated_and_a_refund_inside_th
 
     // The second purchase comes back inside the window: its pending points are cancelled.
     let refund = owner
-        .refund("return-1", customer, json!({ "purchase_id": returned, "amount_minor": 200_000 }))
+        .refund(
+            "return-1",
+            customer,
+            json!({ "purchase_id": returned, "amount_minor": 200_000 }),
+        )
         .await;
     assert_eq!(refund.status(), 201);
     let body: Value = refund.json().await.unwrap();
@@ -172,8 +179,14 @@ async fn pending_points_are_not_spendable_until_activated_and_a_refund_inside_th
     let again = run_due_work(&app, Utc::now() + Days::days(15)).await;
     assert_eq!(again.lots_activated, 0, "activation happens once");
     let view = owner.customer(customer).await;
-    assert_eq!((view["pending"].as_i64(), view["balance"].as_i64()), (Some(0), Some(50)));
-    assert_eq!(owner.redeem_reward("now", customer, reward).await.status(), 201);
+    assert_eq!(
+        (view["pending"].as_i64(), view["balance"].as_i64()),
+        (Some(0), Some(50))
+    );
+    assert_eq!(
+        owner.redeem_reward("now", customer, reward).await.status(),
+        201
+    );
     let _ = kept;
     app.stop().await;
 }
@@ -206,21 +219,35 @@ async fn refunds_reverse_points_proportionally_once_and_never_past_the_purchase(
 
     // More than what is left of the purchase: refused, nothing changes.
     let too_much = owner
-        .refund("r-2", customer, json!({ "purchase_id": purchase, "amount_minor": 666_668 }))
+        .refund(
+            "r-2",
+            customer,
+            json!({ "purchase_id": purchase, "amount_minor": 666_668 }),
+        )
         .await;
     assert_eq!(too_much.status(), 409);
     let problem: Value = too_much.json().await.unwrap();
     assert_eq!(problem["refundable_minor"], 666_667);
     let unknown = owner
-        .refund("r-3", customer, json!({ "purchase_id": Uuid::now_v7(), "amount_minor": 1 }))
+        .refund(
+            "r-3",
+            customer,
+            json!({ "purchase_id": Uuid::now_v7(), "amount_minor": 1 }),
+        )
         .await;
     assert_eq!(unknown.status(), 404);
     assert_eq!(problem_type(unknown).await, "purchase-not-found");
     for (key, bad) in [
         ("b-1", json!({ "purchase_id": purchase, "amount_minor": 0 })),
-        ("b-2", json!({ "purchase_id": purchase, "amount_minor": 1.5 })),
+        (
+            "b-2",
+            json!({ "purchase_id": purchase, "amount_minor": 1.5 }),
+        ),
         ("b-3", json!({ "purchase_id": "nope", "amount_minor": 1 })),
-        ("b-4", json!({ "purchase_id": purchase, "amount_minor": 1, "extra": 1 })),
+        (
+            "b-4",
+            json!({ "purchase_id": purchase, "amount_minor": 1, "extra": 1 }),
+        ),
     ] {
         let response = owner.refund(key, customer, bad).await;
         assert_eq!(response.status(), 422, "{key}");
@@ -229,13 +256,20 @@ async fn refunds_reverse_points_proportionally_once_and_never_past_the_purchase(
 
     // The rest of the purchase: exactly the rest of its points, 67 (the refunds add up).
     let rest = owner
-        .refund("r-4", customer, json!({ "purchase_id": purchase, "amount_minor": 666_667 }))
+        .refund(
+            "r-4",
+            customer,
+            json!({ "purchase_id": purchase, "amount_minor": 666_667 }),
+        )
         .await;
     let body: Value = rest.json().await.unwrap();
     assert_eq!(body["points_due"], 67);
     assert_eq!(body["balance"], 0);
     let view = owner.customer(customer).await;
-    assert_eq!((view["reversed"].as_i64(), view["balance"].as_i64()), (Some(100), Some(0)));
+    assert_eq!(
+        (view["reversed"].as_i64(), view["balance"].as_i64()),
+        (Some(100), Some(0))
+    );
     app.stop().await;
 }
 
@@ -244,7 +278,10 @@ async fn a_refund_of_spent_points_clamps_or_goes_into_debt_by_policy_and_later_p
     let app = TestApp::spawn().await;
     let owner = Owner::sign_up(&app).await;
     let put = owner
-        .put_settings(&settings(0, json!({ "kind": "allow_debt", "debt_limit": 20 })))
+        .put_settings(&settings(
+            0,
+            json!({ "kind": "allow_debt", "debt_limit": 20 }),
+        ))
         .await;
     assert_eq!(put.status(), 200);
     let customer = owner.customer_with(0).await;
@@ -259,7 +296,11 @@ async fn a_refund_of_spent_points_clamps_or_goes_into_debt_by_policy_and_later_p
     assert_eq!(spent.status(), 201);
 
     let refund = owner
-        .refund("r-1", customer, json!({ "purchase_id": purchase, "amount_minor": 1_000_000 }))
+        .refund(
+            "r-1",
+            customer,
+            json!({ "purchase_id": purchase, "amount_minor": 1_000_000 }),
+        )
         .await;
     let body: Value = refund.json().await.unwrap();
     assert_eq!(body["debt"], 20, "{body}");
@@ -270,15 +311,23 @@ async fn a_refund_of_spent_points_clamps_or_goes_into_debt_by_policy_and_later_p
     // The next 30 points pay the 20 owed first.
     owner.purchase(customer, 300_000).await;
     let view = owner.customer(customer).await;
-    assert_eq!((view["balance"].as_i64(), view["debt"].as_i64()), (Some(10), Some(0)));
-    let history = owner.get(&format!("/v1/customers/{customer}/history")).await;
+    assert_eq!(
+        (view["balance"].as_i64(), view["debt"].as_i64()),
+        (Some(10), Some(0))
+    );
+    let history = owner
+        .get(&format!("/v1/customers/{customer}/history"))
+        .await;
     let reasons: Vec<&str> = history["entries"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["reason"].as_str().unwrap())
         .collect();
-    assert!(reasons.contains(&"20 points paid back owed points"), "{reasons:?}");
+    assert!(
+        reasons.contains(&"20 points paid back owed points"),
+        "{reasons:?}"
+    );
     assert!(
         reasons.contains(
             &"Refund of 10000.00 NGN: 20 points taken back, 20 points owed, 80 points forgiven (beyond the debt limit or expired)"
@@ -294,14 +343,22 @@ async fn adjustments_carry_a_reason_and_the_actor_and_bad_ones_change_nothing() 
     let owner = Owner::sign_up(&app).await;
     let customer = owner.customer_with(10).await;
     let added = owner
-        .adjust("a-1", customer, json!({ "points": 50, "reason": "Goodwill: late order" }))
+        .adjust(
+            "a-1",
+            customer,
+            json!({ "points": 50, "reason": "Goodwill: late order" }),
+        )
         .await;
     assert_eq!(added.status(), 201);
     let body: Value = added.json().await.unwrap();
     assert_eq!(body["balance"], 60);
     assert!(body["lot_id"].is_string() && body["expires_at"].is_string());
     let taken = owner
-        .adjust("a-2", customer, json!({ "points": -15, "reason": "Double scan" }))
+        .adjust(
+            "a-2",
+            customer,
+            json!({ "points": -15, "reason": "Double scan" }),
+        )
         .await;
     let body: Value = taken.json().await.unwrap();
     assert_eq!(body["balance"], 45);
@@ -312,8 +369,16 @@ async fn adjustments_carry_a_reason_and_the_actor_and_bad_ones_change_nothing() 
         ("b-2", json!({ "points": 0, "reason": "Nothing" }), 422),
         ("b-3", json!({ "points": 5, "reason": "   " }), 422),
         ("b-4", json!({ "points": 5 }), 422),
-        ("b-5", json!({ "points": 5, "reason": "x".repeat(201) }), 422),
-        ("b-6", json!({ "points": 10_000_000_000_000_i64, "reason": "Huge" }), 422),
+        (
+            "b-5",
+            json!({ "points": 5, "reason": "x".repeat(201) }),
+            422,
+        ),
+        (
+            "b-6",
+            json!({ "points": 10_000_000_000_000_i64, "reason": "Huge" }),
+            422,
+        ),
     ] {
         let response = owner.adjust(key, customer, bad).await;
         assert_eq!(response.status(), status, "{key}");
@@ -322,7 +387,9 @@ async fn adjustments_carry_a_reason_and_the_actor_and_bad_ones_change_nothing() 
 
     let me = owner.get("/v1/me").await;
     let user = me["id"].as_str().unwrap().to_owned();
-    let history = owner.get(&format!("/v1/customers/{customer}/history")).await;
+    let history = owner
+        .get(&format!("/v1/customers/{customer}/history"))
+        .await;
     let entries = history["entries"].as_array().unwrap();
     let goodwill = entries
         .iter()
@@ -341,7 +408,9 @@ async fn adjustments_carry_a_reason_and_the_actor_and_bad_ones_change_nothing() 
             &format!("/v1/customers/{staff_customer}/adjustments"),
             Some("application/json"),
             Some("s-1"),
-            json!({ "points": 5, "reason": "Free points" }).to_string().into_bytes(),
+            json!({ "points": 5, "reason": "Free points" })
+                .to_string()
+                .into_bytes(),
         )
         .await;
     assert_eq!(forbidden.status(), 403);
@@ -368,7 +437,10 @@ async fn a_hold_is_cancelled_or_expires_exactly_once_and_its_points_come_back() 
         .await;
     assert_eq!(cancelled.status(), 200);
     let body: Value = cancelled.json().await.unwrap();
-    assert_eq!((body["points_released"].as_i64(), body["available"].as_i64()), (Some(40), Some(100)));
+    assert_eq!(
+        (body["points_released"].as_i64(), body["available"].as_i64()),
+        (Some(40), Some(100))
+    );
     let again = owner
         .post(&format!("/v1/redemptions/{code}/cancel"), Some("c-2"), None)
         .await;
@@ -398,9 +470,7 @@ async fn a_hold_is_cancelled_or_expires_exactly_once_and_its_points_come_back() 
     assert_eq!(again.holds_released, 0, "a hold is released once");
     assert_eq!(owner.available(customer).await, 100);
     assert_eq!(owner.balance(customer).await, 100);
-    let late = owner
-        .fulfil("f-2", second["code"].as_str().unwrap())
-        .await;
+    let late = owner.fulfil("f-2", second["code"].as_str().unwrap()).await;
     assert_eq!(late.status(), 409);
     assert_eq!(problem_type(late).await, "hold-released");
     app.stop().await;

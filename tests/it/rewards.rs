@@ -22,7 +22,12 @@ impl<'a> Owner<'a> {
         Owner { app, token }
     }
 
-    pub(crate) async fn post(&self, path: &str, key: Option<&str>, body: Option<Value>) -> reqwest::Response {
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> reqwest::Response {
         let mut request = self
             .app
             .http
@@ -91,7 +96,12 @@ impl<'a> Owner<'a> {
         Uuid::parse_str(body["reward_id"].as_str().unwrap()).unwrap()
     }
 
-    pub(crate) async fn redeem_reward(&self, key: &str, customer: Uuid, reward: Uuid) -> reqwest::Response {
+    pub(crate) async fn redeem_reward(
+        &self,
+        key: &str,
+        customer: Uuid,
+        reward: Uuid,
+    ) -> reqwest::Response {
         self.post(
             &format!("/v1/customers/{customer}/redemptions"),
             Some(key),
