@@ -1013,13 +1013,24 @@ mod tests {
                     P::ReadPersonalData,
                     P::ReadRewards,
                     P::FulfilRedemptions,
+                    P::ReadProgramme,
+                    P::RefundPurchases,
+                    P::CancelHolds,
                 ],
             ),
             (
                 Role::Auditor,
-                &[P::ReadCustomer, P::ReadHistory, P::ReadRewards],
+                &[
+                    P::ReadCustomer,
+                    P::ReadHistory,
+                    P::ReadRewards,
+                    P::ReadProgramme,
+                ],
             ),
-            (Role::Analyst, &[P::ReadCustomer, P::ReadRewards]),
+            (
+                Role::Analyst,
+                &[P::ReadCustomer, P::ReadRewards, P::ReadProgramme],
+            ),
         ];
         for (role, granted) in table {
             for permission in Permission::ALL {
