@@ -2,7 +2,8 @@
 //!
 //! 1. `ExpireHolds`: reward holds not fulfilled within the tenant's window are released;
 //! 2. `ActivatePendingPoints`: pending lots whose return window has passed join the balance;
-//! 3. `ExpirePoints`: what is free of every lot past its date expires.
+//! 3. `ExpirePoints`: what is free of every lot past its date expires;
+//! 4. `ReviewTier`: a tier whose review date (plus grace) has passed is kept or lowered.
 //!
 //! Releasing first frees held points, so a lot past its date whose hold just lapsed expires
 //! in the same run; activating before expiring keeps a lot that was pending when it reached
@@ -32,6 +33,8 @@ pub struct ExpiryReport {
     pub holds_released: u64,
     pub lots_activated: u64,
     pub lots_expired: u64,
+    /// Tier reviews decided (kept or lowered).
+    pub tiers_reviewed: u64,
     pub points_expired: i64,
 }
 
@@ -82,6 +85,7 @@ pub async fn run_once(
                 report.holds_released += customer.holds_released;
                 report.lots_activated += customer.lots_activated;
                 report.lots_expired += customer.lots_expired;
+                report.tiers_reviewed += customer.tiers_reviewed;
                 report.points_expired += customer.points_expired;
             }
         }
@@ -103,6 +107,7 @@ async fn customer_due_work(
         Command::ExpireHolds { customer_id, at },
         Command::ActivatePendingPoints { customer_id, at },
         Command::ExpirePoints { customer_id, at },
+        Command::ReviewTier { customer_id, at },
     ] {
         let submission = Submission {
             tenant_id,
@@ -119,6 +124,7 @@ async fn customer_due_work(
             for event in events {
                 match event.decode()? {
                     Event::HoldReleased(_) => report.holds_released += 1,
+                    Event::TierChanged(_) | Event::TierRetained(_) => report.tiers_reviewed += 1,
                     Event::PointsActivated(_) => report.lots_activated += 1,
                     Event::PointsExpired(e) => {
                         report.lots_expired += 1;

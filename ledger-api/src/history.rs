@@ -8,7 +8,7 @@ use crate::problem::ApiError;
 use crate::ApiState;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
-use ledger_core::events::{Actor, HoldReleaseReason, RefundPolicy};
+use ledger_core::events::{Actor, HoldReleaseReason, RefundPolicy, TierDirection};
 use ledger_core::{CustomerId, Event, Points, StreamId, TenantId};
 use schema::RecordedEvent;
 use serde::{Deserialize, Serialize};
@@ -223,6 +223,14 @@ pub fn reason(event: &Event, currency: &str) -> String {
             e.expires_at.format("%Y-%m-%d")
         ),
         Event::HoldFulfilled(e) => format!("Reward handed over: {} spent", points(e.points)),
+        Event::TierSchemePublished(e) => {
+            format!("Tier ladder published ({} tiers)", e.scheme.tiers.len())
+        }
+        Event::TierChanged(e) => match e.direction {
+            TierDirection::Upgrade => format!("Tier up: {}", e.to),
+            TierDirection::Downgrade => format!("Tier down at review: {}", e.to),
+        },
+        Event::TierRetained(e) => format!("Tier kept at review: {}", e.tier),
         Event::HoldReleased(e) => match e.reason {
             HoldReleaseReason::Cancelled => {
                 format!("Reward cancelled: {} available again", points(e.points))

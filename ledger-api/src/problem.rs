@@ -517,6 +517,12 @@ fn rejected(rejection: &Rejection) -> Problem {
             "Reward not found",
             detail,
         ),
+        R::InvalidTierScheme(_) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-tier-scheme",
+            "Invalid tier scheme",
+            detail,
+        ),
         R::InvalidSettings(_) => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-settings",

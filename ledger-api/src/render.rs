@@ -370,6 +370,7 @@ mod tests {
                 expiry_days: 180,
                 rule_set: RuleSet::starter(),
                 settings: Default::default(),
+                tier_scheme: None,
             }),
             ..TenantState::default()
         };

@@ -12,12 +12,14 @@ use crate::events::{
     HoldReleaseReason, HoldReleased, LineItem, LotDebit, PointsActivated, PointsAdjusted,
     PointsEarned, PointsExpired, PointsPending, ProgrammeSettings, ProgrammeSettingsChanged,
     PurchaseLogged, PurchaseRefunded, RedemptionFulfilled, RefundPolicy, Reversal, RewardCreated,
-    RewardHeld, RewardRedeemed, RewardRetired, RuleSetPublished, TenantRegistered,
+    RewardHeld, RewardRedeemed, RewardRetired, RuleSetPublished, TenantRegistered, TierChanged,
+    TierDirection, TierRetained, TierSchemePublished,
 };
 use crate::ids::{
     AdjustmentId, CustomerId, LotId, PurchaseId, RedemptionId, RefundId, RewardId, TenantId,
 };
 use crate::rules::{PurchaseFacts, RuleSet};
+use crate::tiers::{qualifying_value, Qualifying, TierScheme};
 use crate::Currency;
 use chrono::{DateTime, Duration, Utc};
 use std::collections::BTreeMap;
@@ -43,6 +45,17 @@ pub struct TenantProfile {
     pub expiry_days: u32,
     pub rule_set: RuleSet,
     pub settings: ProgrammeSettings,
+    pub tier_scheme: Option<TierScheme>,
+}
+
+impl TenantProfile {
+    /// The tenant's time zone (settings are validated when changed; Lagos otherwise).
+    pub fn time_zone(&self) -> chrono_tz::Tz {
+        self.settings
+            .time_zone
+            .parse()
+            .unwrap_or(chrono_tz::Africa::Lagos)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,7 +95,13 @@ impl Aggregate for TenantState {
                     expiry_days: e.expiry_days,
                     rule_set: e.rule_set.clone(),
                     settings: ProgrammeSettings::default(),
+                    tier_scheme: None,
                 });
+            }
+            Event::TierSchemePublished(e) => {
+                if let Some(profile) = &mut self.profile {
+                    profile.tier_scheme = Some(e.scheme.clone());
+                }
             }
             Event::ProgrammeSettingsChanged(e) => {
                 if let Some(profile) = &mut self.profile {
@@ -188,8 +207,12 @@ pub struct CustomerState {
     /// fulfil or cancel. Redemptions of a number of points have nothing to hand over and
     /// are not kept.
     pub redemptions: BTreeMap<RedemptionId, Redemption>,
-    /// Every logged purchase, for refunds.
+    /// Every logged purchase, for refunds and tier qualification.
     pub purchase_records: BTreeMap<PurchaseId, PurchaseRecord>,
+    /// The tier reached (an id of the tenant's ladder); `None` = the ladder's base.
+    pub tier: Option<String>,
+    /// When the tier is next reviewed; `None` at the base (nothing to lose).
+    pub tier_review_at: Option<DateTime<Utc>>,
 }
 
 /// A reward redeemed by the customer, to be handed over at the counter once.
@@ -223,6 +246,7 @@ impl Redemption {
 /// What a refund needs to know about a purchase.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PurchaseRecord {
+    pub occurred_at: DateTime<Utc>,
     pub amount: MinorUnits,
     pub refunded: MinorUnits,
     pub lot_id: Option<LotId>,
@@ -298,6 +322,7 @@ impl Aggregate for CustomerState {
                 self.purchase_records.insert(
                     e.purchase_id,
                     PurchaseRecord {
+                        occurred_at: e.occurred_at,
                         amount: e.amount,
                         refunded: MinorUnits::ZERO,
                         lot_id: None,
@@ -470,11 +495,19 @@ impl Aggregate for CustomerState {
                 self.debit_lot(e.lot_id, e.points);
                 self.debt = sub(self.debt, e.points);
             }
+            Event::TierChanged(e) => {
+                self.tier = Some(e.to.clone());
+                self.tier_review_at = e.review_at;
+            }
+            Event::TierRetained(e) => {
+                self.tier_review_at = Some(e.review_at);
+            }
             Event::TenantRegistered(_)
             | Event::RuleSetPublished(_)
             | Event::RewardCreated(_)
             | Event::RewardRetired(_)
-            | Event::ProgrammeSettingsChanged(_) => {}
+            | Event::ProgrammeSettingsChanged(_)
+            | Event::TierSchemePublished(_) => {}
         }
     }
 }
@@ -762,6 +795,19 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
                 }
             }
             Ok(events)
+        }
+        Command::PublishTierScheme { scheme, at } => {
+            tenant(state)?;
+            scheme.check()?;
+            Ok(vec![Event::TierSchemePublished(TierSchemePublished {
+                scheme: scheme.clone(),
+                published_at: *at,
+            })])
+        }
+        Command::ReviewTier { at, .. } => {
+            let profile = tenant(state)?;
+            customer(state)?;
+            Ok(review_tier(state.customer, profile, *at))
         }
         Command::ChangeProgrammeSettings { settings, at } => {
             let profile = tenant(state)?;
@@ -1233,7 +1279,114 @@ fn decide_purchase(
             ));
         }
     }
+    if let Some(scheme) = &profile.tier_scheme {
+        let this_purchase = Qualifying {
+            occurred_at: input.occurred_at,
+            net_amount: input.amount,
+            net_points: earning.total.value(),
+        };
+        events.extend(upgrade(
+            state.customer,
+            scheme,
+            profile.time_zone(),
+            this_purchase,
+            input.at,
+        ));
+    }
     Ok(events)
+}
+
+fn qualifying(customer: &CustomerState) -> impl Iterator<Item = Qualifying> + '_ {
+    customer.purchase_records.values().map(|r| Qualifying {
+        occurred_at: r.occurred_at,
+        net_amount: MinorUnits::new(r.amount.value() - r.refunded.value()),
+        net_points: r.points.value() - r.reversal_accounted.value(),
+    })
+}
+
+/// The upgrade a purchase earns, if its window (ending now, this purchase included) reaches
+/// a tier above the customer's.
+fn upgrade(
+    customer: &CustomerState,
+    scheme: &TierScheme,
+    tz: chrono_tz::Tz,
+    this_purchase: Qualifying,
+    at: DateTime<Utc>,
+) -> Option<Event> {
+    let end = at.max(this_purchase.occurred_at);
+    let value = qualifying_value(
+        scheme.basis,
+        qualifying(customer).chain(std::iter::once(this_purchase)),
+        scheme.window_start(end, tz),
+        end,
+    );
+    let reached = scheme.qualified_rank(value);
+    if reached <= scheme.rank(customer.tier.as_deref()) {
+        return None;
+    }
+    Some(Event::TierChanged(TierChanged {
+        from: customer.tier.clone(),
+        to: scheme.tiers[reached].id.clone(),
+        direction: TierDirection::Upgrade,
+        qualifying_value: value,
+        review_at: Some(scheme.review_after(at, tz)),
+        changed_at: at,
+    }))
+}
+
+/// The reviews due at `at`: each period that ended (plus grace) keeps the tier or lowers it
+/// to what the period's window qualifies for. Several missed periods give one event each.
+fn review_tier(customer: &CustomerState, profile: &TenantProfile, at: DateTime<Utc>) -> Vec<Event> {
+    let Some(scheme) = &profile.tier_scheme else {
+        return Vec::new();
+    };
+    let tz = profile.time_zone();
+    let grace = Duration::days(i64::from(scheme.grace_days));
+    let mut tier = customer.tier.clone();
+    let mut review_at = customer.tier_review_at;
+    let mut events = Vec::new();
+    // A bound on periods reviewed at once: a customer unseen for 50 periods is reviewed
+    // over several runs rather than in one unbounded decision.
+    for _ in 0..50 {
+        let Some(due) = review_at.filter(|due| *due + grace <= at) else {
+            break;
+        };
+        let value = qualifying_value(
+            scheme.basis,
+            qualifying(customer),
+            scheme.window_start(due, tz),
+            due,
+        );
+        let reached = scheme.qualified_rank(value);
+        let current = scheme.rank(tier.as_deref());
+        let next_review = scheme.review_after(due, tz);
+        if reached < current {
+            let to = scheme.tiers[reached].id.clone();
+            let next = (reached > 0).then_some(next_review);
+            events.push(Event::TierChanged(TierChanged {
+                from: tier.clone(),
+                to: to.clone(),
+                direction: TierDirection::Downgrade,
+                qualifying_value: value,
+                review_at: next,
+                changed_at: at,
+            }));
+            tier = Some(to);
+            review_at = next;
+        } else {
+            let kept = tier
+                .clone()
+                .unwrap_or_else(|| scheme.tiers[current].id.clone());
+            events.push(Event::TierRetained(TierRetained {
+                tier: kept,
+                qualifying_value: value,
+                review_at: next_review,
+                reviewed_at: at,
+            }));
+            review_at = Some(next_review);
+        }
+    }
+    events
 }
 
 fn check_line_items(line_items: &[LineItem], amount: MinorUnits) -> Result<(), Rejection> {

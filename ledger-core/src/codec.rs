@@ -11,6 +11,7 @@ use crate::events::{
     HoldReleased, LotDebit, PointsActivated, PointsAdjusted, PointsEarned, PointsExpired,
     PointsPending, ProgrammeSettingsChanged, PurchaseLogged, PurchaseRefunded, RedemptionFulfilled,
     RewardCreated, RewardHeld, RewardRedeemed, RewardRetired, RuleSetPublished, TenantRegistered,
+    TierChanged, TierRetained, TierSchemePublished,
 };
 use crate::ids::{CustomerId, PurchaseId, RedemptionId};
 use chrono::{DateTime, Utc};
@@ -63,7 +64,10 @@ pub fn current_version(event_type: &str) -> Option<u16> {
         | "DebtSettled"
         | "RewardHeld"
         | "HoldFulfilled"
-        | "HoldReleased" => Some(1),
+        | "HoldReleased"
+        | "TierSchemePublished"
+        | "TierChanged"
+        | "TierRetained" => Some(1),
         _ => None,
     }
 }
@@ -90,6 +94,9 @@ pub fn encode(event: &Event) -> Result<EncodedEvent, CodecError> {
         Event::RewardHeld(e) => rmp_serde::to_vec_named(e)?,
         Event::HoldFulfilled(e) => rmp_serde::to_vec_named(e)?,
         Event::HoldReleased(e) => rmp_serde::to_vec_named(e)?,
+        Event::TierSchemePublished(e) => rmp_serde::to_vec_named(e)?,
+        Event::TierChanged(e) => rmp_serde::to_vec_named(e)?,
+        Event::TierRetained(e) => rmp_serde::to_vec_named(e)?,
     };
     let event_type = event.type_name();
     let type_version = current_version(event_type).unwrap_or(1);
@@ -181,6 +188,15 @@ pub fn decode(event_type: &str, type_version: u16, payload: &[u8]) -> Result<Eve
         }
         ("HoldReleased", 1) => {
             Event::HoldReleased(rmp_serde::from_slice::<HoldReleased>(payload).map_err(fail)?)
+        }
+        ("TierSchemePublished", 1) => Event::TierSchemePublished(
+            rmp_serde::from_slice::<TierSchemePublished>(payload).map_err(fail)?,
+        ),
+        ("TierChanged", 1) => {
+            Event::TierChanged(rmp_serde::from_slice::<TierChanged>(payload).map_err(fail)?)
+        }
+        ("TierRetained", 1) => {
+            Event::TierRetained(rmp_serde::from_slice::<TierRetained>(payload).map_err(fail)?)
         }
         _ => {
             return Err(CodecError::UnknownType {
@@ -454,6 +470,40 @@ mod tests {
                 }],
                 reason: HoldReleaseReason::Expired,
                 released_at: at(),
+            }),
+            Event::TierSchemePublished(TierSchemePublished {
+                scheme: crate::tiers::TierScheme {
+                    basis: crate::tiers::TierBasis::PointsEarned,
+                    window: crate::tiers::TierWindow::RollingDays { days: 365 },
+                    grace_days: 30,
+                    tiers: vec![
+                        crate::tiers::Tier {
+                            id: "member".into(),
+                            name: "Member".into(),
+                            threshold: 0,
+                        },
+                        crate::tiers::Tier {
+                            id: "gold".into(),
+                            name: "Gold".into(),
+                            threshold: 1_000,
+                        },
+                    ],
+                },
+                published_at: at(),
+            }),
+            Event::TierChanged(TierChanged {
+                from: None,
+                to: "gold".into(),
+                direction: TierDirection::Upgrade,
+                qualifying_value: 1_200,
+                review_at: Some(at() + chrono::Duration::days(365)),
+                changed_at: at(),
+            }),
+            Event::TierRetained(TierRetained {
+                tier: "gold".into(),
+                qualifying_value: 1_500,
+                review_at: at() + chrono::Duration::days(730),
+                reviewed_at: at(),
             }),
         ]
     }

@@ -162,6 +162,17 @@ pub enum Command {
         customer_id: CustomerId,
         at: DateTime<Utc>,
     },
+    /// Publishes the tenant's tier ladder (replacing any before).
+    PublishTierScheme {
+        scheme: crate::tiers::TierScheme,
+        at: DateTime<Utc>,
+    },
+    /// Reviews the customer's tier if its review date (plus grace) has passed at `at`
+    /// (scheduled; nothing due is a success with no events).
+    ReviewTier {
+        customer_id: CustomerId,
+        at: DateTime<Utc>,
+    },
 }
 
 /// Whose stream a command writes to.
@@ -178,7 +189,8 @@ impl Command {
             | Command::PublishRuleSet { .. }
             | Command::CreateReward { .. }
             | Command::RetireReward { .. }
-            | Command::ChangeProgrammeSettings { .. } => Target::Tenant,
+            | Command::ChangeProgrammeSettings { .. }
+            | Command::PublishTierScheme { .. } => Target::Tenant,
             Command::EnrolCustomer { customer_id, .. }
             | Command::RedeemReward { customer_id, .. }
             | Command::FulfilRedemption { customer_id, .. }
@@ -190,7 +202,8 @@ impl Command {
             | Command::AdjustPoints { customer_id, .. }
             | Command::ActivatePendingPoints { customer_id, .. }
             | Command::CancelHold { customer_id, .. }
-            | Command::ExpireHolds { customer_id, .. } => Target::Customer(*customer_id),
+            | Command::ExpireHolds { customer_id, .. }
+            | Command::ReviewTier { customer_id, .. } => Target::Customer(*customer_id),
         }
     }
 }
@@ -261,4 +274,6 @@ pub enum Rejection {
     HoldExpired,
     #[error("this redemption is not a hold")]
     NotAHold,
+    #[error("invalid tier scheme: {0}")]
+    InvalidTierScheme(#[from] crate::tiers::InvalidTierScheme),
 }

@@ -37,6 +37,9 @@ pub enum Event {
     RewardHeld(RewardHeld),
     HoldFulfilled(HoldFulfilled),
     HoldReleased(HoldReleased),
+    TierSchemePublished(TierSchemePublished),
+    TierChanged(TierChanged),
+    TierRetained(TierRetained),
 }
 
 impl Event {
@@ -63,6 +66,9 @@ impl Event {
             Event::RewardHeld(_) => "RewardHeld",
             Event::HoldFulfilled(_) => "HoldFulfilled",
             Event::HoldReleased(_) => "HoldReleased",
+            Event::TierSchemePublished(_) => "TierSchemePublished",
+            Event::TierChanged(_) => "TierChanged",
+            Event::TierRetained(_) => "TierRetained",
         }
     }
 
@@ -434,6 +440,50 @@ pub struct HoldReleased {
     pub reason: HoldReleaseReason,
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub released_at: DateTime<Utc>,
+}
+
+/// The tenant's tier ladder (tenant stream); replaces the previous one. Customers keep
+/// their tier until its review; a tier id the new ladder lacks ranks as the base.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierSchemePublished {
+    pub scheme: crate::tiers::TierScheme,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub published_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TierDirection {
+    /// A purchase crossed a threshold: at once.
+    Upgrade,
+    /// At a review, the window fell short of the tier (after any grace period).
+    Downgrade,
+}
+
+/// The customer moved to tier `to` (an id of the ladder in force).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierChanged {
+    pub from: Option<String>,
+    pub to: String,
+    pub direction: TierDirection,
+    /// The qualifying value (minor units or points, per the ladder's basis) that decided it.
+    pub qualifying_value: i64,
+    /// When the new tier is reviewed; `None` at the base tier (nothing to lose).
+    #[serde(with = "chrono::serde::ts_microseconds_option")]
+    pub review_at: Option<DateTime<Utc>>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub changed_at: DateTime<Utc>,
+}
+
+/// A review found the customer still qualified: the tier is kept for another period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierRetained {
+    pub tier: String,
+    pub qualifying_value: i64,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub review_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub reviewed_at: DateTime<Utc>,
 }
 
 /// Who caused an event.

@@ -22,6 +22,7 @@ pub mod ids;
 pub mod phone;
 pub mod redemption_code;
 pub mod rules;
+pub mod tiers;
 
 pub use aggregate::{
     decide, evolve, CustomerState, LedgerState, Lot, Redemption, Reward, TenantProfile, TenantState,

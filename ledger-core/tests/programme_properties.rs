@@ -21,9 +21,10 @@ use ledger_core::codec::{current_version, decode, encode};
 use ledger_core::command::{PhoneIndex, Target, WrappedDataKey};
 use ledger_core::events::{
     HoldReleaseReason, HoldReleased, LotDebit, ProgrammeSettings, PurchaseRefunded, RefundPolicy,
-    Reversal, SealedPersonalData,
+    Reversal, SealedPersonalData, TierDirection,
 };
 use ledger_core::ids::{AdjustmentId, RefundId};
+use ledger_core::tiers::{InvalidTierScheme, Tier, TierBasis, TierScheme, TierWindow};
 use ledger_core::{
     decide, evolve, Command, Currency, CustomerId, CustomerState, Event, LedgerState, Lot, LotId,
     MinorUnits, Points, PurchaseId, RedemptionCode, RedemptionId, Rejection, RewardId, Rule,
@@ -133,10 +134,21 @@ enum Op {
     ExpireHolds,
     ExpirePoints,
     ChangeSettings(SettingsSpec),
-    // TIER CHANGES GO HERE. Tiers do not exist yet; when they do, add
-    // `ChangeTier(TierSpec)` (and its strategy in `op()`, its arm in `Harness::run`, and
-    // its name in `KINDS`), and extend `check_invariants` with whatever a tier promises
-    // about the balance (a tier change must leave every identity below untouched).
+    /// Publishes a tier ladder: thresholds in points earned or spend, a rolling window of
+    /// days or the calendar year, a grace period; `break_order` makes it invalid.
+    PublishTiers(TierSpec),
+    /// The scheduled tier review at the current clock.
+    ReviewTier,
+}
+
+#[derive(Debug, Clone)]
+struct TierSpec {
+    spend: bool,
+    window_days: Option<u32>,
+    grace_days: u32,
+    /// Increments between thresholds (the first threshold is 0).
+    steps: Vec<i64>,
+    break_order: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -393,7 +405,28 @@ fn op() -> impl Strategy<Value = Op> {
         12 => Just(Op::ExpireHolds),
         15 => Just(Op::ExpirePoints),
         9 => any_settings().prop_map(Op::ChangeSettings),
+        4 => tier_spec().prop_map(Op::PublishTiers),
+        10 => Just(Op::ReviewTier),
     ]
+}
+
+fn tier_spec() -> impl Strategy<Value = TierSpec> {
+    (
+        any::<bool>(),
+        prop_oneof![Just(None), (1u32..=60).prop_map(Some)],
+        prop_oneof![Just(0u32), 1u32..=20],
+        prop::collection::vec(1i64..=300, 1..=4),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(
+            |(spend, window_days, grace_days, steps, break_order)| TierSpec {
+                spend,
+                window_days,
+                grace_days,
+                steps,
+                break_order,
+            },
+        )
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -467,6 +500,8 @@ fn kind(command: &Command) -> &'static str {
         Command::ActivatePendingPoints { .. } => "ActivatePendingPoints",
         Command::CancelHold { .. } => "CancelHold",
         Command::ExpireHolds { .. } => "ExpireHolds",
+        Command::PublishTierScheme { .. } => "PublishTierScheme",
+        Command::ReviewTier { .. } => "ReviewTier",
     }
 }
 
@@ -672,7 +707,8 @@ impl Harness {
                 Op::ExpireHolds => harness.expire_holds(),
                 Op::ExpirePoints => harness.expire_points(),
                 Op::ChangeSettings(spec) => harness.change_settings(spec),
-                // TIER CHANGES GO HERE (see `Op`).
+                Op::PublishTiers(spec) => harness.publish_tiers(spec),
+                Op::ReviewTier => harness.review_tier(),
             }
         }
         harness
@@ -784,6 +820,16 @@ impl Harness {
         for event in &events {
             check_codec(event);
             *self.stats.events.entry(event.type_name()).or_default() += 1;
+            // Upgrades come only with a purchase; downgrades and retentions only at a review.
+            match event {
+                Event::TierChanged(c) if c.direction == TierDirection::Upgrade => {
+                    assert_eq!(kind, "LogPurchase", "{event:?}");
+                }
+                Event::TierChanged(_) | Event::TierRetained(_) => {
+                    assert_eq!(kind, "ReviewTier", "{event:?}");
+                }
+                _ => {}
+            }
             match command.target() {
                 Target::Tenant => {
                     self.tenant = evolve(std::mem::take(&mut self.tenant), event);
@@ -1354,6 +1400,78 @@ impl Harness {
             Some(_) => Expect::Accept,
         });
         self.execute(command, expect);
+    }
+
+    fn publish_tiers(&mut self, spec: &TierSpec) {
+        let mut threshold = 0;
+        let mut tiers = vec![Tier {
+            id: "t0".into(),
+            name: "Base".into(),
+            threshold: 0,
+        }];
+        for (index, step) in spec.steps.iter().enumerate() {
+            threshold += if spec.spend { step * 1_000 } else { *step };
+            tiers.push(Tier {
+                id: format!("t{}", index + 1),
+                name: format!("Tier {}", index + 1),
+                threshold,
+            });
+        }
+        if spec.break_order {
+            tiers[1].threshold = 0;
+        }
+        let scheme = TierScheme {
+            basis: if spec.spend {
+                TierBasis::Spend
+            } else {
+                TierBasis::PointsEarned
+            },
+            window: spec.window_days.map_or(TierWindow::CalendarYear, |days| {
+                TierWindow::RollingDays { days }
+            }),
+            grace_days: spec.grace_days,
+            tiers,
+        };
+        let expect = if spec.break_order {
+            Expect::Reject(Rejection::InvalidTierScheme(
+                InvalidTierScheme::ThresholdsNotAscending("t1".into()),
+            ))
+        } else {
+            Expect::Accept
+        };
+        let command = Command::PublishTierScheme {
+            scheme,
+            at: self.clock,
+        };
+        self.execute(command, expect);
+    }
+
+    fn review_tier(&mut self) {
+        let at = self.clock;
+        let command = Command::ReviewTier {
+            customer_id: self.customer_id,
+            at,
+        };
+        let expect = self.expect_who(false, || Expect::Accept);
+        if self.execute(command.clone(), expect).is_none() {
+            return;
+        }
+        assert_eq!(
+            self.decide(&command),
+            Ok(Vec::new()),
+            "a review is idempotent"
+        );
+        let customer = &self.customer;
+        if let (Some(review_at), Some(scheme)) = (
+            customer.tier_review_at,
+            self.tenant
+                .profile
+                .as_ref()
+                .and_then(|p| p.tier_scheme.as_ref()),
+        ) {
+            let grace = Duration::days(i64::from(scheme.grace_days));
+            assert!(review_at + grace > at, "a due review survived the review");
+        }
     }
 
     fn expire_holds(&mut self) {

@@ -34,7 +34,15 @@ struct CustomerChange {
     reversed: i64,
     adjusted: i64,
     purchases: i32,
+    /// The tier after the batch, when the batch changed it or its review date.
+    tier: Option<TierUpdate>,
     updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+struct TierUpdate {
+    tier: String,
+    review_at: Option<DateTime<Utc>>,
 }
 
 struct NewLot {
@@ -354,6 +362,18 @@ impl Fold {
                 change.debt -= e.points.value();
                 self.debit(customer_id, e.lot_id.as_uuid(), e.points.value());
             }
+            Event::TierChanged(e) => {
+                change.tier = Some(TierUpdate {
+                    tier: e.to,
+                    review_at: e.review_at,
+                });
+            }
+            Event::TierRetained(e) => {
+                change.tier = Some(TierUpdate {
+                    tier: e.tier,
+                    review_at: Some(e.review_at),
+                });
+            }
             // Catalogue and settings changes are tenant facts; a fulfilment of a redemption
             // debited when it was made moves no points.
             Event::TenantRegistered(_)
@@ -361,6 +381,7 @@ impl Fold {
             | Event::RewardCreated(_)
             | Event::RewardRetired(_)
             | Event::ProgrammeSettingsChanged(_)
+            | Event::TierSchemePublished(_)
             | Event::RedemptionFulfilled(_) => {}
         }
     }
@@ -376,7 +397,37 @@ async fn write(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), Project
     update_customers(transaction, fold).await?;
     debit_lots(transaction, fold).await?;
     update_lot_states(transaction, fold).await?;
-    update_holds(transaction, fold).await
+    update_holds(transaction, fold).await?;
+    update_tiers(transaction, fold).await
+}
+
+async fn update_tiers(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), ProjectionError> {
+    let updates: Vec<(Uuid, &TierUpdate)> = fold
+        .customers
+        .iter()
+        .filter_map(|(id, change)| Some((*id, change.tier.as_ref()?)))
+        .collect();
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = updates.iter().map(|(id, _)| *id).collect();
+    let tiers: Vec<&str> = updates.iter().map(|(_, t)| t.tier.as_str()).collect();
+    let reviews: Vec<Option<DateTime<Utc>>> = updates.iter().map(|(_, t)| t.review_at).collect();
+    transaction
+        .execute(
+            &transaction
+                .prepare_cached(
+                    "UPDATE projection.customer_balances b \
+                     SET tier = d.tier, tier_review_at = d.review_at \
+                     FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) \
+                         AS d(id, tier, review_at) \
+                     WHERE b.customer_id = d.id",
+                )
+                .await?,
+            &[&ids, &tiers, &reviews],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Reservations, pending states and refunds from pending lots.
@@ -649,7 +700,8 @@ async fn debit_lots(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), Pr
 
 /// Customers with scheduled work due at `at`, by the read model, as `(tenant_id,
 /// customer_id)`: a lot past its date with free points, a pending lot whose return window
-/// has passed, or an open hold past its window. The scheduled run decides on the ledger
+/// has passed, an open hold past its window, or a tier whose review date has passed (its
+/// grace period is the decision's to apply). The scheduled run decides on the ledger
 /// itself, so a lagging read model only makes it look at a customer with nothing due.
 pub async fn due_customers(
     client: &impl tokio_postgres::GenericClient,
@@ -669,6 +721,9 @@ pub async fn due_customers(
                  UNION \
                  SELECT tenant_id, customer_id FROM projection.open_holds \
                  WHERE expires_at <= $1 AND customer_id > $2 \
+                 UNION \
+                 SELECT tenant_id, customer_id FROM projection.customer_balances \
+                 WHERE tier_review_at <= $1 AND customer_id > $2 \
              ) due ORDER BY customer_id LIMIT $3",
             &[&at, &after_customer, &limit],
         )
