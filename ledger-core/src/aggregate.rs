@@ -12,7 +12,7 @@ use crate::events::{
     RuleSetPublished, TenantRegistered,
 };
 use crate::ids::{CustomerId, LotId, PurchaseId, RedemptionId, RewardId, TenantId};
-use crate::rules::{PurchaseFacts, RuleSet};
+use crate::rules::{local_time, PurchaseFacts, RuleSet, DEFAULT_TIME_ZONE};
 use crate::Currency;
 use chrono::{DateTime, Duration, Utc};
 use std::collections::BTreeMap;
@@ -36,7 +36,33 @@ pub struct TenantProfile {
     pub name: String,
     pub currency: Currency,
     pub expiry_days: u32,
+    /// The latest rule set published (the one a new set's version follows).
     pub rule_set: RuleSet,
+    /// Every rule set ever published, the first (from `TenantRegistered`) included, in
+    /// publication order: a purchase is earned under the set in force when it happened.
+    /// Shared (`Arc`) for the same reason as the reward catalogue.
+    pub rule_sets: Arc<Vec<PublishedRuleSet>>,
+}
+
+/// A rule set and when it came into force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedRuleSet {
+    pub published_at: DateTime<Utc>,
+    pub rule_set: RuleSet,
+}
+
+impl TenantProfile {
+    /// The rule set in force at `at`: the latest published at or before it (on equal times,
+    /// the later publication). A purchase dated before the first set uses the first.
+    pub fn rule_set_at(&self, at: DateTime<Utc>) -> &RuleSet {
+        self.rule_sets
+            .iter()
+            .enumerate()
+            .filter(|(_, published)| published.published_at <= at)
+            .max_by_key(|(index, published)| (published.published_at, *index))
+            .or_else(|| self.rule_sets.iter().enumerate().next())
+            .map_or(&self.rule_set, |(_, published)| &published.rule_set)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,11 +101,19 @@ impl Aggregate for TenantState {
                     currency: e.currency,
                     expiry_days: e.expiry_days,
                     rule_set: e.rule_set.clone(),
+                    rule_sets: Arc::new(vec![PublishedRuleSet {
+                        published_at: e.registered_at,
+                        rule_set: e.rule_set.clone(),
+                    }]),
                 });
             }
             Event::RuleSetPublished(e) => {
                 if let Some(profile) = &mut self.profile {
                     profile.rule_set = e.rule_set.clone();
+                    Arc::make_mut(&mut profile.rule_sets).push(PublishedRuleSet {
+                        published_at: e.published_at,
+                        rule_set: e.rule_set.clone(),
+                    });
                 }
             }
             Event::RewardCreated(e) => {
@@ -477,13 +511,22 @@ fn decide_purchase(
         .purchases
         .checked_add(1)
         .ok_or(Rejection::Overflow)?;
-    let earning = profile
-        .rule_set
-        .evaluate(PurchaseFacts {
-            amount: input.amount,
-            purchase_number,
-        })
-        .map_err(|_| Rejection::Overflow)?;
+    let rule_set = profile.rule_set_at(input.occurred_at);
+    let facts = PurchaseFacts {
+        amount: input.amount,
+        purchase_number,
+        local_time: local_time(DEFAULT_TIME_ZONE, input.occurred_at),
+        line_items: input.line_items,
+        // TO WIRE (issue #5): the customer state does not know these facts yet. Neutral
+        // values until it does: no tier, nothing earned earlier today (daily caps see this
+        // purchase only), no birthday, not referred.
+        tier: None,
+        earned_today: Points::ZERO,
+        birthday_today: false,
+        birthday_bonus_this_year: false,
+        referred: false,
+    };
+    let earning = rule_set.evaluate(facts).map_err(|_| Rejection::Overflow)?;
     // Both the balance and the lifetime total must still fit; redeemed and expired can
     // never exceed earned, so they cannot overflow first.
     state
@@ -513,7 +556,7 @@ fn decide_purchase(
             lot_id: input.lot_id,
             purchase_id: input.purchase_id,
             points: earning.total,
-            rule_set_version: profile.rule_set.version(),
+            rule_set_version: rule_set.version(),
             breakdown: earning.breakdown,
             earned_at: input.occurred_at,
             expires_at,
