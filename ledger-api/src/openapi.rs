@@ -373,6 +373,9 @@ pub struct PurchaseRequestSchema {
 pub struct LineItemSchema {
     #[schema(min_length = 1, max_length = 64)]
     sku: String,
+    /// The product's category, which the points rules' item multipliers can match.
+    #[schema(min_length = 1, max_length = 64)]
+    category: Option<String>,
     #[schema(minimum = 1, maximum = 4294967295_i64)]
     quantity: u32,
     /// In minor units.

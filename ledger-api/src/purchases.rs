@@ -27,7 +27,7 @@ pub const PURCHASE_FIELDS: [&str; 5] = [
     "reference",
 ];
 /// The fields a line item may have.
-pub const LINE_ITEM_FIELDS: [&str; 3] = ["sku", "quantity", "unit_price_minor"];
+pub const LINE_ITEM_FIELDS: [&str; 4] = ["sku", "category", "quantity", "unit_price_minor"];
 
 /// A purchase as a client may send it, fully validated. Built only by [`PurchaseRequest::parse`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +79,8 @@ fn line_item(item: JsonObject) -> Result<LineItem, ApiError> {
     item.deny_unknown(&LINE_ITEM_FIELDS)?;
     Ok(LineItem {
         sku: item.required("sku", |v| body::text(v, 1, SKU_CHARS_MAX))?,
+        // Same limits as a SKU: category multipliers of the points rules match on it.
+        category: item.optional("category", |v| body::text(v, 1, SKU_CHARS_MAX))?,
         quantity: item.required("quantity", quantity)?,
         unit_price: item.required("unit_price_minor", |v| {
             MinorUnits::parse_non_negative(body::integer(v)?).map_err(amount_message)
@@ -190,6 +192,7 @@ mod tests {
             request.line_items,
             vec![LineItem {
                 sku: "A1".into(),
+                category: None,
                 quantity: 2,
                 unit_price: MinorUnits::new(125_000)
             }]
