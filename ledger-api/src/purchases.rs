@@ -182,7 +182,7 @@ mod tests {
     fn a_full_purchase_parses_into_a_command() {
         let request = parse(&format!(
             r#"{{"customer_id":"{CUSTOMER}","amount_minor":250000,
-                "line_items":[{{"sku":"A1","quantity":2,"unit_price_minor":125000}}],
+                "line_items":[{{"sku":"A1","category":"mains","quantity":2,"unit_price_minor":125000}}],
                 "occurred_at":"2025-01-31T14:05:00+01:00","reference":"till-7/0042"}}"#
         ))
         .unwrap();
@@ -192,7 +192,7 @@ mod tests {
             request.line_items,
             vec![LineItem {
                 sku: "A1".into(),
-                category: None,
+                category: Some("mains".into()),
                 quantity: 2,
                 unit_price: MinorUnits::new(125_000)
             }]
@@ -333,6 +333,24 @@ mod tests {
                 "line_items[0].colour",
             ),
             (long_sku, 422, "line_items[0].sku"),
+            (
+                item(r#"{"sku":"A","category":"","quantity":1,"unit_price_minor":1}"#),
+                422,
+                "line_items[0].category",
+            ),
+            (
+                item(&format!(
+                    r#"{{"sku":"A","category":"{}","quantity":1,"unit_price_minor":1}}"#,
+                    "c".repeat(65)
+                )),
+                422,
+                "line_items[0].category",
+            ),
+            (
+                item(r#"{"sku":"A","category":7,"quantity":1,"unit_price_minor":1}"#),
+                422,
+                "line_items[0].category",
+            ),
             (
                 format!(
                     r#"{{"customer_id":"{CUSTOMER}","amount_minor":1,"occurred_at":"yesterday"}}"#

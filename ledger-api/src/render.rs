@@ -259,6 +259,25 @@ pub fn reward_created(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
     }
 }
 
+pub fn rule_set_published(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+    let events = match verdict {
+        Verdict::Refused(refusal) => return refused(refusal),
+        Verdict::Accepted { events, .. } => events,
+    };
+    let published = events.iter().find_map(|event| match event {
+        Event::RuleSetPublished(published) => Some(published),
+        _ => None,
+    });
+    match published {
+        Some(published) => ok(&crate::rules::RuleSetView {
+            version: published.rule_set.version(),
+            published_at: published.published_at,
+            rules: published.rule_set.rules().to_vec(),
+        }),
+        None => inconsistent("an accepted publication without RuleSetPublished"),
+    }
+}
+
 pub fn reward_retired(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
     let (events, tenant) = match verdict {
         Verdict::Refused(refusal) => return refused(refusal),

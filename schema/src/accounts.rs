@@ -68,10 +68,15 @@ pub enum Permission {
     /// Register, show and detach the tenant's own WhatsApp number and set its access token
     /// (`/v1/whatsapp/number`): the token sends in the business's name, so owners only.
     ManageWhatsApp,
+    /// Publish a points rule set (`PUT /v1/rules`): what purchases earn is the business's
+    /// decision, so owners only, like the catalogue.
+    ManageRules,
+    /// `GET /v1/rules`: the rule sets, which hold no personal data.
+    ReadRules,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 15] = [
         Permission::EnrolCustomer,
         Permission::LogPurchase,
         Permission::RedeemPoints,
@@ -85,6 +90,8 @@ impl Permission {
         Permission::ReadRewards,
         Permission::FulfilRedemptions,
         Permission::ManageWhatsApp,
+        Permission::ManageRules,
+        Permission::ReadRules,
     ];
 }
 
@@ -129,12 +136,13 @@ impl Role {
                     | P::ReadPersonalData
                     | P::ReadRewards
                     | P::FulfilRedemptions
+                    | P::ReadRules
             ),
             Role::Auditor => matches!(
                 permission,
-                P::ReadCustomer | P::ReadHistory | P::ReadRewards
+                P::ReadCustomer | P::ReadHistory | P::ReadRewards | P::ReadRules
             ),
-            Role::Analyst => matches!(permission, P::ReadCustomer | P::ReadRewards),
+            Role::Analyst => matches!(permission, P::ReadCustomer | P::ReadRewards | P::ReadRules),
         }
     }
 
@@ -990,13 +998,22 @@ mod tests {
                     P::ReadPersonalData,
                     P::ReadRewards,
                     P::FulfilRedemptions,
+                    P::ReadRules,
                 ],
             ),
             (
                 Role::Auditor,
-                &[P::ReadCustomer, P::ReadHistory, P::ReadRewards],
+                &[
+                    P::ReadCustomer,
+                    P::ReadHistory,
+                    P::ReadRewards,
+                    P::ReadRules,
+                ],
             ),
-            (Role::Analyst, &[P::ReadCustomer, P::ReadRewards]),
+            (
+                Role::Analyst,
+                &[P::ReadCustomer, P::ReadRewards, P::ReadRules],
+            ),
         ];
         for (role, granted) in table {
             for permission in Permission::ALL {
@@ -1018,6 +1035,7 @@ mod tests {
             assert_eq!(role.allows(Permission::ManagePersonalData), owner);
             assert_eq!(role.allows(Permission::ManageRewards), owner);
             assert_eq!(role.allows(Permission::ManageWhatsApp), owner);
+            assert_eq!(role.allows(Permission::ManageRules), owner);
             assert_eq!(role.may_hold_api_key(), !owner);
             assert_eq!(Role::parse(role.as_str()), Ok(role));
         }

@@ -256,6 +256,7 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
         ("post", "/v1/rewards/{reward_id}/retire", false),
         ("post", "/v1/customers", false),
         ("post", "/v1/customers/{customer_id}/erasure", false),
+        ("put", "/v1/rules", false),
     ];
     let document = document();
     for (method, path, operation) in operations(&document) {
@@ -286,7 +287,7 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
 #[test]
 fn request_schemas_have_exactly_the_parsers_fields() {
     let document = document();
-    let cases: [(&str, &[&str]); 14] = [
+    let cases: [(&str, &[&str]); 15] = [
         (
             "PurchaseRequestSchema",
             &crate::purchases::PURCHASE_FIELDS[..],
@@ -325,6 +326,7 @@ fn request_schemas_have_exactly_the_parsers_fields() {
             "WhatsAppNumberRequestSchema",
             &crate::whatsapp::NUMBER_FIELDS[..],
         ),
+        ("RuleSetRequestSchema", &crate::rules::RULE_SET_FIELDS[..]),
     ];
     for (name, fields) in cases {
         let schema = schema(&document, name);
