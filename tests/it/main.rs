@@ -19,5 +19,6 @@ mod notifier;
 mod projection;
 mod relay;
 mod rewards;
+mod rules;
 mod tenancy;
 mod whatsapp_numbers;
