@@ -167,7 +167,7 @@ pub struct ItemMatch {
 
 impl ItemMatch {
     fn matches(&self, item: &LineItem) -> bool {
-        self.skus.iter().any(|sku| *sku == item.sku)
+        self.skus.contains(&item.sku)
             || item
                 .category
                 .as_ref()
