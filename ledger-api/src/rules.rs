@@ -213,7 +213,15 @@ mod tests {
 
     #[test]
     fn bad_bodies_are_refused_naming_the_field() {
-        let cases: [(&[u8], &str); 5] = [
+        let cases: [(&[u8], &str); 7] = [
+            (
+                br#"{"rules":[{"id":"x","wehn":{},"kind":{"per_purchase":{"points":1}}}]}"#,
+                "rules[0]",
+            ),
+            (
+                br#"{"rules":[{"id":"x","kind":{"per_purchase":{"points":1,"bonus":2}}}]}"#,
+                "rules[0]",
+            ),
             (br#"{}"#, "rules"),
             (br#"{"rules":{}}"#, "rules"),
             (br#"{"rules":[],"version":2}"#, "version"),

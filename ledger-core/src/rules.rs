@@ -14,6 +14,9 @@
 //! local dates (both inclusive), a set of weekdays, and hours `start..end` of local time
 //! (start inclusive, end exclusive, 0 to 24).
 //!
+//! Unknown fields are refused when a rule is read (a misspelt `when` must not make a
+//! promotion apply all the time).
+//!
 //! Local time is the purchase's `occurred_at` in the tenant's time zone ([`local_time`];
 //! [`DEFAULT_TIME_ZONE`], Africa/Lagos, UTC+1 all year round, until tenants can choose).
 //!
@@ -84,6 +87,7 @@ pub fn local_time(tz: chrono_tz::Tz, at: DateTime<Utc>) -> NaiveDateTime {
 /// One rule of a set: who it is, when it is evaluated, how it stacks, when it applies, and
 /// what it does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Rule {
     pub id: String,
     #[serde(default)]
@@ -120,6 +124,7 @@ pub enum Stacking {
 
 /// When a rule applies, in local time. Every part that is stated must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Window {
     /// First local date, inclusive.
     #[serde(default)]
@@ -135,6 +140,7 @@ pub struct Window {
 
 /// Local hours `start..end`: start inclusive, end exclusive (`0..24` is the whole day).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Hours {
     pub start: u8,
     pub end: u8,
@@ -158,6 +164,7 @@ impl Window {
 
 /// Which line items an item multiplier matches: by SKU or by category.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ItemMatch {
     #[serde(default)]
     pub skus: Vec<String>,
@@ -185,7 +192,7 @@ pub enum AppliesTo {
 
 /// What a rule does. See the module doc for the phases.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum RuleKind {
     PerAmountSpent {
         amount_step: MinorUnits,
