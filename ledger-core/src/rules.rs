@@ -696,130 +696,29 @@ fn check_item_match(rule: &Rule, item_match: &ItemMatch) -> Result<(), InvalidRu
 impl RuleSet {
     /// Applies the set to one purchase (see the module doc for the phases and rounding).
     pub fn evaluate(&self, facts: PurchaseFacts<'_>) -> Result<Earning, EarningOverflow> {
-        let mut order: Vec<usize> = (0..self.rules.len()).collect();
-        order.sort_by_key(|&index| (self.rules[index].priority, index));
-        let applicable: Vec<&Rule> = order
-            .into_iter()
-            .map(|index| &self.rules[index])
-            .filter(|rule| {
-                rule.when
-                    .as_ref()
-                    .is_none_or(|window| window.holds(facts.local_time))
-            })
-            .collect();
-        let of_phase = |phase: Phase| {
+        let applicable = self.applicable_in_order(facts.local_time);
+        let of_phase = |phase: Phase| -> Vec<&Rule> {
             applicable
                 .iter()
                 .copied()
-                .filter(move |rule| rule.kind.phase() == phase)
+                .filter(|rule| rule.kind.phase() == phase)
+                .collect()
         };
-
-        // Phase 1: base earners, each on its own.
-        let base = exclusive_winners(
-            of_phase(Phase::Base)
-                .filter_map(|rule| base_points(rule, facts).map(|points| (rule, points)))
-                .collect(),
+        let base = base_phase(&of_phase(Phase::Base), facts);
+        let items = item_phase(&of_phase(Phase::Item), &base, facts);
+        let mut running: i128 = base.lines.iter().map(|(_, points)| points).sum::<i128>()
+            + items.lines.iter().map(|(_, points)| points).sum::<i128>();
+        let multiplier_lines = multiplier_phase(
+            &of_phase(Phase::Multiplier),
+            &base,
+            items.weighted_spend,
+            facts,
+            &mut running,
         );
-        let per_amount: Vec<(i128, i128)> = base
-            .iter()
-            .filter_map(|(rule, _)| per_amount_terms(rule))
-            .collect();
-        let per_amount_points = |spend: i128| -> i128 {
-            per_amount
-                .iter()
-                .map(|&(step, points_per_step)| spend / step * points_per_step)
-                .sum()
-        };
-
-        // Phase 2: line-item weighting, each multiplier showing the difference it makes.
-        let unweighted = weighted_spend(facts, &[]);
-        let unweighted_points = per_amount_points(unweighted);
-        let items = exclusive_winners(
-            of_phase(Phase::Item)
-                .map(|rule| {
-                    let alone = per_amount_points(weighted_spend(facts, &[rule]));
-                    (rule, alone - unweighted_points)
-                })
-                .collect(),
-        );
-        let mut item_lines = Vec::with_capacity(items.len());
-        let mut weighting: Vec<&Rule> = Vec::with_capacity(items.len());
-        let mut previous = unweighted_points;
-        for (rule, _) in items {
-            weighting.push(rule);
-            let now = per_amount_points(weighted_spend(facts, &weighting));
-            item_lines.push((rule, now - previous));
-            previous = now;
-        }
-        let spend = weighted_spend(facts, &weighting);
-
-        // Phase 3: multipliers on the (weighted) base, additive.
-        let weighted_base = |applies: &dyn Fn(&Rule) -> bool| -> i128 {
-            base.iter()
-                .filter(|(rule, _)| applies(rule))
-                .map(|&(rule, points)| match per_amount_terms(rule) {
-                    Some((step, points_per_step)) => spend / step * points_per_step,
-                    None => points,
-                })
-                .sum()
-        };
-        let multipliers = exclusive_winners(
-            of_phase(Phase::Multiplier)
-                .filter_map(|rule| {
-                    let (percent, base_points) = match &rule.kind {
-                        RuleKind::Promotion {
-                            percent,
-                            applies_to: AppliesTo::AllBaseRules,
-                        } => (*percent, weighted_base(&|_| true)),
-                        RuleKind::Promotion {
-                            percent,
-                            applies_to: AppliesTo::Rules(ids),
-                        } => (*percent, weighted_base(&|r: &Rule| ids.contains(&r.id))),
-                        RuleKind::TierMultiplier { tier, percent } => {
-                            if facts.tier != Some(tier.as_str()) {
-                                return None;
-                            }
-                            (*percent, weighted_base(&|_| true))
-                        }
-                        _ => return None,
-                    };
-                    let addition = (base_points * (i128::from(percent) - 100)).div_euclid(100);
-                    Some((rule, addition))
-                })
-                .collect(),
-        );
-        let mut running: i128 = base.iter().map(|(_, points)| points).sum::<i128>()
-            + item_lines.iter().map(|(_, points)| points).sum::<i128>();
-        let mut multiplier_lines = Vec::with_capacity(multipliers.len());
-        for (rule, addition) in multipliers {
-            // Never below zero: a multiplier under 100 % takes at most what is there.
-            let addition = addition.max(-running);
-            running += addition;
-            multiplier_lines.push((rule, addition));
-        }
-
-        // Phase 4: caps, purchase caps first, then daily caps.
-        let mut cap_lines = Vec::new();
-        let caps = of_phase(Phase::Cap)
-            .filter(|rule| matches!(rule.kind, RuleKind::PurchaseCap { .. }))
-            .chain(
-                of_phase(Phase::Cap).filter(|rule| matches!(rule.kind, RuleKind::DailyCap { .. })),
-            );
-        for rule in caps {
-            let limit = match rule.kind {
-                RuleKind::PurchaseCap { max } => i128::from(max.value()),
-                RuleKind::DailyCap { max } => {
-                    (i128::from(max.value()) - i128::from(facts.earned_today.value())).max(0)
-                }
-                _ => continue,
-            };
-            if running > limit {
-                cap_lines.push((rule, limit - running));
-                running = limit;
-            }
-        }
+        let cap_lines = cap_phase(&of_phase(Phase::Cap), facts, &mut running);
 
         let referrer_bonus: i128 = base
+            .lines
             .iter()
             .filter_map(|(rule, _)| match rule.kind {
                 RuleKind::Referral { referrer_bonus, .. } => {
@@ -829,8 +728,9 @@ impl RuleSet {
             })
             .sum();
         let breakdown = base
+            .lines
             .into_iter()
-            .chain(item_lines)
+            .chain(items.lines)
             .chain(multiplier_lines)
             .chain(cap_lines)
             .filter(|&(_, points)| points != 0)
@@ -847,6 +747,7 @@ impl RuleSet {
             breakdown,
             referrer_bonus: to_points(referrer_bonus)?,
         };
+        // Postconditions: never negative, and the breakdown adds up.
         debug_assert!(!earning.total.value().is_negative());
         debug_assert_eq!(
             earning
@@ -858,6 +759,165 @@ impl RuleSet {
         );
         Ok(earning)
     }
+
+    /// The rules whose window holds at `local`, in evaluation order: priority, then
+    /// position.
+    fn applicable_in_order(&self, local: NaiveDateTime) -> Vec<&Rule> {
+        let mut order: Vec<usize> = (0..self.rules.len()).collect();
+        order.sort_by_key(|&index| (self.rules[index].priority, index));
+        order
+            .into_iter()
+            .map(|index| &self.rules[index])
+            .filter(|rule| rule.when.as_ref().is_none_or(|window| window.holds(local)))
+            .collect()
+    }
+}
+
+/// A breakdown line before it is checked to fit: the rule and the points it changed.
+type Line<'r> = (&'r Rule, i128);
+
+/// Phase 1: the base earners that apply, each on its own, exclusive groups resolved.
+struct Base<'r> {
+    lines: Vec<Line<'r>>,
+    /// `(amount_step, points_per_step)` of the `per_amount_spent` rules among them.
+    per_amount: Vec<(i128, i128)>,
+}
+
+impl Base<'_> {
+    /// What the per-amount rules earn on `spend`.
+    fn per_amount_points(&self, spend: i128) -> i128 {
+        self.per_amount
+            .iter()
+            .map(|&(step, points_per_step)| spend / step * points_per_step)
+            .sum()
+    }
+}
+
+fn base_phase<'r>(rules: &[&'r Rule], facts: PurchaseFacts<'_>) -> Base<'r> {
+    let lines = exclusive_winners(
+        rules
+            .iter()
+            .filter_map(|&rule| base_points(rule, facts).map(|points| (rule, points)))
+            .collect(),
+    );
+    let per_amount = lines
+        .iter()
+        .filter_map(|(rule, _)| per_amount_terms(rule))
+        .collect();
+    Base { lines, per_amount }
+}
+
+/// Phase 2: the line-item multipliers that apply, each showing the difference it makes.
+struct Items<'r> {
+    lines: Vec<Line<'r>>,
+    /// The spend with every applied multiplier.
+    weighted_spend: i128,
+}
+
+fn item_phase<'r>(rules: &[&'r Rule], base: &Base<'_>, facts: PurchaseFacts<'_>) -> Items<'r> {
+    let unweighted_points = base.per_amount_points(weighted_spend(facts, &[]));
+    let winners = exclusive_winners(
+        rules
+            .iter()
+            .map(|&rule| {
+                let alone = base.per_amount_points(weighted_spend(facts, &[rule]));
+                (rule, alone - unweighted_points)
+            })
+            .collect(),
+    );
+    let mut lines = Vec::with_capacity(winners.len());
+    let mut weighting: Vec<&Rule> = Vec::with_capacity(winners.len());
+    let mut previous = unweighted_points;
+    for (rule, _) in winners {
+        weighting.push(rule);
+        let now = base.per_amount_points(weighted_spend(facts, &weighting));
+        lines.push((rule, now - previous));
+        previous = now;
+    }
+    Items {
+        lines,
+        weighted_spend: weighted_spend(facts, &weighting),
+    }
+}
+
+/// Phase 3: promotions and tier multipliers on the weighted base, additive, never taking
+/// `running` below zero.
+fn multiplier_phase<'r>(
+    rules: &[&'r Rule],
+    base: &Base<'_>,
+    spend: i128,
+    facts: PurchaseFacts<'_>,
+    running: &mut i128,
+) -> Vec<Line<'r>> {
+    let weighted_base = |applies: &dyn Fn(&Rule) -> bool| -> i128 {
+        base.lines
+            .iter()
+            .filter(|(rule, _)| applies(rule))
+            .map(|&(rule, points)| match per_amount_terms(rule) {
+                Some((step, points_per_step)) => spend / step * points_per_step,
+                None => points,
+            })
+            .sum()
+    };
+    let candidates = rules
+        .iter()
+        .filter_map(|&rule| {
+            let (percent, base_points) = match &rule.kind {
+                RuleKind::Promotion {
+                    percent,
+                    applies_to: AppliesTo::AllBaseRules,
+                } => (*percent, weighted_base(&|_| true)),
+                RuleKind::Promotion {
+                    percent,
+                    applies_to: AppliesTo::Rules(ids),
+                } => (*percent, weighted_base(&|r: &Rule| ids.contains(&r.id))),
+                RuleKind::TierMultiplier { tier, percent } if facts.tier == Some(tier.as_str()) => {
+                    (*percent, weighted_base(&|_| true))
+                }
+                _ => return None,
+            };
+            let addition = (base_points * (i128::from(percent) - 100)).div_euclid(100);
+            Some((rule, addition))
+        })
+        .collect();
+    let mut lines = Vec::new();
+    for (rule, addition) in exclusive_winners(candidates) {
+        // Never below zero: a multiplier under 100 % takes at most what is there.
+        let addition = addition.max(-*running);
+        *running += addition;
+        lines.push((rule, addition));
+    }
+    lines
+}
+
+/// Phase 4: every purchase cap, then every daily cap, each as a negative line when it
+/// bites.
+fn cap_phase<'r>(
+    rules: &[&'r Rule],
+    facts: PurchaseFacts<'_>,
+    running: &mut i128,
+) -> Vec<Line<'r>> {
+    let purchase_caps = rules
+        .iter()
+        .filter(|rule| matches!(rule.kind, RuleKind::PurchaseCap { .. }));
+    let daily_caps = rules
+        .iter()
+        .filter(|rule| matches!(rule.kind, RuleKind::DailyCap { .. }));
+    let mut lines = Vec::new();
+    for &rule in purchase_caps.chain(daily_caps) {
+        let limit = match rule.kind {
+            RuleKind::PurchaseCap { max } => i128::from(max.value()),
+            RuleKind::DailyCap { max } => {
+                (i128::from(max.value()) - i128::from(facts.earned_today.value())).max(0)
+            }
+            _ => continue,
+        };
+        if *running > limit {
+            lines.push((rule, limit - *running));
+            *running = limit;
+        }
+    }
+    lines
 }
 
 fn to_points(value: i128) -> Result<Points, EarningOverflow> {
@@ -946,7 +1006,7 @@ fn weighted_spend(facts: PurchaseFacts<'_>, multipliers: &[&Rule]) -> i128 {
 /// Keeps every stacking rule and, of each exclusive group, the one giving the most points
 /// (the first in evaluation order on a tie). `candidates` are in evaluation order, and so
 /// is the result.
-fn exclusive_winners(candidates: Vec<(&Rule, i128)>) -> Vec<(&Rule, i128)> {
+fn exclusive_winners<'r>(candidates: Vec<Line<'r>>) -> Vec<Line<'r>> {
     let mut best: BTreeMap<&str, usize> = BTreeMap::new();
     for (index, (rule, points)) in candidates.iter().enumerate() {
         if let Stacking::Exclusive { group } = &rule.stacking {
