@@ -211,6 +211,33 @@ mod tests {
         );
     }
 
+    /// Every kind, a window and an exclusive group, as documented in the OpenAPI schema;
+    /// what `GET /v1/rules` shows is what was sent (defaults filled in).
+    #[test]
+    fn every_documented_shape_parses_and_reads_back_the_same() {
+        let rules = serde_json::json!([
+            {"id": "base", "priority": 0, "stacking": "stack", "when": null,
+             "kind": {"per_amount_spent": {"amount_step": 10000, "points_per_step": 1, "minimum_purchase": 500}}},
+            {"id": "visit", "priority": 1, "stacking": "stack", "when": null, "kind": {"per_purchase": {"points": 5}}},
+            {"id": "tenth", "priority": 2, "stacking": "stack", "when": null, "kind": {"milestone": {"every_nth_purchase": 10, "bonus": 100}}},
+            {"id": "welcome", "priority": 3, "stacking": {"exclusive": {"group": "welcome"}}, "when": null, "kind": {"first_purchase": {"bonus": 50}}},
+            {"id": "birthday", "priority": 3, "stacking": "stack", "when": null, "kind": {"birthday": {"bonus": 200}}},
+            {"id": "referral", "priority": 3, "stacking": {"exclusive": {"group": "welcome"}}, "when": null, "kind": {"referral": {"referee_bonus": 100, "referrer_bonus": 50}}},
+            {"id": "no-drinks", "priority": 4, "stacking": "stack", "when": null, "kind": {"item_multiplier": {"match": {"skus": ["ZOBO"], "categories": ["drinks"]}, "percent": 0}}},
+            {"id": "weekend", "priority": 5, "stacking": "stack",
+             "when": {"from": "2026-12-01", "to": "2026-12-31", "weekdays": ["Sat", "Sun"], "hours": {"start": 8, "end": 20}},
+             "kind": {"promotion": {"percent": 200, "applies_to": {"rules": ["base"]}}}},
+            {"id": "all", "priority": 5, "stacking": "stack", "when": null, "kind": {"promotion": {"percent": 150, "applies_to": "all_base_rules"}}},
+            {"id": "gold", "priority": 6, "stacking": "stack", "when": null, "kind": {"tier_multiplier": {"tier": "gold", "percent": 150}}},
+            {"id": "cap", "priority": 7, "stacking": "stack", "when": null, "kind": {"purchase_cap": {"max": 1000}}},
+            {"id": "day", "priority": 7, "stacking": "stack", "when": null, "kind": {"daily_cap": {"max": 2000}}},
+        ]);
+        let body = serde_json::json!({ "rules": rules }).to_string();
+        let request = RuleSetRequest::parse(body.as_bytes()).unwrap();
+        assert!(ledger_core::RuleSet::new(2, request.rules.clone()).is_ok());
+        assert_eq!(serde_json::to_value(&request.rules).unwrap(), rules);
+    }
+
     #[test]
     fn bad_bodies_are_refused_naming_the_field() {
         let cases: [(&[u8], &str); 7] = [

@@ -69,6 +69,16 @@
 //! **Breakdown.** One entry per rule that changed the points (zero entries are left out),
 //! in phase order and, within a phase, in evaluation order. It always adds up to the total.
 //! Events record the breakdown and the set's version, so a replay never re-runs the rules.
+//!
+//! **Older shapes.** Rule sets of the first engine (events before v2, see [`crate::codec`])
+//! are read as rules `rule-1`, `rule-2`… in position order, priority = position, stacking,
+//! no window: exactly what that engine computed. Their breakdown lines are read with the
+//! kind's name as the rule id.
+//!
+//! **Not wired yet** (the aggregate does not know these facts): `decide` passes no tier,
+//! nothing earned earlier that day, no birthday and no referral, so tier multipliers,
+//! daily caps (beyond this purchase), birthday and referral rules are evaluated here but
+//! see neutral facts in the ledger until the customer state carries them.
 
 use crate::amounts::{MinorUnits, Points};
 use crate::events::LineItem;
