@@ -4,7 +4,7 @@
 
 use ledger_api::passwords::{self, Password};
 use ledger_core::events::{Actor, EventMetadata};
-use ledger_core::rules::{Rule, RuleSet};
+use ledger_core::rules::{Rule, RuleKind, RuleSet};
 use ledger_core::{Currency, MinorUnits, Points, TenantId};
 use schema::accounts::{AccountsError, Email, NewOwner, Registration, VendorCode};
 use uuid::Uuid;
@@ -39,11 +39,14 @@ impl NewTenant {
     ) -> Result<Self, ledger_core::rules::InvalidRuleSet> {
         let rule_set = RuleSet::new(
             1,
-            vec![Rule::PerAmountSpent {
-                amount_step,
-                points_per_step,
-                minimum_purchase,
-            }],
+            vec![Rule::new(
+                "rule-1",
+                RuleKind::PerAmountSpent {
+                    amount_step,
+                    points_per_step,
+                    minimum_purchase,
+                },
+            )],
         )?;
         Ok(NewTenant {
             vendor_code,

@@ -149,6 +149,8 @@ fn action(permission: Permission) -> &'static str {
         Permission::RefundPurchases => "refund purchases",
         Permission::AdjustPoints => "adjust points by hand",
         Permission::CancelHolds => "cancel reward holds",
+        Permission::ManageRules => "publish points rules",
+        Permission::ReadRules => "read the points rules",
     }
 }
 

@@ -186,7 +186,7 @@ pub fn reason(event: &Event, currency: &str) -> String {
             let shares: Vec<String> = e
                 .breakdown
                 .iter()
-                .map(|share| format!("{} {}", share.rule.as_str(), share.points))
+                .map(|share| format!("{} {}", share.rule_id, share.points))
                 .collect();
             format!(
                 "Earned {} (rule set v{}: {})",
@@ -290,7 +290,7 @@ mod tests {
     use ledger_core::events::{
         CustomerEnrolled, PointsEarned, PointsExpired, PurchaseLogged, RewardRedeemed,
     };
-    use ledger_core::rules::{RuleKind, RulePoints};
+    use ledger_core::rules::{KindName, RulePoints};
     use ledger_core::{LotId, MinorUnits, PurchaseId, RedemptionId};
     use uuid::Uuid;
 
@@ -344,13 +344,14 @@ mod tests {
                     points: Points::new(25),
                     rule_set_version: 1,
                     breakdown: vec![RulePoints {
-                        rule: RuleKind::PerAmountSpent,
+                        rule_id: "base".into(),
+                        kind: KindName::PerAmountSpent,
                         points: Points::new(25),
                     }],
                     earned_at: at,
                     expires_at: at,
                 }),
-                "Earned 25 points (rule set v1: per_amount_spent 25)",
+                "Earned 25 points (rule set v1: base 25)",
             ),
             (
                 Event::RewardRedeemed(RewardRedeemed {

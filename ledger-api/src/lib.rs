@@ -60,6 +60,7 @@ pub mod rate_limit;
 pub mod redemptions;
 pub mod render;
 pub mod rewards;
+pub mod rules;
 pub mod security_headers;
 pub mod users;
 pub mod whatsapp;
@@ -377,6 +378,8 @@ pub fn route_table() -> Vec<RouteSpec> {
             Vendor,
             || web::to(personal::erase),
         ),
+        route(Method::GET, "/v1/rules", Vendor, || web::to(rules::show)),
+        route(Method::PUT, "/v1/rules", Vendor, || web::to(rules::publish)),
         route(Method::POST, "/v1/signup", Public, || {
             web::to(accounts::signup)
         }),

@@ -71,6 +71,8 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         crate::programme::adjust,
         crate::programme::get_settings,
         crate::programme::put_settings,
+        crate::rules::show,
+        crate::rules::publish,
         crate::personal::export,
         crate::personal::erase,
         crate::accounts::signup,
@@ -106,6 +108,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         (name = "purchases", description = "Log purchases and earn points"),
         (name = "redemptions", description = "Spend points or redeem a reward; fulfil a redemption by its code"),
         (name = "rewards", description = "The reward catalogue: create, list, retire (owners manage it)"),
+        (name = "rules", description = "The points rules: the set in force and its versions; publish a new set (owners only)"),
         (name = "personal data", description = "Export and erasure of a customer's personal data"),
         (name = "accounts", description = "Sign up, log in, refresh and log out, accept an invitation, and who is calling"),
         (name = "users", description = "The tenant's users (owners only): invite, list, disable"),
@@ -408,6 +411,9 @@ pub struct AdjustmentRequestSchema {
 pub struct LineItemSchema {
     #[schema(min_length = 1, max_length = 64)]
     sku: String,
+    /// The product's category, which the points rules' item multipliers can match.
+    #[schema(min_length = 1, max_length = 64)]
+    category: Option<String>,
     #[schema(minimum = 1, maximum = 4294967295_i64)]
     quantity: u32,
     /// In minor units.
@@ -457,6 +463,28 @@ pub struct RewardRequestSchema {
     /// What the reward costs, in points.
     #[schema(minimum = 1, maximum = 1000000000000_i64)]
     points_cost: i64,
+}
+
+/// `PUT /v1/rules`: the whole new rule set, without a version (the ledger gives it).
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RuleSetRequestSchema {
+    /// At most 32 rules, each `{"id", "priority"?, "stacking"?, "when"?, "kind"}`: `id` 1 to
+    /// 40 characters of a-z, 0-9, `_`, `-`, unique; `priority` 0 to 65535, lower first
+    /// (default 0); `stacking` `"stack"` (default) or `{"exclusive": {"group": "..."}}`;
+    /// `when` `{"from"?: date, "to"?: date, "weekdays"?: ["Sat", ...], "hours"?: {"start",
+    /// "end"}}` in the tenant's local time (Africa/Lagos); `kind` one of
+    /// `{"per_amount_spent": {"amount_step", "points_per_step", "minimum_purchase"}}`,
+    /// `{"per_purchase": {"points"}}`, `{"milestone": {"every_nth_purchase", "bonus"}}`,
+    /// `{"first_purchase": {"bonus"}}`, `{"birthday": {"bonus"}}`, `{"referral":
+    /// {"referee_bonus", "referrer_bonus"}}`, `{"item_multiplier": {"match": {"skus"?,
+    /// "categories"?}, "percent"}}`, `{"promotion": {"percent", "applies_to":
+    /// "all_base_rules" | {"rules": [ids]}}}`, `{"tier_multiplier": {"tier", "percent"}}`,
+    /// `{"purchase_cap": {"max"}}`, `{"daily_cap": {"max"}}`. Percent is at most 1000 (200 =
+    /// x2, 0 = exclusion); points at most 1000000000000.
+    #[schema(value_type = Vec<Object>, max_items = 32)]
+    rules: Vec<serde_json::Value>,
 }
 
 /// `PUT /v1/whatsapp/number`.

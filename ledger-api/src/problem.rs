@@ -485,12 +485,23 @@ fn rejected(rejection: &Rejection) -> Problem {
             "Tenant already registered",
             detail,
         ),
-        R::InvalidRuleSet(_) => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-rule-set",
-            "Invalid rule set",
-            detail,
-        ),
+        R::InvalidRuleSet(error) => {
+            let problem = Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-rule-set",
+                "Invalid rule set",
+                detail,
+            );
+            // Which rule (by id) and which of its fields, when one is at fault.
+            let problem = match error.rule() {
+                Some(rule) => problem.with("rule", rule),
+                None => problem,
+            };
+            match error.field() {
+                Some(field) => problem.with("field", field),
+                None => problem.with("field", "rules"),
+            }
+        }
         R::Overflow => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "overflow",

@@ -27,7 +27,7 @@ pub const PURCHASE_FIELDS: [&str; 5] = [
     "reference",
 ];
 /// The fields a line item may have.
-pub const LINE_ITEM_FIELDS: [&str; 3] = ["sku", "quantity", "unit_price_minor"];
+pub const LINE_ITEM_FIELDS: [&str; 4] = ["sku", "category", "quantity", "unit_price_minor"];
 
 /// A purchase as a client may send it, fully validated. Built only by [`PurchaseRequest::parse`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +79,8 @@ fn line_item(item: JsonObject) -> Result<LineItem, ApiError> {
     item.deny_unknown(&LINE_ITEM_FIELDS)?;
     Ok(LineItem {
         sku: item.required("sku", |v| body::text(v, 1, SKU_CHARS_MAX))?,
+        // Same limits as a SKU: category multipliers of the points rules match on it.
+        category: item.optional("category", |v| body::text(v, 1, SKU_CHARS_MAX))?,
         quantity: item.required("quantity", quantity)?,
         unit_price: item.required("unit_price_minor", |v| {
             MinorUnits::parse_non_negative(body::integer(v)?).map_err(amount_message)
@@ -180,7 +182,7 @@ mod tests {
     fn a_full_purchase_parses_into_a_command() {
         let request = parse(&format!(
             r#"{{"customer_id":"{CUSTOMER}","amount_minor":250000,
-                "line_items":[{{"sku":"A1","quantity":2,"unit_price_minor":125000}}],
+                "line_items":[{{"sku":"A1","category":"mains","quantity":2,"unit_price_minor":125000}}],
                 "occurred_at":"2025-01-31T14:05:00+01:00","reference":"till-7/0042"}}"#
         ))
         .unwrap();
@@ -190,6 +192,7 @@ mod tests {
             request.line_items,
             vec![LineItem {
                 sku: "A1".into(),
+                category: Some("mains".into()),
                 quantity: 2,
                 unit_price: MinorUnits::new(125_000)
             }]
@@ -330,6 +333,24 @@ mod tests {
                 "line_items[0].colour",
             ),
             (long_sku, 422, "line_items[0].sku"),
+            (
+                item(r#"{"sku":"A","category":"","quantity":1,"unit_price_minor":1}"#),
+                422,
+                "line_items[0].category",
+            ),
+            (
+                item(&format!(
+                    r#"{{"sku":"A","category":"{}","quantity":1,"unit_price_minor":1}}"#,
+                    "c".repeat(65)
+                )),
+                422,
+                "line_items[0].category",
+            ),
+            (
+                item(r#"{"sku":"A","category":7,"quantity":1,"unit_price_minor":1}"#),
+                422,
+                "line_items[0].category",
+            ),
             (
                 format!(
                     r#"{{"customer_id":"{CUSTOMER}","amount_minor":1,"occurred_at":"yesterday"}}"#

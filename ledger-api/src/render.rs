@@ -49,9 +49,16 @@ pub struct PurchaseResponse {
     pub lot: Option<OpenedLot>,
 }
 
+/// One line of the breakdown: the rule (its id in the rule set) and what it changed (negative
+/// for an exclusion, a multiplier below 100 % or a cap). The lines add up to `points_earned`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RuleShare {
+    pub rule_id: String,
+    /// The rule's kind, e.g. `per_amount_spent`.
     #[schema(value_type = String)]
+    pub kind: &'static str,
+    /// The kind again, as the first API version named it; prefer `kind`.
+    #[schema(value_type = String, deprecated)]
     pub rule: &'static str,
     pub points: i64,
 }
@@ -182,7 +189,9 @@ pub fn purchase(submission: &Submission, verdict: &Verdict<'_>) -> StoredRespons
             e.breakdown
                 .iter()
                 .map(|share| RuleShare {
-                    rule: share.rule.as_str(),
+                    rule_id: share.rule_id.clone(),
+                    kind: share.kind.as_str(),
+                    rule: share.kind.as_str(),
                     points: share.points.value(),
                 })
                 .collect()
@@ -273,6 +282,25 @@ pub fn reward_created(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
     match reward {
         Some(reward) => created(&RewardView::from(reward)),
         None => inconsistent("an accepted reward creation without RewardCreated"),
+    }
+}
+
+pub fn rule_set_published(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+    let events = match verdict {
+        Verdict::Refused(refusal) => return refused(refusal),
+        Verdict::Accepted { events, .. } => events,
+    };
+    let published = events.iter().find_map(|event| match event {
+        Event::RuleSetPublished(published) => Some(published),
+        _ => None,
+    });
+    match published {
+        Some(published) => ok(&crate::rules::RuleSetView {
+            version: published.rule_set.version(),
+            published_at: published.published_at,
+            rules: published.rule_set.rules().to_vec(),
+        }),
+        None => inconsistent("an accepted publication without RuleSetPublished"),
     }
 }
 
@@ -371,6 +399,8 @@ mod tests {
                 rule_set: RuleSet::starter(),
                 settings: Default::default(),
                 tier_scheme: None,
+                // Empty: a purchase falls back on `rule_set`.
+                rule_sets: Default::default(),
             }),
             ..TenantState::default()
         };
@@ -464,6 +494,7 @@ mod tests {
             amount: MinorUnits::new(amount),
             line_items: vec![LineItem {
                 sku: "A1".into(),
+                category: None,
                 quantity: 1,
                 unit_price: MinorUnits::new(amount),
             }],
@@ -505,7 +536,12 @@ mod tests {
         assert_eq!(body["rule_set_version"], 1);
         assert_eq!(
             body["breakdown"],
-            serde_json::json!([{"rule": "per_amount_spent", "points": 25}])
+            serde_json::json!([{
+                "rule_id": "rule-1",
+                "kind": "per_amount_spent",
+                "rule": "per_amount_spent",
+                "points": 25
+            }])
         );
         assert_eq!(
             body["lot"]["lot_id"],

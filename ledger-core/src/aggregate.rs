@@ -18,7 +18,7 @@ use crate::events::{
 use crate::ids::{
     AdjustmentId, CustomerId, LotId, PurchaseId, RedemptionId, RefundId, RewardId, TenantId,
 };
-use crate::rules::{PurchaseFacts, RuleSet};
+use crate::rules::{local_time, PurchaseFacts, RuleSet};
 use crate::tiers::{qualifying_value, Qualifying, TierScheme};
 use crate::Currency;
 use chrono::{DateTime, Duration, Utc};
@@ -43,12 +43,36 @@ pub struct TenantProfile {
     pub name: String,
     pub currency: Currency,
     pub expiry_days: u32,
+    /// The latest rule set published (the one a new set's version follows).
     pub rule_set: RuleSet,
     pub settings: ProgrammeSettings,
     pub tier_scheme: Option<TierScheme>,
+    /// Every rule set ever published, the first (from `TenantRegistered`) included, in
+    /// publication order: a purchase is earned under the set in force when it happened.
+    /// Shared (`Arc`) for the same reason as the reward catalogue.
+    pub rule_sets: Arc<Vec<PublishedRuleSet>>,
+}
+
+/// A rule set and when it came into force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedRuleSet {
+    pub published_at: DateTime<Utc>,
+    pub rule_set: RuleSet,
 }
 
 impl TenantProfile {
+    /// The rule set in force at `at`: the latest published at or before it (on equal times,
+    /// the later publication). A purchase dated before the first set uses the first.
+    pub fn rule_set_at(&self, at: DateTime<Utc>) -> &RuleSet {
+        self.rule_sets
+            .iter()
+            .enumerate()
+            .filter(|(_, published)| published.published_at <= at)
+            .max_by_key(|(index, published)| (published.published_at, *index))
+            .or_else(|| self.rule_sets.iter().enumerate().next())
+            .map_or(&self.rule_set, |(_, published)| &published.rule_set)
+    }
+
     /// The tenant's time zone (settings are validated when changed; Lagos otherwise).
     pub fn time_zone(&self) -> chrono_tz::Tz {
         self.settings
@@ -96,6 +120,10 @@ impl Aggregate for TenantState {
                     rule_set: e.rule_set.clone(),
                     settings: ProgrammeSettings::default(),
                     tier_scheme: None,
+                    rule_sets: Arc::new(vec![PublishedRuleSet {
+                        published_at: e.registered_at,
+                        rule_set: e.rule_set.clone(),
+                    }]),
                 });
             }
             Event::TierSchemePublished(e) => {
@@ -111,6 +139,10 @@ impl Aggregate for TenantState {
             Event::RuleSetPublished(e) => {
                 if let Some(profile) = &mut self.profile {
                     profile.rule_set = e.rule_set.clone();
+                    Arc::make_mut(&mut profile.rule_sets).push(PublishedRuleSet {
+                        published_at: e.published_at,
+                        rule_set: e.rule_set.clone(),
+                    });
                 }
             }
             Event::RewardCreated(e) => {
@@ -1216,13 +1248,38 @@ fn decide_purchase(
         .purchases
         .checked_add(1)
         .ok_or(Rejection::Overflow)?;
-    let earning = profile
-        .rule_set
-        .evaluate(PurchaseFacts {
-            amount: input.amount,
-            purchase_number,
-        })
-        .map_err(|_| Rejection::Overflow)?;
+    let rule_set = profile.rule_set_at(input.occurred_at);
+    let tz = profile.time_zone();
+    let local = local_time(tz, input.occurred_at);
+    // The tier before this purchase (its own upgrade applies from the next one); a customer
+    // without one is at the ladder's base.
+    let base_tier = profile
+        .tier_scheme
+        .as_ref()
+        .map(|scheme| scheme.tiers[0].id.as_str());
+    let tier = state.customer.tier.as_deref().or(base_tier);
+    let earned_today = state
+        .customer
+        .purchase_records
+        .values()
+        .filter(|r| local_time(tz, r.occurred_at).date() == local.date())
+        .fold(Points::ZERO, |sum, r| {
+            Points::new(sum.value().saturating_add(r.points.value()))
+        });
+    let facts = PurchaseFacts {
+        amount: input.amount,
+        purchase_number,
+        local_time: local,
+        line_items: input.line_items,
+        tier,
+        earned_today,
+        // NOT WIRED (issue #5, open): birthdays and referrals are personal data the ledger
+        // does not hold yet (see docs/PROGRAMME.md); these rules see neutral facts.
+        birthday_today: false,
+        birthday_bonus_this_year: false,
+        referred: false,
+    };
+    let earning = rule_set.evaluate(facts).map_err(|_| Rejection::Overflow)?;
     // Both the balance and the lifetime total must still fit; redeemed and expired can
     // never exceed earned, so they cannot overflow first.
     state
@@ -1252,7 +1309,7 @@ fn decide_purchase(
             lot_id: input.lot_id,
             purchase_id: input.purchase_id,
             points: earning.total,
-            rule_set_version: profile.rule_set.version(),
+            rule_set_version: rule_set.version(),
             breakdown: earning.breakdown,
             earned_at: input.occurred_at,
             expires_at,
@@ -1526,6 +1583,7 @@ mod tests {
     use crate::events::SealedPersonalData;
     use crate::ids::{RefundId, RewardId};
     use crate::rules::Rule;
+    use crate::rules::RuleKind;
     use crate::RedemptionCode;
     use chrono::TimeZone;
     use uuid::Uuid;
@@ -1554,11 +1612,14 @@ mod tests {
             };
             let rule_set = RuleSet::new(
                 1,
-                vec![Rule::PerAmountSpent {
-                    amount_step: MinorUnits::new(300),
-                    points_per_step: Points::new(1),
-                    minimum_purchase: MinorUnits::ZERO,
-                }],
+                vec![Rule::new(
+                    "per-amount",
+                    RuleKind::PerAmountSpent {
+                        amount_step: MinorUnits::new(300),
+                        points_per_step: Points::new(1),
+                        minimum_purchase: MinorUnits::ZERO,
+                    },
+                )],
             )
             .unwrap();
             let at = ledger.at;

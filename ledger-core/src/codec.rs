@@ -4,8 +4,10 @@
 //! Reading an old version goes through an upcaster to the current shape; writing always
 //! uses the current version. Current versions are listed in [`current_version`].
 
+use crate::amounts::Currency;
 use crate::amounts::MinorUnits;
 use crate::amounts::Points;
+use crate::events::LineItem;
 use crate::events::{
     CustomerEnrolled, CustomerErased, DebtSettled, Event, EventMetadata, HoldFulfilled,
     HoldReleased, LotDebit, PointsActivated, PointsAdjusted, PointsEarned, PointsExpired,
@@ -13,7 +15,8 @@ use crate::events::{
     RewardCreated, RewardHeld, RewardRedeemed, RewardRetired, RuleSetPublished, TenantRegistered,
     TierChanged, TierRetained, TierSchemePublished,
 };
-use crate::ids::{CustomerId, PurchaseId, RedemptionId};
+use crate::ids::{CustomerId, LotId, PurchaseId, RedemptionId, TenantId};
+use crate::rules::{KindName, Rule, RuleKind, RulePoints, RuleSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -47,11 +50,10 @@ pub struct EncodedEvent {
 /// The version every event type is written with today.
 pub fn current_version(event_type: &str) -> Option<u16> {
     match event_type {
-        "PurchaseLogged" | "CustomerEnrolled" | "RewardRedeemed" => Some(2),
-        "TenantRegistered"
-        | "RuleSetPublished"
-        | "PointsEarned"
-        | "PointsExpired"
+        "PurchaseLogged" => Some(3),
+        "CustomerEnrolled" | "RewardRedeemed" | "TenantRegistered" | "RuleSetPublished"
+        | "PointsEarned" => Some(2),
+        "PointsExpired"
         | "CustomerErased"
         | "RewardCreated"
         | "RewardRetired"
@@ -115,9 +117,19 @@ pub fn decode(event_type: &str, type_version: u16, payload: &[u8]) -> Result<Eve
     };
     let event = match (event_type, type_version) {
         ("TenantRegistered", 1) => Event::TenantRegistered(
+            rmp_serde::from_slice::<TenantRegisteredV1>(payload)
+                .map_err(fail)?
+                .upcast(),
+        ),
+        ("TenantRegistered", 2) => Event::TenantRegistered(
             rmp_serde::from_slice::<TenantRegistered>(payload).map_err(fail)?,
         ),
         ("RuleSetPublished", 1) => Event::RuleSetPublished(
+            rmp_serde::from_slice::<RuleSetPublishedV1>(payload)
+                .map_err(fail)?
+                .upcast(),
+        ),
+        ("RuleSetPublished", 2) => Event::RuleSetPublished(
             rmp_serde::from_slice::<RuleSetPublished>(payload).map_err(fail)?,
         ),
         ("CustomerEnrolled", 1) => Event::CustomerEnrolled(
@@ -136,10 +148,20 @@ pub fn decode(event_type: &str, type_version: u16, payload: &[u8]) -> Result<Eve
                 .map_err(fail)?
                 .upcast(),
         ),
-        ("PurchaseLogged", 2) => {
+        ("PurchaseLogged", 2) => Event::PurchaseLogged(
+            rmp_serde::from_slice::<PurchaseLoggedV2>(payload)
+                .map_err(fail)?
+                .upcast(),
+        ),
+        ("PurchaseLogged", 3) => {
             Event::PurchaseLogged(rmp_serde::from_slice::<PurchaseLogged>(payload).map_err(fail)?)
         }
-        ("PointsEarned", 1) => {
+        ("PointsEarned", 1) => Event::PointsEarned(
+            rmp_serde::from_slice::<PointsEarnedV1>(payload)
+                .map_err(fail)?
+                .upcast(),
+        ),
+        ("PointsEarned", 2) => {
             Event::PointsEarned(rmp_serde::from_slice::<PointsEarned>(payload).map_err(fail)?)
         }
         ("RewardRedeemed", 1) => Event::RewardRedeemed(
@@ -283,13 +305,205 @@ impl RewardRedeemedV1 {
     }
 }
 
+/// A rule of the first rules engine (`TenantRegistered` and `RuleSetPublished` v1): three
+/// kinds, no ids, every rule stacking, evaluated in position order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleV1 {
+    PerAmountSpent {
+        amount_step: MinorUnits,
+        points_per_step: Points,
+        minimum_purchase: MinorUnits,
+    },
+    PerPurchase {
+        points: Points,
+    },
+    Milestone {
+        every_nth_purchase: u32,
+        bonus: Points,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSetV1 {
+    pub version: u32,
+    pub rules: Vec<RuleV1>,
+}
+
+impl RuleSetV1 {
+    /// The rule at position `i` (from 0) becomes `rule-{i+1}` of priority `i`, stacking, with
+    /// no window: the v1 engine evaluated every rule, in position order, and added them up,
+    /// which is what the v2 engine does with these rules.
+    fn upcast(self) -> RuleSet {
+        let rules = self
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(index, rule)| {
+                let kind = match rule {
+                    RuleV1::PerAmountSpent {
+                        amount_step,
+                        points_per_step,
+                        minimum_purchase,
+                    } => RuleKind::PerAmountSpent {
+                        amount_step,
+                        points_per_step,
+                        minimum_purchase,
+                    },
+                    RuleV1::PerPurchase { points } => RuleKind::PerPurchase { points },
+                    RuleV1::Milestone {
+                        every_nth_purchase,
+                        bonus,
+                    } => RuleKind::Milestone {
+                        every_nth_purchase,
+                        bonus,
+                    },
+                };
+                Rule {
+                    priority: u16::try_from(index).unwrap_or(u16::MAX),
+                    ..Rule::new(format!("rule-{}", index + 1), kind)
+                }
+            })
+            .collect();
+        RuleSet::from_stored(self.version, rules)
+    }
+}
+
+/// `TenantRegistered` with a rule set of the first engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRegisteredV1 {
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub currency: Currency,
+    pub expiry_days: u32,
+    pub rule_set: RuleSetV1,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub registered_at: DateTime<Utc>,
+}
+
+impl TenantRegisteredV1 {
+    fn upcast(self) -> TenantRegistered {
+        TenantRegistered {
+            tenant_id: self.tenant_id,
+            name: self.name,
+            currency: self.currency,
+            expiry_days: self.expiry_days,
+            rule_set: self.rule_set.upcast(),
+            registered_at: self.registered_at,
+        }
+    }
+}
+
+/// `RuleSetPublished` with a rule set of the first engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSetPublishedV1 {
+    pub rule_set: RuleSetV1,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub published_at: DateTime<Utc>,
+}
+
+impl RuleSetPublishedV1 {
+    fn upcast(self) -> RuleSetPublished {
+        RuleSetPublished {
+            rule_set: self.rule_set.upcast(),
+            published_at: self.published_at,
+        }
+    }
+}
+
+/// A breakdown line of `PointsEarned` v1: the kind only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RulePointsV1 {
+    pub rule: KindName,
+    pub points: Points,
+}
+
+/// `PointsEarned` v1. Its lines are read with the kind's name as the rule id: the v1 rules
+/// had no ids, and the line cannot be tied back to a position reliably.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointsEarnedV1 {
+    pub lot_id: LotId,
+    pub purchase_id: PurchaseId,
+    pub points: Points,
+    pub rule_set_version: u32,
+    pub breakdown: Vec<RulePointsV1>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub earned_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub expires_at: DateTime<Utc>,
+}
+
+impl PointsEarnedV1 {
+    fn upcast(self) -> PointsEarned {
+        PointsEarned {
+            lot_id: self.lot_id,
+            purchase_id: self.purchase_id,
+            points: self.points,
+            rule_set_version: self.rule_set_version,
+            breakdown: self
+                .breakdown
+                .into_iter()
+                .map(|line| RulePoints {
+                    rule_id: line.rule.as_str().to_owned(),
+                    kind: line.rule,
+                    points: line.points,
+                })
+                .collect(),
+            earned_at: self.earned_at,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// A line item of `PurchaseLogged` v2: no category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineItemV2 {
+    pub sku: String,
+    pub quantity: u32,
+    pub unit_price: MinorUnits,
+}
+
+/// `PurchaseLogged` v2: line items without a category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseLoggedV2 {
+    pub purchase_id: PurchaseId,
+    pub amount: MinorUnits,
+    pub line_items: Vec<LineItemV2>,
+    pub reference: Option<String>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub occurred_at: DateTime<Utc>,
+    pub purchase_number: u32,
+}
+
+impl PurchaseLoggedV2 {
+    fn upcast(self) -> PurchaseLogged {
+        PurchaseLogged {
+            purchase_id: self.purchase_id,
+            amount: self.amount,
+            line_items: self
+                .line_items
+                .into_iter()
+                .map(|item| LineItem {
+                    sku: item.sku,
+                    category: None,
+                    quantity: item.quantity,
+                    unit_price: item.unit_price,
+                })
+                .collect(),
+            reference: self.reference,
+            occurred_at: self.occurred_at,
+            purchase_number: self.purchase_number,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::events::*;
     use crate::ids::*;
-    use crate::rules::{RuleKind, RulePoints};
-    use crate::{Points, RuleSet};
+    use crate::rules::RuleSet;
+    use crate::Points;
     use chrono::TimeZone;
     use uuid::Uuid;
 
@@ -328,6 +542,7 @@ mod tests {
                 amount: MinorUnits::new(250_000),
                 line_items: vec![LineItem {
                     sku: "JOLLOF".into(),
+                    category: Some("mains".into()),
                     quantity: 2,
                     unit_price: MinorUnits::new(125_000),
                 }],
@@ -341,7 +556,8 @@ mod tests {
                 points: Points::new(25),
                 rule_set_version: 1,
                 breakdown: vec![RulePoints {
-                    rule: RuleKind::PerAmountSpent,
+                    rule_id: "rule-1".into(),
+                    kind: KindName::PerAmountSpent,
                     points: Points::new(25),
                 }],
                 earned_at: at(),
@@ -564,6 +780,234 @@ mod tests {
                 occurred_at: at(),
                 purchase_number: 1,
             })
+        );
+    }
+
+    fn v1_rules() -> RuleSetV1 {
+        RuleSetV1 {
+            version: 3,
+            rules: vec![
+                RuleV1::PerAmountSpent {
+                    amount_step: MinorUnits::new(10_000),
+                    points_per_step: Points::new(2),
+                    minimum_purchase: MinorUnits::new(5_000),
+                },
+                RuleV1::PerPurchase {
+                    points: Points::new(5),
+                },
+                RuleV1::Milestone {
+                    every_nth_purchase: 10,
+                    bonus: Points::new(100),
+                },
+            ],
+        }
+    }
+
+    /// What `v1_rules` reads as: ids by position from 1, priority = position, stacking.
+    fn v1_rules_upcast() -> Vec<crate::rules::Rule> {
+        let rule = |n: u16, kind| crate::rules::Rule {
+            priority: n - 1,
+            ..crate::rules::Rule::new(format!("rule-{n}"), kind)
+        };
+        vec![
+            rule(
+                1,
+                RuleKind::PerAmountSpent {
+                    amount_step: MinorUnits::new(10_000),
+                    points_per_step: Points::new(2),
+                    minimum_purchase: MinorUnits::new(5_000),
+                },
+            ),
+            rule(
+                2,
+                RuleKind::PerPurchase {
+                    points: Points::new(5),
+                },
+            ),
+            rule(
+                3,
+                RuleKind::Milestone {
+                    every_nth_purchase: 10,
+                    bonus: Points::new(100),
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn tenant_registered_v1_is_upcast_with_rule_ids_by_position() {
+        let v1 = TenantRegisteredV1 {
+            tenant_id: TenantId::from_uuid(id(1)),
+            name: "Mama Put".into(),
+            currency: crate::Currency::NGN,
+            expiry_days: 180,
+            rule_set: v1_rules(),
+            registered_at: at(),
+        };
+        let bytes = rmp_serde::to_vec_named(&v1).unwrap();
+        let Event::TenantRegistered(registered) = decode("TenantRegistered", 1, &bytes).unwrap()
+        else {
+            panic!("wrong type");
+        };
+        assert_eq!(registered.rule_set.version(), 3);
+        assert_eq!(registered.rule_set.rules(), &v1_rules_upcast()[..]);
+        assert_eq!(registered.registered_at, at());
+        // The upcast set is one the v2 validation accepts as well.
+        assert!(RuleSet::new(3, v1_rules_upcast()).is_ok());
+    }
+
+    #[test]
+    fn rule_set_published_v1_is_upcast_with_rule_ids_by_position() {
+        let v1 = RuleSetPublishedV1 {
+            rule_set: v1_rules(),
+            published_at: at(),
+        };
+        let bytes = rmp_serde::to_vec_named(&v1).unwrap();
+        assert_eq!(
+            decode("RuleSetPublished", 1, &bytes).unwrap(),
+            Event::RuleSetPublished(RuleSetPublished {
+                rule_set: RuleSet::new(3, v1_rules_upcast()).unwrap(),
+                published_at: at(),
+            })
+        );
+    }
+
+    #[test]
+    fn points_earned_v1_lines_are_read_with_the_kind_as_the_rule_id() {
+        let v1 = PointsEarnedV1 {
+            lot_id: LotId::from_uuid(id(4)),
+            purchase_id: PurchaseId::from_uuid(id(3)),
+            points: Points::new(30),
+            rule_set_version: 1,
+            breakdown: vec![
+                RulePointsV1 {
+                    rule: KindName::PerAmountSpent,
+                    points: Points::new(25),
+                },
+                RulePointsV1 {
+                    rule: KindName::PerPurchase,
+                    points: Points::new(5),
+                },
+            ],
+            earned_at: at(),
+            expires_at: at(),
+        };
+        let bytes = rmp_serde::to_vec_named(&v1).unwrap();
+        let Event::PointsEarned(earned) = decode("PointsEarned", 1, &bytes).unwrap() else {
+            panic!("wrong type");
+        };
+        assert_eq!(
+            earned.breakdown,
+            vec![
+                RulePoints {
+                    rule_id: "per_amount_spent".into(),
+                    kind: KindName::PerAmountSpent,
+                    points: Points::new(25),
+                },
+                RulePoints {
+                    rule_id: "per_purchase".into(),
+                    kind: KindName::PerPurchase,
+                    points: Points::new(5),
+                },
+            ]
+        );
+        assert_eq!(earned.points, Points::new(30));
+    }
+
+    #[test]
+    fn purchase_logged_v2_line_items_are_read_without_a_category() {
+        let v2 = PurchaseLoggedV2 {
+            purchase_id: PurchaseId::from_uuid(id(3)),
+            amount: MinorUnits::new(250_000),
+            line_items: vec![LineItemV2 {
+                sku: "JOLLOF".into(),
+                quantity: 2,
+                unit_price: MinorUnits::new(125_000),
+            }],
+            reference: Some("till-7".into()),
+            occurred_at: at(),
+            purchase_number: 4,
+        };
+        let bytes = rmp_serde::to_vec_named(&v2).unwrap();
+        let Event::PurchaseLogged(logged) = decode("PurchaseLogged", 2, &bytes).unwrap() else {
+            panic!("wrong type");
+        };
+        assert_eq!(
+            logged.line_items,
+            vec![LineItem {
+                sku: "JOLLOF".into(),
+                category: None,
+                quantity: 2,
+                unit_price: MinorUnits::new(125_000),
+            }]
+        );
+        assert_eq!(logged.reference.as_deref(), Some("till-7"));
+    }
+
+    #[test]
+    fn a_rule_set_using_every_feature_round_trips() {
+        use crate::rules::{AppliesTo, Hours, ItemMatch, Rule, Stacking, Window};
+        let rules = vec![
+            Rule::new(
+                "base",
+                RuleKind::PerAmountSpent {
+                    amount_step: MinorUnits::new(100),
+                    points_per_step: Points::new(1),
+                    minimum_purchase: MinorUnits::ZERO,
+                },
+            ),
+            Rule {
+                priority: 3,
+                stacking: Stacking::Exclusive {
+                    group: "weekend".into(),
+                },
+                when: Some(Window {
+                    from: chrono::NaiveDate::from_ymd_opt(2026, 12, 1),
+                    to: chrono::NaiveDate::from_ymd_opt(2026, 12, 31),
+                    weekdays: Some(vec![chrono::Weekday::Sat, chrono::Weekday::Sun]),
+                    hours: Some(Hours { start: 8, end: 20 }),
+                }),
+                ..Rule::new(
+                    "double-weekend",
+                    RuleKind::Promotion {
+                        percent: 200,
+                        applies_to: AppliesTo::Rules(vec!["base".into()]),
+                    },
+                )
+            },
+            Rule::new(
+                "drinks",
+                RuleKind::ItemMultiplier {
+                    item_match: ItemMatch {
+                        skus: vec!["ZOBO".into()],
+                        categories: vec!["drinks".into()],
+                    },
+                    percent: 0,
+                },
+            ),
+            Rule::new(
+                "gold",
+                RuleKind::TierMultiplier {
+                    tier: "gold".into(),
+                    percent: 150,
+                },
+            ),
+            Rule::new(
+                "cap",
+                RuleKind::DailyCap {
+                    max: Points::new(500),
+                },
+            ),
+        ];
+        let event = Event::RuleSetPublished(RuleSetPublished {
+            rule_set: RuleSet::new(2, rules).unwrap(),
+            published_at: at(),
+        });
+        let encoded = encode(&event).unwrap();
+        assert_eq!(encoded.type_version, 2);
+        assert_eq!(
+            decode(encoded.event_type, encoded.type_version, &encoded.payload).unwrap(),
+            event
         );
     }
 

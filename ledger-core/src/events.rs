@@ -91,6 +91,8 @@ impl Event {
     }
 }
 
+/// Current shape (version 2): the rule set is of the v2 rules engine (rules with ids,
+/// priorities, stacking and windows); version 1 held the three kinds of the first engine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantRegistered {
     pub tenant_id: TenantId,
@@ -103,6 +105,7 @@ pub struct TenantRegistered {
     pub registered_at: DateTime<Utc>,
 }
 
+/// Current shape (version 2), like [`TenantRegistered`]'s rule set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleSetPublished {
     pub rule_set: RuleSet,
@@ -149,14 +152,18 @@ pub struct CustomerErased {
     pub erased_at: DateTime<Utc>,
 }
 
+/// One line of a purchase. `category` came with version 3 of `PurchaseLogged` (the
+/// points rules can weight a category); lines of earlier versions have none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineItem {
     pub sku: String,
+    pub category: Option<String>,
     pub quantity: u32,
     pub unit_price: MinorUnits,
 }
 
-/// Current shape (version 2): version 1 had neither line items nor a reference.
+/// Current shape (version 3): version 1 had neither line items nor a reference; version 2
+/// had line items without a category.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurchaseLogged {
     pub purchase_id: PurchaseId,
@@ -169,7 +176,10 @@ pub struct PurchaseLogged {
     pub purchase_number: u32,
 }
 
-/// Opens a lot.
+/// Opens a lot. `rule_set_version` is the version in force when the purchase happened.
+///
+/// Current shape (version 2): each breakdown line names the rule's id and kind; version 1
+/// lines named the kind only (read with the kind's name as the id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PointsEarned {
     pub lot_id: LotId,

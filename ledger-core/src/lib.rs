@@ -25,7 +25,8 @@ pub mod rules;
 pub mod tiers;
 
 pub use aggregate::{
-    decide, evolve, CustomerState, LedgerState, Lot, Redemption, Reward, TenantProfile, TenantState,
+    decide, evolve, CustomerState, LedgerState, Lot, PublishedRuleSet, Redemption, Reward,
+    TenantProfile, TenantState,
 };
 pub use amounts::{AmountError, Currency, MinorUnits, Points};
 pub use command::{Command, Rejection};

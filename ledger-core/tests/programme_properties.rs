@@ -24,6 +24,7 @@ use ledger_core::events::{
     Reversal, SealedPersonalData, TierDirection,
 };
 use ledger_core::ids::{AdjustmentId, RefundId};
+use ledger_core::rules::RuleKind;
 use ledger_core::tiers::{InvalidTierScheme, Tier, TierBasis, TierScheme, TierWindow};
 use ledger_core::{
     decide, evolve, Command, Currency, CustomerId, CustomerState, Event, LedgerState, Lot, LotId,
@@ -664,11 +665,14 @@ impl Harness {
         let (step, points) = scenario.rule;
         let rule_set = RuleSet::new(
             1,
-            vec![Rule::PerAmountSpent {
-                amount_step: MinorUnits::new(step),
-                points_per_step: Points::new(points),
-                minimum_purchase: MinorUnits::ZERO,
-            }],
+            vec![Rule::new(
+                "per-amount",
+                RuleKind::PerAmountSpent {
+                    amount_step: MinorUnits::new(step),
+                    points_per_step: Points::new(points),
+                    minimum_purchase: MinorUnits::ZERO,
+                },
+            )],
         )
         .expect("a valid rule");
         harness.execute(

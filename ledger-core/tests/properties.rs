@@ -19,7 +19,7 @@
 //! window closes (`HoldExpired` after). The tenant keeps the default settings here (no
 //! return window, no debt, 14-day holds); `programme_properties.rs` varies them.
 //!
-//! Rule parameters come at two [`Scale`]s: everyday ones, where no sum can get near
+//! RuleKind parameters come at two [`Scale`]s: everyday ones, where no sum can get near
 //! `i64::MAX`, and ones up to the largest a rule may hold, where overflow must be refused.
 //! The replay and codec properties use the everyday scale, so they keep checking what they
 //! are about while a near-the-limit failure is open.
@@ -39,11 +39,11 @@ use ledger_core::events::{
     ProgrammeSettings, PurchaseLogged, RewardCreated, RewardRetired, SealedPersonalData,
     TenantRegistered,
 };
-use ledger_core::rules::{InvalidRuleSet, RuleKind, RulePoints};
+use ledger_core::rules::{InvalidRuleSet, KindName, Rule, RuleKind, RulePoints};
 use ledger_core::{
     decide, evolve, Command, Currency, CustomerId, CustomerState, Event, LedgerState, Lot, LotId,
-    MinorUnits, Points, PurchaseId, RedemptionCode, RedemptionId, Rejection, RewardId, Rule,
-    RuleSet, TenantId, TenantState,
+    MinorUnits, Points, PurchaseId, RedemptionCode, RedemptionId, Rejection, RewardId, RuleSet,
+    TenantId, TenantState,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, RngSeed};
@@ -115,7 +115,7 @@ fn clock_start() -> DateTime<Utc> {
 struct Scenario {
     expiry_days: u32,
     /// The rule set the tenant registers with (version 1); always valid.
-    rules: Vec<Rule>,
+    rules: Vec<RuleKind>,
     enrolled_at_start: bool,
     steps: Vec<Step>,
 }
@@ -146,7 +146,7 @@ enum Op {
     Redeem(RedeemSpec),
     Expire,
     /// May be invalid: the model predicts which rejection.
-    Publish(Vec<Rule>),
+    Publish(Vec<RuleKind>),
     /// Erasure of the customer's personal data (crypto-shredding in the shell).
     Erase,
     /// A new catalogue reward; name and cost may be invalid.
@@ -217,11 +217,11 @@ enum AmountSpec {
 }
 
 impl AmountSpec {
-    fn minor_units(&self, rules: &[Rule]) -> i64 {
+    fn minor_units(&self, rules: &[RuleKind]) -> i64 {
         let per_amount: Vec<(i64, i64)> = rules
             .iter()
             .filter_map(|rule| match *rule {
-                Rule::PerAmountSpent {
+                RuleKind::PerAmountSpent {
                     amount_step,
                     minimum_purchase,
                     ..
@@ -334,12 +334,14 @@ fn items_adding_up_to(amount: i64, lines: &[(u32, u32)]) -> Vec<LineItem> {
         allotted += unit_price * i64::from(quantity);
         items.push(LineItem {
             sku: format!("SKU-{index}"),
+            category: None,
             quantity,
             unit_price: MinorUnits::new(unit_price),
         });
     }
     items.push(LineItem {
         sku: "REST".into(),
+        category: None,
         quantity: 1,
         unit_price: MinorUnits::new(amount - allotted),
     });
@@ -402,30 +404,32 @@ fn minimum_purchase() -> impl Strategy<Value = i64> {
     prop_oneof![Just(0i64), 0i64..=1_000_000, 0i64..=1_000_000_000]
 }
 
-fn per_amount(step: i64, points: i64, minimum: i64) -> Rule {
-    Rule::PerAmountSpent {
+fn per_amount(step: i64, points: i64, minimum: i64) -> RuleKind {
+    RuleKind::PerAmountSpent {
         amount_step: MinorUnits::new(step),
         points_per_step: Points::new(points),
         minimum_purchase: MinorUnits::new(minimum),
     }
 }
 
-fn valid_rule(scale: Scale) -> impl Strategy<Value = Rule> {
+fn valid_rule(scale: Scale) -> impl Strategy<Value = RuleKind> {
     prop_oneof![
         (amount_step(), rule_points(scale), minimum_purchase())
             .prop_map(|(step, points, minimum)| per_amount(step, points, minimum)),
-        rule_points(scale).prop_map(|points| Rule::PerPurchase {
+        rule_points(scale).prop_map(|points| RuleKind::PerPurchase {
             points: Points::new(points)
         }),
-        (1u32..=10, rule_points(scale)).prop_map(|(every_nth_purchase, bonus)| Rule::Milestone {
-            every_nth_purchase,
-            bonus: Points::new(bonus),
+        (1u32..=10, rule_points(scale)).prop_map(|(every_nth_purchase, bonus)| {
+            RuleKind::Milestone {
+                every_nth_purchase,
+                bonus: Points::new(bonus),
+            }
         }),
     ]
 }
 
 /// A rule whose fields may each be out of range.
-fn any_rule(scale: Scale) -> impl Strategy<Value = Rule> {
+fn any_rule(scale: Scale) -> impl Strategy<Value = RuleKind> {
     let step = prop_oneof![3 => amount_step(), 1 => -10i64..=0];
     let points = || {
         prop_oneof![
@@ -439,21 +443,21 @@ fn any_rule(scale: Scale) -> impl Strategy<Value = Rule> {
     prop_oneof![
         (step, points(), minimum)
             .prop_map(|(step, points, minimum)| per_amount(step, points, minimum)),
-        points().prop_map(|points| Rule::PerPurchase {
+        points().prop_map(|points| RuleKind::PerPurchase {
             points: Points::new(points)
         }),
-        (nth, points()).prop_map(|(every_nth_purchase, bonus)| Rule::Milestone {
+        (nth, points()).prop_map(|(every_nth_purchase, bonus)| RuleKind::Milestone {
             every_nth_purchase,
             bonus: Points::new(bonus),
         }),
     ]
 }
 
-fn valid_rules(scale: Scale) -> impl Strategy<Value = Vec<Rule>> {
+fn valid_rules(scale: Scale) -> impl Strategy<Value = Vec<RuleKind>> {
     prop::collection::vec(valid_rule(scale), 0..=4)
 }
 
-fn published_rules(scale: Scale) -> impl Strategy<Value = Vec<Rule>> {
+fn published_rules(scale: Scale) -> impl Strategy<Value = Vec<RuleKind>> {
     prop_oneof![
         6 => valid_rules(scale),
         3 => prop::collection::vec(any_rule(scale), 1..=4),
@@ -604,8 +608,11 @@ struct Model {
     expiry_days: u32,
     /// The tenant's hold window (the default settings' one: no command here changes it).
     hold_days: u32,
-    rules: Vec<Rule>,
+    rules: Vec<RuleKind>,
     rule_set_version: u32,
+    /// Every rule set with when it was published (the clock only moves forward, so in
+    /// order): purchases earn under the one in force when they happened.
+    published: Vec<(DateTime<Utc>, u32, Vec<RuleKind>)>,
     enrolled: bool,
     erased: bool,
     purchases: u32,
@@ -659,6 +666,18 @@ impl Model {
         lot.expires_at <= at
     }
 
+    /// The version and rules in force at `at`: the latest published at or before it, or the
+    /// first for a purchase dated before every publication.
+    fn rule_set_at(&self, at: DateTime<Utc>) -> (u32, &[RuleKind]) {
+        let (_, version, rules) = self
+            .published
+            .iter()
+            .rev()
+            .find(|(published_at, _, _)| *published_at <= at)
+            .unwrap_or(&self.published[0]);
+        (*version, rules)
+    }
+
     /// What is available: the free (not held) points of the lots not past their date.
     fn spendable_at(&self, at: DateTime<Utc>) -> i128 {
         self.lots
@@ -675,7 +694,7 @@ impl Model {
         line_items: &[LineItem],
         occurred_at: DateTime<Utc>,
         at: DateTime<Utc>,
-    ) -> Result<Vec<(RuleKind, i128)>, Rejection> {
+    ) -> Result<Vec<(String, KindName, i128)>, Rejection> {
         if !self.enrolled {
             return Err(Rejection::CustomerNotEnrolled);
         }
@@ -700,8 +719,9 @@ impl Model {
                 });
             }
         }
-        let earning = oracle_earning(&self.rules, amount, self.purchases + 1);
-        let total: i128 = earning.iter().map(|(_, points)| points).sum();
+        let (_, rules) = self.rule_set_at(occurred_at);
+        let earning = oracle_earning(rules, amount, self.purchases + 1);
+        let total: i128 = earning.iter().map(|(_, _, points)| points).sum();
         // Points that would not fit the balance or the lifetime `earned` counter (which
         // bounds `redeemed` and `expired` too, since those never exceed it) are refused.
         let fits = |counter: i128| counter + total <= i128::from(i64::MAX);
@@ -893,14 +913,33 @@ impl Model {
     }
 }
 
+/// The rule id the harness gives the kind at `index`: the rule sets here are lists of kinds,
+/// all stacking, of priority 0, with no window, so position is evaluation order.
+fn rule_id(index: usize) -> String {
+    format!("r{}", index + 1)
+}
+
+fn identified(kinds: &[RuleKind]) -> Vec<Rule> {
+    kinds
+        .iter()
+        .enumerate()
+        .map(|(index, kind)| Rule::new(rule_id(index), kind.clone()))
+        .collect()
+}
+
 /// What a purchase earns: one entry per rule that gives points, in rule-set order, computed
 /// in `i128` so an overflow is visible instead of wrapped.
-fn oracle_earning(rules: &[Rule], amount: i64, purchase_number: u32) -> Vec<(RuleKind, i128)> {
+fn oracle_earning(
+    rules: &[RuleKind],
+    amount: i64,
+    purchase_number: u32,
+) -> Vec<(String, KindName, i128)> {
     rules
         .iter()
-        .filter_map(|rule| {
+        .enumerate()
+        .filter_map(|(index, rule)| {
             let points = match *rule {
-                Rule::PerAmountSpent {
+                RuleKind::PerAmountSpent {
                     amount_step,
                     points_per_step,
                     minimum_purchase,
@@ -913,8 +952,8 @@ fn oracle_earning(rules: &[Rule], amount: i64, purchase_number: u32) -> Vec<(Rul
                         0
                     }
                 }
-                Rule::PerPurchase { points } => i128::from(points.value()),
-                Rule::Milestone {
+                RuleKind::PerPurchase { points } => i128::from(points.value()),
+                RuleKind::Milestone {
                     every_nth_purchase,
                     bonus,
                 } => {
@@ -924,52 +963,69 @@ fn oracle_earning(rules: &[Rule], amount: i64, purchase_number: u32) -> Vec<(Rul
                         0
                     }
                 }
+                _ => unreachable!("the harness generates the three kinds above only"),
             };
-            (points > 0).then_some((rule.kind(), points))
+            (points > 0).then_some((rule_id(index), rule.name(), points))
         })
         .collect()
 }
 
 /// Which rejection a rule set earns. Several faults in one rule are reported in field
 /// order (step, points, minimum), the first faulty rule wins, and the count comes first.
-fn oracle_validation(rules: &[Rule]) -> Result<(), InvalidRuleSet> {
+fn oracle_validation(rules: &[RuleKind]) -> Result<(), InvalidRuleSet> {
     if rules.len() > RULES_MAX {
         return Err(InvalidRuleSet::TooManyRules);
     }
+    // The messages are the ledger's own wording: the oracle predicts the exact rejection.
+    const POINTS: &str = "must be between 0 and 1000000000000";
     let in_range = |points: Points| (0..=Points::COMMAND_MAX).contains(&points.value());
     for (index, rule) in rules.iter().enumerate() {
+        let invalid = |field: &'static str, reason: &'static str| {
+            Err(InvalidRuleSet::InvalidField {
+                rule: rule_id(index),
+                field,
+                reason,
+            })
+        };
         match *rule {
-            Rule::PerAmountSpent {
+            RuleKind::PerAmountSpent {
                 amount_step,
                 points_per_step,
                 minimum_purchase,
             } => {
                 if amount_step.value() < 1 {
-                    return Err(InvalidRuleSet::ZeroAmountStep { index });
+                    return invalid(
+                        "kind.amount_step",
+                        "must be between 1 and the largest amount",
+                    );
                 }
                 if !in_range(points_per_step) {
-                    return Err(InvalidRuleSet::PointsOutOfRange { index });
+                    return invalid("kind.points_per_step", POINTS);
                 }
                 if minimum_purchase.value() < 0 {
-                    return Err(InvalidRuleSet::NegativeMinimum { index });
+                    return invalid(
+                        "kind.minimum_purchase",
+                        "must be between 0 and the largest amount",
+                    );
                 }
             }
-            Rule::PerPurchase { points } => {
+            RuleKind::PerPurchase { points } => {
                 if !in_range(points) {
-                    return Err(InvalidRuleSet::PointsOutOfRange { index });
+                    return invalid("kind.points", POINTS);
                 }
             }
-            Rule::Milestone {
+            RuleKind::Milestone {
                 every_nth_purchase,
                 bonus,
             } => {
                 if every_nth_purchase == 0 {
-                    return Err(InvalidRuleSet::ZeroMilestone { index });
+                    return invalid("kind.every_nth_purchase", "must be at least 1");
                 }
                 if !in_range(bonus) {
-                    return Err(InvalidRuleSet::PointsOutOfRange { index });
+                    return invalid("kind.bonus", POINTS);
                 }
             }
+            _ => unreachable!("the harness generates the three kinds above only"),
         }
     }
     Ok(())
@@ -1007,6 +1063,7 @@ impl Harness {
                 hold_days: ProgrammeSettings::default().hold_days,
                 rules: scenario.rules.clone(),
                 rule_set_version: 1,
+                published: vec![(clock_start(), 1, scenario.rules.clone())],
                 enrolled: false,
                 erased: false,
                 purchases: 0,
@@ -1029,7 +1086,8 @@ impl Harness {
         let early = harness.enrol_command(0);
         assert_eq!(harness.decide(&early), Err(Rejection::TenantNotRegistered));
 
-        let rule_set = RuleSet::new(1, scenario.rules.clone()).expect("generated rules are valid");
+        let rule_set =
+            RuleSet::new(1, identified(&scenario.rules)).expect("generated rules are valid");
         let register = Command::RegisterTenant {
             tenant_id: harness.tenant_id,
             name: "Mama Put".into(),
@@ -1245,11 +1303,11 @@ impl Harness {
         );
 
         let breakdown = earned.map_or(&[][..], |earned| &earned.breakdown[..]);
-        self.check_milestones(purchase_number, breakdown);
+        self.check_milestones(purchase_number, occurred_at, breakdown);
 
         // The points are the oracle's, under the rule set in force, and open a lot that
         // lives `expiry_days` from when the purchase happened.
-        let total: i128 = earning.iter().map(|(_, points)| points).sum();
+        let total: i128 = earning.iter().map(|(_, _, points)| points).sum();
         match earned {
             None => assert_eq!(
                 total, 0,
@@ -1259,13 +1317,18 @@ impl Harness {
                 assert_eq!(i128::from(earned.points.value()), total);
                 let expected_breakdown: Vec<RulePoints> = earning
                     .iter()
-                    .map(|&(rule, points)| RulePoints {
-                        rule,
-                        points: Points::new(i64::try_from(points).unwrap()),
+                    .map(|(rule_id, kind, points)| RulePoints {
+                        rule_id: rule_id.clone(),
+                        kind: *kind,
+                        points: Points::new(i64::try_from(*points).unwrap()),
                     })
                     .collect();
                 assert_eq!(earned.breakdown, expected_breakdown);
-                assert_eq!(earned.rule_set_version, self.model.rule_set_version);
+                // Under the set in force when the purchase happened, not the latest.
+                assert_eq!(
+                    earned.rule_set_version,
+                    self.model.rule_set_at(occurred_at).0
+                );
                 assert_eq!(earned.lot_id, lot_id);
                 assert_eq!(earned.purchase_id, purchase_id);
                 assert_eq!(earned.earned_at, occurred_at);
@@ -1283,19 +1346,25 @@ impl Harness {
 
     /// A milestone rule with `every_nth_purchase` N pays its bonus exactly on the purchases
     /// whose number is a multiple of N: the milestone lines of the breakdown are the bonuses
-    /// of those rules, in rule-set order.
-    fn check_milestones(&self, purchase_number: u32, breakdown: &[RulePoints]) {
+    /// of those rules (of the set in force at `occurred_at`), in rule-set order.
+    fn check_milestones(
+        &self,
+        purchase_number: u32,
+        occurred_at: DateTime<Utc>,
+        breakdown: &[RulePoints],
+    ) {
         let paid: Vec<Points> = breakdown
             .iter()
-            .filter(|line| line.rule == RuleKind::Milestone)
+            .filter(|line| line.kind == KindName::Milestone)
             .map(|line| line.points)
             .collect();
         let due: Vec<Points> = self
             .model
-            .rules
+            .rule_set_at(occurred_at)
+            .1
             .iter()
             .filter_map(|rule| match *rule {
-                Rule::Milestone {
+                RuleKind::Milestone {
                     every_nth_purchase,
                     bonus,
                 } if purchase_number.is_multiple_of(every_nth_purchase) && bonus.is_positive() => {
@@ -1402,9 +1471,9 @@ impl Harness {
         self.check_after_success();
     }
 
-    fn publish(&mut self, rules: &[Rule]) {
+    fn publish(&mut self, rules: &[RuleKind]) {
         let command = Command::PublishRuleSet {
-            rules: rules.to_vec(),
+            rules: identified(rules),
             at: self.clock,
         };
         let predicted = oracle_validation(rules).map_err(Rejection::InvalidRuleSet);
@@ -1418,12 +1487,15 @@ impl Harness {
             published.rule_set.version(),
             self.model.rule_set_version + 1
         );
-        assert_eq!(published.rule_set.rules(), rules);
+        assert_eq!(published.rule_set.rules(), identified(rules));
         assert_eq!(published.published_at, self.clock);
 
         self.apply(&command, &events);
         self.model.rules = rules.to_vec();
         self.model.rule_set_version += 1;
+        self.model
+            .published
+            .push((self.clock, self.model.rule_set_version, rules.to_vec()));
         self.check_after_success();
     }
 
@@ -1670,7 +1742,8 @@ impl Harness {
         let model = &self.model;
         let profile = self.tenant.profile.as_ref().expect("registered");
         assert_eq!(profile.rule_set.version(), model.rule_set_version);
-        assert_eq!(profile.rule_set.rules(), &model.rules[..]);
+        assert_eq!(profile.rule_set.rules(), identified(&model.rules));
+        assert_eq!(profile.rule_sets.len(), model.published.len());
         assert_eq!(profile.expiry_days, model.expiry_days);
 
         let customer = &self.customer;

@@ -14,6 +14,7 @@ use ledger_core::events::{
     SealedPersonalData,
 };
 use ledger_core::ids::RefundId;
+use ledger_core::rules::RuleKind;
 use ledger_core::{
     decide, evolve, Command, Currency, CustomerId, CustomerState, Event, LedgerState, LotId,
     MinorUnits, Points, PurchaseId, RedemptionCode, RedemptionId, RewardId, Rule, RuleSet,
@@ -257,11 +258,14 @@ impl Ledger {
         };
         let rule_set = RuleSet::new(
             1,
-            vec![Rule::PerAmountSpent {
-                amount_step: MinorUnits::new(300),
-                points_per_step: Points::new(1),
-                minimum_purchase: MinorUnits::ZERO,
-            }],
+            vec![Rule::new(
+                "per-amount",
+                RuleKind::PerAmountSpent {
+                    amount_step: MinorUnits::new(300),
+                    points_per_step: Points::new(1),
+                    minimum_purchase: MinorUnits::ZERO,
+                },
+            )],
         )
         .unwrap();
         ledger.run(Command::RegisterTenant {

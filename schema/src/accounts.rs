@@ -80,10 +80,15 @@ pub enum Permission {
     AdjustPoints,
     /// Cancel a reward hold that has not been handed over (its points become available).
     CancelHolds,
+    /// Publish a points rule set (`PUT /v1/rules`): what purchases earn is the business's
+    /// decision, so owners only, like the catalogue.
+    ManageRules,
+    /// `GET /v1/rules`: the rule sets, which hold no personal data.
+    ReadRules,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 18] = [
+    pub const ALL: [Permission; 20] = [
         Permission::EnrolCustomer,
         Permission::LogPurchase,
         Permission::RedeemPoints,
@@ -102,6 +107,8 @@ impl Permission {
         Permission::RefundPurchases,
         Permission::AdjustPoints,
         Permission::CancelHolds,
+        Permission::ManageRules,
+        Permission::ReadRules,
     ];
 }
 
@@ -149,14 +156,15 @@ impl Role {
                     | P::ReadProgramme
                     | P::RefundPurchases
                     | P::CancelHolds
+                    | P::ReadRules
             ),
             Role::Auditor => matches!(
                 permission,
-                P::ReadCustomer | P::ReadHistory | P::ReadRewards | P::ReadProgramme
+                P::ReadCustomer | P::ReadHistory | P::ReadRewards | P::ReadProgramme | P::ReadRules
             ),
             Role::Analyst => matches!(
                 permission,
-                P::ReadCustomer | P::ReadRewards | P::ReadProgramme
+                P::ReadCustomer | P::ReadRewards | P::ReadProgramme | P::ReadRules
             ),
         }
     }
@@ -1016,6 +1024,7 @@ mod tests {
                     P::ReadProgramme,
                     P::RefundPurchases,
                     P::CancelHolds,
+                    P::ReadRules,
                 ],
             ),
             (
@@ -1025,11 +1034,17 @@ mod tests {
                     P::ReadHistory,
                     P::ReadRewards,
                     P::ReadProgramme,
+                    P::ReadRules,
                 ],
             ),
             (
                 Role::Analyst,
-                &[P::ReadCustomer, P::ReadRewards, P::ReadProgramme],
+                &[
+                    P::ReadCustomer,
+                    P::ReadRewards,
+                    P::ReadProgramme,
+                    P::ReadRules,
+                ],
             ),
         ];
         for (role, granted) in table {
@@ -1052,6 +1067,7 @@ mod tests {
             assert_eq!(role.allows(Permission::ManagePersonalData), owner);
             assert_eq!(role.allows(Permission::ManageRewards), owner);
             assert_eq!(role.allows(Permission::ManageWhatsApp), owner);
+            assert_eq!(role.allows(Permission::ManageRules), owner);
             assert_eq!(role.may_hold_api_key(), !owner);
             assert_eq!(Role::parse(role.as_str()), Ok(role));
         }

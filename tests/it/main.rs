@@ -20,5 +20,6 @@ mod programme;
 mod projection;
 mod relay;
 mod rewards;
+mod rules;
 mod tenancy;
 mod whatsapp_numbers;

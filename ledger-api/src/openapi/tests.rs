@@ -260,6 +260,7 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
         ("post", "/v1/customers/{customer_id}/adjustments", true),
         ("post", "/v1/redemptions/{code}/cancel", true),
         ("put", "/v1/programme/settings", false),
+        ("put", "/v1/rules", false),
     ];
     let document = document();
     for (method, path, operation) in operations(&document) {
@@ -290,7 +291,7 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
 #[test]
 fn request_schemas_have_exactly_the_parsers_fields() {
     let document = document();
-    let cases: [(&str, &[&str]); 17] = [
+    let cases: [(&str, &[&str]); 18] = [
         ("RefundRequestSchema", &crate::programme::REFUND_FIELDS[..]),
         (
             "AdjustmentRequestSchema",
@@ -335,6 +336,7 @@ fn request_schemas_have_exactly_the_parsers_fields() {
             "WhatsAppNumberRequestSchema",
             &crate::whatsapp::NUMBER_FIELDS[..],
         ),
+        ("RuleSetRequestSchema", &crate::rules::RULE_SET_FIELDS[..]),
     ];
     for (name, fields) in cases {
         let schema = schema(&document, name);
@@ -355,7 +357,7 @@ fn request_schemas_have_exactly_the_parsers_fields() {
     );
     assert_eq!(
         required("LineItemSchema"),
-        names(&crate::purchases::LINE_ITEM_FIELDS)
+        names(&["sku", "quantity", "unit_price_minor"])
     );
     assert_eq!(
         required("PointsRedemptionSchema"),
@@ -750,6 +752,8 @@ fn response_schemas_have_exactly_the_keys_the_responses_serialise() {
         expires_at: at(),
     };
     let rule = RuleShare {
+        rule_id: "base".into(),
+        kind: "per_amount_spent",
         rule: "per_amount_spent",
         points: 25,
     };
