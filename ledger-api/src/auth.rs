@@ -144,6 +144,8 @@ fn action(permission: Permission) -> &'static str {
         Permission::ReadRewards => "read the reward catalogue",
         Permission::FulfilRedemptions => "fulfil redemptions",
         Permission::ManageWhatsApp => "manage the WhatsApp number",
+        Permission::SendBroadcasts => "send broadcasts",
+        Permission::ReadBroadcasts => "read broadcasts",
     }
 }
 

@@ -68,10 +68,15 @@ pub enum Permission {
     /// Register, show and detach the tenant's own WhatsApp number and set its access token
     /// (`/v1/whatsapp/number`): the token sends in the business's name, so owners only.
     ManageWhatsApp,
+    /// Create, pause, resume and cancel broadcasts (`/v1/broadcasts`): the business's own
+    /// marketing, sent by the people who run the shop (owners and staff).
+    SendBroadcasts,
+    /// `GET /v1/broadcasts`: broadcasts and their progress (counts, no personal data).
+    ReadBroadcasts,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 15] = [
         Permission::EnrolCustomer,
         Permission::LogPurchase,
         Permission::RedeemPoints,
@@ -85,6 +90,8 @@ impl Permission {
         Permission::ReadRewards,
         Permission::FulfilRedemptions,
         Permission::ManageWhatsApp,
+        Permission::SendBroadcasts,
+        Permission::ReadBroadcasts,
     ];
 }
 
@@ -129,6 +136,8 @@ impl Role {
                     | P::ReadPersonalData
                     | P::ReadRewards
                     | P::FulfilRedemptions
+                    | P::SendBroadcasts
+                    | P::ReadBroadcasts
             ),
             Role::Auditor => matches!(
                 permission,
@@ -990,6 +999,8 @@ mod tests {
                     P::ReadPersonalData,
                     P::ReadRewards,
                     P::FulfilRedemptions,
+                    P::SendBroadcasts,
+                    P::ReadBroadcasts,
                 ],
             ),
             (
