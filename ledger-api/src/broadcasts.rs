@@ -25,8 +25,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
 use ledger_core::broadcast::{
-    BroadcastTemplate, PendingSegmentKind, Segment, StateChange, TemplateLanguage,
-    TemplateName, TemplateParameter, BROADCAST_NAME_CHARS_MAX, TEMPLATE_PARAMETERS_MAX,
+    BroadcastTemplate, PendingSegmentKind, Segment, StateChange, TemplateLanguage, TemplateName,
+    TemplateParameter, BROADCAST_NAME_CHARS_MAX, TEMPLATE_PARAMETERS_MAX,
 };
 use ledger_core::events::Actor;
 use schema::accounts::Permission;
@@ -161,9 +161,7 @@ fn parse_template(object: &JsonObject) -> Result<BroadcastTemplate, ApiError> {
                 return Err("must be an array of strings".to_owned());
             };
             if items.len() > TEMPLATE_PARAMETERS_MAX {
-                return Err(format!(
-                    "must have at most {TEMPLATE_PARAMETERS_MAX} items"
-                ));
+                return Err(format!("must have at most {TEMPLATE_PARAMETERS_MAX} items"));
             }
             items
                 .iter()
@@ -333,9 +331,7 @@ pub async fn create(
         Created::New(view) => (view, false),
         Created::Existing(view) => (view, true),
         Created::KeyReused => return Err(ApiError::IdempotencyKeyReused),
-        Created::TooManyRecipients { limit } => {
-            return Err(ApiError::BroadcastTooLarge { limit })
-        }
+        Created::TooManyRecipients { limit } => return Err(ApiError::BroadcastTooLarge { limit }),
     };
     transaction.commit().await.map_err(database)?;
     if !replayed {
@@ -416,7 +412,10 @@ pub async fn show(
         .map_err(store_error)?
         .ok_or(ApiError::BroadcastNotFound)?;
     transaction.commit().await.map_err(database)?;
-    Ok(json_response(StatusCode::OK, &BroadcastResponse::from(view)))
+    Ok(json_response(
+        StatusCode::OK,
+        &BroadcastResponse::from(view),
+    ))
 }
 
 fn broadcast_id(path: web::Path<String>) -> Result<Uuid, ApiError> {
@@ -446,7 +445,10 @@ async fn change(
     };
     transaction.commit().await.map_err(database)?;
     tracing::info!(%broadcast_id, ?change, state = view.state.as_str(), "broadcast state changed");
-    Ok(json_response(StatusCode::OK, &BroadcastResponse::from(view)))
+    Ok(json_response(
+        StatusCode::OK,
+        &BroadcastResponse::from(view),
+    ))
 }
 
 #[utoipa::path(
@@ -569,10 +571,8 @@ mod tests {
             let request = BroadcastRequest::parse(&body(json!({ "segment": segment }))).unwrap();
             assert_eq!(request.segment, expected);
         }
-        let request = BroadcastRequest::parse(&body(
-            json!({"template": {"name": "hello"}}),
-        ))
-        .unwrap();
+        let request =
+            BroadcastRequest::parse(&body(json!({"template": {"name": "hello"}}))).unwrap();
         assert_eq!(request.template.language.as_str(), "en");
         assert!(request.template.parameters.is_empty());
     }
@@ -586,15 +586,42 @@ mod tests {
             (json!({"segment": null}), "segment"),
             (json!({"segment": "all"}), "segment"),
             (json!({"segment": {"kind": "everyone"}}), "segment.kind"),
-            (json!({"segment": {"kind": "tier", "tier": "gold"}}), "segment.kind"),
-            (json!({"segment": {"kind": "birthday_month"}}), "segment.kind"),
-            (json!({"segment": {"kind": "inactive_days"}}), "segment.days"),
-            (json!({"segment": {"kind": "inactive_days", "days": -1}}), "segment.days"),
-            (json!({"segment": {"kind": "inactive_days", "days": 0}}), "segment.days"),
-            (json!({"segment": {"kind": "inactive_days", "days": 1.5}}), "segment.days"),
-            (json!({"segment": {"kind": "balance_at_least", "points": -5}}), "segment.points"),
-            (json!({"segment": {"kind": "balance_at_least", "days": 5}}), "segment.days"),
-            (json!({"segment": {"kind": "all_opted_in", "points": 5}}), "segment.points"),
+            (
+                json!({"segment": {"kind": "tier", "tier": "gold"}}),
+                "segment.kind",
+            ),
+            (
+                json!({"segment": {"kind": "birthday_month"}}),
+                "segment.kind",
+            ),
+            (
+                json!({"segment": {"kind": "inactive_days"}}),
+                "segment.days",
+            ),
+            (
+                json!({"segment": {"kind": "inactive_days", "days": -1}}),
+                "segment.days",
+            ),
+            (
+                json!({"segment": {"kind": "inactive_days", "days": 0}}),
+                "segment.days",
+            ),
+            (
+                json!({"segment": {"kind": "inactive_days", "days": 1.5}}),
+                "segment.days",
+            ),
+            (
+                json!({"segment": {"kind": "balance_at_least", "points": -5}}),
+                "segment.points",
+            ),
+            (
+                json!({"segment": {"kind": "balance_at_least", "days": 5}}),
+                "segment.days",
+            ),
+            (
+                json!({"segment": {"kind": "all_opted_in", "points": 5}}),
+                "segment.points",
+            ),
             (
                 json!({"segment": {"kind": "joined_between", "from": "2026-02-01", "to": "2026-01-01"}}),
                 "segment.to",
@@ -603,17 +630,35 @@ mod tests {
                 json!({"segment": {"kind": "joined_between", "from": "yesterday", "to": "2026-01-01"}}),
                 "segment.from",
             ),
-            (json!({"template": {"name": "Spring Offer"}}), "template.name"),
+            (
+                json!({"template": {"name": "Spring Offer"}}),
+                "template.name",
+            ),
             (json!({"template": {"language": "en"}}), "template.name"),
-            (json!({"template": {"name": "x", "language": "english"}}), "template.language"),
-            (json!({"template": {"name": "x", "parameters": "a"}}), "template.parameters"),
-            (json!({"template": {"name": "x", "parameters": [""]}}), "template.parameters"),
-            (json!({"template": {"name": "x", "parameters": [1]}}), "template.parameters"),
+            (
+                json!({"template": {"name": "x", "language": "english"}}),
+                "template.language",
+            ),
+            (
+                json!({"template": {"name": "x", "parameters": "a"}}),
+                "template.parameters",
+            ),
+            (
+                json!({"template": {"name": "x", "parameters": [""]}}),
+                "template.parameters",
+            ),
+            (
+                json!({"template": {"name": "x", "parameters": [1]}}),
+                "template.parameters",
+            ),
             (
                 json!({"template": {"name": "x", "parameters": vec!["a"; TEMPLATE_PARAMETERS_MAX + 1]}}),
                 "template.parameters",
             ),
-            (json!({"template": {"name": "x", "body": "hi"}}), "template.body"),
+            (
+                json!({"template": {"name": "x", "body": "hi"}}),
+                "template.body",
+            ),
         ];
         for (overrides, field) in cases {
             match BroadcastRequest::parse(&body(overrides.clone())) {

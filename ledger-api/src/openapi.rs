@@ -503,7 +503,12 @@ pub struct BroadcastSegmentSchema {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct BroadcastTemplateSchema {
-    #[schema(min_length = 1, max_length = 512, pattern = "^[a-z0-9_]+$", example = "spring_offer")]
+    #[schema(
+        min_length = 1,
+        max_length = 512,
+        pattern = "^[a-z0-9_]+$",
+        example = "spring_offer"
+    )]
     name: String,
     /// Default `en`.
     #[schema(min_length = 2, max_length = 8, example = "en_US")]

@@ -211,7 +211,9 @@ impl TemplateParameter {
         let length = raw.chars().count();
         let valid = (1..=TEMPLATE_PARAMETER_CHARS_MAX).contains(&length)
             && !raw.trim().is_empty()
-            && !raw.chars().any(|c| c == '\n' || c == '\t' || c.is_control())
+            && !raw
+                .chars()
+                .any(|c| c == '\n' || c == '\t' || c.is_control())
             && !raw.contains("     ");
         if !valid {
             return Err(InvalidTemplateParameter);
@@ -364,7 +366,10 @@ mod tests {
         assert!(Segment::joined_between(day(1), day(1)).is_ok());
         let stored = serde_json_like(&Segment::InactiveDays { days: 30 });
         assert_eq!(stored, "inactive_days");
-        assert_eq!(PendingSegmentKind::parse("tier"), Some(PendingSegmentKind::Tier));
+        assert_eq!(
+            PendingSegmentKind::parse("tier"),
+            Some(PendingSegmentKind::Tier)
+        );
         assert_eq!(
             PendingSegmentKind::parse("birthday_month"),
             Some(PendingSegmentKind::BirthdayMonth)

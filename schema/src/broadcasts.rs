@@ -216,7 +216,10 @@ pub async fn create(
     }
     match get(transaction, new.broadcast_id).await? {
         Some(view) => Ok(Created::New(view)),
-        None => Err(BroadcastError::Corrupt(new.broadcast_id, "not inserted".into())),
+        None => Err(BroadcastError::Corrupt(
+            new.broadcast_id,
+            "not inserted".into(),
+        )),
     }
 }
 
@@ -298,10 +301,10 @@ async fn views(
         .map(|row| {
             let broadcast_id: Uuid = row.get(0);
             let corrupt = |e: String| BroadcastError::Corrupt(broadcast_id, e);
-            let segment: Segment = serde_json::from_str(row.get::<_, &str>(2))
-                .map_err(|e| corrupt(e.to_string()))?;
-            let template: BroadcastTemplate = serde_json::from_str(row.get::<_, &str>(3))
-                .map_err(|e| corrupt(e.to_string()))?;
+            let segment: Segment =
+                serde_json::from_str(row.get::<_, &str>(2)).map_err(|e| corrupt(e.to_string()))?;
+            let template: BroadcastTemplate =
+                serde_json::from_str(row.get::<_, &str>(3)).map_err(|e| corrupt(e.to_string()))?;
             let state = BroadcastState::parse(row.get::<_, &str>(4))
                 .ok_or_else(|| corrupt("state".into()))?;
             Ok(BroadcastView {

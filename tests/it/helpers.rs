@@ -450,7 +450,9 @@ impl TestApp {
         .await
     }
 
-    async fn spawn_whatsapp_components(
+    /// [`TestApp::spawn_whatsapp`] with exactly `components` (e.g. without the notifier or
+    /// the broadcast feeder, to drive them by hand).
+    pub async fn spawn_whatsapp_components(
         adjust: impl FnOnce(&mut Settings),
         components: Components,
     ) -> TestApp {

@@ -341,9 +341,7 @@ impl Sender {
         loop {
             let body = match (&outgoing, mode) {
                 (Outgoing::Broadcast(template), _) => meta::broadcast_body(&to, template),
-                (Outgoing::Message(outgoing), Mode::FreeForm) => {
-                    meta::message_body(&to, outgoing)
-                }
+                (Outgoing::Message(outgoing), Mode::FreeForm) => meta::message_body(&to, outgoing),
                 (Outgoing::Message(_), Mode::Template | Mode::Broadcast) => {
                     meta::template_body(&to, &message.template)
                 }

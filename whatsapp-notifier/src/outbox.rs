@@ -78,27 +78,28 @@ pub async fn claim(
 ) -> Result<Vec<ClaimedMessage>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "WITH claimed AS ( \
+            "WITH picked AS MATERIALIZED ( \
+               SELECT q.message_id FROM whatsapp_outbox q \
+                WHERE q.state = 'queued' AND q.next_attempt_at <= now() \
+                  AND NOT EXISTS ( \
+                    SELECT 1 FROM whatsapp_outbox e \
+                     WHERE e.customer_digest = q.customer_digest \
+                       AND e.phone_number_id = q.phone_number_id \
+                       AND e.state IN ('queued', 'sending') \
+                       AND (e.queued_at, e.message_id) < (q.queued_at, q.message_id)) \
+                  AND NOT EXISTS ( \
+                    SELECT 1 FROM whatsapp_outbox s \
+                     WHERE s.customer_digest = q.customer_digest \
+                       AND s.phone_number_id = q.phone_number_id \
+                       AND s.sent_at > now() - make_interval(secs => $2::float8)) \
+                ORDER BY (q.kind = 'broadcast'), q.next_attempt_at \
+                LIMIT $1 \
+                FOR UPDATE SKIP LOCKED), \
+             claimed AS ( \
                UPDATE whatsapp_outbox o \
                   SET state = 'sending', attempts = o.attempts + 1, updated_at = now() \
-                WHERE o.message_id IN ( \
-                  SELECT q.message_id FROM whatsapp_outbox q \
-                   WHERE q.state = 'queued' AND q.next_attempt_at <= now() \
-                     AND NOT EXISTS ( \
-                       SELECT 1 FROM whatsapp_outbox e \
-                        WHERE e.customer_digest = q.customer_digest \
-                          AND e.phone_number_id = q.phone_number_id \
-                          AND e.state IN ('queued', 'sending') \
-                          AND (e.queued_at, e.message_id) < (q.queued_at, q.message_id)) \
-                     AND NOT EXISTS ( \
-                       SELECT 1 FROM whatsapp_outbox s \
-                        WHERE s.customer_digest = q.customer_digest \
-                          AND s.phone_number_id = q.phone_number_id \
-                          AND s.sent_at > now() - make_interval(secs => $2::float8)) \
-                   ORDER BY (q.kind = 'broadcast'), q.next_attempt_at \
-                   LIMIT $1 \
-                   FOR UPDATE SKIP LOCKED) \
-                  AND o.state = 'queued' \
+                 FROM picked p \
+                WHERE o.message_id = p.message_id AND o.state = 'queued' \
                RETURNING o.message_id, o.dedupe_key, o.phone_number_id, o.customer_digest, \
                          o.master_key_id, o.wrapped_key, o.sealed_recipient, o.body::text AS body, o.attempts), \
              logged AS ( \
