@@ -437,7 +437,7 @@ async fn change(
         .await
         .map_err(store_error)?
     {
-        Changed::Done(view) => view,
+        Changed::Done(view) => *view,
         Changed::NotFound => return Err(ApiError::BroadcastNotFound),
         Changed::Refused(refused) => {
             return Err(ApiError::BroadcastStateConflict(refused.to_string()))

@@ -384,7 +384,7 @@ async fn progress(
 #[derive(Debug)]
 pub enum Changed {
     /// The broadcast after the change (unchanged when it was already in that state).
-    Done(BroadcastView),
+    Done(Box<BroadcastView>),
     NotFound,
     Refused(StateChangeRefused),
 }
@@ -442,7 +442,7 @@ pub async fn change_state(
         BroadcastState::Completed => {}
     }
     match get(transaction, broadcast_id).await? {
-        Some(view) => Ok(Changed::Done(view)),
+        Some(view) => Ok(Changed::Done(Box::new(view))),
         None => Ok(Changed::NotFound),
     }
 }
