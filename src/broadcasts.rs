@@ -236,7 +236,9 @@ async fn feed(
     Ok(queued)
 }
 
-/// These customers' WhatsApp links and whether each accepts broadcasts now.
+/// These customers' WhatsApp links and whether each accepts broadcasts now. A customer
+/// erased since the broadcast was created has none (their personal data is gone; the
+/// conversation's link outlives it today).
 async fn audience(
     client: &impl tokio_postgres::GenericClient,
     tenant: TenantId,
@@ -249,7 +251,9 @@ async fn audience(
                     coalesce(c.state ->> 'broadcasts', 'opted_in') = 'opted_in' \
                FROM whatsapp_members m \
                JOIN whatsapp_conversations c USING (customer_digest, phone_number_id) \
-              WHERE m.tenant_id = $1 AND m.customer_id = ANY($2)",
+              WHERE m.tenant_id = $1 AND m.customer_id = ANY($2) \
+                AND NOT EXISTS (SELECT 1 FROM projection.customer_balances b \
+                                 WHERE b.customer_id = m.customer_id AND b.erased_at IS NOT NULL)",
             &[&tenant.as_uuid(), &customers],
         )
         .await?;

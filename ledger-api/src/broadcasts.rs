@@ -418,6 +418,112 @@ pub async fn show(
     ))
 }
 
+/// Recipients per page of `GET /v1/broadcasts/{id}/recipients`: default and most.
+pub const RECIPIENTS_PAGE_DEFAULT: i64 = 100;
+pub const RECIPIENTS_PAGE_MAX: i64 = 500;
+
+/// The query of `GET /v1/broadcasts/{id}/recipients`.
+#[derive(Debug, serde::Deserialize)]
+pub struct RecipientsQuery {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+/// One recipient and where its message is.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecipientResponse {
+    pub customer_id: Uuid,
+    /// `waiting`, `enqueued`, `skipped_opted_out` or `skipped_no_whatsapp`.
+    #[schema(example = "enqueued")]
+    pub state: String,
+    /// Once enqueued: `queued`, `sending`, `sent`, `delivered`, `read`, `failed` or
+    /// `withdrawn`; `null` before (or when skipped).
+    #[schema(required = true, example = "delivered")]
+    pub message_state: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `200` body of `GET /v1/broadcasts/{id}/recipients`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecipientList {
+    pub recipients: Vec<RecipientResponse>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    #[schema(required = true)]
+    pub next_after: Option<Uuid>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/broadcasts/{broadcast_id}/recipients",
+    tag = "broadcasts",
+    params(
+        ("broadcast_id" = uuid::Uuid, Path, description = "The broadcast's id. An unknown id, another tenant's broadcast and a malformed id are all 404 `broadcast-not-found`."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Recipients per page: 1 to 500, default 100."),
+        ("after" = Option<uuid::Uuid>, Query, description = "`next_after` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "The broadcast's recipients by customer id, a page at a time, each with its state and its message's (no personal data: ids and states).", body = RecipientList),
+        (status = 400, description = "`invalid-query` (with `parameter`): a `limit` outside 1 to 500 or an `after` that is not a customer id.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, description = "`forbidden`: owners and staff read broadcasts.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`broadcast-not-found`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
+#[tracing::instrument(name = "list_broadcast_recipients", skip_all, fields(tenant_id = %caller.tenant_id))]
+pub async fn recipients(
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<RecipientsQuery>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.authorize(Permission::ReadBroadcasts)?;
+    let broadcast_id = broadcast_id(path)?;
+    let limit = crate::history::parse_limit_within(
+        query.limit.as_deref(),
+        RECIPIENTS_PAGE_DEFAULT,
+        RECIPIENTS_PAGE_MAX,
+    )?;
+    let after = match query.after.as_deref() {
+        None => Uuid::nil(),
+        Some(raw) => Uuid::parse_str(raw).map_err(|_| ApiError::InvalidQuery {
+            parameter: "after".into(),
+            detail: "after must be a customer id from a previous page".into(),
+        })?,
+    };
+    let mut client = state.client().await?;
+    let transaction = crate::scoped(&mut client, caller.tenant_id).await?;
+    let mut page = store::recipients(&*transaction, broadcast_id, after, limit + 1)
+        .await
+        .map_err(store_error)?
+        .ok_or(ApiError::BroadcastNotFound)?;
+    transaction.commit().await.map_err(database)?;
+    let page_size = usize::try_from(limit).unwrap_or(usize::MAX);
+    let next_after = (page.len() > page_size)
+        .then(|| page.get(page_size - 1).map(|r| r.customer_id))
+        .flatten();
+    page.truncate(page_size);
+    let recipients = page
+        .into_iter()
+        .map(|r| RecipientResponse {
+            customer_id: r.customer_id,
+            state: r.state.to_owned(),
+            message_state: r.message_state,
+            updated_at: r.updated_at,
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &RecipientList {
+            recipients,
+            next_after,
+        },
+    ))
+}
+
 fn broadcast_id(path: web::Path<String>) -> Result<Uuid, ApiError> {
     Uuid::parse_str(&path.into_inner()).map_err(|_| ApiError::BroadcastNotFound)
 }

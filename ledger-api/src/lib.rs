@@ -403,6 +403,12 @@ pub fn route_table() -> Vec<RouteSpec> {
             web::to(broadcasts::show)
         }),
         route(
+            Method::GET,
+            "/v1/broadcasts/{broadcast_id}/recipients",
+            Vendor,
+            || web::to(broadcasts::recipients),
+        ),
+        route(
             Method::POST,
             "/v1/broadcasts/{broadcast_id}/pause",
             Vendor,

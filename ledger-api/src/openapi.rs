@@ -86,6 +86,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         crate::broadcasts::create,
         crate::broadcasts::list,
         crate::broadcasts::show,
+        crate::broadcasts::recipients,
         crate::broadcasts::pause,
         crate::broadcasts::resume,
         crate::broadcasts::cancel,
@@ -112,7 +113,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         (name = "users", description = "The tenant's users (owners only): invite, list, disable"),
         (name = "api keys", description = "The tenant's API keys (owners only): create, list, revoke"),
         (name = "whatsapp", description = "The tenant's own WhatsApp number and its access token (owners only): register or update, show, detach"),
-        (name = "broadcasts", description = "A template message to a segment of the tenant's customers (owners and staff): create, list, show with progress, pause, resume, cancel"),
+        (name = "broadcasts", description = "A template message to a segment of the tenant's customers (owners and staff): create, list, show with progress, list recipients, pause, resume, cancel"),
         (name = "operations", description = "Probes, metrics and this document; no authentication"),
     )
 )]

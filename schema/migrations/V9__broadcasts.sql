@@ -129,6 +129,16 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
      GROUP BY o.broadcast_id, o.state
 $$;
 
+-- The state of each of these outbox rows (a page of a broadcast's recipients), the scope's
+-- tenant's only.
+CREATE FUNCTION tenancy.broadcast_message_states(keys text[])
+RETURNS TABLE (dedupe_key text, state text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT o.dedupe_key, o.state
+      FROM public.whatsapp_outbox o
+     WHERE o.dedupe_key = ANY (keys) AND o.tenant_id = tenancy.single_current_tenant()
+$$;
+
 -- Withdraws a broadcast's rows no notifier has claimed (pause, cancel). A row being claimed
 -- right now is locked by the claim: this waits for it and then finds it no longer queued.
 CREATE FUNCTION tenancy.broadcast_outbox_withdraw(wanted uuid) RETURNS integer
@@ -166,6 +176,7 @@ BEGIN
     FOREACH definer IN ARRAY ARRAY[
         'tenancy.broadcast_audience()',
         'tenancy.broadcast_outbox_counts(uuid[])',
+        'tenancy.broadcast_message_states(text[])',
         'tenancy.broadcast_outbox_withdraw(uuid)',
         'tenancy.broadcast_outbox_restore(uuid)']
     LOOP

@@ -446,3 +446,80 @@ pub async fn change_state(
         None => Ok(Changed::NotFound),
     }
 }
+
+/// One recipient of a broadcast and where its message is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientView {
+    pub customer_id: Uuid,
+    /// `waiting` (not yet handed to the notifier), `enqueued`, `skipped_opted_out` or
+    /// `skipped_no_whatsapp`.
+    pub state: &'static str,
+    /// The outbox row's state once enqueued (`queued`, `sending`, `sent`, `delivered`,
+    /// `read`, `failed`, `withdrawn`).
+    pub message_state: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A page of a broadcast's recipients by customer id (after `after`, at most `limit`), or
+/// `None` when the scope's tenant has no such broadcast.
+pub async fn recipients(
+    client: &impl GenericClient,
+    broadcast_id: Uuid,
+    after: Uuid,
+    limit: i64,
+) -> Result<Option<Vec<RecipientView>>, BroadcastError> {
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM broadcasts WHERE broadcast_id = $1",
+            &[&broadcast_id],
+        )
+        .await?
+        .is_some();
+    if !exists {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            "SELECT customer_id, state, dedupe_key, updated_at FROM broadcast_recipients \
+             WHERE broadcast_id = $1 AND customer_id > $2 ORDER BY customer_id LIMIT $3",
+            &[&broadcast_id, &after, &limit],
+        )
+        .await?;
+    let keys: Vec<String> = rows
+        .iter()
+        .filter_map(|row| row.get::<_, Option<String>>(2))
+        .collect();
+    let states: HashMap<String, String> = client
+        .query(
+            "SELECT dedupe_key, state FROM tenancy.broadcast_message_states($1)",
+            &[&keys],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    rows.iter()
+        .map(|row| {
+            let state = match row.get::<_, &str>(1) {
+                "queued" => "waiting",
+                "enqueued" => "enqueued",
+                "skipped_opted_out" => "skipped_opted_out",
+                "skipped_no_whatsapp" => "skipped_no_whatsapp",
+                other => {
+                    return Err(BroadcastError::Corrupt(
+                        broadcast_id,
+                        format!("recipient state {other}"),
+                    ))
+                }
+            };
+            let dedupe_key: Option<String> = row.get(2);
+            Ok(RecipientView {
+                customer_id: row.get(0),
+                state,
+                message_state: dedupe_key.and_then(|key| states.get(&key).cloned()),
+                updated_at: row.get(3),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}

@@ -215,6 +215,63 @@ async fn a_broadcast_reaches_each_opted_in_member_of_its_segment_once_as_a_templ
     assert_eq!(progress(&done, "waiting"), 0);
     assert_eq!(progress(&done, "sending"), 0);
 
+    // Each recipient's state, a page at a time.
+    let (status, page) = call(&owner, false, &format!("/v1/broadcasts/{id}/recipients")).await;
+    assert_eq!(status, 200, "{page}");
+    let mut states: Vec<(String, String, Value)> = page["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["customer_id"].as_str().unwrap().to_owned(),
+                r["state"].as_str().unwrap().to_owned(),
+                r["message_state"].clone(),
+            )
+        })
+        .collect();
+    states.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected = vec![
+        (bola_id.to_string(), "enqueued".to_owned()),
+        (chi_id.to_string(), "skipped_opted_out".to_owned()),
+        (counter_id.to_string(), "skipped_no_whatsapp".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(
+        states
+            .iter()
+            .map(|(c, s, _)| (c.clone(), s.clone()))
+            .collect::<Vec<_>>(),
+        expected
+    );
+    for (customer, _, message_state) in &states {
+        if *customer == bola_id.to_string() {
+            assert!(
+                *message_state == json!("delivered") || *message_state == json!("read"),
+                "{message_state}"
+            );
+        } else {
+            assert_eq!(*message_state, Value::Null);
+        }
+    }
+    assert_eq!(page["next_after"], Value::Null);
+    let (_, first) = call(
+        &owner,
+        false,
+        &format!("/v1/broadcasts/{id}/recipients?limit=2"),
+    )
+    .await;
+    assert_eq!(first["recipients"].as_array().unwrap().len(), 2);
+    let after = first["next_after"].as_str().unwrap().to_owned();
+    let (_, rest) = call(
+        &owner,
+        false,
+        &format!("/v1/broadcasts/{id}/recipients?limit=2&after={after}"),
+    )
+    .await;
+    assert_eq!(rest["recipients"].as_array().unwrap().len(), 1, "{rest}");
+    assert_eq!(rest["next_after"], Value::Null);
+
     // A second segment of the same vendor: every member, the opted-out one skipped.
     let everyone = create(&owner, json!({"kind": "all_opted_in"})).await;
     assert_eq!(progress(&everyone, "recipients"), 4, "{everyone}");
@@ -616,7 +673,17 @@ async fn bad_input_is_a_problem_and_changes_nothing() {
             let (status, _) = call(&owner, true, &format!("/v1/broadcasts/{id}/{action}")).await;
             assert_eq!(status, 404, "{action} {id}");
         }
+        let (status, _) = call(&owner, false, &format!("/v1/broadcasts/{id}/recipients")).await;
+        assert_eq!(status, 404, "recipients {id}");
     }
+    let (status, problem) = call(
+        &other,
+        false,
+        &format!("/v1/broadcasts/{theirs_id}/recipients?limit=0"),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["parameter"], "limit");
     let (_, mine) = call(&owner, false, "/v1/broadcasts").await;
     assert_eq!(mine["broadcasts"], json!([]));
     assert_eq!(

@@ -783,6 +783,21 @@ fn response_schemas_have_exactly_the_keys_the_responses_serialise() {
     };
     assert_schema_matches(&document, "ProgressView", &broadcast.progress);
     assert_schema_matches(&document, "BroadcastResponse", &broadcast);
+    let recipient = crate::broadcasts::RecipientResponse {
+        customer_id: id(9),
+        state: "enqueued".into(),
+        message_state: None,
+        updated_at: at(),
+    };
+    assert_schema_matches(&document, "RecipientResponse", &recipient);
+    assert_schema_matches(
+        &document,
+        "RecipientList",
+        &crate::broadcasts::RecipientList {
+            recipients: vec![recipient],
+            next_after: None,
+        },
+    );
     assert_schema_matches(
         &document,
         "WhatsAppNumberView",
