@@ -697,3 +697,34 @@ async fn bad_input_is_a_problem_and_changes_nothing() {
     );
     app.stop().await;
 }
+
+/// `loyalty broadcasts --once`, the feeder for cron in split deployments: one run, what it
+/// did on stdout, and nothing twice.
+#[tokio::test]
+async fn the_feeder_runs_once_from_the_command_line_and_a_second_run_queues_nothing() {
+    let app = spawn(false, false).await;
+    let owner = Owner::sign_up(&app).await;
+    for _ in 0..2 {
+        joined(&app, &owner, &phone()).await;
+    }
+    let id = id_of(&create(&owner, json!({"kind": "all_opted_in"})).await);
+    let run = || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_loyalty"))
+            .args(["broadcasts", "--once"])
+            .env("DATABASE_URL", &app.database_url)
+            .env("RUST_LOG", "warn")
+            .envs(crate::helpers::key_env())
+            .output()
+            .expect("running the loyalty binary");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let first = run();
+    assert!(first.contains("messages queued: 2"), "{first}");
+    let second = run();
+    assert!(second.contains("messages queued: 0"), "{second}");
+    let shown = show(&owner, &id).await;
+    assert_eq!(progress(&shown, "enqueued"), 2, "{shown}");
+    assert_eq!(progress(&shown, "waiting"), 0);
+    app.stop().await;
+}
