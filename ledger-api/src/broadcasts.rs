@@ -50,6 +50,8 @@ pub const SEGMENT_KINDS: [&str; 4] = [
 ];
 /// Recipients of one broadcast, at most: a larger segment is refused (split it).
 pub const RECIPIENTS_MAX: i64 = 100_000;
+/// The template language when the request names none.
+pub const TEMPLATE_LANGUAGE_DEFAULT: &str = "en";
 /// Broadcasts listed by `GET /v1/broadcasts`, newest first.
 pub const BROADCASTS_LISTED_MAX: i64 = 100;
 
@@ -149,12 +151,13 @@ fn parse_template(object: &JsonObject) -> Result<BroadcastTemplate, ApiError> {
     let name = object.required("name", |v| {
         TemplateName::parse(crate::accounts::string_field(v)?).map_err(|e| e.to_string())
     })?;
-    let language = object
-        .optional("language", |v| {
-            TemplateLanguage::parse(crate::accounts::string_field(v)?).map_err(|e| e.to_string())
-        })?
-        .map_or_else(|| TemplateLanguage::parse("en"), Ok)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let language = match object.optional("language", |v| {
+        TemplateLanguage::parse(crate::accounts::string_field(v)?).map_err(|e| e.to_string())
+    })? {
+        Some(language) => language,
+        None => TemplateLanguage::parse(TEMPLATE_LANGUAGE_DEFAULT)
+            .map_err(|e| ApiError::Internal(format!("the default language: {e}")))?,
+    };
     let parameters = object
         .optional("parameters", |v| {
             let Value::Array(items) = v else {

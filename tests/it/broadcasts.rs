@@ -20,8 +20,16 @@ use whatsapp_sandbox::{After, RecordedMessage};
 /// The WhatsApp pipeline with the sandbox; `feeder` and `notifier` say whether the broadcast
 /// feeder and the notifier run in the process.
 async fn spawn(feeder: bool, notifier: bool) -> TestApp {
+    spawn_adjusted(feeder, notifier, |_| {}).await
+}
+
+async fn spawn_adjusted(
+    feeder: bool,
+    notifier: bool,
+    adjust: impl FnOnce(&mut loyalty::settings::Settings),
+) -> TestApp {
     TestApp::spawn_whatsapp_components(
-        |_| {},
+        adjust,
         Components {
             expiry_schedule: false,
             notifications_projector: false,
@@ -726,5 +734,77 @@ async fn the_feeder_runs_once_from_the_command_line_and_a_second_run_queues_noth
     let shown = show(&owner, &id).await;
     assert_eq!(progress(&shown, "enqueued"), 2, "{shown}");
     assert_eq!(progress(&shown, "waiting"), 0);
+    app.stop().await;
+}
+
+/// The notifier's per-number token bucket paces a broadcast like any other send: at 4 sends
+/// a second (a burst of 1), 8 templates take at least 7 intervals of 250 ms.
+#[tokio::test]
+async fn a_broadcast_is_paced_by_the_numbers_send_limit() {
+    let app = spawn_adjusted(true, true, |settings| {
+        settings.notifier.whatsapp_number_sends_per_second = 4;
+    })
+    .await;
+    let owner = Owner::sign_up(&app).await;
+    let customers: Vec<String> = (0..8).map(|_| phone()).collect();
+    for customer in &customers {
+        joined(&app, &owner, customer).await;
+    }
+    let id = id_of(&create(&owner, json!({"kind": "all_opted_in"})).await);
+    wait_for_broadcast(&owner, &id, "all eight sent", |b| {
+        b["state"] == "completed" && progress(b, "sent") == 8
+    })
+    .await;
+    let mut sent_at = Vec::new();
+    for customer in &customers {
+        let templates = templates_to(&app, customer).await;
+        assert_eq!(templates.len(), 1, "{customer}");
+        sent_at.push(templates[0].received_at);
+    }
+    sent_at.sort();
+    let span = sent_at[7] - sent_at[0];
+    assert!(
+        span >= chrono::Duration::milliseconds(1_500),
+        "8 sends at 4/s within {span:?}"
+    );
+    app.stop().await;
+}
+
+/// A customer erased after the broadcast was created is not sent to: the WhatsApp link
+/// outlives the erasure, so the feeder checks it.
+#[tokio::test]
+async fn a_customer_erased_after_creation_is_skipped() {
+    let app = spawn(false, false).await;
+    let owner = Owner::sign_up(&app).await;
+    let kept = joined(&app, &owner, &phone()).await;
+    let erased = joined(&app, &owner, &phone()).await;
+    let id = id_of(&create(&owner, json!({"kind": "all_opted_in"})).await);
+    let response = app
+        .http
+        .post(app.url(&format!("/v1/customers/{erased}/erasure")))
+        .bearer_auth(&owner.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    app.wait_until_projected().await;
+    let report = run_once(
+        &app.platform_pool,
+        &crate::helpers::test_vault(),
+        &feeder(10),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!((report.enqueued, report.skipped_no_whatsapp), (1, 1));
+    let (_, page) = call(&owner, false, &format!("/v1/broadcasts/{id}/recipients")).await;
+    for recipient in page["recipients"].as_array().unwrap() {
+        let expected = if recipient["customer_id"] == json!(kept) {
+            "enqueued"
+        } else {
+            "skipped_no_whatsapp"
+        };
+        assert_eq!(recipient["state"], expected, "{recipient}");
+    }
     app.stop().await;
 }
