@@ -79,9 +79,12 @@ ALTER TABLE whatsapp_outbox_log ADD CONSTRAINT whatsapp_outbox_log_outcome_check
 CREATE INDEX whatsapp_outbox_broadcast_idx ON whatsapp_outbox (broadcast_id, state)
     WHERE broadcast_id IS NOT NULL;
 -- The claim takes replies and notifications before broadcast rows (a broadcast must not hold
--- a customer's answer back), then by due time; this is its order, on the due rows only.
+-- a customer's answer back), then by due time; this is its order, on the due rows only. It
+-- replaces V5's due index (by due time alone), which nothing else reads. (The two broadcast
+-- indexes below are partial: rows of other kinds are never entered in them.)
 CREATE INDEX whatsapp_outbox_due_priority_idx
     ON whatsapp_outbox ((kind = 'broadcast'), next_attempt_at) WHERE state = 'queued';
+DROP INDEX whatsapp_outbox_due_idx;
 -- The feeder's bound: a tenant's broadcast rows not yet sent.
 CREATE INDEX whatsapp_outbox_tenant_broadcast_unsent_idx ON whatsapp_outbox (tenant_id)
     WHERE kind = 'broadcast' AND state IN ('queued', 'sending');
