@@ -3,8 +3,9 @@
 //! A broadcast (created by the API, `schema::broadcasts`) holds its recipients, resolved
 //! once, in `broadcast_recipients`. Each run of the feeder, for every running broadcast
 //! (oldest first), takes the next recipients still `queued` (at most
-//! [`FeederSettings::chunk_max`], and only as many as keep the tenant's unsent broadcast
-//! rows in the outbox at most [`FeederSettings::tenant_unsent_max`]), re-checks each one's
+//! [`FeederSettings::chunk_max`], only as many as keep the tenant's unsent broadcast
+//! rows in the outbox at most [`FeederSettings::tenant_unsent_max`], and at most
+//! [`FeederSettings::run_rows_max`] in the whole run), re-checks each one's
 //! WhatsApp link and broadcast opt-in at that moment, and queues one `kind = 'broadcast'`
 //! row per recipient (body: the broadcast's template, dedupe key
 //! `broadcast:<broadcast id>:<customer id>`, `ON CONFLICT DO NOTHING`), marking the
@@ -44,6 +45,10 @@ pub struct FeederSettings {
     pub tenant_unsent_max: i64,
     /// Running broadcasts looked at per run, at most (the rest by the next runs).
     pub broadcasts_per_run_max: i64,
+    /// Outbox rows queued per run, at most, across broadcasts: a run is one transaction, and
+    /// a long one would hold back every xid8 safe-position reader of the cluster (the relay,
+    /// the inbox tail) for as long as it lasts.
+    pub run_rows_max: i64,
 }
 
 impl Default for FeederSettings {
@@ -53,6 +58,7 @@ impl Default for FeederSettings {
             chunk_max: 200,
             tenant_unsent_max: 200,
             broadcasts_per_run_max: 100,
+            run_rows_max: 1_000,
         }
     }
 }
@@ -97,7 +103,11 @@ pub async fn run_once(
         ..FeedReport::default()
     };
     let mut unsent: HashMap<Uuid, i64> = HashMap::new();
+    let mut budget = settings.run_rows_max.max(1);
     for row in &running {
+        if budget <= 0 {
+            break;
+        }
         let broadcast = Broadcast {
             broadcast_id: row.get(0),
             tenant: TenantId::from_uuid(row.get(1)),
@@ -108,13 +118,16 @@ pub async fn run_once(
             Some(count) => *count,
             None => unsent_rows(&*transaction, tenant).await?,
         };
-        let room = (settings.tenant_unsent_max - tenant_unsent).min(settings.chunk_max);
+        let room = (settings.tenant_unsent_max - tenant_unsent)
+            .min(settings.chunk_max)
+            .min(budget);
         if room <= 0 {
             unsent.insert(tenant, tenant_unsent);
             continue;
         }
         let fed = feed(&transaction, vault, &broadcast, room, &mut report).await?;
         unsent.insert(tenant, tenant_unsent + fed);
+        budget -= fed;
     }
     if report.enqueued > 0 {
         // Wakes the notifier when the rows commit.
