@@ -32,6 +32,8 @@ pub struct Components {
     pub notifications_projector: bool,
     /// The expiry-reminder job (lots about to expire → one reminder each).
     pub expiry_reminders: bool,
+    /// The broadcast feeder (`crate::broadcasts`).
+    pub broadcasts: bool,
 }
 
 impl Components {
@@ -45,6 +47,7 @@ impl Components {
         notifier: true,
         notifications_projector: true,
         expiry_reminders: true,
+        broadcasts: true,
     };
     pub const NONE: Components = Components {
         api: false,
@@ -56,6 +59,7 @@ impl Components {
         notifier: false,
         notifications_projector: false,
         expiry_reminders: false,
+        broadcasts: false,
     };
 }
 
@@ -273,6 +277,17 @@ pub async fn start_with_sandbox(
                 platform_pool.clone(),
                 Arc::new(settings.vault()?),
                 settings.reminders(),
+                shutdown_signal.clone(),
+            )),
+        ));
+    }
+    if components.broadcasts {
+        tasks.push((
+            "broadcasts",
+            tokio::spawn(crate::broadcasts::schedule(
+                platform_pool.clone(),
+                Arc::new(settings.vault()?),
+                settings.broadcasts(),
                 shutdown_signal.clone(),
             )),
         ));

@@ -2,10 +2,11 @@
 //! commands that are not a long-running component (tenant creation, the expiry run).
 //!
 //! Reading order: [`settings`], [`app`] (what `loyalty all` starts and how it stops),
-//! [`tenants`], [`expiry`], [`conversations`] (the WhatsApp conversation processor), [`keys`] (rotating the personal-data keys), [`sandbox`] (the
+//! [`tenants`], [`expiry`], [`conversations`] (the WhatsApp conversation processor), [`keys`] (rotating the personal-data keys), [`notifications`] (receipts and reminders queued for WhatsApp), [`broadcasts`] (the feeder of vendors' broadcasts), [`sandbox`] (the
 //! WhatsApp sandbox's commands).
 
 pub mod app;
+pub mod broadcasts;
 pub mod conversations;
 pub mod expiry;
 pub mod keys;

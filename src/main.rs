@@ -60,6 +60,14 @@ enum Command {
     Expire,
     /// Queue the WhatsApp expiry reminders due now (once per lot) and print how many.
     Remind,
+    /// Run the broadcast feeder: move recipients of running broadcasts into the WhatsApp
+    /// outbox every LOYALTY_BROADCAST_INTERVAL_MS (one runner at a time across instances).
+    Broadcasts {
+        /// Run once, print what it did, and exit (for cron instead of a long-running
+        /// process).
+        #[arg(long)]
+        once: bool,
+    },
     /// Manage tenants.
     Tenant {
         #[command(subcommand)]
@@ -280,6 +288,35 @@ async fn main() -> anyhow::Result<()> {
                 },
             )
             .await?
+        }
+        Command::Broadcasts { once: false } => {
+            serve(
+                &settings,
+                Components {
+                    broadcasts: true,
+                    ..Components::NONE
+                },
+            )
+            .await?
+        }
+        Command::Broadcasts { once: true } => {
+            let platform_pool = schema::db::pool(&settings.platform_db())?;
+            let vault = settings.vault()?;
+            let report =
+                loyalty::broadcasts::run_once(&platform_pool, &vault, &settings.broadcasts())
+                    .await?;
+            match report {
+                Some(report) => println!(
+                    "running broadcasts: {}, messages queued: {}, skipped (opted out): {}, \
+                     skipped (no WhatsApp): {}, completed: {}",
+                    report.broadcasts,
+                    report.enqueued,
+                    report.skipped_opted_out,
+                    report.skipped_no_whatsapp,
+                    report.completed
+                ),
+                None => println!("another broadcast feeder run is in progress; nothing done"),
+            }
         }
         Command::Remind => {
             let platform_pool = schema::db::pool(&settings.platform_db())?;

@@ -399,6 +399,42 @@ pub(crate) async fn queue(
     member: &Member,
     body: &OutgoingMessage,
 ) -> Result<Queued, tokio_postgres::Error> {
+    let body = match serde_json::to_string(body) {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::error!(%dedupe_key, %error, "notification skipped: body");
+            return Ok(Queued::Skipped);
+        }
+    };
+    let row = OutboxRow {
+        dedupe_key,
+        tenant,
+        kind: "notification",
+        body_json: &body,
+        broadcast_id: None,
+    };
+    queue_row(client, vault, member, &row).await
+}
+
+/// One `whatsapp_outbox` row to queue: the body is JSON of the kind's type
+/// (`OutgoingMessage` for replies and notifications, `BroadcastTemplate` for broadcasts).
+pub(crate) struct OutboxRow<'a> {
+    pub dedupe_key: &'a str,
+    pub tenant: TenantId,
+    pub kind: &'static str,
+    pub body_json: &'a str,
+    pub broadcast_id: Option<Uuid>,
+}
+
+/// Queues `row` for `member`, the recipient opened from the conversation and sealed again
+/// under the row's context; nothing if a row with the dedupe key exists.
+pub(crate) async fn queue_row(
+    client: &impl tokio_postgres::GenericClient,
+    vault: &Vault,
+    member: &Member,
+    row: &OutboxRow<'_>,
+) -> Result<Queued, tokio_postgres::Error> {
+    let dedupe_key = row.dedupe_key;
     let digest: [u8; 32] = match member.customer_digest.as_slice().try_into() {
         Ok(digest) => digest,
         Err(_) => return Ok(Queued::Skipped),
@@ -417,14 +453,7 @@ pub(crate) async fn queue(
         }) {
         Ok(recipient) => recipient,
         Err(error) => {
-            tracing::error!(%dedupe_key, %error, "notification skipped: recipient unavailable");
-            return Ok(Queued::Skipped);
-        }
-    };
-    let body = match serde_json::to_string(body) {
-        Ok(body) => body,
-        Err(error) => {
-            tracing::error!(%dedupe_key, %error, "notification skipped: body");
+            tracing::error!(%dedupe_key, %error, kind = row.kind, "message skipped: recipient unavailable");
             return Ok(Queued::Skipped);
         }
     };
@@ -433,19 +462,21 @@ pub(crate) async fn queue(
         .execute(
             "INSERT INTO whatsapp_outbox \
                (message_id, dedupe_key, tenant_id, phone_number_id, customer_digest, \
-                master_key_id, wrapped_key, sealed_recipient, kind, body) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'notification', $9::text::jsonb) \
+                master_key_id, wrapped_key, sealed_recipient, kind, body, broadcast_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::jsonb, $11) \
              ON CONFLICT (dedupe_key) DO NOTHING",
             &[
                 &message_id,
                 &dedupe_key,
-                &tenant.as_uuid(),
+                &row.tenant.as_uuid(),
                 &member.phone_number_id,
                 &member.customer_digest,
                 &recipient.master_key_id,
                 &recipient.wrapped_key,
                 &recipient.sealed,
-                &body,
+                &row.kind,
+                &row.body_json,
+                &row.broadcast_id,
             ],
         )
         .await?;

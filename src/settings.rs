@@ -185,6 +185,35 @@ pub struct Settings {
     )]
     pub notification_age_max_minutes: i64,
 
+    /// How often the broadcast feeder moves recipients of running broadcasts into the
+    /// WhatsApp outbox, in milliseconds.
+    #[arg(
+        long,
+        env = "LOYALTY_BROADCAST_INTERVAL_MS",
+        default_value_t = 1_000,
+        global = true
+    )]
+    pub broadcast_interval_ms: u64,
+
+    /// Recipients of one broadcast the feeder queues per run, at most.
+    #[arg(
+        long,
+        env = "LOYALTY_BROADCAST_CHUNK_MAX",
+        default_value_t = 200,
+        global = true
+    )]
+    pub broadcast_chunk_max: i64,
+
+    /// A tenant's broadcast messages waiting in the outbox (not yet sent), at most: the
+    /// feeder tops up to this, so a pause has little to withdraw.
+    #[arg(
+        long,
+        env = "LOYALTY_BROADCAST_TENANT_UNSENT_MAX",
+        default_value_t = 200,
+        global = true
+    )]
+    pub broadcast_tenant_unsent_max: i64,
+
     /// Address the WhatsApp webhook ingest listens on (port 0 picks a free port).
     #[arg(
         long,
@@ -683,6 +712,16 @@ impl Settings {
         crate::notifications::reminders::ReminderSettings {
             days_ahead: self.expiry_reminder_days,
             interval: Duration::from_secs(self.expiry_reminder_interval_seconds.max(1)),
+        }
+    }
+
+    /// The broadcast feeder's settings.
+    pub fn broadcasts(&self) -> crate::broadcasts::FeederSettings {
+        crate::broadcasts::FeederSettings {
+            interval: Duration::from_millis(self.broadcast_interval_ms.max(10)),
+            chunk_max: self.broadcast_chunk_max.max(1),
+            tenant_unsent_max: self.broadcast_tenant_unsent_max.max(1),
+            ..crate::broadcasts::FeederSettings::default()
         }
     }
 

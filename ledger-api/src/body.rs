@@ -173,6 +173,26 @@ impl JsonObject {
         Ok(Some(parsed))
     }
 
+    /// A field that must be a JSON object, read field by field in turn (errors name its
+    /// fields as `name.field`).
+    pub fn required_object(&self, name: &str) -> Result<JsonObject, ApiError> {
+        let path = self.name(name);
+        match self.fields.get(name) {
+            None | Some(Value::Null) => Err(ApiError::invalid_field(
+                &path,
+                format!("missing field `{path}`"),
+            )),
+            Some(Value::Object(fields)) => Ok(JsonObject {
+                fields: fields.clone(),
+                path: format!("{path}."),
+            }),
+            Some(_) => Err(ApiError::invalid_field(
+                &path,
+                format!("{path} must be an object"),
+            )),
+        }
+    }
+
     fn name(&self, field: &str) -> String {
         format!("{}{field}", self.path)
     }

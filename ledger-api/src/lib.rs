@@ -17,7 +17,8 @@
 //! 7. the edge middleware: [`edge`] (rate limits per client IP and per principal, the
 //!    client address behind trusted proxies), [`rate_limit`] (the limiter), [`cors`] and
 //!    [`security_headers`];
-//! 8. accounts: [`accounts`] (signup, login, refresh, logout, invitations, `/v1/me`),
+//! 8. [`broadcasts`]: a template to a segment of customers, its progress, pause and resume;
+//! 9. accounts: [`accounts`] (signup, login, refresh, logout, invitations, `/v1/me`),
 //!    [`jwt`], [`passwords`], [`login_limiter`], [`users`], [`api_keys`].
 //!
 //! Architecture invariants:
@@ -39,6 +40,7 @@ pub mod accounts;
 pub mod api_keys;
 pub mod auth;
 mod body;
+pub mod broadcasts;
 mod cache;
 pub mod commands;
 pub mod cors;
@@ -419,6 +421,39 @@ pub fn route_table() -> Vec<RouteSpec> {
         route(Method::DELETE, "/v1/whatsapp/number", Vendor, || {
             web::to(whatsapp::detach)
         }),
+        route(Method::POST, "/v1/broadcasts", Vendor, || {
+            web::to(broadcasts::create)
+        }),
+        route(Method::GET, "/v1/broadcasts", Vendor, || {
+            web::to(broadcasts::list)
+        }),
+        route(Method::GET, "/v1/broadcasts/{broadcast_id}", Vendor, || {
+            web::to(broadcasts::show)
+        }),
+        route(
+            Method::GET,
+            "/v1/broadcasts/{broadcast_id}/recipients",
+            Vendor,
+            || web::to(broadcasts::recipients),
+        ),
+        route(
+            Method::POST,
+            "/v1/broadcasts/{broadcast_id}/pause",
+            Vendor,
+            || web::to(broadcasts::pause),
+        ),
+        route(
+            Method::POST,
+            "/v1/broadcasts/{broadcast_id}/resume",
+            Vendor,
+            || web::to(broadcasts::resume),
+        ),
+        route(
+            Method::POST,
+            "/v1/broadcasts/{broadcast_id}/cancel",
+            Vendor,
+            || web::to(broadcasts::cancel),
+        ),
     ]
 }
 

@@ -90,6 +90,13 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         crate::whatsapp::put,
         crate::whatsapp::get,
         crate::whatsapp::detach,
+        crate::broadcasts::create,
+        crate::broadcasts::list,
+        crate::broadcasts::show,
+        crate::broadcasts::recipients,
+        crate::broadcasts::pause,
+        crate::broadcasts::resume,
+        crate::broadcasts::cancel,
     ),
     components(
         schemas(Problem),
@@ -115,6 +122,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         (name = "api keys", description = "The tenant's API keys (owners only): create, list, revoke"),
         (name = "programme", description = "The programme's settings: time zone, return window, refund policy, hold window, point value"),
         (name = "whatsapp", description = "The tenant's own WhatsApp number and its access token (owners only): register or update, show, detach"),
+        (name = "broadcasts", description = "A template message to a segment of the tenant's customers (owners and staff): create, list, show with progress, list recipients, pause, resume, cancel"),
         (name = "operations", description = "Probes, metrics and this document; no authentication"),
     )
 )]
@@ -517,6 +525,62 @@ pub struct WhatsAppNumberRequestSchema {
     /// The template's language code; default `en`.
     #[schema(min_length = 2, max_length = 8, example = "en_US")]
     template_language: Option<String>,
+}
+
+/// `POST /v1/broadcasts`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct BroadcastRequestSchema {
+    /// The vendor's label for the broadcast (never sent to customers).
+    #[schema(min_length = 1, max_length = 120, example = "Spring offer")]
+    name: String,
+    segment: BroadcastSegmentSchema,
+    template: BroadcastTemplateSchema,
+}
+
+/// Who receives the broadcast, resolved once when it is created. `kind` is one of
+/// `all_opted_in` (every WhatsApp member; the opted-out are counted as skipped),
+/// `inactive_days` (with `days`, 1 to 3650: enrolled at least that long ago and no purchase
+/// since), `balance_at_least` (with `points`, 0 or more: the balances read model),
+/// `joined_between` (with `from` and `to`, dates included, UTC). Each kind takes only its
+/// own fields. `tier` and `birthday_month` are refused until tiers and birthdays exist.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct BroadcastSegmentSchema {
+    #[schema(example = "inactive_days")]
+    kind: String,
+    #[schema(minimum = 1, maximum = 3650)]
+    days: Option<u32>,
+    #[schema(minimum = 0)]
+    points: Option<i64>,
+    #[schema(format = Date, example = "2026-01-01")]
+    from: Option<String>,
+    #[schema(format = Date, example = "2026-01-31")]
+    to: Option<String>,
+}
+
+/// An approved WhatsApp message template. Broadcasts are marketing, so they are always sent
+/// as this template, inside the 24-hour window or not.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct BroadcastTemplateSchema {
+    #[schema(
+        min_length = 1,
+        max_length = 512,
+        pattern = "^[a-z0-9_]+$",
+        example = "spring_offer"
+    )]
+    name: String,
+    /// Default `en`.
+    #[schema(min_length = 2, max_length = 8, example = "en_US")]
+    language: Option<String>,
+    /// The body's text parameters in order (`{{1}}`, `{{2}}`, …), at most 10, each 1 to
+    /// 1024 characters without newlines, tabs or more than four spaces in a row.
+    #[schema(max_items = 10)]
+    parameters: Option<Vec<String>>,
 }
 
 /// `POST /v1/customers`.

@@ -129,6 +129,14 @@ pub enum ApiError {
     /// Unknown, malformed, or another tenant's code: indistinguishable on purpose.
     #[error("there is no redemption with this code")]
     RedemptionNotFound,
+    /// Unknown, malformed, or another tenant's: indistinguishable on purpose.
+    #[error("there is no broadcast with this id")]
+    BroadcastNotFound,
+    /// A completed or cancelled broadcast asked to change (the string says how).
+    #[error("{0}")]
+    BroadcastStateConflict(String),
+    #[error("the segment has more than {limit} recipients; narrow it or split the broadcast")]
+    BroadcastTooLarge { limit: i64 },
     #[error("there is no resource at this path")]
     RouteNotFound,
     #[error("this method is not allowed on this resource")]
@@ -315,6 +323,25 @@ impl ApiError {
                 "Redemption not found",
                 detail,
             ),
+            E::BroadcastNotFound => Problem::new(
+                StatusCode::NOT_FOUND,
+                "broadcast-not-found",
+                "Broadcast not found",
+                detail,
+            ),
+            E::BroadcastStateConflict(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "broadcast-state-conflict",
+                "Broadcast state conflict",
+                detail,
+            ),
+            E::BroadcastTooLarge { .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "broadcast-too-large",
+                "Broadcast too large",
+                detail,
+            )
+            .with("field", "segment"),
             E::RouteNotFound => {
                 Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
             }

@@ -6,13 +6,15 @@
 //! requests), [`aggregate`] (`decide` and `evolve`), then [`codec`] (the MessagePack wire
 //! format with a version per event type) and [`chain`] (the per-tenant SHA-256 hash chain).
 //! [`conversation`] is the WhatsApp conversation: a state machine over the customer's
-//! messages whose effects the shell executes.
+//! messages whose effects the shell executes. [`broadcast`] is a vendor's template message
+//! to a segment of its customers: segments, templates, and the broadcast's states.
 //!
 //! Architecture invariant: this crate does no IO. It has no tokio, postgres, nats, actix
 //! or reqwest dependency and never reads the clock: time is an input of every command.
 
 pub mod aggregate;
 pub mod amounts;
+pub mod broadcast;
 pub mod chain;
 pub mod codec;
 pub mod command;

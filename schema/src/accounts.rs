@@ -85,10 +85,15 @@ pub enum Permission {
     ManageRules,
     /// `GET /v1/rules`: the rule sets, which hold no personal data.
     ReadRules,
+    /// Create, pause, resume and cancel broadcasts (`/v1/broadcasts`): the business's own
+    /// marketing, sent by the people who run the shop (owners and staff).
+    SendBroadcasts,
+    /// `GET /v1/broadcasts`: broadcasts and their progress (counts, no personal data).
+    ReadBroadcasts,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 20] = [
+    pub const ALL: [Permission; 22] = [
         Permission::EnrolCustomer,
         Permission::LogPurchase,
         Permission::RedeemPoints,
@@ -109,6 +114,8 @@ impl Permission {
         Permission::CancelHolds,
         Permission::ManageRules,
         Permission::ReadRules,
+        Permission::SendBroadcasts,
+        Permission::ReadBroadcasts,
     ];
 }
 
@@ -157,6 +164,8 @@ impl Role {
                     | P::RefundPurchases
                     | P::CancelHolds
                     | P::ReadRules
+                    | P::SendBroadcasts
+                    | P::ReadBroadcasts
             ),
             Role::Auditor => matches!(
                 permission,
@@ -1025,6 +1034,8 @@ mod tests {
                     P::RefundPurchases,
                     P::CancelHolds,
                     P::ReadRules,
+                    P::SendBroadcasts,
+                    P::ReadBroadcasts,
                 ],
             ),
             (

@@ -6,12 +6,14 @@
 //! version), then [`writer`] (the group-commit path every command takes), [`api_keys`] and
 //! [`accounts`] (roles, users, tokens, tenant registration), [`inbox`] (the WhatsApp webhook
 //! inbox), [`rewards`] (the catalogue and redemption codes), [`whatsapp_numbers`] (a tenant's
-//! own WhatsApp number and its sealed access token).
+//! own WhatsApp number and its sealed access token), [`broadcasts`] (a vendor's template
+//! message to a segment: recipients, progress, pause and resume).
 //!
 //! Architecture invariant: this crate knows SQL and Postgres, and nothing of HTTP or NATS.
 
 pub mod accounts;
 pub mod api_keys;
+pub mod broadcasts;
 pub mod db;
 pub mod inbox;
 pub mod migrate;

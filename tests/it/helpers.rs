@@ -234,6 +234,9 @@ pub fn test_settings(database_url: &str) -> Settings {
         expiry_reminder_days: 7,
         expiry_reminder_interval_seconds: 24 * 3600,
         notification_age_max_minutes: 1_440,
+        broadcast_interval_ms: 100,
+        broadcast_chunk_max: 200,
+        broadcast_tenant_unsent_max: 200,
         edge: generous_edge_settings(),
         jwt_keys: Some(random_jwt_keys()),
         // Short, so tests of revocation and disabling need not wait a minute.
@@ -447,7 +450,9 @@ impl TestApp {
         .await
     }
 
-    async fn spawn_whatsapp_components(
+    /// [`TestApp::spawn_whatsapp`] with exactly `components` (e.g. without the notifier or
+    /// the broadcast feeder, to drive them by hand).
+    pub async fn spawn_whatsapp_components(
         adjust: impl FnOnce(&mut Settings),
         components: Components,
     ) -> TestApp {

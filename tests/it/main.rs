@@ -5,6 +5,7 @@ mod helpers;
 
 mod accounts;
 mod api_purchases;
+mod broadcasts;
 mod cli;
 mod conversation;
 mod crash;

@@ -20,6 +20,7 @@ pub mod statuses;
 pub mod tokens;
 
 use ledger_api::rate_limit::{Quota, RateLimiter};
+use ledger_core::broadcast::BroadcastTemplate;
 use ledger_core::conversation::OutgoingMessage;
 use meta::MetaClient;
 use outbox::ClaimedMessage;
@@ -150,6 +151,15 @@ async fn pause(shutdown: &mut watch::Receiver<bool>, interval: Duration) {
 enum Mode {
     FreeForm,
     Template,
+    /// A broadcast's own template with its parameters, whatever the window.
+    Broadcast,
+}
+
+/// What a claimed row holds: a message (free-form, or the number's template outside the
+/// window), or a broadcast's template.
+enum Outgoing {
+    Message(OutgoingMessage),
+    Broadcast(BroadcastTemplate),
 }
 
 struct Sender {
@@ -312,7 +322,10 @@ impl Sender {
             }
         };
         let mut mode = Mode::FreeForm;
-        if message.template_chosen {
+        if matches!(outgoing, Outgoing::Broadcast(_)) {
+            // Marketing: always the approved template, inside the window or not.
+            mode = Mode::Broadcast;
+        } else if message.template_chosen {
             mode = Mode::Template;
         } else if !message.window_open {
             mode = Mode::Template;
@@ -326,9 +339,12 @@ impl Sender {
             .await?;
         }
         loop {
-            let body = match mode {
-                Mode::FreeForm => meta::message_body(&to, &outgoing),
-                Mode::Template => meta::template_body(&to, &message.template),
+            let body = match (&outgoing, mode) {
+                (Outgoing::Broadcast(template), _) => meta::broadcast_body(&to, template),
+                (Outgoing::Message(outgoing), Mode::FreeForm) => meta::message_body(&to, outgoing),
+                (Outgoing::Message(_), Mode::Template | Mode::Broadcast) => {
+                    meta::template_body(&to, &message.template)
+                }
             };
             self.pace_number(&message.phone_number_id).await;
             let result = self
@@ -340,6 +356,7 @@ impl Sender {
                     let detail = match mode {
                         Mode::FreeForm => "free-form",
                         Mode::Template => "template",
+                        Mode::Broadcast => "broadcast template",
                     };
                     tracing::info!(mode = detail, "sent");
                     let sent = SentRecord {
@@ -417,14 +434,18 @@ impl Sender {
 
     /// The recipient's wa_id and the queued message; `None` if either does not open or
     /// parse (a bug or a wrong key: retrying cannot help).
-    fn open(&self, message: &ClaimedMessage) -> Option<(String, OutgoingMessage)> {
+    fn open(&self, message: &ClaimedMessage) -> Option<(String, Outgoing)> {
         let context = outbox::seal_context(&message.dedupe_key);
         let to = self
             .vault
             .open_record(&context, &message.recipient)
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())?;
-        let outgoing = serde_json::from_value(message.body.clone()).ok()?;
+        let outgoing = if message.broadcast {
+            Outgoing::Broadcast(serde_json::from_value(message.body.clone()).ok()?)
+        } else {
+            Outgoing::Message(serde_json::from_value(message.body.clone()).ok()?)
+        };
         Some((to, outgoing))
     }
 

@@ -5,6 +5,7 @@
 //! [`MetaClient`] is the one piece of IO. The access token lives in an [`AccessToken`],
 //! which never prints.
 
+use ledger_core::broadcast::BroadcastTemplate;
 use ledger_core::conversation::OutgoingMessage;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -163,6 +164,30 @@ pub fn template_body(to: &str, template: &Template) -> Value {
         "type": "template",
         "template": { "name": template.name, "language": { "code": template.language } },
     })
+}
+
+/// Meta's JSON for a broadcast: its approved template, language and body parameters (text,
+/// in order: `{{1}}`, `{{2}}`, …). No `components` when there are no parameters.
+pub fn broadcast_body(to: &str, template: &BroadcastTemplate) -> Value {
+    let mut body = json!({
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+        "type": "template",
+        "template": {
+            "name": template.name.as_str(),
+            "language": { "code": template.language.as_str() },
+        },
+    });
+    if !template.parameters.is_empty() {
+        let parameters: Vec<Value> = template
+            .parameters
+            .iter()
+            .map(|p| json!({ "type": "text", "text": p.as_str() }))
+            .collect();
+        body["template"]["components"] = json!([{ "type": "body", "parameters": parameters }]);
+    }
+    body
 }
 
 /// Meta's answer: the wamid of a 2xx with `messages[0].id`, or the error of its error body.
@@ -328,6 +353,33 @@ mod tests {
         assert!(section["rows"][1].get("description").is_none());
         assert_eq!(body["interactive"]["action"]["button"], "Rewards");
         assert_eq!(accepted(&body), MessageKind::List);
+    }
+
+    #[test]
+    fn a_broadcast_is_its_template_with_body_parameters() {
+        use ledger_core::broadcast::{TemplateLanguage, TemplateName, TemplateParameter};
+        let mut template = BroadcastTemplate {
+            name: TemplateName::parse("spring_offer").unwrap(),
+            language: TemplateLanguage::parse("en_US").unwrap(),
+            parameters: vec![
+                TemplateParameter::parse("Ada").unwrap(),
+                TemplateParameter::parse("20%").unwrap(),
+            ],
+        };
+        let body = broadcast_body(TO, &template);
+        assert_eq!(body["type"], "template");
+        assert_eq!(body["template"]["name"], "spring_offer");
+        assert_eq!(body["template"]["language"]["code"], "en_US");
+        assert_eq!(
+            body["template"]["components"],
+            json!([{"type": "body", "parameters": [
+                {"type": "text", "text": "Ada"}, {"type": "text", "text": "20%"}]}])
+        );
+        assert_eq!(accepted(&body), MessageKind::Template);
+        template.parameters.clear();
+        let body = broadcast_body(TO, &template);
+        assert!(body["template"].get("components").is_none());
+        assert_eq!(accepted(&body), MessageKind::Template);
     }
 
     #[test]

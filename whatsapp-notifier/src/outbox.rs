@@ -38,6 +38,9 @@ pub struct ClaimedMessage {
     /// An earlier attempt already switched this row to the template.
     pub template_chosen: bool,
     pub template: Template,
+    /// A broadcast row (kind `broadcast`): its body is a
+    /// `ledger_core::broadcast::BroadcastTemplate`, always sent as that template.
+    pub broadcast: bool,
     /// The tenant the message was queued for (`None` for a message of no tenant yet).
     pub tenant_id: Option<Uuid>,
     /// The number it is sent from, with its sealed token: read with the claim, so a token
@@ -62,6 +65,12 @@ impl std::fmt::Debug for ClaimedMessage {
 /// `recipient_interval` (pacing; a status only makes it more conservative). All of it holds
 /// whichever notifier process claims. `SKIP LOCKED` lets several notifiers claim side by
 /// side without waiting or taking the same row.
+///
+/// Replies and notifications are claimed before broadcast rows, then by due time: a
+/// broadcast's backlog must not hold a customer's answer or receipt back. (The broadcast
+/// feeder keeps each tenant's unsent broadcast rows few, so they are not starved either:
+/// they go whenever no reply is due.) A withdrawn row (a paused broadcast's) is neither
+/// claimed nor counted as an earlier pending row of its recipient.
 pub async fn claim(
     client: &impl GenericClient,
     limit: i64,
@@ -69,27 +78,28 @@ pub async fn claim(
 ) -> Result<Vec<ClaimedMessage>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "WITH claimed AS ( \
+            "WITH picked AS MATERIALIZED ( \
+               SELECT q.message_id FROM whatsapp_outbox q \
+                WHERE q.state = 'queued' AND q.next_attempt_at <= now() \
+                  AND NOT EXISTS ( \
+                    SELECT 1 FROM whatsapp_outbox e \
+                     WHERE e.customer_digest = q.customer_digest \
+                       AND e.phone_number_id = q.phone_number_id \
+                       AND e.state IN ('queued', 'sending') \
+                       AND (e.queued_at, e.message_id) < (q.queued_at, q.message_id)) \
+                  AND NOT EXISTS ( \
+                    SELECT 1 FROM whatsapp_outbox s \
+                     WHERE s.customer_digest = q.customer_digest \
+                       AND s.phone_number_id = q.phone_number_id \
+                       AND s.sent_at > now() - make_interval(secs => $2::float8)) \
+                ORDER BY (q.kind = 'broadcast'), q.next_attempt_at \
+                LIMIT $1 \
+                FOR UPDATE SKIP LOCKED), \
+             claimed AS ( \
                UPDATE whatsapp_outbox o \
                   SET state = 'sending', attempts = o.attempts + 1, updated_at = now() \
-                WHERE o.message_id IN ( \
-                  SELECT q.message_id FROM whatsapp_outbox q \
-                   WHERE q.state = 'queued' AND q.next_attempt_at <= now() \
-                     AND NOT EXISTS ( \
-                       SELECT 1 FROM whatsapp_outbox e \
-                        WHERE e.customer_digest = q.customer_digest \
-                          AND e.phone_number_id = q.phone_number_id \
-                          AND e.state IN ('queued', 'sending') \
-                          AND (e.queued_at, e.message_id) < (q.queued_at, q.message_id)) \
-                     AND NOT EXISTS ( \
-                       SELECT 1 FROM whatsapp_outbox s \
-                        WHERE s.customer_digest = q.customer_digest \
-                          AND s.phone_number_id = q.phone_number_id \
-                          AND s.sent_at > now() - make_interval(secs => $2::float8)) \
-                   ORDER BY q.next_attempt_at \
-                   LIMIT $1 \
-                   FOR UPDATE SKIP LOCKED) \
-                  AND o.state = 'queued' \
+                 FROM picked p \
+                WHERE o.message_id = p.message_id AND o.state = 'queued' \
                RETURNING o.message_id, o.dedupe_key, o.phone_number_id, o.customer_digest, \
                          o.master_key_id, o.wrapped_key, o.sealed_recipient, o.body::text AS body, o.attempts), \
              logged AS ( \
@@ -105,7 +115,7 @@ pub async fn claim(
                                AND l.outcome = 'template_fallback'), \
                     n.fallback_template, n.template_language, \
                     n.phone_number_id IS NOT NULL, n.tenant_id, n.master_key_id, n.wrapped_key, \
-                    n.sealed_access_token, o.tenant_id \
+                    n.sealed_access_token, o.tenant_id, o.kind = 'broadcast' \
                FROM claimed c \
                JOIN whatsapp_outbox o ON o.message_id = c.message_id \
                LEFT JOIN whatsapp_numbers n ON n.phone_number_id = c.phone_number_id",
@@ -138,6 +148,7 @@ pub async fn claim(
             };
             ClaimedMessage {
                 tenant_id: row.get(18),
+                broadcast: row.get(19),
                 sending_number,
                 message_id: row.get(0),
                 dedupe_key: row.get(1),

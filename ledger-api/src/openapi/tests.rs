@@ -261,6 +261,7 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
         ("post", "/v1/redemptions/{code}/cancel", true),
         ("put", "/v1/programme/settings", false),
         ("put", "/v1/rules", false),
+        ("post", "/v1/broadcasts", true),
     ];
     let document = document();
     for (method, path, operation) in operations(&document) {
@@ -291,7 +292,7 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
 #[test]
 fn request_schemas_have_exactly_the_parsers_fields() {
     let document = document();
-    let cases: [(&str, &[&str]); 18] = [
+    let cases: [(&str, &[&str]); 21] = [
         ("RefundRequestSchema", &crate::programme::REFUND_FIELDS[..]),
         (
             "AdjustmentRequestSchema",
@@ -337,6 +338,18 @@ fn request_schemas_have_exactly_the_parsers_fields() {
             &crate::whatsapp::NUMBER_FIELDS[..],
         ),
         ("RuleSetRequestSchema", &crate::rules::RULE_SET_FIELDS[..]),
+        (
+            "BroadcastRequestSchema",
+            &crate::broadcasts::BROADCAST_FIELDS[..],
+        ),
+        (
+            "BroadcastSegmentSchema",
+            &crate::broadcasts::SEGMENT_FIELDS[..],
+        ),
+        (
+            "BroadcastTemplateSchema",
+            &crate::broadcasts::TEMPLATE_FIELDS[..],
+        ),
     ];
     for (name, fields) in cases {
         let schema = schema(&document, name);
@@ -758,6 +771,47 @@ fn response_schemas_have_exactly_the_keys_the_responses_serialise() {
         points: 25,
     };
     assert_schema_matches(&document, "OpenedLot", &lot);
+    let broadcast = crate::broadcasts::BroadcastResponse {
+        broadcast_id: id(7),
+        name: "Spring offer".into(),
+        state: "running".into(),
+        segment: json!({"kind": "all_opted_in"}),
+        template: json!({"name": "spring_offer", "language": "en", "parameters": []}),
+        created_by: ledger_core::events::Actor::User(id(8)),
+        created_at: at(),
+        updated_at: at(),
+        completed_at: None,
+        progress: crate::broadcasts::ProgressView {
+            recipients: 3,
+            skipped_opted_out: 1,
+            skipped_no_whatsapp: 0,
+            waiting: 0,
+            enqueued: 2,
+            sending: 0,
+            sent: 2,
+            delivered: 1,
+            read: 0,
+            failed: 0,
+            withdrawn: 0,
+        },
+    };
+    assert_schema_matches(&document, "ProgressView", &broadcast.progress);
+    assert_schema_matches(&document, "BroadcastResponse", &broadcast);
+    let recipient = crate::broadcasts::RecipientResponse {
+        customer_id: id(9),
+        state: "enqueued".into(),
+        message_state: None,
+        updated_at: at(),
+    };
+    assert_schema_matches(&document, "RecipientResponse", &recipient);
+    assert_schema_matches(
+        &document,
+        "RecipientList",
+        &crate::broadcasts::RecipientList {
+            recipients: vec![recipient],
+            next_after: None,
+        },
+    );
     assert_schema_matches(
         &document,
         "WhatsAppNumberView",
