@@ -1150,6 +1150,8 @@ impl Turn<'_> {
         let customer = self.customer(tenant).await?;
         let facts = ledger::customer(&self.processor.pool, tenant, customer).await?;
         let (expiring, soonest) = facts.expiring(Utc::now(), EXPIRY_WINDOW_DAYS);
+        let catalogue = self.caches.tenant(&self.processor.pool, tenant).await?;
+        let tier = ledger::tier_name(&catalogue, facts.state.tier.as_deref());
         Ok(render::render_points(&PointsFacts {
             vendor_name: vendor_name(state, tenant),
             balance: facts.available(),
@@ -1158,7 +1160,7 @@ impl Turn<'_> {
             expiring_within_window: expiring,
             window_days: EXPIRY_WINDOW_DAYS,
             soonest_expiry: soonest,
-            tier: None,
+            tier,
         }))
     }
 

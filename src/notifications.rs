@@ -51,7 +51,8 @@ use vault::{SealedRecord, Vault};
 /// Durable consumer and checkpoint name of the projector.
 pub const NAME: &str = "notifications";
 /// Event types the projector reads; every other event is passed over undecoded.
-const NOTIFIED_TYPES: [&str; 6] = [
+const NOTIFIED_TYPES: [&str; 7] = [
+    "TierChanged",
     "PointsEarned",
     "RewardRedeemed",
     "RedemptionFulfilled",
@@ -177,6 +178,10 @@ enum Notice {
         expired: bool,
         balance: ledger_core::Points,
     },
+    Tier {
+        name: String,
+        upgrade: bool,
+    },
 }
 
 impl Notice {
@@ -201,6 +206,7 @@ impl Notice {
                 expired,
                 balance,
             } => render::render_hold_released(reward, *points, *expired, *balance),
+            Notice::Tier { name, upgrade } => render::render_tier_changed(vendor, name, *upgrade),
         }
     }
 }
@@ -282,6 +288,10 @@ impl Notifications {
                 }
                 Event::HoldFulfilled(e) => Notice::Fulfilled {
                     reward: rewards.get(&e.redemption_id).cloned().unwrap_or_default(),
+                },
+                Event::TierChanged(e) => Notice::Tier {
+                    name: e.to_name.clone(),
+                    upgrade: e.direction == ledger_core::events::TierDirection::Upgrade,
                 },
                 Event::HoldReleased(e) => Notice::Released {
                     reward: rewards.get(&e.redemption_id).cloned().unwrap_or_default(),

@@ -188,6 +188,13 @@ pub struct CustomerView {
     /// Net of manual adjustments (signed).
     pub adjusted: i64,
     pub purchases: i64,
+    /// The tier reached (an id of the ladder, `GET /v1/tiers`); `null` = the ladder's base
+    /// (or no ladder).
+    #[schema(required = true)]
+    pub tier: Option<String>,
+    /// When the tier is next reviewed (downgraded if the window falls short).
+    #[schema(required = true)]
+    pub tier_review_at: Option<DateTime<Utc>>,
     pub enrolled_at: DateTime<Utc>,
     /// Open lots (points remaining), soonest-expiring first.
     pub lots: Vec<LotView>,
@@ -459,7 +466,7 @@ async fn projected(
     let row = client
         .query_opt(
             "SELECT customer_id, erased_at, balance, earned, redeemed, expired, purchases, \
-                    enrolled_at, pending, held, debt, reversed, adjusted \
+                    enrolled_at, pending, held, debt, reversed, adjusted, tier, tier_review_at \
              FROM projection.customer_balances WHERE customer_id = $1 AND tenant_id = $2",
             &ids,
         )
@@ -505,6 +512,8 @@ fn view_from_row(row: &Row, lots: Vec<LotView>) -> Result<CustomerView, tokio_po
         reversed: row.try_get(11)?,
         adjusted: row.try_get(12)?,
         purchases: i64::from(row.try_get::<_, i32>(6)?),
+        tier: row.try_get(13)?,
+        tier_review_at: row.try_get(14)?,
         enrolled_at: row.try_get(7)?,
         lots,
     })
@@ -601,6 +610,8 @@ fn view_from_state(state: &CustomerState) -> Option<CustomerView> {
         reversed: state.reversed.value(),
         adjusted: state.adjusted.value(),
         purchases: i64::from(state.purchases),
+        tier: state.tier.clone(),
+        tier_review_at: state.tier_review_at,
         enrolled_at: profile.enrolled_at,
         lots,
     })

@@ -368,6 +368,12 @@ pub fn route_table() -> Vec<RouteSpec> {
         route(Method::PUT, "/v1/programme/settings", Vendor, || {
             web::to(programme::put_settings)
         }),
+        route(Method::GET, "/v1/tiers", Vendor, || {
+            web::to(programme::get_tiers)
+        }),
+        route(Method::PUT, "/v1/tiers", Vendor, || {
+            web::to(programme::put_tiers)
+        }),
         route(
             Method::GET,
             "/v1/customers/{customer_id}/export",

@@ -71,6 +71,8 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         crate::programme::adjust,
         crate::programme::get_settings,
         crate::programme::put_settings,
+        crate::programme::get_tiers,
+        crate::programme::put_tiers,
         crate::rules::show,
         crate::rules::publish,
         crate::personal::export,

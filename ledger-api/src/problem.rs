@@ -129,6 +129,8 @@ pub enum ApiError {
     /// Unknown, malformed, or another tenant's code: indistinguishable on purpose.
     #[error("there is no redemption with this code")]
     RedemptionNotFound,
+    #[error("the tenant has not published a tier ladder (PUT /v1/tiers)")]
+    NoTierScheme,
     /// Unknown, malformed, or another tenant's: indistinguishable on purpose.
     #[error("there is no broadcast with this id")]
     BroadcastNotFound,
@@ -321,6 +323,12 @@ impl ApiError {
                 StatusCode::NOT_FOUND,
                 "redemption-not-found",
                 "Redemption not found",
+                detail,
+            ),
+            E::NoTierScheme => Problem::new(
+                StatusCode::NOT_FOUND,
+                "no-tier-scheme",
+                "No tier ladder",
                 detail,
             ),
             E::BroadcastNotFound => Problem::new(
@@ -852,6 +860,7 @@ mod tests {
             (ApiError::CustomerNotFound, 404, "customer-not-found"),
             (ApiError::RewardNotFound, 404, "reward-not-found"),
             (ApiError::RedemptionNotFound, 404, "redemption-not-found"),
+            (ApiError::NoTierScheme, 404, "no-tier-scheme"),
             (ApiError::RouteNotFound, 404, "not-found"),
             (ApiError::MethodNotAllowed, 405, "method-not-allowed"),
             (ApiError::Unavailable("db down".into()), 503, "unavailable"),

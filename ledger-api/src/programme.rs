@@ -17,6 +17,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use ledger_core::command::{HOLD_DAYS_MAX, REASON_CHARS_MAX};
 use ledger_core::events::{ProgrammeSettings, RefundPolicy};
+use ledger_core::tiers::{
+    Tier, TierBasis, TierScheme, TierWindow, TIERS_MAX, TIER_NAME_CHARS_MAX, WINDOW_DAYS_MAX,
+};
 use ledger_core::{
     AdjustmentId, Command, CustomerId, CustomerState, Event, LotId, MinorUnits, Points, PurchaseId,
     RedemptionCode, RedemptionId, RefundId,
@@ -574,6 +577,228 @@ fn render_cancel(submission: &Submission, verdict: &Verdict<'_>) -> StoredRespon
         points_released: r.points.value(),
         available: available(customer),
     })
+}
+
+pub const TIER_SCHEME_FIELDS: [&str; 4] = ["basis", "window", "grace_days", "tiers"];
+pub const TIER_FIELDS: [&str; 3] = ["id", "name", "threshold"];
+
+/// The tier ladder, as `GET /v1/tiers` answers and `PUT` takes it (whole).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierSchemeView {
+    /// `spend` (net spend, minor units) or `points_earned` (net points of purchases).
+    #[schema(example = "spend")]
+    pub basis: &'static str,
+    pub window: TierWindowView,
+    /// Days after a review date before a downgrade takes effect (0–3650).
+    pub grace_days: u32,
+    /// 1 to 10 tiers, thresholds rising strictly, the first 0.
+    pub tiers: Vec<TierView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct TierWindowView {
+    /// `rolling_days` (the last `days` days) or `calendar_year` (in the tenant's time zone).
+    #[schema(example = "calendar_year")]
+    pub kind: &'static str,
+    #[schema(required = true)]
+    pub days: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierView {
+    /// `[a-z0-9_-]`, 1–30 characters, unique: what rules (`tier_multiplier`) and segments name.
+    pub id: String,
+    pub name: String,
+    pub threshold: i64,
+}
+
+impl From<&TierScheme> for TierSchemeView {
+    fn from(scheme: &TierScheme) -> Self {
+        TierSchemeView {
+            basis: match scheme.basis {
+                TierBasis::Spend => "spend",
+                TierBasis::PointsEarned => "points_earned",
+            },
+            window: match scheme.window {
+                TierWindow::RollingDays { days } => TierWindowView {
+                    kind: "rolling_days",
+                    days: Some(days),
+                },
+                TierWindow::CalendarYear => TierWindowView {
+                    kind: "calendar_year",
+                    days: None,
+                },
+            },
+            grace_days: scheme.grace_days,
+            tiers: scheme
+                .tiers
+                .iter()
+                .map(|t| TierView {
+                    id: t.id.clone(),
+                    name: t.name.clone(),
+                    threshold: t.threshold,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Parses a whole ladder; `TierScheme::check` (in the ledger) refuses what does not rise.
+pub fn parse_tier_scheme(body: &[u8]) -> Result<TierScheme, ApiError> {
+    let object = JsonObject::parse(body)?;
+    object.deny_unknown(&TIER_SCHEME_FIELDS)?;
+    Ok(TierScheme {
+        basis: object.required("basis", |v| match v.as_str() {
+            Some("spend") => Ok(TierBasis::Spend),
+            Some("points_earned") => Ok(TierBasis::PointsEarned),
+            _ => Err("must be `spend` or `points_earned`".to_owned()),
+        })?,
+        window: object.required("window", tier_window)?,
+        grace_days: object
+            .optional("grace_days", |v| {
+                let days = body::integer(v)?;
+                u32::try_from(days)
+                    .ok()
+                    .filter(|d| *d <= WINDOW_DAYS_MAX)
+                    .ok_or_else(|| format!("must be a whole number from 0 to {WINDOW_DAYS_MAX}"))
+            })?
+            .unwrap_or(0),
+        tiers: object
+            .optional_objects("tiers", TIERS_MAX, |tier| {
+                tier.deny_unknown(&TIER_FIELDS)?;
+                Ok(Tier {
+                    id: tier.required("id", |v| body::text(v, 1, 30))?,
+                    name: tier.required("name", |v| body::text(v, 1, TIER_NAME_CHARS_MAX))?,
+                    threshold: tier.required("threshold", |v| {
+                        let threshold = body::integer(v)?;
+                        if threshold < 0 {
+                            return Err("must not be negative".to_owned());
+                        }
+                        Ok(threshold)
+                    })?,
+                })
+            })?
+            .unwrap_or_default(),
+    })
+}
+
+fn tier_window(value: &Value) -> Result<TierWindow, String> {
+    let Value::Object(fields) = value else {
+        return Err("must be an object with `kind`".to_owned());
+    };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !["kind", "days"].contains(&k.as_str()))
+    {
+        return Err(format!("has an unknown field `{unknown}`"));
+    }
+    let days = fields.get("days").filter(|v| !v.is_null());
+    match fields.get("kind").and_then(Value::as_str) {
+        Some("calendar_year") if days.is_none() => Ok(TierWindow::CalendarYear),
+        Some("calendar_year") => Err("has `days`, which only rolling_days takes".to_owned()),
+        Some("rolling_days") => {
+            let days = days
+                .ok_or("needs `days` with rolling_days")
+                .map_err(str::to_owned)
+                .and_then(body::integer)?;
+            match u32::try_from(days) {
+                Ok(d) if (1..=WINDOW_DAYS_MAX).contains(&d) => {
+                    Ok(TierWindow::RollingDays { days: d })
+                }
+                _ => Err(format!(
+                    "days must be a whole number from 1 to {WINDOW_DAYS_MAX}"
+                )),
+            }
+        }
+        _ => Err("kind must be `rolling_days` or `calendar_year`".to_owned()),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tiers",
+    tag = "programme",
+    responses(
+        (status = 200, description = "The tier ladder in force.", body = TierSchemeView),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 404, description = "`no-tier-scheme`: the tenant has not published one.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
+#[tracing::instrument(name = "tier_scheme", skip_all, fields(tenant_id = %caller.tenant_id))]
+pub async fn get_tiers(
+    caller: Caller,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.authorize(Permission::ReadProgramme)?;
+    let mut client = state.client().await?;
+    let transaction = crate::scoped(&mut client, caller.tenant_id).await?;
+    let tenant = schema::rewards::tenant_state(&*transaction, caller.tenant_id)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("reading the tenant stream: {e}")))?;
+    match tenant.profile.and_then(|p| p.tier_scheme) {
+        Some(scheme) => Ok(HttpResponse::Ok().json(TierSchemeView::from(&scheme))),
+        None => Err(ApiError::NoTierScheme),
+    }
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/tiers",
+    tag = "programme",
+    request_body(content = TierSchemeView, content_type = "application/json"),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7E]+$",
+            description = "Optional: a retry with the same key gets the first answer."),
+    ),
+    responses(
+        (status = 200, description = "Published: customers keep their tier until its review; upgrades follow the new ladder from the next purchase.", body = TierSchemeView),
+        (status = 400, description = "`malformed-json` or `idempotency-key-invalid`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, description = "`forbidden`: owners only.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, description = "`invalid-field` (with `field`), `invalid-tier-scheme` or `idempotency-key-reused`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
+#[tracing::instrument(name = "publish_tier_scheme", skip_all, fields(tenant_id = %caller.tenant_id))]
+pub async fn put_tiers(
+    caller: Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.authorize(Permission::ManageProgramme)?;
+    let key = IdempotencyKey::optional(&req)?;
+    let body = body::read_json(&req, payload, state.body_bytes_max).await?;
+    let scheme = parse_tier_scheme(&body)?;
+    let command = Command::PublishTierScheme {
+        scheme,
+        at: commands::now(),
+    };
+    let claim = key.map(|key| key.claim(req.method().as_str(), req.path(), &body));
+    commands::submit(&state, caller.submission(command, claim, render_tiers)).await
+}
+
+fn render_tiers(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+    match verdict {
+        Verdict::Refused(refusal) => refused(refusal),
+        Verdict::Accepted { tenant, .. } => {
+            match tenant.profile.as_ref().and_then(|p| p.tier_scheme.as_ref()) {
+                Some(scheme) => ok(&TierSchemeView::from(scheme)),
+                None => inconsistent("an accepted tier scheme without a scheme"),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

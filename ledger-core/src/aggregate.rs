@@ -1384,6 +1384,7 @@ fn upgrade(
     Some(Event::TierChanged(TierChanged {
         from: customer.tier.clone(),
         to: scheme.tiers[reached].id.clone(),
+        to_name: scheme.tiers[reached].name.clone(),
         direction: TierDirection::Upgrade,
         qualifying_value: value,
         review_at: Some(scheme.review_after(at, tz)),
@@ -1423,6 +1424,7 @@ fn review_tier(customer: &CustomerState, profile: &TenantProfile, at: DateTime<U
             events.push(Event::TierChanged(TierChanged {
                 from: tier.clone(),
                 to: to.clone(),
+                to_name: scheme.tiers[reached].name.clone(),
                 direction: TierDirection::Downgrade,
                 qualifying_value: value,
                 review_at: next,

@@ -710,6 +710,7 @@ mod tests {
             Event::TierChanged(TierChanged {
                 from: None,
                 to: "gold".into(),
+                to_name: "Gold".into(),
                 direction: TierDirection::Upgrade,
                 qualifying_value: 1_200,
                 review_at: Some(at() + chrono::Duration::days(365)),

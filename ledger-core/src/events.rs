@@ -475,6 +475,8 @@ pub enum TierDirection {
 pub struct TierChanged {
     pub from: Option<String>,
     pub to: String,
+    /// The new tier's name at the time, as customers read it.
+    pub to_name: String,
     pub direction: TierDirection,
     /// The qualifying value (minor units or points, per the ladder's basis) that decided it.
     pub qualifying_value: i64,

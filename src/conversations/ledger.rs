@@ -208,6 +208,16 @@ pub fn active_reward(tenant: &TenantState, reward: RewardId) -> Option<RewardLin
         })
 }
 
+/// The name of the customer's tier (`None` = the ladder's base), or `None` when the tenant
+/// has no ladder.
+pub fn tier_name(tenant: &TenantState, tier: Option<&str>) -> Option<String> {
+    let scheme = tenant.profile.as_ref()?.tier_scheme.as_ref()?;
+    let tier = tier
+        .and_then(|id| scheme.tier(id))
+        .unwrap_or(&scheme.tiers[0]);
+    Some(tier.name.clone())
+}
+
 /// The active catalogue in display order (creation order).
 pub fn active_rewards(tenant: &TenantState) -> Vec<RewardLine> {
     tenant

@@ -439,3 +439,42 @@ async fn a_redemption_in_the_conversation_carries_its_code_in_exactly_one_messag
     assert_eq!(messages.len(), 2, "receipt and fulfilment: {messages:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_tier_upgrade_is_told_on_whatsapp_and_points_show_the_tier() {
+    let app = spawn().await;
+    let owner = Owner::sign_up(&app).await;
+    let response = app
+        .http
+        .put(app.url("/v1/tiers"))
+        .bearer_auth(&owner.token)
+        .json(&json!({
+            "basis": "points_earned",
+            "window": { "kind": "calendar_year" },
+            "tiers": [
+                { "id": "member", "name": "Member", "threshold": 0 },
+                { "id": "gold", "name": "Gold", "threshold": 100 },
+            ],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let ada = phone();
+    let customer = joined(&app, &owner, &ada).await;
+    owner.purchase(customer, 1_000_000).await;
+    // The receipt, then the upgrade the same purchase earned.
+    let messages = wait_for_notifications(&app, &ada, 2).await;
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[1]
+            .text
+            .contains("Congratulations! You are now Gold at Owner's Shop."),
+        "{messages:?}"
+    );
+    let chat = Chat::shared(&app);
+    chat.say(&ada, "points").await;
+    let points = chat.reply(&ada, 2).await;
+    assert!(points.text().contains("Tier: Gold."), "{points:?}");
+    app.stop().await;
+}

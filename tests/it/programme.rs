@@ -475,3 +475,95 @@ async fn a_hold_is_cancelled_or_expires_exactly_once_and_its_points_come_back() 
     assert_eq!(problem_type(late).await, "hold-released");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_tier_ladder_upgrades_at_the_purchase_and_downgrades_only_at_its_review() {
+    let app = TestApp::spawn().await;
+    let owner = Owner::sign_up(&app).await;
+    let missing = app
+        .http
+        .get(app.url("/v1/tiers"))
+        .bearer_auth(&owner.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(problem_type(missing).await, "no-tier-scheme");
+
+    let ladder = json!({
+        "basis": "spend",
+        "window": { "kind": "rolling_days", "days": 30 },
+        "grace_days": 0,
+        "tiers": [
+            { "id": "member", "name": "Member", "threshold": 0 },
+            { "id": "silver", "name": "Silver", "threshold": 1_000_000 },
+        ],
+    });
+    let put = |body: Value| {
+        let owner = &owner;
+        async move {
+            owner
+                .app
+                .http
+                .put(owner.app.url("/v1/tiers"))
+                .bearer_auth(&owner.token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let events = app.event_count().await;
+    let mut bad = ladder.clone();
+    bad["tiers"][1]["threshold"] = json!(0);
+    let refused = put(bad).await;
+    assert_eq!(refused.status(), 422);
+    assert_eq!(problem_type(refused).await, "invalid-tier-scheme");
+    let mut bad = ladder.clone();
+    bad["window"] = json!({ "kind": "rolling_days" });
+    let refused = put(bad).await;
+    assert_eq!(refused.status(), 422);
+    assert_eq!(problem_type(refused).await, "invalid-field");
+    assert_eq!(app.event_count().await, events, "refusals append nothing");
+    assert_eq!(put(ladder.clone()).await.status(), 200);
+    assert_eq!(owner.get("/v1/tiers").await["tiers"][1]["name"], "Silver");
+
+    let customer = owner.customer_with(0).await;
+    owner.purchase(customer, 600_000).await;
+    assert_eq!(owner.customer(customer).await["tier"], Value::Null);
+    owner.purchase(customer, 400_000).await;
+    let view = owner.customer(customer).await;
+    assert_eq!(
+        view["tier"], "silver",
+        "up at the purchase that reaches the threshold"
+    );
+    assert!(view["tier_review_at"].is_string());
+
+    // A refund lowers the qualifying spend, not the tier: only a review does.
+    let (third, _) = owner.purchase(customer, 1_500_000).await;
+    let refund = owner
+        .refund(
+            "r-1",
+            customer,
+            json!({ "purchase_id": third, "amount_minor": 400_000 }),
+        )
+        .await;
+    assert_eq!(refund.status(), 201);
+    assert_eq!(owner.customer(customer).await["tier"], "silver");
+    let early = run_due_work(&app, Utc::now() + Days::days(29)).await;
+    assert_eq!(early.tiers_reviewed, 0);
+    // At the review the window [review − 30 days, review] holds the purchases since the
+    // upgrade: 400,000 + 1,500,000 − 400,000 refunded ≥ 1,000,000, so the tier is kept.
+    let kept = run_due_work(&app, Utc::now() + Days::days(31)).await;
+    assert_eq!(kept.tiers_reviewed, 1);
+    assert_eq!(owner.customer(customer).await["tier"], "silver");
+    // The next review, 30 days later, finds nothing: down to the base.
+    let down = run_due_work(&app, Utc::now() + Days::days(61)).await;
+    assert_eq!(down.tiers_reviewed, 1);
+    let view = owner.customer(customer).await;
+    assert_eq!(view["tier"], "member");
+    assert_eq!(view["tier_review_at"], Value::Null);
+    let again = run_due_work(&app, Utc::now() + Days::days(61)).await;
+    assert_eq!(again.tiers_reviewed, 0, "a review happens once");
+    app.stop().await;
+}

@@ -260,6 +260,7 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
         ("post", "/v1/customers/{customer_id}/adjustments", true),
         ("post", "/v1/redemptions/{code}/cancel", true),
         ("put", "/v1/programme/settings", false),
+        ("put", "/v1/tiers", false),
         ("put", "/v1/rules", false),
         ("post", "/v1/broadcasts", true),
     ];
@@ -292,13 +293,15 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
 #[test]
 fn request_schemas_have_exactly_the_parsers_fields() {
     let document = document();
-    let cases: [(&str, &[&str]); 21] = [
+    let cases: [(&str, &[&str]); 23] = [
         ("RefundRequestSchema", &crate::programme::REFUND_FIELDS[..]),
         (
             "AdjustmentRequestSchema",
             &crate::programme::ADJUSTMENT_FIELDS[..],
         ),
         ("SettingsView", &crate::programme::SETTINGS_FIELDS[..]),
+        ("TierSchemeView", &crate::programme::TIER_SCHEME_FIELDS[..]),
+        ("TierView", &crate::programme::TIER_FIELDS[..]),
         (
             "PurchaseRequestSchema",
             &crate::purchases::PURCHASE_FIELDS[..],
@@ -931,6 +934,8 @@ fn response_schemas_have_exactly_the_keys_the_responses_serialise() {
         reversed: 0,
         adjusted: 0,
         purchases: 1,
+        tier: None,
+        tier_review_at: None,
         enrolled_at: at(),
         lots: vec![lot_view],
     };

@@ -358,6 +358,24 @@ pub fn render_hold_released(
     ))
 }
 
+/// The customer's tier changed: up at once after a purchase, down at a review.
+pub fn render_tier_changed(vendor_name: &str, tier_name: &str, upgrade: bool) -> OutgoingMessage {
+    let text = if upgrade {
+        format!(
+            "Congratulations! You are now {} at {}.",
+            name(tier_name),
+            name(vendor_name)
+        )
+    } else {
+        format!(
+            "Your tier at {} is now {}. Keep shopping to move up again.",
+            name(vendor_name),
+            name(tier_name)
+        )
+    };
+    OutgoingMessage::text(&text)
+}
+
 /// A redemption handed over at the counter.
 pub fn render_fulfilled(reward_name: &str) -> OutgoingMessage {
     OutgoingMessage::text(&format!(
