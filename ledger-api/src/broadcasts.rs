@@ -42,11 +42,12 @@ pub const TEMPLATE_FIELDS: [&str; 3] = ["name", "language", "parameters"];
 /// Every field a segment may have; each kind accepts only its own.
 pub const SEGMENT_FIELDS: [&str; 5] = ["kind", "days", "points", "from", "to"];
 /// The segment kinds accepted now.
-pub const SEGMENT_KINDS: [&str; 4] = [
+pub const SEGMENT_KINDS: [&str; 5] = [
     "all_opted_in",
     "inactive_days",
     "balance_at_least",
     "joined_between",
+    "tier",
 ];
 /// Recipients of one broadcast, at most: a larger segment is refused (split it).
 pub const RECIPIENTS_MAX: i64 = 100_000;
@@ -89,7 +90,6 @@ fn parse_segment(object: &JsonObject) -> Result<Segment, ApiError> {
         let kind = crate::accounts::string_field(v)?;
         if let Some(pending) = PendingSegmentKind::parse(kind) {
             let needs = match pending {
-                PendingSegmentKind::Tier => "tiers",
                 PendingSegmentKind::BirthdayMonth => "customers' birthdays",
             };
             return Err(format!(
@@ -107,6 +107,7 @@ fn parse_segment(object: &JsonObject) -> Result<Segment, ApiError> {
         "inactive_days" => &["kind", "days"],
         "balance_at_least" => &["kind", "points"],
         "joined_between" => &["kind", "from", "to"],
+        "tier" => &["kind", "tier"],
         _ => &["kind"],
     };
     object.deny_unknown(own_fields)?;
@@ -128,8 +129,45 @@ fn parse_segment(object: &JsonObject) -> Result<Segment, ApiError> {
             Segment::joined_between(from, to)
                 .map_err(|e| ApiError::invalid_field("segment.to", format!("segment.to: {e}")))
         }
+        // Whether the tier exists (and is the base) is the ladder's to say: see `create`.
+        "tier" => Ok(Segment::Tier {
+            tier: object.required("tier", |v| body::text(v, 1, 30))?,
+            includes_untiered: false,
+        }),
         _ => Ok(Segment::AllOptedIn),
     }
+}
+
+/// A `tier` segment names a tier of the tenant's ladder; the ladder's base also holds the
+/// customers who never moved from it.
+async fn resolve_tier_segment(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    tenant_id: ledger_core::TenantId,
+    segment: Segment,
+) -> Result<Segment, ApiError> {
+    let Segment::Tier { tier, .. } = segment else {
+        return Ok(segment);
+    };
+    let tenant = schema::rewards::tenant_state(&**transaction, tenant_id)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("reading the tenant stream: {e}")))?;
+    let scheme = tenant.profile.and_then(|p| p.tier_scheme).ok_or_else(|| {
+        ApiError::invalid_field(
+            "segment.tier",
+            "segment.tier: the tenant has no tier ladder (PUT /v1/tiers)",
+        )
+    })?;
+    if scheme.tier(&tier).is_none() {
+        return Err(ApiError::invalid_field(
+            "segment.tier",
+            format!("segment.tier: `{tier}` is not a tier of the ladder"),
+        ));
+    }
+    let includes_untiered = scheme.tiers[0].id == tier;
+    Ok(Segment::Tier {
+        tier,
+        includes_untiered,
+    })
 }
 
 fn out_of_days() -> String {
@@ -314,19 +352,20 @@ pub async fn create(
     let key = IdempotencyKey::required(&req)?;
     let body = body::read_json(&req, payload, state.body_bytes_max).await?;
     let request = BroadcastRequest::parse(&body)?;
+    let mut client = state.client().await?;
+    let transaction = crate::scoped(&mut client, caller.tenant_id).await?;
+    let segment = resolve_tier_segment(&transaction, caller.tenant_id, request.segment).await?;
     let new = store::NewBroadcast {
         broadcast_id: Uuid::now_v7(),
         tenant_id: caller.tenant_id,
         idempotency_key: key.as_str(),
         request_hash: request_hash("POST", req.path(), &body),
         name: &request.name,
-        segment: &request.segment,
+        segment: &segment,
         template: &request.template,
         actor: &caller.actor(),
         correlation_id: caller.correlation_id,
     };
-    let mut client = state.client().await?;
-    let transaction = crate::scoped(&mut client, caller.tenant_id).await?;
     let created = store::create(&*transaction, &new, Utc::now(), RECIPIENTS_MAX)
         .await
         .map_err(store_error)?;

@@ -9,9 +9,9 @@
 //! Decisions:
 //! - **Broadcasts are marketing**: Meta allows them only as approved templates, inside the
 //!   customer-service window or not, so a broadcast is always a template (never free-form).
-//! - **The segment is data** (`kind` + its fields). `tier` and `birthday_month` are named in
-//!   [`PendingSegmentKind`] and refused until tiers and birthdays exist; adding one is a new
-//!   variant here and one SQL predicate in `schema::broadcasts`.
+//! - **The segment is data** (`kind` + its fields). `birthday_month` is named in
+//!   [`PendingSegmentKind`] and refused until birthdays exist; adding it is a new variant
+//!   here and one SQL predicate in `schema::broadcasts` (as `tier` was).
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -39,13 +39,18 @@ pub enum Segment {
     BalanceAtLeast { points: i64 },
     /// Enrolled between `from` and `to`, both dates included (UTC).
     JoinedBetween { from: NaiveDate, to: NaiveDate },
+    /// At tier `tier` (an id of the tenant's ladder). `includes_untiered` is set by the shell
+    /// when `tier` is the ladder's base, which customers never moved from also hold.
+    Tier {
+        tier: String,
+        #[serde(default)]
+        includes_untiered: bool,
+    },
 }
 
 /// Segment kinds named by the issue that need facts the ledger does not hold yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PendingSegmentKind {
-    /// Needs tiers (qualification, `TierChanged`).
-    Tier,
     /// Needs birth dates (sealed) and a derived birth month.
     BirthdayMonth,
 }
@@ -53,7 +58,6 @@ pub enum PendingSegmentKind {
 impl PendingSegmentKind {
     pub fn parse(kind: &str) -> Option<Self> {
         match kind {
-            "tier" => Some(PendingSegmentKind::Tier),
             "birthday_month" => Some(PendingSegmentKind::BirthdayMonth),
             _ => None,
         }
@@ -98,6 +102,7 @@ impl Segment {
             Segment::InactiveDays { .. } => "inactive_days",
             Segment::BalanceAtLeast { .. } => "balance_at_least",
             Segment::JoinedBetween { .. } => "joined_between",
+            Segment::Tier { .. } => "tier",
         }
     }
 }
@@ -354,10 +359,6 @@ mod tests {
         );
         assert!(Segment::joined_between(day(1), day(1)).is_ok());
         assert_eq!(Segment::InactiveDays { days: 30 }.kind(), "inactive_days");
-        assert_eq!(
-            PendingSegmentKind::parse("tier"),
-            Some(PendingSegmentKind::Tier)
-        );
         assert_eq!(
             PendingSegmentKind::parse("birthday_month"),
             Some(PendingSegmentKind::BirthdayMonth)

@@ -623,7 +623,7 @@ async fn bad_input_is_a_problem_and_changes_nothing() {
         ),
         (
             json!({"segment": {"kind": "tier", "tier": "gold"}, "template": template, "name": "x"}),
-            "segment.kind",
+            "segment.tier",
         ),
         (
             json!({"segment": {"kind": "birthday_month"}, "template": template, "name": "x"}),
@@ -806,5 +806,48 @@ async fn a_customer_erased_after_creation_is_skipped() {
         };
         assert_eq!(recipient["state"], expected, "{recipient}");
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_tier_segment_reaches_the_tiers_members_and_the_base_includes_the_untiered() {
+    let app = spawn(false, false).await;
+    let owner = Owner::sign_up(&app).await;
+    let ladder = app
+        .http
+        .put(app.url("/v1/tiers"))
+        .bearer_auth(&owner.token)
+        .json(&json!({
+            "basis": "points_earned",
+            "window": { "kind": "calendar_year" },
+            "tiers": [
+                { "id": "member", "name": "Member", "threshold": 0 },
+                { "id": "gold", "name": "Gold", "threshold": 100 },
+            ],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ladder.status(), 200);
+    let (gold, small, none) = (phone(), phone(), phone());
+    let gold_customer = joined(&app, &owner, &gold).await;
+    let small_customer = joined(&app, &owner, &small).await;
+    joined(&app, &owner, &none).await;
+    owner.purchase(gold_customer, 1_000_000).await;
+    owner.purchase(small_customer, 10_000).await;
+    app.wait_until_projected().await;
+
+    let to_gold = create(&owner, json!({"kind": "tier", "tier": "gold"})).await;
+    assert_eq!(progress(&to_gold, "recipients"), 1, "{to_gold}");
+    let to_members = create(&owner, json!({"kind": "tier", "tier": "member"})).await;
+    assert_eq!(progress(&to_members, "recipients"), 2, "{to_members}");
+    let (status, problem) = post_broadcast(
+        &owner,
+        Some("unknown-tier"),
+        &broadcast_body(json!({"kind": "tier", "tier": "platinum"})),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(problem["field"], "segment.tier");
     app.stop().await;
 }
