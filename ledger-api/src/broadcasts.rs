@@ -734,9 +734,11 @@ mod tests {
             (json!({"segment": null}), "segment"),
             (json!({"segment": "all"}), "segment"),
             (json!({"segment": {"kind": "everyone"}}), "segment.kind"),
+            (json!({"segment": {"kind": "tier"}}), "segment.tier"),
+            (json!({"segment": {"kind": "tier", "tier": ""}}), "segment.tier"),
             (
-                json!({"segment": {"kind": "tier", "tier": "gold"}}),
-                "segment.kind",
+                json!({"segment": {"kind": "tier", "tier": "gold", "days": 3}}),
+                "segment.days",
             ),
             (
                 json!({"segment": {"kind": "birthday_month"}}),
