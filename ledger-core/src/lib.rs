@@ -24,7 +24,8 @@ pub mod redemption_code;
 pub mod rules;
 
 pub use aggregate::{
-    decide, evolve, CustomerState, LedgerState, Lot, Redemption, Reward, TenantProfile, TenantState,
+    decide, evolve, CustomerState, LedgerState, Lot, Redemption, Reward, RewardStock,
+    TenantProfile, TenantState,
 };
 pub use amounts::{AmountError, Currency, MinorUnits, Points};
 pub use command::{Command, Rejection};

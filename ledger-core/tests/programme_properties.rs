@@ -457,6 +457,7 @@ fn kind(command: &Command) -> &'static str {
         Command::LogPurchase { .. } => "LogPurchase",
         Command::RedeemPoints { .. } => "RedeemPoints",
         Command::CreateReward { .. } => "CreateReward",
+        Command::UpdateReward { .. } => "UpdateReward",
         Command::RetireReward { .. } => "RetireReward",
         Command::RedeemReward { .. } => "RedeemReward",
         Command::FulfilRedemption { .. } => "FulfilRedemption",
@@ -709,6 +710,7 @@ impl Harness {
             LedgerState {
                 tenant: &self.tenant,
                 customer: &self.customer,
+                stock: &ledger_core::aggregate::NO_STOCK_USED,
             },
             command,
         )
@@ -1248,6 +1250,7 @@ impl Harness {
             reward_id: RewardId::from_uuid(self.fresh_uuid()),
             name: name.clone(),
             points_cost: Points::new(cost),
+            terms: Default::default(),
             at: self.clock,
         };
         let expect = if name.trim().is_empty() || name.chars().count() > 60 {

@@ -284,6 +284,7 @@ impl Ledger {
             reward_id: RewardId::from_uuid(Uuid::from_u128(REWARD)),
             name: "Jollof".into(),
             points_cost: Points::new(10),
+            terms: Default::default(),
             at: ledger.clock,
         });
         ledger.run(Command::EnrolCustomer {
@@ -307,6 +308,7 @@ impl Ledger {
             LedgerState {
                 tenant: &self.tenant,
                 customer: &self.customer,
+                stock: &ledger_core::aggregate::NO_STOCK_USED,
             },
             &command,
         )
