@@ -5,6 +5,7 @@ mod helpers;
 
 mod accounts;
 mod api_purchases;
+mod catalogue;
 mod cli;
 mod conversation;
 mod crash;
