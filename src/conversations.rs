@@ -1173,9 +1173,11 @@ impl Turn<'_> {
         let customer = self.customer(tenant).await?;
         let facts = ledger::customer(&self.processor.pool, tenant, customer).await?;
         let catalogue = self.caches.tenant(&self.processor.pool, tenant).await?;
+        let stock = ledger::reward_stock(&self.processor.pool, tenant).await?;
+        let now = ledger_api::commands::now();
         Ok(render::render_rewards(&RewardsFacts {
             vendor_name: vendor_name(state, tenant),
-            rewards: ledger::active_rewards(&catalogue),
+            rewards: ledger::active_rewards(&catalogue, &stock, now),
             page,
             balance: facts.available(),
         }))
@@ -1187,7 +1189,9 @@ impl Turn<'_> {
         reward: ledger_core::RewardId,
     ) -> Result<OutgoingMessage, ProcessError> {
         let catalogue = self.caches.tenant(&self.processor.pool, tenant).await?;
-        let Some(line) = ledger::active_reward(&catalogue, reward) else {
+        let stock = ledger::reward_stock(&self.processor.pool, tenant).await?;
+        let now = ledger_api::commands::now();
+        let Some(line) = ledger::active_reward(&catalogue, &stock, reward, now) else {
             return Ok(render::render_reward_unavailable());
         };
         let customer = self.customer(tenant).await?;

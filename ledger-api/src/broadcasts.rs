@@ -735,7 +735,10 @@ mod tests {
             (json!({"segment": "all"}), "segment"),
             (json!({"segment": {"kind": "everyone"}}), "segment.kind"),
             (json!({"segment": {"kind": "tier"}}), "segment.tier"),
-            (json!({"segment": {"kind": "tier", "tier": ""}}), "segment.tier"),
+            (
+                json!({"segment": {"kind": "tier", "tier": ""}}),
+                "segment.tier",
+            ),
             (
                 json!({"segment": {"kind": "tier", "tier": "gold", "days": 3}}),
                 "segment.days",

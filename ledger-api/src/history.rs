@@ -199,6 +199,7 @@ pub fn reason(event: &Event, currency: &str) -> String {
         Event::RewardRedeemed(e) => format!("Redeemed {}: {}", points(e.points), e.description),
         Event::RedemptionFulfilled(_) => "Reward handed over".to_owned(),
         Event::RewardCreated(e) => format!("Reward created: {}", e.name),
+        Event::RewardUpdated(e) => format!("Reward updated: {}", e.name),
         Event::RewardRetired(_) => "Reward retired".to_owned(),
         Event::PointsExpired(e) => format!("{} expired", points(e.points)),
         Event::TenantRegistered(_) => "Vendor registered".to_owned(),

@@ -332,6 +332,9 @@ pub fn route_table() -> Vec<RouteSpec> {
         route(Method::GET, "/v1/rewards", Vendor, || {
             web::to(rewards::list)
         }),
+        route(Method::PUT, "/v1/rewards/{reward_id}", Vendor, || {
+            web::to(rewards::update)
+        }),
         route(
             Method::POST,
             "/v1/rewards/{reward_id}/retire",

@@ -64,6 +64,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         crate::redemptions::redeem,
         crate::rewards::create,
         crate::rewards::list,
+        crate::rewards::update,
         crate::rewards::retire,
         crate::redemptions::fulfil,
         crate::programme::cancel_hold,
@@ -116,7 +117,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         (name = "customers", description = "Enrol, find and show customers"),
         (name = "purchases", description = "Log purchases and earn points"),
         (name = "redemptions", description = "Spend points or redeem a reward; fulfil a redemption by its code"),
-        (name = "rewards", description = "The reward catalogue: create, list, retire (owners manage it)"),
+        (name = "rewards", description = "The reward catalogue: create, list (with the stock left), update, retire (owners manage it)"),
         (name = "rules", description = "The points rules: the set in force and its versions; publish a new set (owners only)"),
         (name = "personal data", description = "Export and erasure of a customer's personal data"),
         (name = "accounts", description = "Sign up, log in, refresh and log out, accept an invitation, and who is calling"),
@@ -462,7 +463,8 @@ pub struct RewardRedemptionSchema {
     reward_id: Uuid,
 }
 
-/// `POST /v1/rewards`.
+/// `POST /v1/rewards` and `PUT /v1/rewards/{reward_id}` (which replaces every field: an
+/// optional field left out is cleared).
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
@@ -473,6 +475,35 @@ pub struct RewardRequestSchema {
     /// What the reward costs, in points.
     #[schema(minimum = 1, maximum = 1000000000000_i64)]
     points_cost: i64,
+    /// One line for customers, shown as the reward's row description in the WhatsApp list
+    /// (whose limit is 72 characters); trimmed, not only blanks, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 72,
+        example = "Party jollof with chicken and plantain"
+    )]
+    description: Option<String>,
+    /// A picture of the reward: an `https://` URL with a host, visible ASCII only.
+    #[schema(
+        max_length = 2048,
+        pattern = "^https://[\x21-\x7E]+$",
+        example = "https://cdn.example.com/jollof.jpg"
+    )]
+    image_url: Option<String>,
+    /// Redeemable from this instant on (RFC 3339). A redemption before it is 409
+    /// `reward-not-yet-valid`.
+    valid_from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Redeemable until this instant, exclusive (RFC 3339; later than `valid_from`). A
+    /// redemption from then on is 409 `reward-no-longer-valid`.
+    valid_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Total units: every open or fulfilled hold of the reward uses one, a released hold
+    /// gives it back. Absent: unlimited. A redemption with none left is 409 `out-of-stock`.
+    #[schema(minimum = 0, maximum = 1000000000)]
+    stock: Option<u32>,
+    /// Most units one customer may have (open and fulfilled holds). Absent: no limit. A
+    /// redemption beyond it is 409 `per-customer-limit-reached`.
+    #[schema(minimum = 1, maximum = 1000)]
+    per_customer_limit: Option<u32>,
 }
 
 /// `PUT /v1/rules`: the whole new rule set, without a version (the ledger gives it).

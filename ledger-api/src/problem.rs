@@ -639,6 +639,50 @@ fn rejected(rejection: &Rejection) -> Problem {
             "Already fulfilled",
             "this redemption was already fulfilled: the reward has been handed over",
         ),
+        // The API's parser refuses bad terms first; the ledger checks again.
+        R::InvalidRewardTerms { field, .. } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+            "Invalid field",
+            detail,
+        )
+        .with("field", *field),
+        R::RewardNotYetValid { valid_from } => Problem::new(
+            StatusCode::CONFLICT,
+            "reward-not-yet-valid",
+            "Reward not valid yet",
+            detail,
+        )
+        .with("valid_from", valid_from.to_rfc3339()),
+        R::RewardNoLongerValid { valid_until } => Problem::new(
+            StatusCode::CONFLICT,
+            "reward-no-longer-valid",
+            "Reward no longer valid",
+            detail,
+        )
+        .with("valid_until", valid_until.to_rfc3339()),
+        R::OutOfStock { stock } => Problem::new(
+            StatusCode::CONFLICT,
+            "out-of-stock",
+            "Out of stock",
+            detail,
+        )
+        .with("stock", *stock),
+        R::PerCustomerLimitReached { limit } => Problem::new(
+            StatusCode::CONFLICT,
+            "per-customer-limit-reached",
+            "Per-customer limit reached",
+            detail,
+        )
+        .with("per_customer_limit", *limit),
+        R::StockBelowUsed { used, .. } => Problem::new(
+            StatusCode::CONFLICT,
+            "stock-below-used",
+            "Stock below the units used",
+            detail,
+        )
+        .with("field", "stock")
+        .with("used", *used),
     }
 }
 
@@ -754,6 +798,43 @@ mod tests {
                 Refusal::Rejected(Rejection::AlreadyFulfilled),
                 409,
                 "already-fulfilled",
+            ),
+            (
+                Refusal::Rejected(Rejection::InvalidRewardTerms {
+                    field: "image_url",
+                    reason: "must be an https:// URL",
+                }),
+                422,
+                "invalid-field",
+            ),
+            (
+                Refusal::Rejected(Rejection::RewardNotYetValid {
+                    valid_from: chrono::DateTime::UNIX_EPOCH,
+                }),
+                409,
+                "reward-not-yet-valid",
+            ),
+            (
+                Refusal::Rejected(Rejection::RewardNoLongerValid {
+                    valid_until: chrono::DateTime::UNIX_EPOCH,
+                }),
+                409,
+                "reward-no-longer-valid",
+            ),
+            (
+                Refusal::Rejected(Rejection::OutOfStock { stock: 10 }),
+                409,
+                "out-of-stock",
+            ),
+            (
+                Refusal::Rejected(Rejection::PerCustomerLimitReached { limit: 2 }),
+                409,
+                "per-customer-limit-reached",
+            ),
+            (
+                Refusal::Rejected(Rejection::StockBelowUsed { stock: 1, used: 2 }),
+                409,
+                "stock-below-used",
             ),
         ];
         for (refusal_case, status, slug) in table {

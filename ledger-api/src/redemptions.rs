@@ -141,7 +141,7 @@ fn description(value: &Value) -> Result<String, String> {
         (status = 500, response = crate::openapi::InternalError),
         (status = 503, response = crate::openapi::Unavailable),
         (status = 404, description = "`customer-not-found`, `reward-not-found` (or `tenant-not-registered`).", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`insufficient-points` (with `available` and `requested`) or `reward-retired`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`insufficient-points` (with `available` and `requested`), `reward-retired`, `out-of-stock` (with `stock`), `per-customer-limit-reached` (with `per_customer_limit`), `reward-not-yet-valid` (with `valid_from`) or `reward-no-longer-valid` (with `valid_until`).", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 410, description = "`customer-erased`.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 415, response = crate::openapi::UnsupportedMediaType),

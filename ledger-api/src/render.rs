@@ -161,6 +161,7 @@ pub fn purchase(submission: &Submission, verdict: &Verdict<'_>) -> StoredRespons
             events,
             tenant,
             customer,
+            ..
         } => (events, tenant, customer),
     };
     let logged = events.iter().find_map(|event| match event {
@@ -270,19 +271,36 @@ pub fn fulfilment(submission: &Submission, verdict: &Verdict<'_>) -> StoredRespo
     })
 }
 
-pub fn reward_created(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
-    let (events, tenant) = match verdict {
-        Verdict::Refused(refusal) => return refused(refusal),
-        Verdict::Accepted { events, tenant, .. } => (events, tenant),
+/// The reward a catalogue event names, as it stands after the decision, with what is left
+/// of its stock (a new reward has used none).
+fn reward_after(verdict: &Verdict<'_>) -> Result<RewardView, StoredResponse> {
+    let (events, tenant, stock) = match verdict {
+        Verdict::Refused(refusal) => return Err(refused(refusal)),
+        Verdict::Accepted {
+            events,
+            tenant,
+            stock,
+            ..
+        } => (events, tenant, stock),
     };
-    let reward = events.iter().find_map(|event| match event {
-        Event::RewardCreated(created) => tenant.rewards.get(&created.reward_id),
-        _ => None,
-    });
-    match reward {
-        Some(reward) => created(&RewardView::from(reward)),
-        None => inconsistent("an accepted reward creation without RewardCreated"),
-    }
+    events
+        .iter()
+        .find_map(|event| match event {
+            Event::RewardCreated(e) => tenant.rewards.get(&e.reward_id),
+            Event::RewardUpdated(e) => tenant.rewards.get(&e.reward_id),
+            Event::RewardRetired(e) => tenant.rewards.get(&e.reward_id),
+            _ => None,
+        })
+        .map(|reward| RewardView::new(reward, stock))
+        .ok_or_else(|| inconsistent("an accepted catalogue command without its event"))
+}
+
+pub fn reward_created(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+    reward_after(verdict).map_or_else(|response| response, |view| created(&view))
+}
+
+pub fn reward_updated(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+    reward_after(verdict).map_or_else(|response| response, |view| ok(&view))
 }
 
 pub fn rule_set_published(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
@@ -305,18 +323,7 @@ pub fn rule_set_published(_: &Submission, verdict: &Verdict<'_>) -> StoredRespon
 }
 
 pub fn reward_retired(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
-    let (events, tenant) = match verdict {
-        Verdict::Refused(refusal) => return refused(refusal),
-        Verdict::Accepted { events, tenant, .. } => (events, tenant),
-    };
-    let reward = events.iter().find_map(|event| match event {
-        Event::RewardRetired(retired) => tenant.rewards.get(&retired.reward_id),
-        _ => None,
-    });
-    match reward {
-        Some(reward) => ok(&RewardView::from(reward)),
-        None => inconsistent("an accepted retirement without RewardRetired"),
-    }
+    reward_after(verdict).map_or_else(|response| response, |view| ok(&view))
 }
 
 /// Serialises a response body. Our response types always serialise; should one ever not,
@@ -408,6 +415,7 @@ mod tests {
             reward_id: reward_id(),
             name: "Jollof rice".into(),
             points_cost: Points::new(10),
+            terms: Default::default(),
             created_at: at(),
         }));
         tenant
@@ -437,6 +445,7 @@ mod tests {
                 LedgerState {
                     tenant: &tenant,
                     customer: &customer,
+                    stock: &ledger_core::aggregate::NO_STOCK_USED,
                 },
                 &command,
             );
@@ -452,6 +461,7 @@ mod tests {
                             events: &events,
                             tenant: &tenant,
                             customer: &customer,
+                            stock: &ledger_core::aggregate::NO_STOCK_USED,
                         },
                     )
                 }
@@ -669,6 +679,7 @@ mod tests {
             reward_id: reward_id(),
             name: reward.name.clone(),
             points_cost: reward.points_cost,
+            terms: Default::default(),
             created_at: at(),
         });
         let customer = CustomerState::default();
@@ -678,6 +689,7 @@ mod tests {
                 events: &[created],
                 tenant: &tenant,
                 customer: &customer,
+                stock: &ledger_core::aggregate::NO_STOCK_USED,
             },
         );
         assert_eq!(response.status, 201);
@@ -732,6 +744,7 @@ mod tests {
                 events: &[],
                 tenant: &tenant,
                 customer: &customer,
+                stock: &ledger_core::aggregate::NO_STOCK_USED,
             },
         );
         assert_eq!(response.status, 500);

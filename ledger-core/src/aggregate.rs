@@ -6,14 +6,17 @@
 
 use crate::amounts::{MinorUnits, Points};
 use crate::command::{Command, Rejection, REWARD_NAME_CHARS_MAX};
-use crate::command::{HOLD_DAYS_MAX, REASON_CHARS_MAX};
+use crate::command::{
+    HOLD_DAYS_MAX, REASON_CHARS_MAX, REWARD_DESCRIPTION_CHARS_MAX, REWARD_IMAGE_URL_CHARS_MAX,
+    REWARD_PER_CUSTOMER_LIMIT_MAX, REWARD_STOCK_MAX,
+};
 use crate::events::{
     AdjustmentLot, CustomerEnrolled, CustomerErased, DebtSettled, Event, HoldFulfilled,
     HoldReleaseReason, HoldReleased, LineItem, LotDebit, PointsActivated, PointsAdjusted,
     PointsEarned, PointsExpired, PointsPending, ProgrammeSettings, ProgrammeSettingsChanged,
     PurchaseLogged, PurchaseRefunded, RedemptionFulfilled, RefundPolicy, Reversal, RewardCreated,
-    RewardHeld, RewardRedeemed, RewardRetired, RuleSetPublished, TenantRegistered, TierChanged,
-    TierDirection, TierRetained, TierSchemePublished,
+    RewardHeld, RewardRedeemed, RewardRetired, RewardTerms, RewardUpdated, RuleSetPublished,
+    TenantRegistered, TierChanged, TierDirection, TierRetained, TierSchemePublished,
 };
 use crate::ids::{
     AdjustmentId, CustomerId, LotId, PurchaseId, RedemptionId, RefundId, RewardId, TenantId,
@@ -92,12 +95,26 @@ pub struct TenantState {
 }
 
 /// One reward of a tenant's catalogue.
+///
+/// Catalogue rules (checked by `decide` on `RedeemReward`, in this order, after the reward
+/// is found and active):
+///
+/// 1. validity: redeemable only at `valid_from <= at < valid_until` (either bound optional);
+/// 2. stock: with a `stock`, redeemable only while fewer units are used than the stock,
+///    counting every open or fulfilled hold of the reward across customers (a released
+///    hold gives its unit back) — an input of the decision ([`RewardStock`]), since no one
+///    customer's stream knows it;
+/// 3. per-customer limit: with a `per_customer_limit`, redeemable only while the customer
+///    has fewer open or fulfilled holds of it ([`CustomerState::units_of`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reward {
     pub reward_id: RewardId,
     pub name: String,
     pub points_cost: Points,
+    pub terms: RewardTerms,
     pub created_at: DateTime<Utc>,
+    /// When the owner last changed it (`RewardUpdated`).
+    pub updated_at: Option<DateTime<Utc>>,
     /// `Some` once retired: no longer redeemable.
     pub retired_at: Option<DateTime<Utc>>,
 }
@@ -106,6 +123,166 @@ impl Reward {
     pub fn is_active(&self) -> bool {
         self.retired_at.is_none()
     }
+
+    /// Whether the validity window admits a redemption at `at`.
+    pub fn check_valid_at(&self, at: DateTime<Utc>) -> Result<(), Rejection> {
+        if let Some(valid_from) = self.terms.valid_from {
+            if at < valid_from {
+                return Err(Rejection::RewardNotYetValid { valid_from });
+            }
+        }
+        if let Some(valid_until) = self.terms.valid_until {
+            if at >= valid_until {
+                return Err(Rejection::RewardNoLongerValid { valid_until });
+            }
+        }
+        Ok(())
+    }
+
+    /// Active and inside its validity window at `at`.
+    pub fn is_offered_at(&self, at: DateTime<Utc>) -> bool {
+        self.is_active() && self.check_valid_at(at).is_ok()
+    }
+
+    /// Units left: `None` when the reward has no stock (unlimited).
+    pub fn stock_remaining(&self, stock: &RewardStock) -> Option<u32> {
+        self.terms
+            .stock
+            .map(|units| units.saturating_sub(stock.used(self.reward_id)))
+    }
+}
+
+/// Units of each reward in use across all the tenant's customers: open and fulfilled holds.
+///
+/// Stock is the one catalogue rule no single stream can decide: a customer's stream knows
+/// only that customer's holds, and the tenant stream none. The shell supplies the count as
+/// an input of the decision: the group-commit writer reads it from `reward_stock` under the
+/// tenant's lock and writes the change [`stock_changes`] computes in the same transaction as
+/// the events, so the count and the holds cannot disagree, across processes or a crash.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RewardStock {
+    used: BTreeMap<RewardId, u32>,
+}
+
+/// No unit of any reward used: for callers that decide nothing about stock (tests, tools).
+pub static NO_STOCK_USED: RewardStock = RewardStock::new();
+
+impl RewardStock {
+    pub const fn new() -> Self {
+        RewardStock {
+            used: BTreeMap::new(),
+        }
+    }
+
+    pub fn from_used(used: impl IntoIterator<Item = (RewardId, u32)>) -> Self {
+        RewardStock {
+            used: used.into_iter().collect(),
+        }
+    }
+
+    pub fn used(&self, reward_id: RewardId) -> u32 {
+        self.used.get(&reward_id).copied().unwrap_or(0)
+    }
+
+    /// Applies a change from [`stock_changes`]; saturates at 0 and `u32::MAX`.
+    pub fn apply(&mut self, reward_id: RewardId, delta: i64) {
+        let used = i64::from(self.used(reward_id)).saturating_add(delta);
+        let used = u32::try_from(used.max(0)).unwrap_or(u32::MAX);
+        self.used.insert(reward_id, used);
+    }
+}
+
+/// How a decision's `events` change the units used of each reward: `+1` per `RewardHeld`,
+/// `-1` per `HoldReleased` (the reward found in `customer_before`, the customer's state
+/// before the events, or in an earlier event of the same decision). A fulfilment keeps its
+/// unit. Only holds count: redemptions debited at once (before holds) are not stock.
+pub fn stock_changes(customer_before: &CustomerState, events: &[Event]) -> Vec<(RewardId, i64)> {
+    let mut held_now: BTreeMap<RedemptionId, RewardId> = BTreeMap::new();
+    let mut changes = Vec::new();
+    for event in events {
+        match event {
+            Event::RewardHeld(e) => {
+                held_now.insert(e.redemption_id, e.reward_id);
+                changes.push((e.reward_id, 1));
+            }
+            Event::HoldReleased(e) => {
+                let reward = held_now.get(&e.redemption_id).copied().or_else(|| {
+                    customer_before
+                        .redemptions
+                        .get(&e.redemption_id)
+                        .filter(|r| r.hold.is_some())
+                        .map(|r| r.reward_id)
+                });
+                if let Some(reward_id) = reward {
+                    changes.push((reward_id, -1));
+                }
+            }
+            _ => {}
+        }
+    }
+    changes
+}
+
+/// The checks of a reward's terms, shared by creation and update. The API parses each
+/// field with the same functions, so its 422 names the field before the ledger sees it.
+pub fn check_reward_terms(terms: &RewardTerms) -> Result<(), Rejection> {
+    let invalid = |field, reason| Rejection::InvalidRewardTerms { field, reason };
+    if let Some(description) = &terms.description {
+        check_reward_description(description).map_err(|r| invalid("description", r))?;
+    }
+    if let Some(url) = &terms.image_url {
+        check_reward_image_url(url).map_err(|r| invalid("image_url", r))?;
+    }
+    if let (Some(from), Some(until)) = (terms.valid_from, terms.valid_until) {
+        if from >= until {
+            return Err(invalid("valid_until", "must be later than valid_from"));
+        }
+    }
+    if terms.stock.is_some_and(|stock| stock > REWARD_STOCK_MAX) {
+        return Err(invalid("stock", "must be at most 1000000000"));
+    }
+    if let Some(limit) = terms.per_customer_limit {
+        if !(1..=REWARD_PER_CUSTOMER_LIMIT_MAX).contains(&limit) {
+            return Err(invalid("per_customer_limit", "must be 1 to 1000"));
+        }
+    }
+    Ok(())
+}
+
+/// 1 to [`REWARD_DESCRIPTION_CHARS_MAX`] characters, one line, not only blanks.
+pub fn check_reward_description(description: &str) -> Result<(), &'static str> {
+    let chars = description.chars().count();
+    if chars == 0 || description.trim().is_empty() {
+        return Err("must not be blank");
+    }
+    if chars > REWARD_DESCRIPTION_CHARS_MAX {
+        return Err("must be at most 72 characters (a WhatsApp list row's description)");
+    }
+    if description.chars().any(char::is_control) {
+        return Err("must be one line without control characters");
+    }
+    Ok(())
+}
+
+/// An absolute `https` URL with a host, of visible ASCII characters (percent-encode the
+/// rest), at most [`REWARD_IMAGE_URL_CHARS_MAX`] characters.
+pub fn check_reward_image_url(url: &str) -> Result<(), &'static str> {
+    if url.len() > REWARD_IMAGE_URL_CHARS_MAX {
+        return Err("must be at most 2048 characters");
+    }
+    if !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be visible ASCII characters only (percent-encode the rest)");
+    }
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Err("must be an https:// URL");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    let host = host.split(':').next().unwrap_or("");
+    if host.is_empty() || authority.contains('@') {
+        return Err("must name a host (and no user name or password)");
+    }
+    Ok(())
 }
 
 impl Aggregate for TenantState {
@@ -152,10 +329,20 @@ impl Aggregate for TenantState {
                         reward_id: e.reward_id,
                         name: e.name.clone(),
                         points_cost: e.points_cost,
+                        terms: e.terms.clone(),
                         created_at: e.created_at,
+                        updated_at: None,
                         retired_at: None,
                     },
                 );
+            }
+            Event::RewardUpdated(e) => {
+                if let Some(reward) = Arc::make_mut(&mut self.rewards).get_mut(&e.reward_id) {
+                    reward.name = e.name.clone();
+                    reward.points_cost = e.points_cost;
+                    reward.terms = e.terms.clone();
+                    reward.updated_at = Some(e.updated_at);
+                }
             }
             Event::RewardRetired(e) => {
                 if let Some(reward) = Arc::make_mut(&mut self.rewards).get_mut(&e.reward_id) {
@@ -306,6 +493,18 @@ impl CustomerState {
     /// Open holds, oldest first.
     pub fn open_holds(&self) -> impl Iterator<Item = &Redemption> {
         self.redemptions.values().filter(|r| r.is_open_hold())
+    }
+
+    /// The customer's units of a reward for its per-customer limit: redemptions of it not
+    /// released (open holds, fulfilled holds, and redemptions debited at once).
+    pub fn units_of(&self, reward_id: RewardId) -> u32 {
+        let units = self
+            .redemptions
+            .values()
+            .filter(|r| r.reward_id == reward_id)
+            .filter(|r| r.hold.as_ref().is_none_or(|h| h.released.is_none()))
+            .count();
+        u32::try_from(units).unwrap_or(u32::MAX)
     }
 
     fn lot_mut(&mut self, lot_id: LotId) -> Option<&mut Lot> {
@@ -537,6 +736,7 @@ impl Aggregate for CustomerState {
             Event::TenantRegistered(_)
             | Event::RuleSetPublished(_)
             | Event::RewardCreated(_)
+            | Event::RewardUpdated(_)
             | Event::RewardRetired(_)
             | Event::ProgrammeSettingsChanged(_)
             | Event::TierSchemePublished(_) => {}
@@ -557,6 +757,8 @@ fn sub(a: Points, b: Points) -> Points {
 pub struct LedgerState<'a> {
     pub tenant: &'a TenantState,
     pub customer: &'a CustomerState,
+    /// Units used of the tenant's rewards, across customers (see [`RewardStock`]).
+    pub stock: &'a RewardStock,
 }
 
 /// How far in the future a purchase may be dated: tolerates POS clocks running fast.
@@ -671,16 +873,11 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
             reward_id,
             name,
             points_cost,
+            terms,
             at,
         } => {
             tenant(state)?;
-            let chars = name.chars().count();
-            if chars == 0 || chars > REWARD_NAME_CHARS_MAX || name.trim().is_empty() {
-                return Err(Rejection::InvalidRewardName);
-            }
-            if !points_cost.is_positive() {
-                return Err(Rejection::AmountNotPositive);
-            }
+            check_reward(name, *points_cost, terms)?;
             if state.tenant.rewards.contains_key(reward_id) {
                 return Err(Rejection::RewardAlreadyExists);
             }
@@ -688,7 +885,30 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
                 reward_id: *reward_id,
                 name: name.clone(),
                 points_cost: *points_cost,
+                terms: terms.clone(),
                 created_at: *at,
+            })])
+        }
+        Command::UpdateReward {
+            reward_id,
+            name,
+            points_cost,
+            terms,
+            at,
+        } => {
+            tenant(state)?;
+            active_reward(state, *reward_id)?;
+            check_reward(name, *points_cost, terms)?;
+            let used = state.stock.used(*reward_id);
+            if let Some(stock) = terms.stock.filter(|stock| *stock < used) {
+                return Err(Rejection::StockBelowUsed { stock, used });
+            }
+            Ok(vec![Event::RewardUpdated(RewardUpdated {
+                reward_id: *reward_id,
+                name: name.clone(),
+                points_cost: *points_cost,
+                terms: terms.clone(),
+                updated_at: *at,
             })])
         }
         Command::RetireReward { reward_id, at } => {
@@ -709,6 +929,7 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
             let profile = tenant(state)?;
             active_customer(state)?;
             let reward = active_reward(state, *reward_id)?;
+            check_catalogue_rules(state, reward, *at)?;
             let expires_at = at
                 .checked_add_signed(Duration::days(i64::from(profile.settings.hold_days)))
                 .ok_or(Rejection::Overflow)?;
@@ -898,6 +1119,37 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
             )
         }
     }
+}
+
+fn check_reward(name: &str, points_cost: Points, terms: &RewardTerms) -> Result<(), Rejection> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > REWARD_NAME_CHARS_MAX || name.trim().is_empty() {
+        return Err(Rejection::InvalidRewardName);
+    }
+    if !points_cost.is_positive() {
+        return Err(Rejection::AmountNotPositive);
+    }
+    check_reward_terms(terms)
+}
+
+/// Validity, stock and the per-customer limit, in the order documented on [`Reward`].
+fn check_catalogue_rules(
+    state: LedgerState<'_>,
+    reward: &Reward,
+    at: DateTime<Utc>,
+) -> Result<(), Rejection> {
+    reward.check_valid_at(at)?;
+    if let Some(stock) = reward.terms.stock {
+        if state.stock.used(reward.reward_id) >= stock {
+            return Err(Rejection::OutOfStock { stock });
+        }
+    }
+    if let Some(limit) = reward.terms.per_customer_limit {
+        if state.customer.units_of(reward.reward_id) >= limit {
+            return Err(Rejection::PerCustomerLimitReached { limit });
+        }
+    }
+    Ok(())
 }
 
 fn check_settings(settings: &ProgrammeSettings, expiry_days: u32) -> Result<(), Rejection> {
@@ -1593,6 +1845,8 @@ mod tests {
     struct Ledger {
         tenant: TenantState,
         customer: CustomerState,
+        /// Kept in step like the writer keeps `reward_stock`.
+        stock: RewardStock,
         at: DateTime<Utc>,
     }
 
@@ -1610,6 +1864,7 @@ mod tests {
             let mut ledger = Ledger {
                 tenant: TenantState::default(),
                 customer: CustomerState::default(),
+                stock: RewardStock::new(),
                 at: Utc.with_ymd_and_hms(2026, 6, 1, 10, 0, 0).unwrap(),
             };
             let rule_set = RuleSet::new(
@@ -1637,6 +1892,7 @@ mod tests {
                 reward_id: RewardId::from_uuid(id(REWARD)),
                 name: "Jollof".into(),
                 points_cost: Points::new(10),
+                terms: RewardTerms::default(),
                 at,
             });
             ledger.run(Command::EnrolCustomer {
@@ -1660,6 +1916,7 @@ mod tests {
                 LedgerState {
                     tenant: &self.tenant,
                     customer: &self.customer,
+                    stock: &self.stock,
                 },
                 command,
             )
@@ -1667,6 +1924,9 @@ mod tests {
 
         fn run(&mut self, command: Command) -> Vec<Event> {
             let events = self.decide(&command).expect("accepted");
+            for (reward_id, delta) in stock_changes(&self.customer, &events) {
+                self.stock.apply(reward_id, delta);
+            }
             for event in &events {
                 self.tenant.apply(event);
                 self.customer.apply(event);
@@ -1817,5 +2077,261 @@ mod tests {
         );
         assert_eq!(ledger.customer.held, Points::new(10));
         assert_eq!(ledger.customer.balance, Points::new(10));
+    }
+
+    impl Ledger {
+        fn update(&self, terms: RewardTerms) -> Command {
+            Command::UpdateReward {
+                reward_id: RewardId::from_uuid(id(REWARD)),
+                name: "Jollof".into(),
+                points_cost: Points::new(10),
+                terms,
+                at: self.at,
+            }
+        }
+
+        fn redeem(&self, redemption: u128) -> Command {
+            Command::RedeemReward {
+                customer_id: CustomerId::from_uuid(id(CUSTOMER)),
+                redemption_id: RedemptionId::from_uuid(id(redemption)),
+                reward_id: RewardId::from_uuid(id(REWARD)),
+                code: RedemptionCode::from_random_bytes([1, 2, 3, 4, 5]),
+                at: self.at,
+            }
+        }
+    }
+
+    mod catalogue {
+        use super::*;
+
+        #[test]
+        fn a_reward_outside_its_validity_window_is_refused_either_side() {
+            let mut ledger = Ledger::new();
+            ledger.buy(10);
+            let from = ledger.at + Duration::days(1);
+            let until = ledger.at + Duration::days(2);
+            ledger.run(ledger.update(RewardTerms {
+                valid_from: Some(from),
+                valid_until: Some(until),
+                ..RewardTerms::default()
+            }));
+            assert_eq!(
+                ledger.decide(&ledger.redeem(20)),
+                Err(Rejection::RewardNotYetValid { valid_from: from })
+            );
+            ledger.at = until;
+            assert_eq!(
+                ledger.decide(&ledger.redeem(20)),
+                Err(Rejection::RewardNoLongerValid { valid_until: until })
+            );
+            ledger.at = from;
+            ledger.run(ledger.redeem(20));
+            assert_eq!(ledger.customer.held, Points::new(10));
+        }
+
+        #[test]
+        fn the_per_customer_limit_counts_open_and_fulfilled_holds_not_released_ones() {
+            let mut ledger = Ledger::new();
+            for purchase in [10, 30, 50, 70] {
+                ledger.buy(purchase);
+            }
+            ledger.run(ledger.update(RewardTerms {
+                per_customer_limit: Some(2),
+                ..RewardTerms::default()
+            }));
+            ledger.run(ledger.redeem(100));
+            ledger.run(ledger.redeem(101));
+            let limit = Err(Rejection::PerCustomerLimitReached { limit: 2 });
+            assert_eq!(ledger.decide(&ledger.redeem(102)), limit);
+            ledger.run(Command::FulfilRedemption {
+                customer_id: CustomerId::from_uuid(id(CUSTOMER)),
+                redemption_id: RedemptionId::from_uuid(id(100)),
+                at: ledger.at,
+            });
+            assert_eq!(ledger.decide(&ledger.redeem(102)), limit);
+            ledger.run(ledger.cancel(101));
+            assert_eq!(ledger.customer.units_of(RewardId::from_uuid(id(REWARD))), 1);
+            ledger.run(ledger.redeem(102));
+        }
+
+        #[test]
+        fn stock_counts_holds_across_customers_and_a_released_hold_returns_its_unit() {
+            let mut ledger = Ledger::new();
+            for purchase in [10, 30, 50] {
+                ledger.buy(purchase);
+            }
+            let reward = RewardId::from_uuid(id(REWARD));
+            ledger.run(ledger.update(RewardTerms {
+                stock: Some(2),
+                ..RewardTerms::default()
+            }));
+            // A unit used by another customer, as the writer would supply it.
+            ledger.stock.apply(reward, 1);
+            ledger.run(ledger.redeem(100));
+            assert_eq!(ledger.stock.used(reward), 2);
+            assert_eq!(
+                ledger.decide(&ledger.redeem(101)),
+                Err(Rejection::OutOfStock { stock: 2 })
+            );
+            ledger.run(ledger.cancel(100));
+            assert_eq!(ledger.stock.used(reward), 1);
+            ledger.run(ledger.redeem(101));
+            // Fulfilment keeps the unit.
+            ledger.run(Command::FulfilRedemption {
+                customer_id: CustomerId::from_uuid(id(CUSTOMER)),
+                redemption_id: RedemptionId::from_uuid(id(101)),
+                at: ledger.at,
+            });
+            assert_eq!(ledger.stock.used(reward), 2);
+            let tenant_reward = &ledger.tenant.rewards[&reward];
+            assert_eq!(tenant_reward.stock_remaining(&ledger.stock), Some(0));
+        }
+
+        #[test]
+        fn an_expired_or_refund_cancelled_hold_returns_its_unit() {
+            let mut ledger = Ledger::new();
+            ledger.buy(10);
+            let reward = RewardId::from_uuid(id(REWARD));
+            ledger.hold(20);
+            assert_eq!(ledger.stock.used(reward), 1);
+            ledger.run(ledger.refund_in_full(10));
+            assert_eq!(ledger.stock.used(reward), 0);
+            ledger.buy(30);
+            ledger.hold(40);
+            ledger.at += Duration::days(15);
+            ledger.run(Command::ExpireHolds {
+                customer_id: CustomerId::from_uuid(id(CUSTOMER)),
+                at: ledger.at,
+            });
+            assert_eq!(ledger.stock.used(reward), 0);
+        }
+
+        #[test]
+        fn an_update_may_not_set_the_stock_below_the_units_used() {
+            let mut ledger = Ledger::new();
+            ledger.buy(10);
+            ledger.buy(30);
+            ledger.hold(20);
+            ledger.hold(40);
+            let stock = |units| RewardTerms {
+                stock: Some(units),
+                ..RewardTerms::default()
+            };
+            assert_eq!(
+                ledger.decide(&ledger.update(stock(1))),
+                Err(Rejection::StockBelowUsed { stock: 1, used: 2 })
+            );
+            ledger.run(ledger.update(stock(2)));
+            let reward = &ledger.tenant.rewards[&RewardId::from_uuid(id(REWARD))];
+            assert_eq!(reward.terms.stock, Some(2));
+            assert!(reward.updated_at.is_some());
+        }
+
+        #[test]
+        fn an_update_of_a_retired_or_unknown_reward_is_refused() {
+            let mut ledger = Ledger::new();
+            let mut unknown = ledger.update(RewardTerms::default());
+            if let Command::UpdateReward { reward_id, .. } = &mut unknown {
+                *reward_id = RewardId::from_uuid(id(999));
+            }
+            assert_eq!(ledger.decide(&unknown), Err(Rejection::RewardNotFound));
+            let at = ledger.at;
+            ledger.run(Command::RetireReward {
+                reward_id: RewardId::from_uuid(id(REWARD)),
+                at,
+            });
+            assert_eq!(
+                ledger.decide(&ledger.update(RewardTerms::default())),
+                Err(Rejection::RewardRetired)
+            );
+        }
+
+        #[test]
+        fn bad_terms_are_refused_naming_the_field() {
+            let ledger = Ledger::new();
+            let at = ledger.at;
+            let cases: Vec<(RewardTerms, &str)> = vec![
+                (
+                    RewardTerms {
+                        description: Some("x".repeat(73)),
+                        ..RewardTerms::default()
+                    },
+                    "description",
+                ),
+                (
+                    RewardTerms {
+                        description: Some("  ".into()),
+                        ..RewardTerms::default()
+                    },
+                    "description",
+                ),
+                (
+                    RewardTerms {
+                        description: Some("two\nlines".into()),
+                        ..RewardTerms::default()
+                    },
+                    "description",
+                ),
+                (
+                    RewardTerms {
+                        image_url: Some("http://example.com/a.jpg".into()),
+                        ..RewardTerms::default()
+                    },
+                    "image_url",
+                ),
+                (
+                    RewardTerms {
+                        image_url: Some("https:///a.jpg".into()),
+                        ..RewardTerms::default()
+                    },
+                    "image_url",
+                ),
+                (
+                    RewardTerms {
+                        image_url: Some(format!("https://example.com/{}", "a".repeat(2048))),
+                        ..RewardTerms::default()
+                    },
+                    "image_url",
+                ),
+                (
+                    RewardTerms {
+                        valid_from: Some(at),
+                        valid_until: Some(at),
+                        ..RewardTerms::default()
+                    },
+                    "valid_until",
+                ),
+                (
+                    RewardTerms {
+                        stock: Some(REWARD_STOCK_MAX + 1),
+                        ..RewardTerms::default()
+                    },
+                    "stock",
+                ),
+                (
+                    RewardTerms {
+                        per_customer_limit: Some(0),
+                        ..RewardTerms::default()
+                    },
+                    "per_customer_limit",
+                ),
+            ];
+            for (terms, field) in cases {
+                let Err(Rejection::InvalidRewardTerms { field: named, .. }) =
+                    ledger.decide(&ledger.update(terms.clone()))
+                else {
+                    panic!("accepted: {terms:?}");
+                };
+                assert_eq!(named, field, "{terms:?}");
+            }
+            let longest = RewardTerms {
+                description: Some("é".repeat(72)),
+                image_url: Some(format!("https://example.com/{}", "a".repeat(2028))),
+                stock: Some(0),
+                per_customer_limit: Some(REWARD_PER_CUSTOMER_LIMIT_MAX),
+                ..RewardTerms::default()
+            };
+            assert!(ledger.decide(&ledger.update(longest)).is_ok());
+        }
     }
 }

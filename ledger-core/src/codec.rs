@@ -12,10 +12,10 @@ use crate::events::{
     CustomerEnrolled, CustomerErased, DebtSettled, Event, EventMetadata, HoldFulfilled,
     HoldReleased, LotDebit, PointsActivated, PointsAdjusted, PointsEarned, PointsExpired,
     PointsPending, ProgrammeSettingsChanged, PurchaseLogged, PurchaseRefunded, RedemptionFulfilled,
-    RewardCreated, RewardHeld, RewardRedeemed, RewardRetired, RuleSetPublished, TenantRegistered,
-    TierChanged, TierRetained, TierSchemePublished,
+    RewardCreated, RewardHeld, RewardRedeemed, RewardRetired, RewardTerms, RewardUpdated,
+    RuleSetPublished, TenantRegistered, TierChanged, TierRetained, TierSchemePublished,
 };
-use crate::ids::{CustomerId, LotId, PurchaseId, RedemptionId, TenantId};
+use crate::ids::{CustomerId, LotId, PurchaseId, RedemptionId, RewardId, TenantId};
 use crate::rules::{KindName, Rule, RuleKind, RulePoints, RuleSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -52,10 +52,10 @@ pub fn current_version(event_type: &str) -> Option<u16> {
     match event_type {
         "PurchaseLogged" => Some(3),
         "CustomerEnrolled" | "RewardRedeemed" | "TenantRegistered" | "RuleSetPublished"
-        | "PointsEarned" => Some(2),
+        | "PointsEarned" | "RewardCreated" => Some(2),
         "PointsExpired"
         | "CustomerErased"
-        | "RewardCreated"
+        | "RewardUpdated"
         | "RewardRetired"
         | "RedemptionFulfilled"
         | "ProgrammeSettingsChanged"
@@ -99,6 +99,7 @@ pub fn encode(event: &Event) -> Result<EncodedEvent, CodecError> {
         Event::TierSchemePublished(e) => rmp_serde::to_vec_named(e)?,
         Event::TierChanged(e) => rmp_serde::to_vec_named(e)?,
         Event::TierRetained(e) => rmp_serde::to_vec_named(e)?,
+        Event::RewardUpdated(e) => rmp_serde::to_vec_named(e)?,
     };
     let event_type = event.type_name();
     let type_version = current_version(event_type).unwrap_or(1);
@@ -172,8 +173,16 @@ pub fn decode(event_type: &str, type_version: u16, payload: &[u8]) -> Result<Eve
         ("RewardRedeemed", 2) => {
             Event::RewardRedeemed(rmp_serde::from_slice::<RewardRedeemed>(payload).map_err(fail)?)
         }
-        ("RewardCreated", 1) => {
+        ("RewardCreated", 1) => Event::RewardCreated(
+            rmp_serde::from_slice::<RewardCreatedV1>(payload)
+                .map_err(fail)?
+                .upcast(),
+        ),
+        ("RewardCreated", 2) => {
             Event::RewardCreated(rmp_serde::from_slice::<RewardCreated>(payload).map_err(fail)?)
+        }
+        ("RewardUpdated", 1) => {
+            Event::RewardUpdated(rmp_serde::from_slice::<RewardUpdated>(payload).map_err(fail)?)
         }
         ("RewardRetired", 1) => {
             Event::RewardRetired(rmp_serde::from_slice::<RewardRetired>(payload).map_err(fail)?)
@@ -497,6 +506,30 @@ impl PurchaseLoggedV2 {
     }
 }
 
+/// `RewardCreated` as first published: a name and a cost, no catalogue terms. Read with
+/// every term absent: no description or image, always valid, unlimited stock and per
+/// customer, which is how such a reward behaved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewardCreatedV1 {
+    pub reward_id: RewardId,
+    pub name: String,
+    pub points_cost: Points,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub created_at: DateTime<Utc>,
+}
+
+impl RewardCreatedV1 {
+    fn upcast(self) -> RewardCreated {
+        RewardCreated {
+            reward_id: self.reward_id,
+            name: self.name,
+            points_cost: self.points_cost,
+            terms: RewardTerms::default(),
+            created_at: self.created_at,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,7 +621,18 @@ mod tests {
                 reward_id: RewardId::from_uuid(id(6)),
                 name: "Free drink".into(),
                 points_cost: Points::new(10),
+                terms: full_terms(),
                 created_at: at(),
+            }),
+            Event::RewardUpdated(RewardUpdated {
+                reward_id: RewardId::from_uuid(id(6)),
+                name: "Free cold drink".into(),
+                points_cost: Points::new(12),
+                terms: RewardTerms {
+                    stock: Some(3),
+                    ..RewardTerms::default()
+                },
+                updated_at: at(),
             }),
             Event::RewardRetired(RewardRetired {
                 reward_id: RewardId::from_uuid(id(6)),
@@ -723,6 +767,38 @@ mod tests {
                 reviewed_at: at(),
             }),
         ]
+    }
+
+    fn full_terms() -> RewardTerms {
+        RewardTerms {
+            description: Some("A chilled 50cl soft drink of your choice".into()),
+            image_url: Some("https://cdn.example.com/drink.jpg".into()),
+            valid_from: Some(at()),
+            valid_until: Some(at() + chrono::Duration::days(30)),
+            stock: Some(100),
+            per_customer_limit: Some(2),
+        }
+    }
+
+    #[test]
+    fn reward_created_v1_is_upcast_with_every_term_absent() {
+        let v1 = RewardCreatedV1 {
+            reward_id: RewardId::from_uuid(id(6)),
+            name: "Free drink".into(),
+            points_cost: Points::new(10),
+            created_at: at(),
+        };
+        let bytes = rmp_serde::to_vec_named(&v1).unwrap();
+        assert_eq!(
+            decode("RewardCreated", 1, &bytes).unwrap(),
+            Event::RewardCreated(RewardCreated {
+                reward_id: RewardId::from_uuid(id(6)),
+                name: "Free drink".into(),
+                points_cost: Points::new(10),
+                terms: RewardTerms::default(),
+                created_at: at(),
+            })
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Requests to change the ledger, and why one may be refused.
 
 use crate::amounts::{Currency, MinorUnits, Points};
-use crate::events::{LineItem, ProgrammeSettings, SealedPersonalData};
+use crate::events::{LineItem, ProgrammeSettings, RewardTerms, SealedPersonalData};
 use crate::ids::{
     AdjustmentId, CustomerId, LotId, PurchaseId, RedemptionId, RefundId, RewardId, TenantId,
 };
@@ -83,11 +83,23 @@ pub enum Command {
         at: DateTime<Utc>,
     },
     /// Adds a reward to the tenant's catalogue: a name of 1 to [`REWARD_NAME_CHARS_MAX`]
-    /// characters (not only blanks) and a cost of at least one point.
+    /// characters (not only blanks), a cost of at least one point, and its terms (checked
+    /// like [`Command::UpdateReward`]'s).
     CreateReward {
         reward_id: RewardId,
         name: String,
         points_cost: Points,
+        terms: RewardTerms,
+        at: DateTime<Utc>,
+    },
+    /// Replaces a reward's name, cost and terms as a whole (owner). Refused when the new
+    /// `stock` is below the units already used (open and fulfilled holds), which the shell
+    /// supplies (`aggregate::RewardStock`).
+    UpdateReward {
+        reward_id: RewardId,
+        name: String,
+        points_cost: Points,
+        terms: RewardTerms,
         at: DateTime<Utc>,
     },
     /// Takes a reward out of the catalogue (it stays listed, as retired).
@@ -188,6 +200,7 @@ impl Command {
             Command::RegisterTenant { .. }
             | Command::PublishRuleSet { .. }
             | Command::CreateReward { .. }
+            | Command::UpdateReward { .. }
             | Command::RetireReward { .. }
             | Command::ChangeProgrammeSettings { .. }
             | Command::PublishTierScheme { .. } => Target::Tenant,
@@ -210,6 +223,14 @@ impl Command {
 
 /// The longest name a reward may have, in characters.
 pub const REWARD_NAME_CHARS_MAX: usize = 60;
+/// The longest reward description, in characters: a WhatsApp list row's description.
+pub const REWARD_DESCRIPTION_CHARS_MAX: usize = 72;
+/// The longest reward image URL, in characters.
+pub const REWARD_IMAGE_URL_CHARS_MAX: usize = 2048;
+/// The most units a reward's stock may state.
+pub const REWARD_STOCK_MAX: u32 = 1_000_000_000;
+/// The highest per-customer limit a reward may state.
+pub const REWARD_PER_CUSTOMER_LIMIT_MAX: u32 = 1_000;
 /// The longest reason an adjustment may give, in characters.
 pub const REASON_CHARS_MAX: usize = 200;
 /// The longest hold window a tenant may set, in days.
@@ -276,4 +297,19 @@ pub enum Rejection {
     NotAHold,
     #[error("invalid tier scheme: {0}")]
     InvalidTierScheme(#[from] crate::tiers::InvalidTierScheme),
+    #[error("invalid reward {field}: {reason}")]
+    InvalidRewardTerms {
+        field: &'static str,
+        reason: &'static str,
+    },
+    #[error("the reward cannot be redeemed before {valid_from}")]
+    RewardNotYetValid { valid_from: DateTime<Utc> },
+    #[error("the reward could only be redeemed until {valid_until}")]
+    RewardNoLongerValid { valid_until: DateTime<Utc> },
+    #[error("the reward is out of stock: all {stock} units are held or handed over")]
+    OutOfStock { stock: u32 },
+    #[error("the customer already has {limit} of this reward, the most one customer may have")]
+    PerCustomerLimitReached { limit: u32 },
+    #[error("the stock cannot be {stock}: {used} units are already held or handed over")]
+    StockBelowUsed { stock: u32, used: u32 },
 }

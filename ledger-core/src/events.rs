@@ -40,6 +40,7 @@ pub enum Event {
     TierSchemePublished(TierSchemePublished),
     TierChanged(TierChanged),
     TierRetained(TierRetained),
+    RewardUpdated(RewardUpdated),
 }
 
 impl Event {
@@ -69,6 +70,7 @@ impl Event {
             Event::TierSchemePublished(_) => "TierSchemePublished",
             Event::TierChanged(_) => "TierChanged",
             Event::TierRetained(_) => "TierRetained",
+            Event::RewardUpdated(_) => "RewardUpdated",
         }
     }
 
@@ -218,13 +220,52 @@ pub struct RewardRedeemed {
 }
 
 /// A reward joins the tenant's catalogue (tenant stream).
+///
+/// Current shape (version 2): with the reward's catalogue terms. Version 1 had none; it is
+/// read with every term absent (no description, always valid, unlimited).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RewardCreated {
     pub reward_id: RewardId,
     pub name: String,
     pub points_cost: Points,
+    pub terms: RewardTerms,
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub created_at: DateTime<Utc>,
+}
+
+/// The owner changed a reward: the whole new set of its fields, replacing the previous one
+/// (tenant stream). Holds already made keep the points they reserved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewardUpdated {
+    pub reward_id: RewardId,
+    pub name: String,
+    pub points_cost: Points,
+    pub terms: RewardTerms,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What the catalogue says about a reward beyond its name and cost. Every term is optional;
+/// an absent one does not restrict (see `aggregate::Reward` for the rules).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewardTerms {
+    /// One line for customers, at most `command::REWARD_DESCRIPTION_CHARS_MAX` characters
+    /// (the WhatsApp list row's description limit).
+    pub description: Option<String>,
+    /// An `https` URL of a picture of the reward, at most
+    /// `command::REWARD_IMAGE_URL_CHARS_MAX` characters.
+    pub image_url: Option<String>,
+    /// Redeemable from this instant on (inclusive).
+    #[serde(with = "chrono::serde::ts_microseconds_option")]
+    pub valid_from: Option<DateTime<Utc>>,
+    /// Redeemable until this instant (exclusive).
+    #[serde(with = "chrono::serde::ts_microseconds_option")]
+    pub valid_until: Option<DateTime<Utc>>,
+    /// Total units: every open or fulfilled hold of the reward uses one.
+    pub stock: Option<u32>,
+    /// Units one customer may hold at once or have had handed over (open and fulfilled
+    /// holds).
+    pub per_customer_limit: Option<u32>,
 }
 
 /// A reward leaves the catalogue: it can no longer be redeemed; redemptions already made

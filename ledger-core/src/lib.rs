@@ -28,7 +28,7 @@ pub mod tiers;
 
 pub use aggregate::{
     decide, evolve, CustomerState, LedgerState, Lot, PublishedRuleSet, Redemption, Reward,
-    TenantProfile, TenantState,
+    RewardStock, TenantProfile, TenantState,
 };
 pub use amounts::{AmountError, Currency, MinorUnits, Points};
 pub use command::{Command, Rejection};

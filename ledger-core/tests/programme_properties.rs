@@ -491,6 +491,7 @@ fn kind(command: &Command) -> &'static str {
         Command::LogPurchase { .. } => "LogPurchase",
         Command::RedeemPoints { .. } => "RedeemPoints",
         Command::CreateReward { .. } => "CreateReward",
+        Command::UpdateReward { .. } => "UpdateReward",
         Command::RetireReward { .. } => "RetireReward",
         Command::RedeemReward { .. } => "RedeemReward",
         Command::FulfilRedemption { .. } => "FulfilRedemption",
@@ -608,6 +609,7 @@ enum HoldStatus {
 #[derive(Debug, Clone)]
 struct TrackedHold {
     redemption_id: RedemptionId,
+    reward_id: RewardId,
     expires_at: DateTime<Utc>,
     status: HoldStatus,
     /// `HoldFulfilled` and `HoldReleased` events seen for it: at most one, ever.
@@ -628,6 +630,8 @@ struct Harness {
     erased: bool,
     purchases: Vec<TrackedPurchase>,
     rewards: Vec<(RewardId, i64)>,
+    /// Per-customer limits of the rewards that have one.
+    limits: BTreeMap<RewardId, u32>,
     holds: Vec<TrackedHold>,
     /// When each lot opened so far expires, from `PointsEarned` and `PointsAdjusted`.
     lot_expiry: BTreeMap<LotId, DateTime<Utc>>,
@@ -653,6 +657,7 @@ impl Harness {
             erased: false,
             purchases: Vec::new(),
             rewards: Vec::new(),
+            limits: BTreeMap::new(),
             holds: Vec::new(),
             lot_expiry: BTreeMap::new(),
             debt_ever_allowed: false,
@@ -749,6 +754,7 @@ impl Harness {
             LedgerState {
                 tenant: &self.tenant,
                 customer: &self.customer,
+                stock: &ledger_core::aggregate::NO_STOCK_USED,
             },
             command,
         )
@@ -869,7 +875,12 @@ impl Harness {
                     self.debt_limit_max = self.debt_limit_max.max(limit.value());
                 }
             }
-            Event::RewardCreated(e) => self.rewards.push((e.reward_id, e.points_cost.value())),
+            Event::RewardCreated(e) => {
+                self.rewards.push((e.reward_id, e.points_cost.value()));
+                if let Some(limit) = e.terms.per_customer_limit {
+                    self.limits.insert(e.reward_id, limit);
+                }
+            }
             Event::PurchaseLogged(e) => self.purchases.push(TrackedPurchase {
                 purchase_id: e.purchase_id,
                 amount: e.amount.value(),
@@ -917,6 +928,7 @@ impl Harness {
                 );
                 self.holds.push(TrackedHold {
                     redemption_id: e.redemption_id,
+                    reward_id: e.reward_id,
                     expires_at: e.expires_at,
                     status: HoldStatus::Open,
                     resolutions: 0,
@@ -1005,8 +1017,35 @@ impl Harness {
             .expect("a hold that was placed")
     }
 
+    /// The customer's units of a reward by the model: holds open or fulfilled.
+    fn units_of(&self, reward_id: RewardId) -> u32 {
+        let units = self
+            .holds
+            .iter()
+            .filter(|h| h.reward_id == reward_id && h.status != HoldStatus::Released)
+            .count();
+        u32::try_from(units).expect("few holds")
+    }
+
+    /// The reward's limit, when the customer has reached it.
+    fn limit_reached(&self, reward_id: RewardId) -> Option<u32> {
+        self.limits
+            .get(&reward_id)
+            .copied()
+            .filter(|limit| self.units_of(reward_id) >= *limit)
+    }
+
     /// After every step, accepted or not.
     fn check_all(&self) {
+        // The per-customer limit is never exceeded, and the ledger counts as the model does.
+        for (reward_id, limit) in &self.limits {
+            let units = self.units_of(*reward_id);
+            assert!(
+                units <= *limit,
+                "{units} units of a reward limited to {limit}"
+            );
+            assert_eq!(self.customer.units_of(*reward_id), units);
+        }
         check_invariants(
             &self.customer,
             self.clock,
@@ -1298,6 +1337,12 @@ impl Harness {
             reward_id: RewardId::from_uuid(self.fresh_uuid()),
             name: name.clone(),
             points_cost: Points::new(cost),
+            // Rewards of odd cost have a per-customer limit of 1 to 3.
+            terms: ledger_core::events::RewardTerms {
+                per_customer_limit: (cost % 2 == 1)
+                    .then(|| u32::try_from(cost % 3).unwrap_or(0) + 1),
+                ..Default::default()
+            },
             at: self.clock,
         };
         let expect = if name.trim().is_empty() || name.chars().count() > 60 {
@@ -1332,6 +1377,10 @@ impl Harness {
         };
         let expect = self.expect_who(true, || match reward {
             None => Expect::Reject(Rejection::RewardNotFound),
+            Some((id, _)) if self.limit_reached(id).is_some() => {
+                let limit = self.limit_reached(id).expect("reached");
+                Expect::Reject(Rejection::PerCustomerLimitReached { limit })
+            }
             Some((_, cost)) if cost > self.available() => self.insufficient(cost),
             Some(_) => Expect::Accept,
         });

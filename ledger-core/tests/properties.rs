@@ -1167,6 +1167,7 @@ impl Harness {
             LedgerState {
                 tenant: &self.tenant,
                 customer: &self.customer,
+                stock: &ledger_core::aggregate::NO_STOCK_USED,
             },
             command,
         )
@@ -1514,6 +1515,7 @@ impl Harness {
             reward_id,
             name: name.to_owned(),
             points_cost: Points::new(points_cost),
+            terms: Default::default(),
             at: self.clock,
         };
         let predicted = self.model.predict_reward_creation(name, points_cost);
@@ -1526,6 +1528,7 @@ impl Harness {
                 reward_id,
                 name: name.to_owned(),
                 points_cost: Points::new(points_cost),
+                terms: Default::default(),
                 created_at: self.clock,
             })]
         );

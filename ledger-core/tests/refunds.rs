@@ -288,6 +288,7 @@ impl Ledger {
             reward_id: RewardId::from_uuid(Uuid::from_u128(REWARD)),
             name: "Jollof".into(),
             points_cost: Points::new(10),
+            terms: Default::default(),
             at: ledger.clock,
         });
         ledger.run(Command::EnrolCustomer {
@@ -311,6 +312,7 @@ impl Ledger {
             LedgerState {
                 tenant: &self.tenant,
                 customer: &self.customer,
+                stock: &ledger_core::aggregate::NO_STOCK_USED,
             },
             &command,
         )

@@ -59,8 +59,15 @@ fn weekend_double() -> Rule {
 }
 
 fn run(tenant: &mut TenantState, customer: &mut CustomerState, command: Command) -> Vec<Event> {
-    let events = decide(LedgerState { tenant, customer }, &command)
-        .unwrap_or_else(|rejection| panic!("{command:?}: {rejection}"));
+    let events = decide(
+        LedgerState {
+            tenant,
+            customer,
+            stock: &ledger_core::aggregate::NO_STOCK_USED,
+        },
+        &command,
+    )
+    .unwrap_or_else(|rejection| panic!("{command:?}: {rejection}"));
     for event in &events {
         *tenant = evolve(std::mem::take(tenant), event);
         *customer = evolve(std::mem::take(customer), event);
@@ -178,6 +185,7 @@ fn a_purchase_earns_under_the_set_in_force_when_it_happened() {
             LedgerState {
                 tenant: &tenant,
                 customer: &customer,
+                stock: &ledger_core::aggregate::NO_STOCK_USED,
             },
             &command,
         )

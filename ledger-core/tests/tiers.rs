@@ -102,6 +102,7 @@ impl Ledger {
             LedgerState {
                 tenant: &self.tenant,
                 customer: &self.customer,
+                stock: &ledger_core::aggregate::NO_STOCK_USED,
             },
             &command,
         )
@@ -417,6 +418,7 @@ fn a_bad_ladder_is_refused_and_changes_nothing() {
         LedgerState {
             tenant: &ledger.tenant,
             customer: &ledger.customer,
+            stock: &ledger_core::aggregate::NO_STOCK_USED,
         },
         &Command::PublishTierScheme {
             scheme: bad,

@@ -379,6 +379,7 @@ impl Fold {
             Event::TenantRegistered(_)
             | Event::RuleSetPublished(_)
             | Event::RewardCreated(_)
+            | Event::RewardUpdated(_)
             | Event::RewardRetired(_)
             | Event::ProgrammeSettingsChanged(_)
             | Event::TierSchemePublished(_)

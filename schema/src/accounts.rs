@@ -413,6 +413,7 @@ pub async fn register_tenant(
     let state = LedgerState {
         tenant: &TenantState::default(),
         customer: &CustomerState::default(),
+        stock: &ledger_core::aggregate::NO_STOCK_USED,
     };
     let events = ledger_core::decide(state, &command).map_err(AccountsError::Refused)?;
     store::append_in(

@@ -9,7 +9,10 @@
 
 use crate::store::{self, StoreError};
 use ledger_core::aggregate::Aggregate;
-use ledger_core::{CustomerId, RedemptionCode, RedemptionId, StreamId, TenantId, TenantState};
+use ledger_core::{
+    CustomerId, RedemptionCode, RedemptionId, RewardId, RewardStock, StreamId, TenantId,
+    TenantState,
+};
 use tokio_postgres::GenericClient;
 
 /// Events read per round trip when folding the tenant's stream.
@@ -33,6 +36,30 @@ pub async fn tenant_state(
             return Ok(state);
         }
     }
+}
+
+/// The units used of each of the tenant's rewards (`reward_stock`, kept by the writer in
+/// the transactions of the holds), as of the transaction's snapshot: for showing what is
+/// left. Deciding on stock is the writer's, under the tenant lock.
+pub async fn stock_used(
+    client: &impl GenericClient,
+    tenant_id: TenantId,
+) -> Result<RewardStock, StoreError> {
+    let rows = client
+        .query(
+            "SELECT reward_id, used FROM reward_stock WHERE tenant_id = $1",
+            &[&tenant_id.as_uuid()],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let used: i32 = row.try_get(1)?;
+            let used = u32::try_from(used)
+                .map_err(|_| StoreError::Malformed("a negative reward_stock count".into()))?;
+            Ok((RewardId::from_uuid(row.try_get(0)?), used))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()
+        .map(RewardStock::from_used)
 }
 
 /// The redemption a code names at this tenant: its customer and id, or `None` when the

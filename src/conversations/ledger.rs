@@ -23,7 +23,7 @@ use ledger_core::conversation::render::{HistoryLine, RedemptionOutcome, RewardLi
 use ledger_core::events::{Actor, EventMetadata, HoldReleaseReason};
 use ledger_core::{
     Command, CustomerId, CustomerState, Event, PhoneNumber, Points, RedemptionId, Rejection,
-    RewardId, StreamId, TenantId, TenantState,
+    Reward, RewardId, RewardStock, StreamId, TenantId, TenantState,
 };
 use schema::writer::{IdempotencyClaim, Refusal, Submission, Verdict, WriterHandle};
 use schema::{Outcome, StoredResponse};
@@ -194,18 +194,48 @@ fn history_line(event: &Event) -> Option<HistoryLine> {
     })
 }
 
-/// An active reward of the tenant's catalogue, or `None` (unknown, retired, another
-/// tenant's: ids in buttons are replayable and forgeable).
-pub fn active_reward(tenant: &TenantState, reward: RewardId) -> Option<RewardLine> {
+/// The units used of the tenant's rewards, read in a transaction scoped to it. Not cached:
+/// a list that offers a reward out of stock would invite a refusal.
+pub async fn reward_stock(
+    pool: &schema::Pool,
+    tenant_id: TenantId,
+) -> Result<RewardStock, LedgerError> {
+    let mut client = pool.get().await?;
+    let transaction = schema::tenancy::begin(&mut client, tenant_id).await?;
+    let stock = schema::rewards::stock_used(&*transaction, tenant_id).await?;
+    transaction.commit().await?;
+    Ok(stock)
+}
+
+/// Whether the list offers `reward` at `at`: active, inside its validity window and not
+/// out of stock. (The per-customer limit is left to the redemption's answer: the list is
+/// the catalogue, and the reply says why.)
+fn on_offer(reward: &Reward, stock: &RewardStock, at: DateTime<Utc>) -> bool {
+    reward.is_offered_at(at) && reward.stock_remaining(stock) != Some(0)
+}
+
+fn line(reward: &Reward) -> RewardLine {
+    RewardLine {
+        id: reward.reward_id,
+        name: reward.name.clone(),
+        cost: reward.points_cost,
+        description: reward.terms.description.clone(),
+    }
+}
+
+/// A reward of the tenant's catalogue on offer now, or `None` (unknown, retired, not valid
+/// now, out of stock, another tenant's: ids in buttons are replayable and forgeable).
+pub fn active_reward(
+    tenant: &TenantState,
+    stock: &RewardStock,
+    reward: RewardId,
+    at: DateTime<Utc>,
+) -> Option<RewardLine> {
     tenant
         .rewards
         .get(&reward)
-        .filter(|r| r.is_active())
-        .map(|r| RewardLine {
-            id: r.reward_id,
-            name: r.name.clone(),
-            cost: r.points_cost,
-        })
+        .filter(|r| on_offer(r, stock, at))
+        .map(line)
 }
 
 /// The name of the customer's tier (`None` = the ladder's base), or `None` when the tenant
@@ -218,17 +248,17 @@ pub fn tier_name(tenant: &TenantState, tier: Option<&str>) -> Option<String> {
     Some(tier.name.clone())
 }
 
-/// The active catalogue in display order (creation order).
-pub fn active_rewards(tenant: &TenantState) -> Vec<RewardLine> {
+/// The rewards on offer now in display order (creation order).
+pub fn active_rewards(
+    tenant: &TenantState,
+    stock: &RewardStock,
+    at: DateTime<Utc>,
+) -> Vec<RewardLine> {
     tenant
         .rewards
         .values()
-        .filter(|r| r.is_active())
-        .map(|r| RewardLine {
-            id: r.reward_id,
-            name: r.name.clone(),
-            cost: r.points_cost,
-        })
+        .filter(|r| on_offer(r, stock, at))
+        .map(line)
         .collect()
 }
 
@@ -358,6 +388,7 @@ fn render_redemption(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
             events,
             tenant,
             customer,
+            ..
         } => {
             let held = events.iter().find_map(|e| match e {
                 Event::RewardHeld(h) => Some(h),
@@ -392,6 +423,15 @@ fn render_redemption(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
         Verdict::Refused(Refusal::Rejected(
             Rejection::RewardNotFound | Rejection::RewardRetired,
         )) => stored(409, json!({ "outcome": "unavailable" })),
+        Verdict::Refused(Refusal::Rejected(Rejection::OutOfStock { .. })) => {
+            stored(409, json!({ "outcome": "out_of_stock" }))
+        }
+        Verdict::Refused(Refusal::Rejected(Rejection::PerCustomerLimitReached { limit })) => {
+            stored(409, json!({ "outcome": "limit_reached", "limit": limit }))
+        }
+        Verdict::Refused(Refusal::Rejected(
+            Rejection::RewardNotYetValid { .. } | Rejection::RewardNoLongerValid { .. },
+        )) => stored(409, json!({ "outcome": "not_valid_now" })),
         Verdict::Refused(refusal) => stored(
             409,
             json!({ "outcome": "refused", "refusal": format!("{refusal:?}") }),
@@ -412,6 +452,11 @@ fn redemption_outcome(body: &Value) -> Option<RedemptionOutcome> {
             balance: points("balance")?,
             cost: points("cost")?,
         }),
+        "out_of_stock" => Some(RedemptionOutcome::OutOfStock),
+        "limit_reached" => Some(RedemptionOutcome::LimitReached {
+            limit: u32::try_from(body.get("limit")?.as_u64()?).ok()?,
+        }),
+        "not_valid_now" => Some(RedemptionOutcome::NotValidNow),
         // Unavailable, or refused for another reason (an erased customer): nothing was
         // deducted, and the reply says the reward cannot be had.
         _ => Some(RedemptionOutcome::RewardUnavailable),

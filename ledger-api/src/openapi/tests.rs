@@ -254,6 +254,7 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
         ("post", "/v1/redemptions/{code}/fulfil", true),
         ("post", "/v1/rewards", false),
         ("post", "/v1/rewards/{reward_id}/retire", false),
+        ("put", "/v1/rewards/{reward_id}", false),
         ("post", "/v1/customers", false),
         ("post", "/v1/customers/{customer_id}/erasure", false),
         ("post", "/v1/customers/{customer_id}/refunds", true),
@@ -385,7 +386,7 @@ fn request_schemas_have_exactly_the_parsers_fields() {
     );
     assert_eq!(
         required("RewardRequestSchema"),
-        names(&crate::rewards::REWARD_FIELDS)
+        names(&crate::rewards::REWARD_REQUIRED_FIELDS)
     );
     // The redemption body is exactly one of the two forms, which together are the parser's
     // field list.
@@ -597,6 +598,26 @@ fn request_schema_limits_are_the_parsers_limits() {
             "points_cost.maximum",
             &reward["properties"]["points_cost"]["maximum"],
             Points::COMMAND_MAX,
+        ),
+        (
+            "reward description.maxLength",
+            &reward["properties"]["description"]["maxLength"],
+            ledger_core::command::REWARD_DESCRIPTION_CHARS_MAX as i64,
+        ),
+        (
+            "image_url.maxLength",
+            &reward["properties"]["image_url"]["maxLength"],
+            ledger_core::command::REWARD_IMAGE_URL_CHARS_MAX as i64,
+        ),
+        (
+            "stock.maximum",
+            &reward["properties"]["stock"]["maximum"],
+            i64::from(ledger_core::command::REWARD_STOCK_MAX),
+        ),
+        (
+            "per_customer_limit.maximum",
+            &reward["properties"]["per_customer_limit"]["maximum"],
+            i64::from(ledger_core::command::REWARD_PER_CUSTOMER_LIMIT_MAX),
         ),
         (
             "name.maxLength",
@@ -876,13 +897,33 @@ fn response_schemas_have_exactly_the_keys_the_responses_serialise() {
             fulfilled_at: at(),
         },
     );
-    let reward = RewardView {
+    let bare = RewardView {
         reward_id: RewardId::from_uuid(id(7)),
         name: "Jollof rice".into(),
         points_cost: 50,
+        description: None,
+        image_url: None,
+        valid_from: None,
+        valid_until: None,
+        stock: None,
+        stock_remaining: None,
+        per_customer_limit: None,
         active: true,
         created_at: at(),
+        updated_at: None,
         retired_at: None,
+    };
+    assert_schema_matches(&document, "RewardView", &bare);
+    let reward = RewardView {
+        description: Some("Party jollof with chicken".into()),
+        image_url: Some("https://cdn.example.com/jollof.jpg".into()),
+        valid_from: Some(at()),
+        valid_until: Some(at()),
+        stock: Some(10),
+        stock_remaining: Some(3),
+        per_customer_limit: Some(2),
+        updated_at: Some(at()),
+        ..bare
     };
     assert_schema_matches(&document, "RewardView", &reward);
     assert_schema_matches(

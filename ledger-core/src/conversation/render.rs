@@ -46,9 +46,12 @@ pub struct RewardLine {
     pub id: RewardId,
     pub name: String,
     pub cost: Points,
+    /// The catalogue's one-line description: the list row's description when given.
+    pub description: Option<String>,
 }
 
-/// What REWARDS shows: the active catalogue in display order and the balance.
+/// What REWARDS shows: the rewards on offer now (active, inside their validity window, not
+/// out of stock) in display order, and the balance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RewardsFacts {
     pub vendor_name: String,
@@ -72,8 +75,16 @@ pub enum RedemptionOutcome {
         balance: Points,
         cost: Points,
     },
-    /// Retired, out of stock, or not this vendor's.
+    /// Retired, or not this vendor's.
     RewardUnavailable,
+    /// Every unit is held or handed over.
+    OutOfStock,
+    /// The customer already has as many as one customer may.
+    LimitReached {
+        limit: u32,
+    },
+    /// Outside the reward's validity window.
+    NotValidNow,
 }
 
 /// One line of HISTORY.
@@ -217,7 +228,12 @@ pub fn render_rewards(facts: &RewardsFacts) -> OutgoingMessage {
                 let short = reward.cost.value().saturating_sub(facts.balance.value());
                 format!("{} more needed", grouped(short))
             };
-            let description = format!("{} · {affordability}", points(reward.cost));
+            // The vendor's description when there is one (the catalogue limits it to a
+            // row description's 72 characters); otherwise the cost and affordability.
+            let description = reward
+                .description
+                .clone()
+                .unwrap_or_else(|| format!("{} · {affordability}", points(reward.cost)));
             row(
                 format!("reward:{}", reward.id),
                 &reward.name,
@@ -422,6 +438,18 @@ pub fn render_redeemed(outcome: &RedemptionOutcome) -> OutgoingMessage {
         RedemptionOutcome::RewardUnavailable => OutgoingMessage::text(
             "Not redeemed: that reward is no longer available. Nothing was deducted.\n\
              Send REWARDS to see the current rewards.",
+        ),
+        RedemptionOutcome::OutOfStock => OutgoingMessage::text(
+            "Not redeemed: that reward is out of stock. Nothing was deducted.\n\
+             Send REWARDS to see the rewards you can redeem now.",
+        ),
+        RedemptionOutcome::LimitReached { limit } => OutgoingMessage::text(&format!(
+            "Not redeemed: each customer can have {limit} of that reward, and you already \
+             have {limit}. Nothing was deducted.\nSend REWARDS to see other rewards."
+        )),
+        RedemptionOutcome::NotValidNow => OutgoingMessage::text(
+            "Not redeemed: that reward is not on offer right now. Nothing was deducted.\n\
+             Send REWARDS to see the rewards you can redeem now.",
         ),
     }
 }
@@ -750,6 +778,35 @@ mod tests {
             id: RewardId::from_uuid(Uuid::from_u128(i)),
             name: name.to_owned(),
             cost: Points::new(cost),
+            description: None,
+        }
+    }
+
+    #[test]
+    fn a_reward_with_a_description_shows_it_as_its_row_description() {
+        let mut described = reward(1, "Jollof", 100);
+        described.description = Some("Party jollof with chicken".into());
+        let facts = RewardsFacts {
+            vendor_name: "Mama Put".into(),
+            rewards: vec![described, reward(2, "Suya", 500)],
+            page: 1,
+            balance: Points::new(150),
+        };
+        let json = format!("{:?}", render_rewards(&facts));
+        assert!(json.contains("Party jollof with chicken"), "{json}");
+        assert!(json.contains("500 points · 350 more needed"), "{json}");
+    }
+
+    #[test]
+    fn catalogue_refusals_say_why_and_that_nothing_was_deducted() {
+        for (outcome, why) in [
+            (RedemptionOutcome::OutOfStock, "out of stock"),
+            (RedemptionOutcome::LimitReached { limit: 2 }, "can have 2"),
+            (RedemptionOutcome::NotValidNow, "not on offer right now"),
+        ] {
+            let text = format!("{:?}", render_redeemed(&outcome));
+            assert!(text.contains(why), "{text}");
+            assert!(text.contains("Nothing was deducted"), "{text}");
         }
     }
 
@@ -987,14 +1044,19 @@ mod tests {
     }
 
     fn any_rewards() -> impl Strategy<Value = Vec<RewardLine>> {
-        prop::collection::vec((any_name(), any_points()), 0..40).prop_map(|lines| {
+        prop::collection::vec(
+            (any_name(), any_points(), prop::option::of(any_name())),
+            0..40,
+        )
+        .prop_map(|lines| {
             lines
                 .into_iter()
                 .enumerate()
-                .map(|(i, (name, cost))| RewardLine {
+                .map(|(i, (name, cost, description))| RewardLine {
                     id: RewardId::from_uuid(Uuid::from_u128(i as u128)),
                     name,
                     cost,
+                    description,
                 })
                 .collect()
         })
@@ -1031,7 +1093,7 @@ mod tests {
         ) {
             let on = NaiveDate::from_num_days_from_ce_opt(days).unwrap();
             let first = names[0].clone();
-            let reward_line = RewardLine { id: RewardId::from_uuid(Uuid::nil()), name: first.clone(), cost: balance };
+            let reward_line = RewardLine { id: RewardId::from_uuid(Uuid::nil()), name: first.clone(), cost: balance, description: Some(first.clone()) };
             let history: Vec<HistoryLine> = lines.into_iter().map(|(reason, points)| HistoryLine { on, points, reason }).collect();
             let code = VendorCode::parse(&code).unwrap();
             let mut outputs = vec![
@@ -1043,6 +1105,9 @@ mod tests {
                 render_redeemed(&RedemptionOutcome::Redeemed { reward_name: first.clone(), code: names.last().unwrap().clone(), points: balance, balance: expiring }),
                 render_redeemed(&RedemptionOutcome::Insufficient { balance, cost: expiring }),
                 render_redeemed(&RedemptionOutcome::RewardUnavailable),
+                render_redeemed(&RedemptionOutcome::OutOfStock),
+                render_redeemed(&RedemptionOutcome::LimitReached { limit: window_days }),
+                render_redeemed(&RedemptionOutcome::NotValidNow),
                 render_history(&first, &history),
                 render_joined(&vendor),
                 render_switched(&vendor),
