@@ -56,7 +56,8 @@ enum Command {
         #[command(subcommand)]
         command: ProjectCommand,
     },
-    /// Run one expiry of points now and print what it expired.
+    /// Run the scheduled due work once now (release expired holds, activate pending points,
+    /// expire points, review tiers) and print what it did. Safe beside other instances.
     Expire,
     /// Queue the WhatsApp expiry reminders due now (once per lot) and print how many.
     Remind,

@@ -81,7 +81,7 @@ impl TenantProfile {
         self.settings
             .time_zone
             .parse()
-            .unwrap_or(chrono_tz::Africa::Lagos)
+            .unwrap_or(crate::rules::DEFAULT_TIME_ZONE)
     }
 }
 

@@ -18,7 +18,8 @@
 //! promotion apply all the time).
 //!
 //! Local time is the purchase's `occurred_at` in the tenant's time zone ([`local_time`];
-//! [`DEFAULT_TIME_ZONE`], Africa/Lagos, UTC+1 all year round, until tenants can choose).
+//! the tenant's `ProgrammeSettings::time_zone`, [`DEFAULT_TIME_ZONE`] Africa/Lagos — UTC+1
+//! all year round — unless the vendor chose another).
 //!
 //! # Evaluation, in four phases
 //!

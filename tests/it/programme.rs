@@ -567,3 +567,50 @@ async fn a_tier_ladder_upgrades_at_the_purchase_and_downgrades_only_at_its_revie
     assert_eq!(again.tiers_reviewed, 0, "a review happens once");
     app.stop().await;
 }
+
+/// Two instances running the due work at the same moment: one runs (the other finds the
+/// lock taken and skips), and however they interleave every hold is released exactly once.
+#[tokio::test]
+async fn two_due_work_runs_at_once_release_each_expired_hold_once() {
+    const CUSTOMERS: usize = 20;
+    let app = TestApp::spawn().await;
+    let owner = Owner::sign_up(&app).await;
+    let reward = owner.create_reward("Puff-puff", 5).await;
+    for n in 0..CUSTOMERS {
+        let customer = owner.customer_with(10).await;
+        let held = owner
+            .redeem_reward(&format!("hold-{n}"), customer, reward)
+            .await;
+        assert_eq!(held.status(), 201);
+    }
+    app.wait_until_projected().await;
+    let at = Utc::now() + Days::days(15);
+    let (first_writer, _first) =
+        schema::writer::spawn_standalone(app.pool.clone(), app.settings.writer());
+    let (second_writer, _second) =
+        schema::writer::spawn_standalone(app.pool.clone(), app.settings.writer());
+    let (first, second) = tokio::join!(
+        loyalty::expiry::run_once(&app.platform_pool, &first_writer, at),
+        loyalty::expiry::run_once(&app.platform_pool, &second_writer, at),
+    );
+    let released: u64 = [first.unwrap(), second.unwrap()]
+        .iter()
+        .flatten()
+        .map(|report| report.holds_released)
+        .sum();
+    assert_eq!(released, CUSTOMERS as u64);
+    let events: i64 = crate::helpers::admin_client(&crate::helpers::dbname(&app.database_url))
+        .await
+        .query_one(
+            "SELECT count(*) FROM events WHERE event_type = 'HoldReleased'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, CUSTOMERS as i64, "each hold released once");
+    // And a third run afterwards finds nothing left to do.
+    let third = run_due_work(&app, at).await;
+    assert_eq!(third.holds_released, 0);
+    app.stop().await;
+}
