@@ -343,19 +343,42 @@ fn available(customer: &CustomerState) -> i64 {
     customer.balance.value() - customer.held.value()
 }
 
-fn render_refund(submission: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+/// The accepted decision's event that `pick` finds, the customer after it and the customer's
+/// id; or the stored answer to give instead (the refusal, or a 500 for a verdict the
+/// command cannot produce).
+fn accepted<'v, T>(
+    submission: &Submission,
+    verdict: &'v Verdict<'_>,
+    what: &str,
+    pick: impl Fn(&'v Event) -> Option<&'v T>,
+) -> Result<(&'v T, &'v CustomerState, CustomerId), StoredResponse> {
     let (events, customer) = match verdict {
-        Verdict::Refused(refusal) => return refused(refusal),
+        Verdict::Refused(refusal) => return Err(refused(refusal)),
         Verdict::Accepted {
             events, customer, ..
         } => (events, customer),
     };
-    let refunded = events.iter().find_map(|event| match event {
-        Event::PurchaseRefunded(r) => Some(r),
-        _ => None,
-    });
-    let (Some(r), Some(customer_id)) = (refunded, customer_of(&submission.command)) else {
-        return inconsistent("an accepted refund without PurchaseRefunded");
+    match (
+        events.iter().find_map(pick),
+        customer_of(&submission.command),
+    ) {
+        (Some(event), Some(customer_id)) => Ok((event, customer, customer_id)),
+        _ => Err(inconsistent(what)),
+    }
+}
+
+fn render_refund(submission: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+    let (r, customer, customer_id) = match accepted(
+        submission,
+        verdict,
+        "an accepted refund without PurchaseRefunded",
+        |event| match event {
+            Event::PurchaseRefunded(e) => Some(e),
+            _ => None,
+        },
+    ) {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
     created(&RefundResponse {
         refund_id: r.refund_id,
@@ -469,18 +492,17 @@ pub async fn adjust(
 }
 
 fn render_adjustment(submission: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
-    let (events, customer) = match verdict {
-        Verdict::Refused(refusal) => return refused(refusal),
-        Verdict::Accepted {
-            events, customer, ..
-        } => (events, customer),
-    };
-    let adjusted = events.iter().find_map(|event| match event {
-        Event::PointsAdjusted(a) => Some(a),
-        _ => None,
-    });
-    let (Some(a), Some(customer_id)) = (adjusted, customer_of(&submission.command)) else {
-        return inconsistent("an accepted adjustment without PointsAdjusted");
+    let (a, customer, customer_id) = match accepted(
+        submission,
+        verdict,
+        "an accepted adjustment without PointsAdjusted",
+        |event| match event {
+            Event::PointsAdjusted(e) => Some(e),
+            _ => None,
+        },
+    ) {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
     created(&AdjustmentResponse {
         adjustment_id: a.adjustment_id,
@@ -558,18 +580,17 @@ pub async fn cancel_hold(
 }
 
 fn render_cancel(submission: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
-    let (events, customer) = match verdict {
-        Verdict::Refused(refusal) => return refused(refusal),
-        Verdict::Accepted {
-            events, customer, ..
-        } => (events, customer),
-    };
-    let released = events.iter().find_map(|event| match event {
-        Event::HoldReleased(r) => Some(r),
-        _ => None,
-    });
-    let (Some(r), Some(customer_id)) = (released, customer_of(&submission.command)) else {
-        return inconsistent("an accepted cancellation without HoldReleased");
+    let (r, customer, customer_id) = match accepted(
+        submission,
+        verdict,
+        "an accepted cancellation without HoldReleased",
+        |event| match event {
+            Event::HoldReleased(e) => Some(e),
+            _ => None,
+        },
+    ) {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
     ok(&CancellationResponse {
         redemption_id: r.redemption_id,
