@@ -19,6 +19,7 @@ pub mod chain;
 pub mod codec;
 pub mod command;
 pub mod conversation;
+pub mod dry_run;
 pub mod events;
 pub mod ids;
 pub mod phone;
