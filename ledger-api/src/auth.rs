@@ -151,6 +151,7 @@ fn action(permission: Permission) -> &'static str {
         Permission::CancelHolds => "cancel reward holds",
         Permission::ManageRules => "publish points rules",
         Permission::ReadRules => "read the points rules",
+        Permission::DryRunRules => "dry-run points rules",
         Permission::SendBroadcasts => "send broadcasts",
         Permission::ReadBroadcasts => "read broadcasts",
     }

@@ -45,6 +45,7 @@ mod cache;
 pub mod commands;
 pub mod cors;
 pub mod customers;
+pub mod dry_run;
 pub mod edge;
 pub mod history;
 pub mod idempotency;
@@ -391,6 +392,9 @@ pub fn route_table() -> Vec<RouteSpec> {
         ),
         route(Method::GET, "/v1/rules", Vendor, || web::to(rules::show)),
         route(Method::PUT, "/v1/rules", Vendor, || web::to(rules::publish)),
+        route(Method::POST, "/v1/rules/dry-run", Vendor, || {
+            web::to(dry_run::dry_run)
+        }),
         route(Method::POST, "/v1/signup", Public, || {
             web::to(accounts::signup)
         }),

@@ -76,6 +76,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         crate::programme::put_tiers,
         crate::rules::show,
         crate::rules::publish,
+        crate::dry_run::dry_run,
         crate::personal::export,
         crate::personal::erase,
         crate::accounts::signup,
@@ -118,7 +119,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         (name = "purchases", description = "Log purchases and earn points"),
         (name = "redemptions", description = "Spend points or redeem a reward; fulfil a redemption by its code"),
         (name = "rewards", description = "The reward catalogue: create, list (with the stock left), update, retire (owners manage it)"),
-        (name = "rules", description = "The points rules: the set in force and its versions; publish a new set (owners only)"),
+        (name = "rules", description = "The points rules: the set in force and its versions; publish a new set (owners only); dry-run a proposed set over past purchases (owners and analysts)"),
         (name = "personal data", description = "Export and erasure of a customer's personal data"),
         (name = "accounts", description = "Sign up, log in, refresh and log out, accept an invitation, and who is calling"),
         (name = "users", description = "The tenant's users (owners only): invite, list, disable"),
@@ -526,6 +527,24 @@ pub struct RuleSetRequestSchema {
     /// x2, 0 = exclusion); points at most 1000000000000.
     #[schema(value_type = Vec<Object>, max_items = 32)]
     rules: Vec<serde_json::Value>,
+}
+
+/// `POST /v1/rules/dry-run`: a proposed rule set and the range of past purchases to run it
+/// over. Nothing is published or written.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct DryRunRequestSchema {
+    /// The proposed rules, in the shape `PUT /v1/rules` takes (see `RuleSetRequestSchema`),
+    /// checked exactly as a publication would be.
+    #[schema(value_type = Vec<Object>, max_items = 32)]
+    rules: Vec<serde_json::Value>,
+    /// First instant of the range (inclusive): purchases whose `occurred_at` is at or after it.
+    #[schema(example = "2026-07-01T00:00:00+01:00")]
+    from: chrono::DateTime<chrono::Utc>,
+    /// End of the range (exclusive), after `from` and at most 400 days later.
+    #[schema(example = "2026-10-01T00:00:00+01:00")]
+    to: chrono::DateTime<chrono::Utc>,
 }
 
 /// `PUT /v1/whatsapp/number`.

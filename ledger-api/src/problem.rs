@@ -120,6 +120,10 @@ pub enum ApiError {
     InvalidField { field: String, detail: String },
     #[error("{detail}")]
     InvalidQuery { parameter: String, detail: String },
+    /// A rule set that parses but is not a valid set: the same problem `PUT /v1/rules`
+    /// answers (`invalid-rule-set`, naming the rule and the field).
+    #[error("{0}")]
+    InvalidRuleSet(ledger_core::rules::InvalidRuleSet),
     /// Unknown, or belonging to another tenant: the two are indistinguishable on purpose.
     #[error("there is no customer with this id")]
     CustomerNotFound,
@@ -293,6 +297,7 @@ impl ApiError {
                 "Malformed JSON",
                 detail,
             ),
+            E::InvalidRuleSet(error) => rejected(&Rejection::InvalidRuleSet(error.clone())),
             E::InvalidField { field, .. } => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-field",
@@ -888,6 +893,13 @@ mod tests {
                 "too-many-attempts",
             ),
             (ApiError::VendorCodeTaken, 409, "vendor-code-taken"),
+            (
+                ApiError::InvalidRuleSet(ledger_core::rules::InvalidRuleSet::DuplicateId {
+                    rule: "visit".into(),
+                }),
+                422,
+                "invalid-rule-set",
+            ),
             (ApiError::EmailTaken { field: "email" }, 409, "email-taken"),
             (ApiError::UserNotFound, 404, "user-not-found"),
             (ApiError::ApiKeyNotFound, 404, "api-key-not-found"),

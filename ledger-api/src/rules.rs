@@ -37,23 +37,9 @@ impl RuleSetRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let object = JsonObject::parse(body)?;
         object.deny_unknown(&RULE_SET_FIELDS)?;
-        let values = object.required("rules", |value| match value {
-            Value::Array(values) => Ok(values.clone()),
-            _ => Err("must be an array of rules".to_owned()),
-        })?;
-        let rules = values
-            .into_iter()
-            .enumerate()
-            .map(|(index, value)| {
-                let id = value.get("id").and_then(Value::as_str).map(str::to_owned);
-                serde_json::from_value::<Rule>(value).map_err(|error| {
-                    let field = format!("rules[{index}]");
-                    let named = id.map_or_else(String::new, |id| format!(" (rule {id:?})"));
-                    ApiError::invalid_field(field.clone(), format!("{field}{named}: {error}"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(RuleSetRequest { rules })
+        Ok(RuleSetRequest {
+            rules: parse_rules(&object)?,
+        })
     }
 
     pub fn into_command(self, at: DateTime<Utc>) -> Command {
@@ -62,6 +48,28 @@ impl RuleSetRequest {
             at,
         }
     }
+}
+
+/// The `rules` field of a body: an array of rules that each parse (`invalid-field` naming
+/// `rules[i]` otherwise). Shared by `PUT /v1/rules` and `POST /v1/rules/dry-run`.
+pub fn parse_rules(object: &JsonObject) -> Result<Vec<Rule>, ApiError> {
+    let values = object.required("rules", |value| match value {
+        Value::Array(values) => Ok(values.clone()),
+        _ => Err("must be an array of rules".to_owned()),
+    })?;
+    let rules = values
+        .into_iter()
+        .enumerate()
+        .map(|(index, value)| {
+            let id = value.get("id").and_then(Value::as_str).map(str::to_owned);
+            serde_json::from_value::<Rule>(value).map_err(|error| {
+                let field = format!("rules[{index}]");
+                let named = id.map_or_else(String::new, |id| format!(" (rule {id:?})"));
+                ApiError::invalid_field(field.clone(), format!("{field}{named}: {error}"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rules)
 }
 
 /// One published rule set, with its rules in the shape `PUT /v1/rules` takes.

@@ -2,7 +2,8 @@
 //!
 //! Reading order: [`amounts`], [`ids`] and [`redemption_code`] (the newtypes every other
 //! module speaks in),
-//! [`rules`] (how a purchase becomes points), [`events`] and [`command`] (the facts and the
+//! [`rules`] (how a purchase becomes points; [`dry_run`] folds a proposed set over recorded
+//! purchases), [`events`] and [`command`] (the facts and the
 //! requests), [`aggregate`] (`decide` and `evolve`), then [`codec`] (the MessagePack wire
 //! format with a version per event type) and [`chain`] (the per-tenant SHA-256 hash chain).
 //! [`conversation`] is the WhatsApp conversation: a state machine over the customer's
@@ -19,6 +20,7 @@ pub mod chain;
 pub mod codec;
 pub mod command;
 pub mod conversation;
+pub mod dry_run;
 pub mod events;
 pub mod ids;
 pub mod phone;

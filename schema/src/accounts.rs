@@ -85,6 +85,11 @@ pub enum Permission {
     ManageRules,
     /// `GET /v1/rules`: the rule sets, which hold no personal data.
     ReadRules,
+    /// `POST /v1/rules/dry-run`: what a proposed rule set would have earned over past
+    /// purchases. Aggregates only (no customer, no personal data) and nothing is written,
+    /// so owners and analysts, whose job is to weigh a promotion; not the till, whose key
+    /// could otherwise drive long reads of the whole ledger.
+    DryRunRules,
     /// Create, pause, resume and cancel broadcasts (`/v1/broadcasts`): the business's own
     /// marketing, sent by the people who run the shop (owners and staff).
     SendBroadcasts,
@@ -93,7 +98,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 22] = [
+    pub const ALL: [Permission; 23] = [
         Permission::EnrolCustomer,
         Permission::LogPurchase,
         Permission::RedeemPoints,
@@ -114,6 +119,7 @@ impl Permission {
         Permission::CancelHolds,
         Permission::ManageRules,
         Permission::ReadRules,
+        Permission::DryRunRules,
         Permission::SendBroadcasts,
         Permission::ReadBroadcasts,
     ];
@@ -173,7 +179,7 @@ impl Role {
             ),
             Role::Analyst => matches!(
                 permission,
-                P::ReadCustomer | P::ReadRewards | P::ReadProgramme | P::ReadRules
+                P::ReadCustomer | P::ReadRewards | P::ReadProgramme | P::ReadRules | P::DryRunRules
             ),
         }
     }
@@ -1056,6 +1062,7 @@ mod tests {
                     P::ReadRewards,
                     P::ReadProgramme,
                     P::ReadRules,
+                    P::DryRunRules,
                 ],
             ),
         ];

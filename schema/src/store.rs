@@ -242,6 +242,49 @@ pub async fn read_stream(
     rows.iter().map(event_from_row).collect()
 }
 
+/// The event types a dry-run folds (`ledger_core::dry_run`).
+pub const DRY_RUN_EVENT_TYPES: [&str; 3] = ["PurchaseLogged", "PointsEarned", "TierChanged"];
+
+/// One page of a tenant's purchases, their points and its customers' tier changes, after
+/// `after_sequence`, in tenant-sequence order (which is version order within each stream,
+/// since a tenant's appends are serialised on its head row).
+///
+/// Walks the `events_tenant_sequence_key` index (`tenant_id, tenant_sequence`): one pass
+/// over the tenant's own rows for the whole dry-run, never another tenant's and never a
+/// scan per customer. `PurchaseLogged` and `PointsEarned` recorded before `recorded_from`
+/// are filtered out (a purchase is recorded no earlier than its `occurred_at` minus the
+/// clock skew allowed, so the caller passes `from` minus that skew); `TierChanged` is read
+/// from the start, as a customer's tier at `from` may come from long before. Only correct
+/// paged inside one REPEATABLE READ transaction.
+pub async fn read_dry_run_page(
+    client: &impl GenericClient,
+    tenant: TenantId,
+    after_sequence: i64,
+    recorded_from: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events \
+         WHERE tenant_id = $1 AND tenant_sequence > $2 AND event_type = ANY($3) \
+           AND (event_type = 'TierChanged' OR recorded_at >= $4) \
+         ORDER BY tenant_sequence LIMIT $5"
+    );
+    let types: Vec<&str> = DRY_RUN_EVENT_TYPES.to_vec();
+    let rows = client
+        .query(
+            &sql,
+            &[
+                &tenant.as_uuid(),
+                &after_sequence,
+                &types,
+                &recorded_from,
+                &limit,
+            ],
+        )
+        .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
 /// The most recent `limit` events of a stream, newest first.
 pub async fn read_stream_backwards(
     client: &impl GenericClient,

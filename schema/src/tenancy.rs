@@ -40,3 +40,19 @@ pub async fn begin(
     set_scope(&transaction, &[tenant]).await?;
     Ok(transaction)
 }
+
+/// Begins a `REPEATABLE READ, READ ONLY` transaction scoped to one tenant: one snapshot
+/// for every page of a long read (a dry-run), and no way for it to write.
+pub async fn begin_read_only_snapshot(
+    client: &mut deadpool_postgres::Client,
+    tenant: TenantId,
+) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+    let transaction = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    set_scope(&transaction, &[tenant]).await?;
+    Ok(transaction)
+}

@@ -294,7 +294,7 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
 #[test]
 fn request_schemas_have_exactly_the_parsers_fields() {
     let document = document();
-    let cases: [(&str, &[&str]); 23] = [
+    let cases: [(&str, &[&str]); 24] = [
         ("RefundRequestSchema", &crate::programme::REFUND_FIELDS[..]),
         (
             "AdjustmentRequestSchema",
@@ -342,6 +342,7 @@ fn request_schemas_have_exactly_the_parsers_fields() {
             &crate::whatsapp::NUMBER_FIELDS[..],
         ),
         ("RuleSetRequestSchema", &crate::rules::RULE_SET_FIELDS[..]),
+        ("DryRunRequestSchema", &crate::dry_run::DRY_RUN_FIELDS[..]),
         (
             "BroadcastRequestSchema",
             &crate::broadcasts::BROADCAST_FIELDS[..],
@@ -1259,5 +1260,50 @@ fn the_problem_schema_covers_what_problems_carry() {
                 "undocumented member {key}: {sample}"
             );
         }
+    }
+}
+
+#[test]
+fn the_dry_run_is_documented_with_its_request_and_answer() {
+    let document = document();
+    let request = schema(&document, "DryRunRequestSchema");
+    let required: BTreeSet<String> = request["required"]
+        .as_array()
+        .expect("required")
+        .iter()
+        .map(|v| v.as_str().expect("a name").to_owned())
+        .collect();
+    assert_eq!(required, names(&crate::dry_run::DRY_RUN_FIELDS));
+    assert_eq!(
+        request["properties"]["rules"]["maxItems"],
+        ledger_core::RuleSet::RULES_MAX as i64
+    );
+    let answer = crate::dry_run::DryRunView {
+        from: at(),
+        to: at(),
+        time_zone: "Africa/Lagos".into(),
+        purchases_evaluated: 2,
+        customers_evaluated: 2,
+        customers_affected: 1,
+        points_actual: 20,
+        points_proposed: 30,
+        points_difference: 10,
+        points_by_rule: vec![crate::dry_run::RulePointsView {
+            rule_id: "weekend".into(),
+            kind: "promotion",
+            points: 10,
+        }],
+        currency: "NGN".into(),
+        point_value_minor: None,
+        liability_difference_minor: None,
+    };
+    assert_schema_matches(&document, "DryRunView", &answer);
+    assert_schema_matches(&document, "RulePointsView", &answer.points_by_rule[0]);
+    let operation = operation(&document, "post", "/v1/rules/dry-run");
+    for status in ["200", "403", "422"] {
+        assert!(
+            operation["responses"][status].is_object(),
+            "POST /v1/rules/dry-run documents {status}"
+        );
     }
 }
