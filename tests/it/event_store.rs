@@ -10,7 +10,7 @@ use loyalty::app::Components;
 use schema::store::{self, ExpectedVersion, Position, RecordedEvent, StoreError, TenantHead};
 use schema::writer::{Outcome, Submission, WriterHandle};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -228,28 +228,40 @@ async fn a_tailing_reader_sees_every_committed_event_once_and_in_stream_order() 
         .map(|(i, c)| (*c, if i < 12 { app.tenant_id } else { second_tenant }))
         .collect();
 
-    // The reader (with the relay's role) tails from the start while writers run.
-    let writing = Arc::new(AtomicBool::new(true));
+    // The reader (with the relay's role) tails from the start while writers run. Once they
+    // are done it is told how many events the table holds, and reads until it has seen that
+    // many (then a few more empty rounds, to catch a duplicate) or gives up after a deadline:
+    // the safe position waits for every older transaction on the server, which other tests'
+    // transactions can hold back for a while on a busy machine.
+    let expected_total = Arc::new(AtomicI64::new(-1));
     let reader = {
         let pool = app.platform_pool.clone();
-        let writing = writing.clone();
+        let expected_total = expected_total.clone();
         tokio::spawn(async move {
             let client = pool.get().await.unwrap();
             let mut seen: Vec<RecordedEvent> = Vec::new();
             let mut position = Position::default();
-            let mut idle_rounds_after_writers = 0;
+            let mut idle_rounds_after_all_seen = 0;
+            let mut deadline = None;
             loop {
                 let batch = store::read_after(&**client, position, 200).await.unwrap();
                 if let Some(last) = batch.last().and_then(|e| e.position) {
                     position = last;
                 }
-                if batch.is_empty() && !writing.load(Ordering::SeqCst) {
-                    idle_rounds_after_writers += 1;
-                    if idle_rounds_after_writers > 3 {
+                let empty = batch.is_empty();
+                seen.extend(batch);
+                let expected = expected_total.load(Ordering::SeqCst);
+                if expected >= 0 {
+                    let deadline = *deadline.get_or_insert_with(|| {
+                        tokio::time::Instant::now() + Duration::from_secs(30)
+                    });
+                    if empty && seen.len() as i64 >= expected {
+                        idle_rounds_after_all_seen += 1;
+                    }
+                    if idle_rounds_after_all_seen > 3 || tokio::time::Instant::now() > deadline {
                         return seen;
                     }
                 }
-                seen.extend(batch);
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         })
@@ -296,15 +308,14 @@ async fn a_tailing_reader_sees_every_committed_event_once_and_in_stream_order() 
     for result in results {
         result.unwrap();
     }
-    writing.store(false, Ordering::SeqCst);
-    let seen = reader.await.unwrap();
-
     let admin = admin_client(&dbname(&app.database_url)).await;
     let total: i64 = admin
         .query_one("SELECT count(*) FROM events", &[])
         .await
         .unwrap()
         .get(0);
+    expected_total.store(total, Ordering::SeqCst);
+    let seen = reader.await.unwrap();
     let ids: HashSet<_> = seen.iter().map(|e| e.event_id).collect();
     if ids.len() != seen.len() {
         let mut counted: HashMap<_, Vec<_>> = HashMap::new();
