@@ -149,8 +149,8 @@ demo_phone=+2348012345678
 vendor_code=$(psql -X -w -At -d "$DATABASE_URL" \
     -c "select vendor_code from tenants where tenant_id = '$tenant_id'" 2>/dev/null || true)
 
-# Two rewards and a purchase for the demo customer, once, so that POINTS and REWARDS in the
-# chat show something. Idempotent: rewards only when the catalogue is empty, the purchase
+# Two rewards, a tier ladder and a purchase for the demo customer, once, so that POINTS and
+# REWARDS in the chat show something. Idempotent: rewards only when the catalogue is empty, the purchase
 # under a fixed Idempotency-Key.
 seed_demo() {
     local customer_id token
@@ -187,6 +187,10 @@ seed_demo() {
             -H "Idempotency-Key: demo-reward-$key" \
             -d "{\"name\":\"$name\",\"points_cost\":$cost}"
     done
+    # A tier ladder, so that POINTS shows a tier and a large purchase earns an upgrade.
+    curl -s -o /dev/null -X PUT "$base_url/v1/tiers" \
+        -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+        -d '{"basis":"points_earned","window":{"kind":"calendar_year"},"tiers":[{"id":"member","name":"Member","threshold":0},{"id":"silver","name":"Silver","threshold":200}]}'
 }
 
 echo "==> loyalty all (Ctrl-C stops it)" >&2
