@@ -229,3 +229,256 @@ async fn events_delivered_out_of_order_are_completed_from_the_event_table() {
     assert_eq!(view.get::<_, i32>(1), 10);
     app.stop().await;
 }
+
+/// Every programme column of the read model against a replay of the ledger, as
+/// `(balance, pending, held, debt, reversed, adjusted, tier)`.
+type ProgrammeRow = (i64, i64, i64, i64, i64, i64, Option<String>);
+
+async fn replayed_programme(app: &TestApp) -> BTreeMap<Uuid, ProgrammeRow> {
+    let client = app.platform_db().await;
+    let mut states: BTreeMap<Uuid, CustomerState> = BTreeMap::new();
+    let mut position = Position::default();
+    loop {
+        let page = store::read_after(&**client, position, 1_000).await.unwrap();
+        let Some(last) = page.last().and_then(|e| e.position) else {
+            break;
+        };
+        for event in &page {
+            if let Ok(StreamId::Customer(customer)) = StreamId::parse(&event.stream_id) {
+                let state = states.remove(&customer.as_uuid()).unwrap_or_default();
+                states.insert(customer.as_uuid(), evolve(state, &event.decode().unwrap()));
+            }
+        }
+        position = last;
+    }
+    states
+        .into_iter()
+        .map(|(id, s)| {
+            let row = (
+                s.balance.value(),
+                s.pending.value(),
+                s.held.value(),
+                s.debt.value(),
+                s.reversed.value(),
+                s.adjusted.value(),
+                s.tier.clone(),
+            );
+            (id, row)
+        })
+        .collect()
+}
+
+async fn projected_programme(app: &TestApp) -> BTreeMap<Uuid, ProgrammeRow> {
+    let client = admin_client(&dbname(&app.database_url)).await;
+    client
+        .query(
+            "SELECT customer_id, balance, pending, held, debt, reversed, adjusted, tier \
+             FROM projection.customer_balances",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let values = (
+                row.get(1),
+                row.get(2),
+                row.get(3),
+                row.get(4),
+                row.get(5),
+                row.get(6),
+                row.get(7),
+            );
+            (row.get(0), values)
+        })
+        .collect()
+}
+
+/// The programme's events (pending points, refunds with debt, adjustments, holds fulfilled,
+/// cancelled and expired, tier changes) keep the live read model equal to a replay, and a
+/// rebuild equal to the live model, open holds included.
+#[tokio::test]
+async fn rebuild_equals_live_after_a_randomized_programme_workload() {
+    use crate::rewards::Owner;
+    let app = TestApp::spawn().await;
+    let owner = Owner::sign_up(&app).await;
+    let (mut rng, seed) = Rng::seeded();
+    eprintln!("workload seed (TEST_SEED): {seed}");
+    let put = |path: &'static str, body: serde_json::Value| {
+        let owner = &owner;
+        async move {
+            let response = owner
+                .app
+                .http
+                .put(owner.app.url(path))
+                .bearer_auth(&owner.token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "PUT {path}");
+        }
+    };
+    put(
+        "/v1/programme/settings",
+        json!({"time_zone": "Africa/Lagos", "pending_days": 3,
+               "refund_policy": {"kind": "allow_debt", "debt_limit": 40},
+               "hold_days": 2, "point_value_minor": 100}),
+    )
+    .await;
+    put(
+        "/v1/tiers",
+        json!({"basis": "points_earned", "window": {"kind": "rolling_days", "days": 5},
+               "tiers": [{"id": "base", "name": "Base", "threshold": 0},
+                         {"id": "gold", "name": "Gold", "threshold": 150}]}),
+    )
+    .await;
+    let reward = owner.create_reward("Zobo", 15).await;
+    let mut customers = Vec::new();
+    for _ in 0..6 {
+        customers.push(owner.customer_with(0).await);
+    }
+    let mut purchases: Vec<(Uuid, Uuid, i64)> = Vec::new();
+    let mut codes: Vec<String> = Vec::new();
+    let mut clock_days = 0;
+    let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
+    for step in 0..150 {
+        let customer = customers[rng.range(0, customers.len() as i64) as usize];
+        let key = format!("k-{step}");
+        let (kind, status) = match rng.range(0, 12) {
+            0..=3 => {
+                let amount = rng.range(10_000, 1_500_000);
+                let response = owner
+                    .post(
+                        "/v1/purchases",
+                        Some(&key),
+                        Some(json!({"customer_id": customer, "amount_minor": amount})),
+                    )
+                    .await;
+                let status = response.status().as_u16();
+                let body: serde_json::Value = response.json().await.unwrap();
+                let id = Uuid::parse_str(body["purchase_id"].as_str().unwrap()).unwrap();
+                purchases.push((customer, id, amount));
+                ("purchase", status)
+            }
+            4 | 5 if !purchases.is_empty() => {
+                let (customer, id, amount) =
+                    purchases[rng.range(0, purchases.len() as i64) as usize];
+                let body = json!({"purchase_id": id, "amount_minor": rng.range(1, amount)});
+                let response = owner
+                    .post(
+                        &format!("/v1/customers/{customer}/refunds"),
+                        Some(&key),
+                        Some(body),
+                    )
+                    .await;
+                ("refund", response.status().as_u16())
+            }
+            6 => {
+                let points = rng.range(-30, 30);
+                let body =
+                    json!({"points": if points == 0 { 1 } else { points }, "reason": "test"});
+                let response = owner
+                    .post(
+                        &format!("/v1/customers/{customer}/adjustments"),
+                        Some(&key),
+                        Some(body),
+                    )
+                    .await;
+                ("adjust", response.status().as_u16())
+            }
+            7 | 8 => {
+                let response = owner.redeem_reward(&key, customer, reward).await;
+                let status = response.status().as_u16();
+                if status == 201 {
+                    let body: serde_json::Value = response.json().await.unwrap();
+                    codes.push(body["code"].as_str().unwrap().to_owned());
+                }
+                ("hold", status)
+            }
+            9 if !codes.is_empty() => {
+                let code = codes.swap_remove(rng.range(0, codes.len() as i64) as usize);
+                let path = if rng.range(0, 2) == 0 {
+                    "fulfil"
+                } else {
+                    "cancel"
+                };
+                let response = owner
+                    .post(&format!("/v1/redemptions/{code}/{path}"), Some(&key), None)
+                    .await;
+                (path, response.status().as_u16())
+            }
+            _ => {
+                clock_days += rng.range(0, 3);
+                let report = {
+                    app.wait_until_projected().await;
+                    let (writer, _task) =
+                        schema::writer::spawn_standalone(app.pool.clone(), app.settings.writer());
+                    loyalty::expiry::run_once(
+                        &app.platform_pool,
+                        &writer,
+                        Utc::now() + Days::days(clock_days),
+                    )
+                    .await
+                    .unwrap()
+                    .expect("no other runner")
+                };
+                *counts.entry("holds_released").or_default() += report.holds_released as u32;
+                *counts.entry("lots_activated").or_default() += report.lots_activated as u32;
+                *counts.entry("tiers_reviewed").or_default() += report.tiers_reviewed as u32;
+                ("due_work", 200)
+            }
+        };
+        assert!(status < 500, "{kind} answered {status}");
+        *counts.entry(kind).or_default() += 1;
+    }
+    eprintln!("{counts:?}");
+    for kind in ["purchase", "refund", "adjust", "hold", "lots_activated"] {
+        assert!(
+            counts.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind}: {counts:?}"
+        );
+    }
+
+    app.wait_until_projected().await;
+    assert_eq!(
+        projected_programme(&app).await,
+        replayed_programme(&app).await,
+        "live != replay"
+    );
+    let client = admin_client(&dbname(&app.database_url)).await;
+    let holds_live: Vec<String> = client
+        .query(
+            "SELECT row(h.*)::text FROM projection.open_holds h ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let live = snapshot(&app).await;
+    runner::rebuild(&Balances, &app.platform_pool)
+        .await
+        .unwrap();
+    let holds_rebuilt: Vec<String> = client
+        .query(
+            "SELECT row(h.*)::text FROM projection.open_holds h ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        live,
+        snapshot(&app).await,
+        "rebuild differs from the live projection"
+    );
+    assert_eq!(
+        holds_live, holds_rebuilt,
+        "open holds differ after the rebuild"
+    );
+    app.stop().await;
+}
