@@ -492,6 +492,9 @@ mod tests {
                 master_key_id: "k1".into(),
                 bytes: vec![4; 60],
             },
+            birthday: None,
+            referral_code: ledger_core::ReferralCode::from_random_bytes([0; 5]),
+            referred_by: None,
             at: at(),
         }
     }

@@ -21,6 +21,7 @@ pub mod command;
 pub mod conversation;
 pub mod events;
 pub mod ids;
+pub mod people;
 pub mod phone;
 pub mod redemption_code;
 pub mod rules;
@@ -37,6 +38,7 @@ pub use ids::{
     AdjustmentId, CustomerId, EventId, LotId, PurchaseId, RedemptionId, RefundId, RewardId,
     StreamId, TenantId,
 };
+pub use people::{Birthday, ReferralCode};
 pub use phone::PhoneNumber;
 pub use redemption_code::RedemptionCode;
 pub use rules::{Rule, RuleSet};
