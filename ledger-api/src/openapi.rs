@@ -70,6 +70,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         crate::programme::cancel_hold,
         crate::programme::refund,
         crate::programme::adjust,
+        crate::customers::set_birthday,
         crate::programme::get_settings,
         crate::programme::put_settings,
         crate::programme::get_tiers,
@@ -627,6 +628,24 @@ pub struct EnrolmentRequestSchema {
     /// The customer's name, trimmed.
     #[schema(min_length = 1, max_length = 100)]
     name: Option<String>,
+    /// Month and day of the customer's birthday, `MM-DD` (no year). 29 February counts on 28
+    /// February in other years.
+    #[schema(pattern = "^[0-9]{2}-[0-9]{2}$", example = "03-31")]
+    birthday: Option<String>,
+    /// The referral code of the customer who referred this one (8 characters of Crockford
+    /// base32; case, spaces and hyphens ignored). Unknown codes are 422.
+    #[schema(max_length = 32, example = "04HMASW9")]
+    referral_code: Option<String>,
+}
+
+/// `PUT /v1/customers/{customer_id}/birthday`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct BirthdayRequestSchema {
+    /// `MM-DD`, or `null` to clear it. Required.
+    #[schema(pattern = "^[0-9]{2}-[0-9]{2}$", example = "03-31", required = true)]
+    birthday: Option<String>,
 }
 
 /// `POST /v1/customers/search`.
