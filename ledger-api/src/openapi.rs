@@ -578,7 +578,9 @@ pub struct BroadcastRequestSchema {
 /// `inactive_days` (with `days`, 1 to 3650: enrolled at least that long ago and no purchase
 /// since), `balance_at_least` (with `points`, 0 or more: the balances read model),
 /// `joined_between` (with `from` and `to`, dates included, UTC). Each kind takes only its
-/// own fields. `tier` and `birthday_month` are refused until tiers and birthdays exist.
+/// own fields. `tier` (with `tier`, an id of the ladder) and `birthday_month` (with an
+/// optional `month`, 1–12; without it, the current month in the tenant's time zone when
+/// the broadcast is created; 29 February birthdays are in February).
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
@@ -593,6 +595,10 @@ pub struct BroadcastSegmentSchema {
     from: Option<String>,
     #[schema(format = Date, example = "2026-01-31")]
     to: Option<String>,
+    #[schema(min_length = 1, max_length = 30, example = "gold")]
+    tier: Option<String>,
+    #[schema(minimum = 1, maximum = 12, example = 3)]
+    month: Option<u8>,
 }
 
 /// An approved WhatsApp message template. Broadcasts are marketing, so they are always sent
