@@ -67,7 +67,14 @@ impl Projection for Referrals {
             let Ok(StreamId::Customer(referee)) = StreamId::parse(&recorded.stream_id) else {
                 continue;
             };
-            let award = award(&self.writer, recorded, referee, qualified.referrer, qualified.referrer_bonus).await?;
+            let award = award(
+                &self.writer,
+                recorded,
+                referee,
+                qualified.referrer,
+                qualified.referrer_bonus,
+            )
+            .await?;
             match award {
                 Award::Awarded => tracing::info!(
                     tenant_id = %recorded.tenant_id,

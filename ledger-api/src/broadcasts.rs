@@ -25,8 +25,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
 use ledger_core::broadcast::{
-    BroadcastTemplate, Segment, StateChange, TemplateLanguage, TemplateName,
-    TemplateParameter, BROADCAST_NAME_CHARS_MAX, TEMPLATE_PARAMETERS_MAX,
+    BroadcastTemplate, Segment, StateChange, TemplateLanguage, TemplateName, TemplateParameter,
+    BROADCAST_NAME_CHARS_MAX, TEMPLATE_PARAMETERS_MAX,
 };
 use ledger_core::events::Actor;
 use schema::accounts::Permission;

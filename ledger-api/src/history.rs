@@ -242,7 +242,10 @@ pub fn reason(event: &Event, currency: &str) -> String {
             points(e.referrer_bonus)
         ),
         Event::ReferralBonusAwarded(e) => {
-            format!("Referral bonus {} (a referred customer's first purchase)", points(e.points))
+            format!(
+                "Referral bonus {} (a referred customer's first purchase)",
+                points(e.points)
+            )
         }
         Event::HoldReleased(e) => match e.reason {
             HoldReleaseReason::Cancelled => {

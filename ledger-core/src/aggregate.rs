@@ -11,12 +11,13 @@ use crate::command::{
     REWARD_PER_CUSTOMER_LIMIT_MAX, REWARD_STOCK_MAX,
 };
 use crate::events::{
-    AdjustmentLot, BirthdaySet, CustomerEnrolled, ReferralBonusAwarded, ReferralQualified, CustomerErased, DebtSettled, Event, HoldFulfilled,
-    HoldReleaseReason, HoldReleased, LineItem, LotDebit, PointsActivated, PointsAdjusted,
-    PointsEarned, PointsExpired, PointsPending, ProgrammeSettings, ProgrammeSettingsChanged,
-    PurchaseLogged, PurchaseRefunded, RedemptionFulfilled, RefundPolicy, Reversal, RewardCreated,
-    RewardHeld, RewardRedeemed, RewardRetired, RewardTerms, RewardUpdated, RuleSetPublished,
-    TenantRegistered, TierChanged, TierDirection, TierRetained, TierSchemePublished,
+    AdjustmentLot, BirthdaySet, CustomerEnrolled, CustomerErased, DebtSettled, Event,
+    HoldFulfilled, HoldReleaseReason, HoldReleased, LineItem, LotDebit, PointsActivated,
+    PointsAdjusted, PointsEarned, PointsExpired, PointsPending, ProgrammeSettings,
+    ProgrammeSettingsChanged, PurchaseLogged, PurchaseRefunded, RedemptionFulfilled,
+    ReferralBonusAwarded, ReferralQualified, RefundPolicy, Reversal, RewardCreated, RewardHeld,
+    RewardRedeemed, RewardRetired, RewardTerms, RewardUpdated, RuleSetPublished, TenantRegistered,
+    TierChanged, TierDirection, TierRetained, TierSchemePublished,
 };
 use crate::ids::{
     AdjustmentId, CustomerId, LotId, PurchaseId, RedemptionId, RefundId, RewardId, TenantId,
@@ -618,7 +619,10 @@ impl Aggregate for CustomerState {
                 }
                 self.earned = add(self.earned, e.points);
                 self.balance = add(self.balance, e.points);
-                if e.breakdown.iter().any(|line| line.kind == KindName::Birthday) {
+                if e.breakdown
+                    .iter()
+                    .any(|line| line.kind == KindName::Birthday)
+                {
                     self.birthday_bonuses.push(e.earned_at);
                 }
             }
@@ -1565,8 +1569,14 @@ fn decide_referral_award(
     if points.value() > Points::COMMAND_MAX {
         return Err(Rejection::Overflow);
     }
-    customer.balance.checked_add(points).ok_or(Rejection::Overflow)?;
-    customer.earned.checked_add(points).ok_or(Rejection::Overflow)?;
+    customer
+        .balance
+        .checked_add(points)
+        .ok_or(Rejection::Overflow)?;
+    customer
+        .earned
+        .checked_add(points)
+        .ok_or(Rejection::Overflow)?;
     let expires_at = at
         .checked_add_signed(Duration::days(i64::from(profile.expiry_days)))
         .ok_or(Rejection::Overflow)?;

@@ -52,7 +52,6 @@ pub enum Segment {
     BirthdayMonth { month: u8 },
 }
 
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidSegment {
     #[error("days must be 1 to {INACTIVE_DAYS_MAX}")]

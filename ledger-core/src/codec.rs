@@ -9,11 +9,12 @@ use crate::amounts::MinorUnits;
 use crate::amounts::Points;
 use crate::events::LineItem;
 use crate::events::{
-    BirthdaySet, CustomerEnrolled, ReferralBonusAwarded, ReferralQualified, CustomerErased, DebtSettled, Event, EventMetadata, HoldFulfilled,
-    HoldReleased, LotDebit, PointsActivated, PointsAdjusted, PointsEarned, PointsExpired,
-    PointsPending, ProgrammeSettingsChanged, PurchaseLogged, PurchaseRefunded, RedemptionFulfilled,
-    RewardCreated, RewardHeld, RewardRedeemed, RewardRetired, RewardTerms, RewardUpdated,
-    RuleSetPublished, TenantRegistered, TierChanged, TierRetained, TierSchemePublished,
+    BirthdaySet, CustomerEnrolled, CustomerErased, DebtSettled, Event, EventMetadata,
+    HoldFulfilled, HoldReleased, LotDebit, PointsActivated, PointsAdjusted, PointsEarned,
+    PointsExpired, PointsPending, ProgrammeSettingsChanged, PurchaseLogged, PurchaseRefunded,
+    RedemptionFulfilled, ReferralBonusAwarded, ReferralQualified, RewardCreated, RewardHeld,
+    RewardRedeemed, RewardRetired, RewardTerms, RewardUpdated, RuleSetPublished, TenantRegistered,
+    TierChanged, TierRetained, TierSchemePublished,
 };
 use crate::ids::{CustomerId, LotId, PurchaseId, RedemptionId, RewardId, TenantId};
 use crate::rules::{KindName, Rule, RuleKind, RulePoints, RuleSet};
@@ -51,8 +52,8 @@ pub struct EncodedEvent {
 pub fn current_version(event_type: &str) -> Option<u16> {
     match event_type {
         "PurchaseLogged" | "CustomerEnrolled" => Some(3),
-        "RewardRedeemed" | "TenantRegistered" | "RuleSetPublished"
-        | "PointsEarned" | "RewardCreated" => Some(2),
+        "RewardRedeemed" | "TenantRegistered" | "RuleSetPublished" | "PointsEarned"
+        | "RewardCreated" => Some(2),
         "PointsExpired"
         | "CustomerErased"
         | "RewardUpdated"

@@ -156,7 +156,12 @@ fn earned_by(events: &[Event], kind: KindName) -> i64 {
 
 #[test]
 fn the_birthday_bonus_is_given_on_the_local_birthday_once_a_local_year() {
-    type Case = (&'static str, &'static str, &'static str, Vec<(DateTime<Utc>, i64)>);
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Vec<(DateTime<Utc>, i64)>,
+    );
     let cases: Vec<Case> = vec![
         (
             "Lagos, 23:30 UTC the day before is already the birthday",
@@ -186,10 +191,7 @@ fn the_birthday_bonus_is_given_on_the_local_birthday_once_a_local_year() {
             "and again the next year",
             "Africa/Lagos",
             "06-15",
-            vec![
-                (at(2026, 6, 15, 9, 0), 200),
-                (at(2027, 6, 15, 9, 0), 200),
-            ],
+            vec![(at(2026, 6, 15, 9, 0), 200), (at(2027, 6, 15, 9, 0), 200)],
         ),
         (
             "the local year turns at local midnight (31 Dec 23:30 UTC is 1 Jan in Lagos)",
@@ -226,7 +228,10 @@ fn the_birthday_bonus_is_given_on_the_local_birthday_once_a_local_year() {
 #[test]
 fn a_birthday_can_be_set_changed_and_cleared_and_is_forgotten_on_erasure() {
     let mut ledger = Ledger::new("Africa/Lagos", None, None);
-    assert_eq!(earned_by(&ledger.buy(at(2026, 3, 3, 10, 0)), KindName::Birthday), 0);
+    assert_eq!(
+        earned_by(&ledger.buy(at(2026, 3, 3, 10, 0)), KindName::Birthday),
+        0
+    );
     let customer_id = ledger.customer_id;
     ledger.run(Command::SetBirthday {
         customer_id,
@@ -298,7 +303,9 @@ fn a_customer_not_referred_earns_no_referral_bonus() {
     let mut ledger = Ledger::new("Africa/Lagos", None, None);
     let first = ledger.buy(at(2026, 5, 1, 10, 0));
     assert_eq!(earned_by(&first, KindName::Referral), 0);
-    assert!(!first.iter().any(|e| matches!(e, Event::ReferralQualified(_))));
+    assert!(!first
+        .iter()
+        .any(|e| matches!(e, Event::ReferralQualified(_))));
 }
 
 #[test]

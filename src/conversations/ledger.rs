@@ -286,8 +286,14 @@ pub async fn enrol(
         birthday: None,
         referral_code: None,
     }
-    .into_command(vault, tenant_id, customer_id, None, ledger_api::commands::now())
-        .map_err(|e| LedgerError::Permanent(format!("sealing the enrolment: {e:?}")))?;
+    .into_command(
+        vault,
+        tenant_id,
+        customer_id,
+        None,
+        ledger_api::commands::now(),
+    )
+    .map_err(|e| LedgerError::Permanent(format!("sealing the enrolment: {e:?}")))?;
     // The hash names the tenant and the number (as a digest), not the fresh customer id or
     // the sealed data, so a replay of the same item matches it.
     let request_hash = vault.keyed_digest(

@@ -149,7 +149,13 @@ pub fn enrol_command(
         birthday: None,
         referral_code: None,
     }
-    .into_command(&test_vault(), tenant_id, customer_id, None, chrono::Utc::now())
+    .into_command(
+        &test_vault(),
+        tenant_id,
+        customer_id,
+        None,
+        chrono::Utc::now(),
+    )
     .unwrap()
 }
 
