@@ -1,6 +1,6 @@
 //! The pure domain of loyalty-ledger.
 //!
-//! Reading order: [`amounts`], [`ids`] and [`redemption_code`] (the newtypes every other
+//! Reading order: [`amounts`], [`ids`], [`redemption_code`] and [`people`] (the newtypes every other
 //! module speaks in),
 //! [`rules`] (how a purchase becomes points), [`events`] and [`command`] (the facts and the
 //! requests), [`aggregate`] (`decide` and `evolve`), then [`codec`] (the MessagePack wire
