@@ -69,13 +69,22 @@ fn id_of(body: &Value, field: &str) -> Uuid {
 }
 
 async fn buy(owner: &Owner<'_>, customer: Uuid) -> Value {
-    let (status, body) = send(
+    buy_body(
         owner,
-        reqwest::Method::POST,
-        "/v1/purchases",
         json!({ "customer_id": customer, "amount_minor": 10_000 }),
     )
-    .await;
+    .await
+}
+
+/// A purchase dated `at` (so a test is not at the mercy of local midnight).
+async fn buy_at(owner: &Owner<'_>, customer: Uuid, at: chrono::DateTime<Utc>) -> Value {
+    let body =
+        json!({ "customer_id": customer, "amount_minor": 10_000, "occurred_at": at.to_rfc3339() });
+    buy_body(owner, body).await
+}
+
+async fn buy_body(owner: &Owner<'_>, body: Value) -> Value {
+    let (status, body) = send(owner, reqwest::Method::POST, "/v1/purchases", body).await;
     assert_eq!(status, 201, "{body}");
     body
 }
@@ -95,10 +104,10 @@ fn lagos_now() -> chrono::NaiveDateTime {
     ledger_core::rules::local_time(ledger_core::rules::DEFAULT_TIME_ZONE, Utc::now())
 }
 
-/// Today in Lagos (the tenant's default time zone), as `MM-DD`.
-fn lagos_today() -> String {
-    let today = lagos_now().date();
-    format!("{:02}-{:02}", today.month(), today.day())
+/// The date of `at` in Lagos (the tenant's default time zone), as `MM-DD`.
+fn lagos_day(at: chrono::DateTime<Utc>) -> String {
+    let day = ledger_core::rules::local_time(ledger_core::rules::DEFAULT_TIME_ZONE, at).date();
+    format!("{:02}-{:02}", day.month(), day.day())
 }
 
 #[tokio::test]
@@ -106,13 +115,14 @@ async fn a_birthday_purchase_earns_the_bonus_once_and_erasure_forgets_the_birthd
     let app = TestApp::spawn().await;
     let owner = Owner::sign_up(&app).await;
     publish_people_rules(&owner).await;
-    let today = lagos_today();
+    let at = Utc::now();
+    let today = lagos_day(at);
     let enrolled = enrol(&owner, json!({ "phone": phone(), "birthday": today })).await;
     let customer = id_of(&enrolled, "customer_id");
 
-    let first = buy(&owner, customer).await;
+    let first = buy_at(&owner, customer, at).await;
     assert_eq!(earned_by(&first, "birthday"), 200, "{first}");
-    let second = buy(&owner, customer).await;
+    let second = buy_at(&owner, customer, at).await;
     assert_eq!(earned_by(&second, "birthday"), 0, "{second}");
 
     app.wait_until_projected().await;
@@ -186,6 +196,12 @@ async fn a_birthday_purchase_earns_the_bonus_once_and_erasure_forgets_the_birthd
         (row.get::<_, Option<i16>>(0), row.get::<_, Option<i16>>(1))
     };
     assert_eq!(month(admin).await, (Some(7), Some(1)));
+    let export = get(&owner, &format!("/v1/customers/{customer}/export")).await;
+    assert_eq!(export["birthday"], "07-01", "{export}");
+    assert_eq!(
+        export["referral_code"], enrolled["referral_code"],
+        "{export}"
+    );
     let (status, body) = send(
         &owner,
         reqwest::Method::POST,
@@ -197,6 +213,8 @@ async fn a_birthday_purchase_earns_the_bonus_once_and_erasure_forgets_the_birthd
     app.wait_until_projected().await;
     let admin = admin_client(&dbname(&app.database_url)).await;
     assert_eq!(month(admin).await, (None, None));
+    let export = get(&owner, &format!("/v1/customers/{customer}/export")).await;
+    assert_eq!(export["birthday"], Value::Null, "{export}");
     app.stop().await;
 }
 

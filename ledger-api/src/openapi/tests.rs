@@ -1061,6 +1061,9 @@ fn response_schemas_have_exactly_the_keys_the_responses_serialise() {
             redeemed: 5,
             expired: 0,
             purchases: 1,
+            birthday: Some("02-29".into()),
+            referral_code: Some("04HMASW9".into()),
+            referred_by: Some(customer_id),
             events: vec![event],
         },
     );
