@@ -34,6 +34,9 @@ pub struct Components {
     pub expiry_reminders: bool,
     /// The broadcast feeder (`crate::broadcasts`).
     pub broadcasts: bool,
+    /// The referral process (`crate::referrals`: `ReferralQualified` → the referrer's
+    /// bonus through the writer).
+    pub referrals: bool,
 }
 
 impl Components {
@@ -48,6 +51,7 @@ impl Components {
         notifications_projector: true,
         expiry_reminders: true,
         broadcasts: true,
+        referrals: true,
     };
     pub const NONE: Components = Components {
         api: false,
@@ -60,6 +64,7 @@ impl Components {
         notifications_projector: false,
         expiry_reminders: false,
         broadcasts: false,
+        referrals: false,
     };
 }
 
@@ -133,7 +138,10 @@ pub async fn start_with_sandbox(
     let (shutdown, shutdown_signal) = watch::channel(false);
     let committed = Arc::new(Notify::new());
     let mut tasks = Vec::new();
-    let needs_writer = components.api || components.expiry_schedule || components.conversations;
+    let needs_writer = components.api
+        || components.expiry_schedule
+        || components.conversations
+        || components.referrals;
     let writer = needs_writer.then(|| {
         let (handle, task) =
             schema::writer::spawn(pool.clone(), settings.writer(), committed.clone());
@@ -262,6 +270,21 @@ pub async fn start_with_sandbox(
             "projector:notifications",
             tokio::spawn(projections::runner::run(
                 settings.notifications(Arc::new(settings.vault()?)),
+                platform_pool.clone(),
+                nats_client.clone(),
+                settings.nats(),
+                RunnerSettings::default(),
+                shutdown_signal.clone(),
+            )),
+        ));
+    }
+    if let (true, Some(writer)) = (components.referrals, &writer) {
+        tasks.push((
+            "projector:referrals",
+            tokio::spawn(projections::runner::run(
+                crate::referrals::Referrals {
+                    writer: writer.clone(),
+                },
                 platform_pool.clone(),
                 nats_client.clone(),
                 settings.nats(),

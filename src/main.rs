@@ -134,6 +134,9 @@ enum ProjectCommand {
     Balances,
     /// Run the notifications projector (WhatsApp receipts for purchases and redemptions).
     Notifications,
+    /// Run the referral process (referrers credited for their referees' first purchases,
+    /// through a writer of its own).
+    Referrals,
     /// Rebuild a read model from the event table alone, then exit.
     Rebuild {
         /// The read model to rebuild.
@@ -285,6 +288,18 @@ async fn main() -> anyhow::Result<()> {
                 &settings,
                 Components {
                     notifications_projector: true,
+                    ..Components::NONE
+                },
+            )
+            .await?
+        }
+        Command::Project {
+            command: ProjectCommand::Referrals,
+        } => {
+            serve(
+                &settings,
+                Components {
+                    referrals: true,
                     ..Components::NONE
                 },
             )

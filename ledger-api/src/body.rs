@@ -108,6 +108,11 @@ impl JsonObject {
         }
     }
 
+    /// Whether the field is present, `null` or not.
+    pub fn is_present(&self, name: &str) -> bool {
+        self.fields.contains_key(name)
+    }
+
     /// Whether the field is present and not null.
     pub fn has(&self, name: &str) -> bool {
         self.fields.get(name).is_some_and(|value| !value.is_null())

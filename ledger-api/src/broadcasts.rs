@@ -25,8 +25,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
 use ledger_core::broadcast::{
-    BroadcastTemplate, PendingSegmentKind, Segment, StateChange, TemplateLanguage, TemplateName,
-    TemplateParameter, BROADCAST_NAME_CHARS_MAX, TEMPLATE_PARAMETERS_MAX,
+    BroadcastTemplate, Segment, StateChange, TemplateLanguage, TemplateName, TemplateParameter,
+    BROADCAST_NAME_CHARS_MAX, TEMPLATE_PARAMETERS_MAX,
 };
 use ledger_core::events::Actor;
 use schema::accounts::Permission;
@@ -40,14 +40,15 @@ pub const BROADCAST_FIELDS: [&str; 3] = ["name", "segment", "template"];
 /// The fields of `template`.
 pub const TEMPLATE_FIELDS: [&str; 3] = ["name", "language", "parameters"];
 /// Every field a segment may have; each kind accepts only its own.
-pub const SEGMENT_FIELDS: [&str; 5] = ["kind", "days", "points", "from", "to"];
+pub const SEGMENT_FIELDS: [&str; 7] = ["kind", "days", "points", "from", "to", "tier", "month"];
 /// The segment kinds accepted now.
-pub const SEGMENT_KINDS: [&str; 5] = [
+pub const SEGMENT_KINDS: [&str; 6] = [
     "all_opted_in",
     "inactive_days",
     "balance_at_least",
     "joined_between",
     "tier",
+    "birthday_month",
 ];
 /// Recipients of one broadcast, at most: a larger segment is refused (split it).
 pub const RECIPIENTS_MAX: i64 = 100_000;
@@ -88,16 +89,6 @@ impl BroadcastRequest {
 fn parse_segment(object: &JsonObject) -> Result<Segment, ApiError> {
     let kind = object.required("kind", |v| {
         let kind = crate::accounts::string_field(v)?;
-        if let Some(pending) = PendingSegmentKind::parse(kind) {
-            let needs = match pending {
-                PendingSegmentKind::BirthdayMonth => "customers' birthdays",
-            };
-            return Err(format!(
-                "`{kind}` is not available yet: it needs {needs}, which the ledger does not \
-                 hold yet; one of: {}",
-                SEGMENT_KINDS.join(", ")
-            ));
-        }
         if !SEGMENT_KINDS.contains(&kind) {
             return Err(format!("must be one of: {}", SEGMENT_KINDS.join(", ")));
         }
@@ -108,6 +99,7 @@ fn parse_segment(object: &JsonObject) -> Result<Segment, ApiError> {
         "balance_at_least" => &["kind", "points"],
         "joined_between" => &["kind", "from", "to"],
         "tier" => &["kind", "tier"],
+        "birthday_month" => &["kind", "month"],
         _ => &["kind"],
     };
     object.deny_unknown(own_fields)?;
@@ -134,8 +126,42 @@ fn parse_segment(object: &JsonObject) -> Result<Segment, ApiError> {
             tier: object.required("tier", |v| body::text(v, 1, 30))?,
             includes_untiered: false,
         }),
+        // Without a month: the current month in the tenant's time zone, filled in by
+        // `resolve_birthday_segment` (month 0 stands for it until then).
+        "birthday_month" => Ok(object
+            .optional("month", |v| {
+                let month = u8::try_from(body::integer(v)?).map_err(|_| out_of_months())?;
+                Segment::birthday_month(month).map_err(|_| out_of_months())
+            })?
+            .unwrap_or(Segment::BirthdayMonth { month: 0 })),
         _ => Ok(Segment::AllOptedIn),
     }
+}
+
+fn out_of_months() -> String {
+    "must be a month number from 1 to 12".to_owned()
+}
+
+/// A `birthday_month` segment without a month is for this month in the tenant's time zone
+/// (`now` read there), resolved once, when the broadcast is created.
+async fn resolve_birthday_segment(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    tenant_id: ledger_core::TenantId,
+    segment: Segment,
+    now: chrono::DateTime<Utc>,
+) -> Result<Segment, ApiError> {
+    if segment != (Segment::BirthdayMonth { month: 0 }) {
+        return Ok(segment);
+    }
+    let tenant = schema::rewards::tenant_state(&**transaction, tenant_id)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("reading the tenant stream: {e}")))?;
+    let time_zone = tenant
+        .profile
+        .map_or(ledger_core::rules::DEFAULT_TIME_ZONE, |p| p.time_zone());
+    let month = chrono::Datelike::month(&ledger_core::rules::local_time(time_zone, now));
+    Segment::birthday_month(u8::try_from(month).unwrap_or(1))
+        .map_err(|e| ApiError::Internal(format!("the current month: {e}")))
 }
 
 /// A `tier` segment names a tier of the tenant's ladder; the ladder's base also holds the
@@ -334,7 +360,7 @@ fn store_error(error: BroadcastError) -> ApiError {
         (status = 403, description = "`forbidden`: owners and staff send broadcasts.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, description = "`invalid-field` (with `field`): a missing or unknown field, an unknown or pending (`tier`, `birthday_month`) segment kind, a negative or out-of-range number, a `from` after `to`, a template name, language or parameter Meta would refuse; `broadcast-too-large` (more than 100,000 recipients); `idempotency-key-reused`. Nothing changed.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-field` (with `field`): a missing or unknown field, an unknown segment kind, a `birthday_month` month outside 1–12, a negative or out-of-range number, a `from` after `to`, a template name, language or parameter Meta would refuse; `broadcast-too-large` (more than 100,000 recipients); `idempotency-key-reused`. Nothing changed.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 429, response = crate::openapi::RateLimited),
         (status = 500, response = crate::openapi::InternalError),
         (status = 503, response = crate::openapi::Unavailable),
@@ -354,7 +380,9 @@ pub async fn create(
     let request = BroadcastRequest::parse(&body)?;
     let mut client = state.client().await?;
     let transaction = crate::scoped(&mut client, caller.tenant_id).await?;
+    let now = Utc::now();
     let segment = resolve_tier_segment(&transaction, caller.tenant_id, request.segment).await?;
+    let segment = resolve_birthday_segment(&transaction, caller.tenant_id, segment, now).await?;
     let new = store::NewBroadcast {
         broadcast_id: Uuid::now_v7(),
         tenant_id: caller.tenant_id,
@@ -366,7 +394,7 @@ pub async fn create(
         actor: &caller.actor(),
         correlation_id: caller.correlation_id,
     };
-    let created = store::create(&*transaction, &new, Utc::now(), RECIPIENTS_MAX)
+    let created = store::create(&*transaction, &new, now, RECIPIENTS_MAX)
         .await
         .map_err(store_error)?;
     let (view, replayed) = match created {
@@ -714,6 +742,15 @@ mod tests {
                     to: NaiveDate::from_ymd_opt(2026, 1, 31).unwrap(),
                 },
             ),
+            (
+                json!({"kind": "birthday_month", "month": 2}),
+                Segment::BirthdayMonth { month: 2 },
+            ),
+            // This month, resolved against the tenant's time zone when created.
+            (
+                json!({"kind": "birthday_month"}),
+                Segment::BirthdayMonth { month: 0 },
+            ),
         ];
         for (segment, expected) in cases {
             let request = BroadcastRequest::parse(&body(json!({ "segment": segment }))).unwrap();
@@ -744,8 +781,16 @@ mod tests {
                 "segment.days",
             ),
             (
-                json!({"segment": {"kind": "birthday_month"}}),
-                "segment.kind",
+                json!({"segment": {"kind": "birthday_month", "month": 13}}),
+                "segment.month",
+            ),
+            (
+                json!({"segment": {"kind": "birthday_month", "month": 0}}),
+                "segment.month",
+            ),
+            (
+                json!({"segment": {"kind": "birthday_month", "days": 3}}),
+                "segment.days",
             ),
             (
                 json!({"segment": {"kind": "inactive_days"}}),

@@ -1,5 +1,7 @@
-//! Customers: `POST /v1/customers` (enrol), `GET /v1/customers` (find by phone, or list),
-//! `GET /v1/customers/{id}` (balance, open lots and personal data).
+//! Customers: `POST /v1/customers` (enrol, optionally with a birthday and a friend's
+//! referral code), `GET /v1/customers` (find by phone, or list), `GET /v1/customers/{id}`
+//! (balance, open lots, referral code and personal data), `PUT
+//! /v1/customers/{id}/birthday` (set, change or clear the birthday).
 //!
 //! The balance is read from the balances read model (`projection.customer_balances` and
 //! `projection.point_lots`), which the balances projector keeps up to date from the event
@@ -24,7 +26,11 @@ use crate::{render, ApiState};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use ledger_core::aggregate::Aggregate;
-use ledger_core::{Command, CustomerId, CustomerState, LotId, PhoneNumber, StreamId, TenantId};
+use ledger_core::redemption_code::CODE_RANDOM_BYTES;
+use ledger_core::{
+    Birthday, Command, CustomerId, CustomerState, LotId, PhoneNumber, ReferralCode, StreamId,
+    TenantId,
+};
 use schema::accounts::Permission;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
@@ -41,7 +47,9 @@ pub const NAME_CHARS_MAX: usize = 100;
 pub const LIST_LIMIT_DEFAULT: i64 = 50;
 pub const LIST_LIMIT_MAX: i64 = 200;
 /// The fields an enrolment body may have; any other is refused (422).
-pub const ENROLMENT_FIELDS: [&str; 2] = ["phone", "name"];
+pub const ENROLMENT_FIELDS: [&str; 4] = ["phone", "name", "birthday", "referral_code"];
+/// The fields of a `PUT /v1/customers/{id}/birthday` body.
+pub const BIRTHDAY_FIELDS: [&str; 1] = ["birthday"];
 /// The fields a search body may have.
 pub const SEARCH_FIELDS: [&str; 1] = ["phone"];
 
@@ -50,6 +58,11 @@ pub const SEARCH_FIELDS: [&str; 1] = ["phone"];
 pub struct EnrolmentRequest {
     pub phone: PhoneNumber,
     pub name: Option<String>,
+    /// Month and day (`MM-DD`).
+    pub birthday: Option<Birthday>,
+    /// The referral code of the customer who referred this one (not this customer's own
+    /// code, which is drawn at enrolment).
+    pub referral_code: Option<ReferralCode>,
 }
 
 impl std::fmt::Debug for EnrolmentRequest {
@@ -66,16 +79,30 @@ impl EnrolmentRequest {
         let name = object.optional("name", |value| {
             body::text(value, 1, NAME_CHARS_MAX).map(|name| name.trim().to_owned())
         })?;
-        Ok(EnrolmentRequest { phone, name })
+        let birthday = object.optional("birthday", parse_birthday)?;
+        let referral_code = object.optional("referral_code", |value| {
+            let raw = crate::accounts::string_field(value)?;
+            ReferralCode::parse(raw).map_err(|e| format!("is invalid: {e}"))
+        })?;
+        Ok(EnrolmentRequest {
+            phone,
+            name,
+            birthday,
+            referral_code,
+        })
     }
 
     /// The command, with the personal data sealed under a new data key of the customer and
     /// the phone number replaced by its blind index.
+    ///
+    /// `referred_by` is the customer `referral_code` names (looked up by the caller: see
+    /// [`referrer`]); the customer's own referral code is drawn here.
     pub fn into_command(
         self,
         vault: &Vault,
         tenant_id: TenantId,
         customer_id: CustomerId,
+        referred_by: Option<CustomerId>,
         at: DateTime<Utc>,
     ) -> Result<Command, ApiError> {
         let phone_index = vault.phone_index(tenant_id, &self.phone);
@@ -94,9 +121,47 @@ impl EnrolmentRequest {
             phone_index,
             personal_data: sealed,
             data_key: wrapped,
+            birthday: self.birthday,
+            referral_code: new_referral_code()?,
+            referred_by,
             at,
         })
     }
+}
+
+/// A fresh referral code: 40 bits from the operating system's CSPRNG. A code the tenant
+/// already has fails the enrolment's transaction (503, nothing written); a retry draws anew.
+pub fn new_referral_code() -> Result<ReferralCode, ApiError> {
+    let mut bytes = [0u8; CODE_RANDOM_BYTES];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ApiError::Internal(format!("no randomness for a referral code: {e}")))?;
+    Ok(ReferralCode::from_random_bytes(bytes))
+}
+
+/// The customer of the caller's tenant whose referral code `code` is; an unknown code is
+/// 422 naming `referral_code`.
+pub async fn referrer(
+    state: &ApiState,
+    tenant_id: TenantId,
+    code: &ReferralCode,
+) -> Result<CustomerId, ApiError> {
+    let mut client = state.client().await?;
+    let transaction = scoped(&mut client, tenant_id).await?;
+    schema::referrals::referrer_of(&*transaction, tenant_id, code)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("looking a referral code up: {e}")))?
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "referral_code",
+                "referral_code is not the referral code of a customer of this vendor",
+            )
+        })
+}
+
+/// A birthday as `MM-DD` (month and day, no year).
+fn parse_birthday(value: &serde_json::Value) -> Result<Birthday, String> {
+    let raw = crate::accounts::string_field(value)?;
+    Birthday::parse(raw).map_err(|e| format!("is invalid: {e}"))
 }
 
 /// A phone number from a body or a query. The error never echoes the number: phone numbers
@@ -146,10 +211,15 @@ pub async fn enrol(
     let key = IdempotencyKey::optional(&req)?;
     let body = body::read_json(&req, payload, state.body_bytes_max).await?;
     let request = EnrolmentRequest::parse(&body)?;
+    let referred_by = match &request.referral_code {
+        Some(code) => Some(referrer(&state, caller.tenant_id, code).await?),
+        None => None,
+    };
     let command = request.into_command(
         &state.vault,
         caller.tenant_id,
         CustomerId::from_uuid(Uuid::now_v7()),
+        referred_by,
         commands::now(),
     )?;
     let claim = key.map(|key| key.claim(req.method().as_str(), req.path(), &body));
@@ -195,6 +265,14 @@ pub struct CustomerView {
     /// When the tier is next reviewed (downgraded if the window falls short).
     #[schema(required = true)]
     pub tier_review_at: Option<DateTime<Utc>>,
+    /// `MM-DD`; `null` when not given, once erased, and for roles that do not see personal
+    /// data.
+    #[schema(required = true, example = "03-31")]
+    pub birthday: Option<String>,
+    /// The customer's own referral code, to share; `null` for customers enrolled before
+    /// referral codes.
+    #[schema(required = true, example = "04HMASW9")]
+    pub referral_code: Option<String>,
     pub enrolled_at: DateTime<Utc>,
     /// Open lots (points remaining), soonest-expiring first.
     pub lots: Vec<LotView>,
@@ -259,6 +337,70 @@ pub async fn show(
     Ok(HttpResponse::Ok().json(view))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/customers/{customer_id}/birthday",
+    tag = "customers",
+    params(
+        ("customer_id" = uuid::Uuid, Path, description = "The customer."),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7E]+$",
+            description = "Optional: a retry with the same key and body gets the first answer."),
+    ),
+    request_body(content = crate::openapi::BirthdayRequestSchema, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Set (or cleared). The birthday bonus rule and the `birthday_month` broadcast segment use it from now on.", body = crate::render::BirthdayResponse,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`."))),
+        (status = 400, description = "`idempotency-key-invalid` or `malformed-json`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, description = "`forbidden`: owners and staff only.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`customer-not-found`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`customer-erased`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, description = "`invalid-field` (with `field`) or `idempotency-key-reused`.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::Unavailable),
+    ),
+    security(("api_key" = []), ("user_token" = []))
+)]
+#[tracing::instrument(name = "set_birthday", skip_all, fields(tenant_id = %caller.tenant_id))]
+pub async fn set_birthday(
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    // Whoever may enrol a customer (owners, staff) may record the birthday later.
+    caller.authorize(Permission::EnrolCustomer)?;
+    let customer_id = customer_in_path(&path)?;
+    let key = IdempotencyKey::optional(&req)?;
+    let body = body::read_json(&req, payload, state.body_bytes_max).await?;
+    let birthday = parse_birthday_body(&body)?;
+    let command = Command::SetBirthday {
+        customer_id,
+        birthday,
+        at: commands::now(),
+    };
+    let claim = key.map(|key| key.claim(req.method().as_str(), req.path(), &body));
+    let submission = caller.submission(command, claim, render::birthday);
+    commands::submit(&state, submission).await
+}
+
+/// `{"birthday": "MM-DD"}` sets it, `{"birthday": null}` clears it; the field is required.
+fn parse_birthday_body(body: &[u8]) -> Result<Option<Birthday>, ApiError> {
+    let object = JsonObject::parse(body)?;
+    object.deny_unknown(&BIRTHDAY_FIELDS)?;
+    if !object.is_present("birthday") {
+        return Err(ApiError::invalid_field(
+            "birthday",
+            "missing field `birthday` (MM-DD, or null to clear it)",
+        ));
+    }
+    object.optional("birthday", parse_birthday)
+}
+
 /// The vault when the caller's role may see personal data in the clear (owner, staff);
 /// auditors and analysts get the same views with `phone` and `name` left `null`.
 fn opener<'a>(caller: &Caller, state: &'a ApiState) -> Option<&'a Vault> {
@@ -283,7 +425,11 @@ async fn customer_view(
     let Some(mut view) = view else {
         return Ok(None);
     };
+    view.referral_code = schema::referrals::code_of(&**transaction, tenant_id, customer_id)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("reading the referral code: {e}")))?;
     let Some(vault) = vault else {
+        view.birthday = None;
         return Ok(Some(view));
     };
     let PersonalView { personal, .. } =
@@ -466,7 +612,8 @@ async fn projected(
     let row = client
         .query_opt(
             "SELECT customer_id, erased_at, balance, earned, redeemed, expired, purchases, \
-                    enrolled_at, pending, held, debt, reversed, adjusted, tier, tier_review_at \
+                    enrolled_at, pending, held, debt, reversed, adjusted, tier, tier_review_at, \
+                    birth_month, birth_day \
              FROM projection.customer_balances WHERE customer_id = $1 AND tenant_id = $2",
             &ids,
         )
@@ -514,9 +661,18 @@ fn view_from_row(row: &Row, lots: Vec<LotView>) -> Result<CustomerView, tokio_po
         purchases: i64::from(row.try_get::<_, i32>(6)?),
         tier: row.try_get(13)?,
         tier_review_at: row.try_get(14)?,
+        birthday: birthday_from_columns(row.try_get(15)?, row.try_get(16)?),
+        referral_code: None,
         enrolled_at: row.try_get(7)?,
         lots,
     })
+}
+
+/// `MM-DD` from the read model's month and day columns.
+fn birthday_from_columns(month: Option<i16>, day: Option<i16>) -> Option<String> {
+    let month = u8::try_from(month?).ok()?;
+    let day = u8::try_from(day?).ok()?;
+    Birthday::new(month, day).ok().map(|b| b.to_string())
 }
 
 fn lot_from_row(row: &Row) -> Result<LotView, tokio_postgres::Error> {
@@ -612,6 +768,8 @@ fn view_from_state(state: &CustomerState) -> Option<CustomerView> {
         purchases: i64::from(state.purchases),
         tier: state.tier.clone(),
         tier_review_at: state.tier_review_at,
+        birthday: state.birthday.map(|b| b.to_string()),
+        referral_code: None,
         enrolled_at: profile.enrolled_at,
         lots,
     })

@@ -232,6 +232,21 @@ pub fn reason(event: &Event, currency: &str) -> String {
             TierDirection::Downgrade => format!("Tier down at review: {}", e.to),
         },
         Event::TierRetained(e) => format!("Tier kept at review: {}", e.tier),
+        // Not the date: the history is shown to auditors, who see no personal data.
+        Event::BirthdaySet(e) => match e.birthday {
+            Some(_) => "Birthday set".to_owned(),
+            None => "Birthday cleared".to_owned(),
+        },
+        Event::ReferralQualified(e) => format!(
+            "First purchase of a referred customer: the referrer earns {}",
+            points(e.referrer_bonus)
+        ),
+        Event::ReferralBonusAwarded(e) => {
+            format!(
+                "Referral bonus {} (a referred customer's first purchase)",
+                points(e.points)
+            )
+        }
         Event::HoldReleased(e) => match e.reason {
             HoldReleaseReason::Cancelled => {
                 format!("Reward cancelled: {} available again", points(e.points))
@@ -324,6 +339,9 @@ mod tests {
                     customer_id: CustomerId::from_uuid(Uuid::from_u128(3)),
                     personal_data: None,
                     enrolled_at: at,
+                    birthday: None,
+                    referral_code: None,
+                    referred_by: None,
                 }),
                 "Enrolled",
             ),

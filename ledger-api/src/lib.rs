@@ -316,6 +316,12 @@ pub fn route_table() -> Vec<RouteSpec> {
             web::to(customers::show)
         }),
         route(
+            Method::PUT,
+            "/v1/customers/{customer_id}/birthday",
+            Vendor,
+            || web::to(customers::set_birthday),
+        ),
+        route(
             Method::GET,
             "/v1/customers/{customer_id}/history",
             Vendor,

@@ -70,6 +70,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         crate::programme::cancel_hold,
         crate::programme::refund,
         crate::programme::adjust,
+        crate::customers::set_birthday,
         crate::programme::get_settings,
         crate::programme::put_settings,
         crate::programme::get_tiers,
@@ -596,7 +597,9 @@ pub struct BroadcastRequestSchema {
 /// `inactive_days` (with `days`, 1 to 3650: enrolled at least that long ago and no purchase
 /// since), `balance_at_least` (with `points`, 0 or more: the balances read model),
 /// `joined_between` (with `from` and `to`, dates included, UTC). Each kind takes only its
-/// own fields. `tier` and `birthday_month` are refused until tiers and birthdays exist.
+/// own fields. `tier` (with `tier`, an id of the ladder) and `birthday_month` (with an
+/// optional `month`, 1–12; without it, the current month in the tenant's time zone when
+/// the broadcast is created; 29 February birthdays are in February).
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
@@ -611,6 +614,10 @@ pub struct BroadcastSegmentSchema {
     from: Option<String>,
     #[schema(format = Date, example = "2026-01-31")]
     to: Option<String>,
+    #[schema(min_length = 1, max_length = 30, example = "gold")]
+    tier: Option<String>,
+    #[schema(minimum = 1, maximum = 12, example = 3)]
+    month: Option<u8>,
 }
 
 /// An approved WhatsApp message template. Broadcasts are marketing, so they are always sent
@@ -646,6 +653,24 @@ pub struct EnrolmentRequestSchema {
     /// The customer's name, trimmed.
     #[schema(min_length = 1, max_length = 100)]
     name: Option<String>,
+    /// Month and day of the customer's birthday, `MM-DD` (no year). 29 February counts on 28
+    /// February in other years.
+    #[schema(pattern = "^[0-9]{2}-[0-9]{2}$", example = "03-31")]
+    birthday: Option<String>,
+    /// The referral code of the customer who referred this one (8 characters of Crockford
+    /// base32; case, spaces and hyphens ignored). Unknown codes are 422.
+    #[schema(max_length = 32, example = "04HMASW9")]
+    referral_code: Option<String>,
+}
+
+/// `PUT /v1/customers/{customer_id}/birthday`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct BirthdayRequestSchema {
+    /// `MM-DD`, or `null` to clear it. Required.
+    #[schema(pattern = "^[0-9]{2}-[0-9]{2}$", example = "03-31", required = true)]
+    birthday: Option<String>,
 }
 
 /// `POST /v1/customers/search`.

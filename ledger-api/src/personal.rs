@@ -175,6 +175,15 @@ pub struct CustomerExport {
     pub redeemed: i64,
     pub expired: i64,
     pub purchases: u32,
+    /// `MM-DD`; `null` when not given or once erased.
+    #[schema(required = true, example = "03-31")]
+    pub birthday: Option<String>,
+    /// The customer's own referral code (not personal data: kept after erasure).
+    #[schema(required = true, example = "04HMASW9")]
+    pub referral_code: Option<String>,
+    /// The customer whose referral code this customer enrolled with.
+    #[schema(value_type = Option<uuid::Uuid>, required = true)]
+    pub referred_by: Option<CustomerId>,
     /// Every event of the customer's stream, oldest first.
     pub events: Vec<ExportedEvent>,
 }
@@ -276,6 +285,9 @@ pub async fn export(
         redeemed: state_folded.redeemed.value(),
         expired: state_folded.expired.value(),
         purchases: state_folded.purchases,
+        birthday: state_folded.birthday.map(|b| b.to_string()),
+        referral_code: state_folded.referral_code.clone(),
+        referred_by: state_folded.referred_by,
         events,
     }))
 }

@@ -513,6 +513,19 @@ fn rejected(rejection: &Rejection) -> Problem {
             detail,
         )
         .with("field", "occurred_at"),
+        R::SelfReferral => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+            "Invalid field",
+            detail,
+        )
+        .with("field", "referral_code"),
+        R::ReferralAlreadyAwarded => Problem::new(
+            StatusCode::CONFLICT,
+            "referral-already-awarded",
+            "Referral already awarded",
+            detail,
+        ),
         R::CustomerAlreadyEnrolled => Problem::new(
             StatusCode::CONFLICT,
             "customer-already-enrolled",
@@ -767,6 +780,16 @@ mod tests {
                 Refusal::Rejected(Rejection::TenantAlreadyRegistered),
                 409,
                 "tenant-already-registered",
+            ),
+            (
+                Refusal::Rejected(Rejection::SelfReferral),
+                422,
+                "invalid-field",
+            ),
+            (
+                Refusal::Rejected(Rejection::ReferralAlreadyAwarded),
+                409,
+                "referral-already-awarded",
             ),
             (
                 Refusal::Rejected(Rejection::InvalidRuleSet(InvalidRuleSet::VersionZero)),

@@ -22,6 +22,23 @@ pub struct EnrolmentResponse {
     #[schema(value_type = uuid::Uuid)]
     pub customer_id: CustomerId,
     pub enrolled_at: DateTime<Utc>,
+    /// The customer's own referral code, to share: a friend who enrols with it is referred.
+    #[schema(required = true, example = "04HMASW9")]
+    pub referral_code: Option<String>,
+    /// The customer whose referral code this customer enrolled with.
+    #[schema(value_type = Option<uuid::Uuid>, required = true)]
+    pub referred_by: Option<CustomerId>,
+}
+
+/// `200` body of `PUT /v1/customers/{id}/birthday`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BirthdayResponse {
+    #[schema(value_type = uuid::Uuid)]
+    pub customer_id: CustomerId,
+    /// `MM-DD`, or `null` when cleared.
+    #[schema(required = true, example = "03-31")]
+    pub birthday: Option<String>,
+    pub set_at: DateTime<Utc>,
 }
 
 /// `200` body of `POST /v1/customers/{id}/erasure`.
@@ -128,8 +145,36 @@ pub fn enrolment(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
         Some(enrolled) => created(&EnrolmentResponse {
             customer_id: enrolled.customer_id,
             enrolled_at: enrolled.enrolled_at,
+            referral_code: enrolled.referral_code.clone(),
+            referred_by: enrolled.referred_by,
         }),
         None => inconsistent("an accepted enrolment without CustomerEnrolled"),
+    }
+}
+
+pub fn birthday(submission: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
+    let events = match verdict {
+        Verdict::Refused(refusal) => return refused(refusal),
+        Verdict::Accepted { events, .. } => events,
+    };
+    let set = events.iter().find_map(|event| match event {
+        Event::BirthdaySet(set) => Some(set),
+        _ => None,
+    });
+    let customer_id = match submission.command.target() {
+        Target::Customer(customer_id) => Some(customer_id),
+        Target::Tenant => None,
+    };
+    match (set, customer_id) {
+        (Some(set), Some(customer_id)) => StoredResponse {
+            status: StatusCode::OK.as_u16(),
+            body: json_bytes(&BirthdayResponse {
+                customer_id,
+                birthday: set.birthday.map(|b| b.to_string()),
+                set_at: set.set_at,
+            }),
+        },
+        _ => inconsistent("an accepted birthday change without BirthdaySet"),
     }
 }
 
@@ -492,6 +537,9 @@ mod tests {
                 master_key_id: "k1".into(),
                 bytes: vec![4; 60],
             },
+            birthday: None,
+            referral_code: ledger_core::ReferralCode::from_random_bytes([0; 5]),
+            referred_by: None,
             at: at(),
         }
     }

@@ -11,21 +11,23 @@ use crate::command::{
     REWARD_PER_CUSTOMER_LIMIT_MAX, REWARD_STOCK_MAX,
 };
 use crate::events::{
-    AdjustmentLot, CustomerEnrolled, CustomerErased, DebtSettled, Event, HoldFulfilled,
-    HoldReleaseReason, HoldReleased, LineItem, LotDebit, PointsActivated, PointsAdjusted,
-    PointsEarned, PointsExpired, PointsPending, ProgrammeSettings, ProgrammeSettingsChanged,
-    PurchaseLogged, PurchaseRefunded, RedemptionFulfilled, RefundPolicy, Reversal, RewardCreated,
-    RewardHeld, RewardRedeemed, RewardRetired, RewardTerms, RewardUpdated, RuleSetPublished,
-    TenantRegistered, TierChanged, TierDirection, TierRetained, TierSchemePublished,
+    AdjustmentLot, BirthdaySet, CustomerEnrolled, CustomerErased, DebtSettled, Event,
+    HoldFulfilled, HoldReleaseReason, HoldReleased, LineItem, LotDebit, PointsActivated,
+    PointsAdjusted, PointsEarned, PointsExpired, PointsPending, ProgrammeSettings,
+    ProgrammeSettingsChanged, PurchaseLogged, PurchaseRefunded, RedemptionFulfilled,
+    ReferralBonusAwarded, ReferralQualified, RefundPolicy, Reversal, RewardCreated, RewardHeld,
+    RewardRedeemed, RewardRetired, RewardTerms, RewardUpdated, RuleSetPublished, TenantRegistered,
+    TierChanged, TierDirection, TierRetained, TierSchemePublished,
 };
 use crate::ids::{
     AdjustmentId, CustomerId, LotId, PurchaseId, RedemptionId, RefundId, RewardId, TenantId,
 };
-use crate::rules::{local_time, PurchaseFacts, RuleSet};
+use crate::people::Birthday;
+use crate::rules::{local_time, KindName, PurchaseFacts, RuleSet};
 use crate::tiers::{qualifying_value, Qualifying, TierScheme};
 use crate::Currency;
-use chrono::{DateTime, Duration, Utc};
-use std::collections::BTreeMap;
+use chrono::{DateTime, Datelike, Duration, Utc};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Folds one event into a state. Events are facts: applying one never fails, and an event
@@ -432,6 +434,18 @@ pub struct CustomerState {
     pub tier: Option<String>,
     /// When the tier is next reviewed; `None` at the base (nothing to lose).
     pub tier_review_at: Option<DateTime<Utc>>,
+    /// Month and day; forgotten on erasure.
+    pub birthday: Option<Birthday>,
+    /// When each birthday bonus was earned (`earned_at` of a `PointsEarned` with a
+    /// `birthday` breakdown line): the rule gives one per local year.
+    pub birthday_bonuses: Vec<DateTime<Utc>>,
+    /// The customer's own referral code (canonical form); `None` for customers enrolled
+    /// before referral codes.
+    pub referral_code: Option<String>,
+    /// The customer whose referral code this customer enrolled with.
+    pub referred_by: Option<CustomerId>,
+    /// Referees whose referral bonus this customer (as referrer) was already awarded.
+    pub referees_rewarded: BTreeSet<CustomerId>,
 }
 
 /// A reward redeemed by the customer, to be handed over at the counter once.
@@ -541,12 +555,36 @@ impl Aggregate for CustomerState {
                     enrolled_at: e.enrolled_at,
                     erased_at: None,
                 });
+                self.birthday = e.birthday;
+                self.referral_code = e.referral_code.clone();
+                self.referred_by = e.referred_by;
             }
             Event::CustomerErased(e) => {
                 if let Some(profile) = &mut self.profile {
                     profile.personal_data = None;
                     profile.erased_at = Some(e.erased_at);
                 }
+                self.birthday = None;
+            }
+            Event::BirthdaySet(e) => {
+                self.birthday = e.birthday;
+            }
+            // The referee's fact; the referrer's credit is `ReferralBonusAwarded`.
+            Event::ReferralQualified(_) => {}
+            Event::ReferralBonusAwarded(e) => {
+                self.lots.push(Lot {
+                    lot_id: e.lot_id,
+                    purchase_id: None,
+                    points: e.points,
+                    remaining: e.points,
+                    reserved: Points::ZERO,
+                    pending_until: None,
+                    earned_at: e.awarded_at,
+                    expires_at: e.expires_at,
+                });
+                self.earned = add(self.earned, e.points);
+                self.balance = add(self.balance, e.points);
+                self.referees_rewarded.insert(e.referee);
             }
             Event::PurchaseLogged(e) => {
                 self.purchases = self.purchases.max(e.purchase_number);
@@ -581,6 +619,12 @@ impl Aggregate for CustomerState {
                 }
                 self.earned = add(self.earned, e.points);
                 self.balance = add(self.balance, e.points);
+                if e.breakdown
+                    .iter()
+                    .any(|line| line.kind == KindName::Birthday)
+                {
+                    self.birthday_bonuses.push(e.earned_at);
+                }
             }
             Event::PointsPending(e) => {
                 if let Some(lot) = self.lot_mut(e.lot_id) {
@@ -803,6 +847,9 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
         Command::EnrolCustomer {
             customer_id,
             personal_data,
+            birthday,
+            referral_code,
+            referred_by,
             at,
             ..
         } => {
@@ -810,11 +857,38 @@ pub fn decide(state: LedgerState<'_>, command: &Command) -> Result<Vec<Event>, R
             if state.customer.profile.is_some() {
                 return Err(Rejection::CustomerAlreadyEnrolled);
             }
+            if *referred_by == Some(*customer_id) {
+                return Err(Rejection::SelfReferral);
+            }
             Ok(vec![Event::CustomerEnrolled(CustomerEnrolled {
                 customer_id: *customer_id,
                 personal_data: Some(personal_data.clone()),
                 enrolled_at: *at,
+                birthday: *birthday,
+                referral_code: Some(referral_code.to_string()),
+                referred_by: *referred_by,
             })])
+        }
+        Command::SetBirthday { birthday, at, .. } => {
+            tenant(state)?;
+            active_customer(state)?;
+            Ok(vec![Event::BirthdaySet(BirthdaySet {
+                birthday: *birthday,
+                set_at: *at,
+            })])
+        }
+        Command::AwardReferralBonus {
+            referee,
+            points,
+            lot_id,
+            at,
+            ..
+        } => {
+            let profile = tenant(state)?;
+            // The referrer earned the bonus before any erasure: it is credited like any
+            // points already owed (an erased customer's balance stays a fact).
+            customer(state)?;
+            decide_referral_award(state.customer, profile, *referee, *points, *lot_id, *at)
         }
         Command::EraseCustomer { customer_id, at } => {
             tenant(state)?;
@@ -1472,6 +1546,70 @@ fn decide_adjustment(
     Ok(events)
 }
 
+/// The referrer's bonus for one referee: refused when already awarded (the referral
+/// process treats that refusal as done), else a lot like a positive adjustment's, counted
+/// as earned, that pays any debt first.
+fn decide_referral_award(
+    customer: &CustomerState,
+    profile: &TenantProfile,
+    referee: CustomerId,
+    points: Points,
+    lot_id: LotId,
+    at: DateTime<Utc>,
+) -> Result<Vec<Event>, Rejection> {
+    if customer.referees_rewarded.contains(&referee) {
+        return Err(Rejection::ReferralAlreadyAwarded);
+    }
+    if customer.profile.as_ref().map(|p| p.customer_id) == Some(referee) {
+        return Err(Rejection::SelfReferral);
+    }
+    if !points.is_positive() {
+        return Err(Rejection::AmountNotPositive);
+    }
+    if points.value() > Points::COMMAND_MAX {
+        return Err(Rejection::Overflow);
+    }
+    customer
+        .balance
+        .checked_add(points)
+        .ok_or(Rejection::Overflow)?;
+    customer
+        .earned
+        .checked_add(points)
+        .ok_or(Rejection::Overflow)?;
+    let expires_at = at
+        .checked_add_signed(Duration::days(i64::from(profile.expiry_days)))
+        .ok_or(Rejection::Overflow)?;
+    let mut debt = customer.debt;
+    let mut events = vec![Event::ReferralBonusAwarded(ReferralBonusAwarded {
+        referee,
+        lot_id,
+        points,
+        awarded_at: at,
+        expires_at,
+    })];
+    events.extend(settle_debt(&mut debt, lot_id, points, expires_at, at));
+    Ok(events)
+}
+
+/// Whether the purchase's local date is the customer's birthday, and whether a birthday
+/// bonus was already earned in the purchase's local year (both in the tenant's time zone
+/// as it is now).
+fn birthday_facts(
+    customer: &CustomerState,
+    tz: chrono_tz::Tz,
+    local: chrono::NaiveDateTime,
+) -> (bool, bool) {
+    let today = customer
+        .birthday
+        .is_some_and(|birthday| birthday.falls_on(local.date()));
+    let this_year = customer
+        .birthday_bonuses
+        .iter()
+        .any(|earned_at| local_time(tz, *earned_at).year() == local.year());
+    (today, this_year)
+}
+
 struct PurchaseInput<'a> {
     purchase_id: PurchaseId,
     lot_id: LotId,
@@ -1518,6 +1656,7 @@ fn decide_purchase(
         .fold(Points::ZERO, |sum, r| {
             Points::new(sum.value().saturating_add(r.points.value()))
         });
+    let (birthday_today, birthday_bonus_this_year) = birthday_facts(state.customer, tz, local);
     let facts = PurchaseFacts {
         amount: input.amount,
         purchase_number,
@@ -1525,11 +1664,9 @@ fn decide_purchase(
         line_items: input.line_items,
         tier,
         earned_today,
-        // NOT WIRED (issue #5, open): birthdays and referrals are personal data the ledger
-        // does not hold yet (see docs/PROGRAMME.md); these rules see neutral facts.
-        birthday_today: false,
-        birthday_bonus_this_year: false,
-        referred: false,
+        birthday_today,
+        birthday_bonus_this_year,
+        referred: state.customer.referred_by.is_some(),
     };
     let earning = rule_set.evaluate(facts).map_err(|_| Rejection::Overflow)?;
     // Both the balance and the lifetime total must still fit; redeemed and expired can
@@ -1586,6 +1723,16 @@ fn decide_purchase(
                 expires_at,
                 input.at,
             ));
+        }
+    }
+    if let Some(referrer) = state.customer.referred_by {
+        if earning.referrer_bonus.is_positive() {
+            events.push(Event::ReferralQualified(ReferralQualified {
+                referrer,
+                referrer_bonus: earning.referrer_bonus,
+                purchase_id: input.purchase_id,
+                qualified_at: input.at,
+            }));
         }
     }
     if let Some(scheme) = &profile.tier_scheme {
@@ -1906,6 +2053,9 @@ mod tests {
                     master_key_id: "test".into(),
                     bytes: vec![1; 60],
                 },
+                birthday: None,
+                referral_code: crate::ReferralCode::from_random_bytes([0; 5]),
+                referred_by: None,
                 at,
             });
             ledger

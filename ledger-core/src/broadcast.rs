@@ -9,9 +9,10 @@
 //! Decisions:
 //! - **Broadcasts are marketing**: Meta allows them only as approved templates, inside the
 //!   customer-service window or not, so a broadcast is always a template (never free-form).
-//! - **The segment is data** (`kind` + its fields). `birthday_month` is named in
-//!   [`PendingSegmentKind`] and refused until birthdays exist; adding it is a new variant
-//!   here and one SQL predicate in `schema::broadcasts` (as `tier` was).
+//! - **The segment is data** (`kind` + its fields), each kind a variant here and one SQL
+//!   predicate in `schema::broadcasts`. `birthday_month` is stored with its month resolved
+//!   (the shell fills in the current month in the tenant's time zone when none is given),
+//!   so the stored segment says who it was for.
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -46,22 +47,9 @@ pub enum Segment {
         #[serde(default)]
         includes_untiered: bool,
     },
-}
-
-/// Segment kinds named by the issue that need facts the ledger does not hold yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PendingSegmentKind {
-    /// Needs birth dates (sealed) and a derived birth month.
-    BirthdayMonth,
-}
-
-impl PendingSegmentKind {
-    pub fn parse(kind: &str) -> Option<Self> {
-        match kind {
-            "birthday_month" => Some(PendingSegmentKind::BirthdayMonth),
-            _ => None,
-        }
-    }
+    /// Customers whose birthday (the read model's month) falls in `month` (1–12). 29
+    /// February birthdays are in February.
+    BirthdayMonth { month: u8 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +60,8 @@ pub enum InvalidSegment {
     Points,
     #[error("from must not be after to")]
     DateRange,
+    #[error("month must be 1 to 12")]
+    Month,
 }
 
 impl Segment {
@@ -96,6 +86,13 @@ impl Segment {
         Ok(Segment::JoinedBetween { from, to })
     }
 
+    pub fn birthday_month(month: u8) -> Result<Segment, InvalidSegment> {
+        if !(1..=12).contains(&month) {
+            return Err(InvalidSegment::Month);
+        }
+        Ok(Segment::BirthdayMonth { month })
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Segment::AllOptedIn => "all_opted_in",
@@ -103,6 +100,7 @@ impl Segment {
             Segment::BalanceAtLeast { .. } => "balance_at_least",
             Segment::JoinedBetween { .. } => "joined_between",
             Segment::Tier { .. } => "tier",
+            Segment::BirthdayMonth { .. } => "birthday_month",
         }
     }
 }
@@ -359,11 +357,12 @@ mod tests {
         );
         assert!(Segment::joined_between(day(1), day(1)).is_ok());
         assert_eq!(Segment::InactiveDays { days: 30 }.kind(), "inactive_days");
+        assert_eq!(Segment::birthday_month(0), Err(InvalidSegment::Month));
+        assert_eq!(Segment::birthday_month(13), Err(InvalidSegment::Month));
         assert_eq!(
-            PendingSegmentKind::parse("birthday_month"),
-            Some(PendingSegmentKind::BirthdayMonth)
+            Segment::birthday_month(2).map(|s| s.kind()),
+            Ok("birthday_month")
         );
-        assert_eq!(PendingSegmentKind::parse("all_opted_in"), None);
     }
 
     #[test]

@@ -9,11 +9,12 @@ use crate::amounts::MinorUnits;
 use crate::amounts::Points;
 use crate::events::LineItem;
 use crate::events::{
-    CustomerEnrolled, CustomerErased, DebtSettled, Event, EventMetadata, HoldFulfilled,
-    HoldReleased, LotDebit, PointsActivated, PointsAdjusted, PointsEarned, PointsExpired,
-    PointsPending, ProgrammeSettingsChanged, PurchaseLogged, PurchaseRefunded, RedemptionFulfilled,
-    RewardCreated, RewardHeld, RewardRedeemed, RewardRetired, RewardTerms, RewardUpdated,
-    RuleSetPublished, TenantRegistered, TierChanged, TierRetained, TierSchemePublished,
+    BirthdaySet, CustomerEnrolled, CustomerErased, DebtSettled, Event, EventMetadata,
+    HoldFulfilled, HoldReleased, LotDebit, PointsActivated, PointsAdjusted, PointsEarned,
+    PointsExpired, PointsPending, ProgrammeSettingsChanged, PurchaseLogged, PurchaseRefunded,
+    RedemptionFulfilled, ReferralBonusAwarded, ReferralQualified, RewardCreated, RewardHeld,
+    RewardRedeemed, RewardRetired, RewardTerms, RewardUpdated, RuleSetPublished, TenantRegistered,
+    TierChanged, TierRetained, TierSchemePublished,
 };
 use crate::ids::{CustomerId, LotId, PurchaseId, RedemptionId, RewardId, TenantId};
 use crate::rules::{KindName, Rule, RuleKind, RulePoints, RuleSet};
@@ -50,9 +51,9 @@ pub struct EncodedEvent {
 /// The version every event type is written with today.
 pub fn current_version(event_type: &str) -> Option<u16> {
     match event_type {
-        "PurchaseLogged" => Some(3),
-        "CustomerEnrolled" | "RewardRedeemed" | "TenantRegistered" | "RuleSetPublished"
-        | "PointsEarned" | "RewardCreated" => Some(2),
+        "PurchaseLogged" | "CustomerEnrolled" => Some(3),
+        "RewardRedeemed" | "TenantRegistered" | "RuleSetPublished" | "PointsEarned"
+        | "RewardCreated" => Some(2),
         "PointsExpired"
         | "CustomerErased"
         | "RewardUpdated"
@@ -69,7 +70,10 @@ pub fn current_version(event_type: &str) -> Option<u16> {
         | "HoldReleased"
         | "TierSchemePublished"
         | "TierChanged"
-        | "TierRetained" => Some(1),
+        | "TierRetained"
+        | "BirthdaySet"
+        | "ReferralQualified"
+        | "ReferralBonusAwarded" => Some(1),
         _ => None,
     }
 }
@@ -100,6 +104,9 @@ pub fn encode(event: &Event) -> Result<EncodedEvent, CodecError> {
         Event::TierChanged(e) => rmp_serde::to_vec_named(e)?,
         Event::TierRetained(e) => rmp_serde::to_vec_named(e)?,
         Event::RewardUpdated(e) => rmp_serde::to_vec_named(e)?,
+        Event::BirthdaySet(e) => rmp_serde::to_vec_named(e)?,
+        Event::ReferralQualified(e) => rmp_serde::to_vec_named(e)?,
+        Event::ReferralBonusAwarded(e) => rmp_serde::to_vec_named(e)?,
     };
     let event_type = event.type_name();
     let type_version = current_version(event_type).unwrap_or(1);
@@ -138,7 +145,8 @@ pub fn decode(event_type: &str, type_version: u16, payload: &[u8]) -> Result<Eve
                 .map_err(fail)?
                 .upcast(),
         ),
-        ("CustomerEnrolled", 2) => Event::CustomerEnrolled(
+        // Version 2 lacks the birthday and the referral fields: they default to absent.
+        ("CustomerEnrolled", 2 | 3) => Event::CustomerEnrolled(
             rmp_serde::from_slice::<CustomerEnrolled>(payload).map_err(fail)?,
         ),
         ("CustomerErased", 1) => {
@@ -229,6 +237,15 @@ pub fn decode(event_type: &str, type_version: u16, payload: &[u8]) -> Result<Eve
         ("TierRetained", 1) => {
             Event::TierRetained(rmp_serde::from_slice::<TierRetained>(payload).map_err(fail)?)
         }
+        ("BirthdaySet", 1) => {
+            Event::BirthdaySet(rmp_serde::from_slice::<BirthdaySet>(payload).map_err(fail)?)
+        }
+        ("ReferralQualified", 1) => Event::ReferralQualified(
+            rmp_serde::from_slice::<ReferralQualified>(payload).map_err(fail)?,
+        ),
+        ("ReferralBonusAwarded", 1) => Event::ReferralBonusAwarded(
+            rmp_serde::from_slice::<ReferralBonusAwarded>(payload).map_err(fail)?,
+        ),
         _ => {
             return Err(CodecError::UnknownType {
                 event_type: event_type.to_owned(),
@@ -262,6 +279,9 @@ impl CustomerEnrolledV1 {
             customer_id: self.customer_id,
             personal_data: None,
             enrolled_at: self.enrolled_at,
+            birthday: None,
+            referral_code: None,
+            referred_by: None,
         }
     }
 }
@@ -569,6 +589,9 @@ mod tests {
                     ciphertext: vec![1, 2, 3, 4],
                 }),
                 enrolled_at: at(),
+                birthday: Some(crate::Birthday::new(2, 29).unwrap()),
+                referral_code: Some("04HMASW9".into()),
+                referred_by: Some(CustomerId::from_uuid(id(20))),
             }),
             Event::PurchaseLogged(PurchaseLogged {
                 purchase_id: PurchaseId::from_uuid(id(3)),
@@ -765,6 +788,27 @@ mod tests {
                 qualifying_value: 1_500,
                 review_at: at() + chrono::Duration::days(730),
                 reviewed_at: at(),
+            }),
+            Event::BirthdaySet(BirthdaySet {
+                birthday: Some(crate::Birthday::new(12, 31).unwrap()),
+                set_at: at(),
+            }),
+            Event::BirthdaySet(BirthdaySet {
+                birthday: None,
+                set_at: at(),
+            }),
+            Event::ReferralQualified(ReferralQualified {
+                referrer: CustomerId::from_uuid(id(20)),
+                referrer_bonus: Points::new(50),
+                purchase_id: PurchaseId::from_uuid(id(3)),
+                qualified_at: at(),
+            }),
+            Event::ReferralBonusAwarded(ReferralBonusAwarded {
+                referee: CustomerId::from_uuid(id(2)),
+                lot_id: LotId::from_uuid(id(21)),
+                points: Points::new(50),
+                awarded_at: at(),
+                expires_at: at() + chrono::Duration::days(180),
             }),
         ]
     }
@@ -1109,6 +1153,37 @@ mod tests {
                 customer_id: CustomerId::from_uuid(id(2)),
                 personal_data: None,
                 enrolled_at: at(),
+                birthday: None,
+                referral_code: None,
+                referred_by: None,
+            })
+        );
+    }
+
+    #[test]
+    fn customer_enrolled_v2_is_read_without_birthday_or_referral() {
+        #[derive(Serialize)]
+        struct PublishedV2 {
+            customer_id: CustomerId,
+            personal_data: Option<SealedPersonalData>,
+            #[serde(with = "chrono::serde::ts_microseconds")]
+            enrolled_at: DateTime<Utc>,
+        }
+        let bytes = rmp_serde::to_vec_named(&PublishedV2 {
+            customer_id: CustomerId::from_uuid(id(2)),
+            personal_data: None,
+            enrolled_at: at(),
+        })
+        .unwrap();
+        assert_eq!(
+            decode("CustomerEnrolled", 2, &bytes).unwrap(),
+            Event::CustomerEnrolled(CustomerEnrolled {
+                customer_id: CustomerId::from_uuid(id(2)),
+                personal_data: None,
+                enrolled_at: at(),
+                birthday: None,
+                referral_code: None,
+                referred_by: None,
             })
         );
     }

@@ -5,6 +5,7 @@ use crate::events::{LineItem, ProgrammeSettings, RewardTerms, SealedPersonalData
 use crate::ids::{
     AdjustmentId, CustomerId, LotId, PurchaseId, RedemptionId, RefundId, RewardId, TenantId,
 };
+use crate::people::{Birthday, ReferralCode};
 use crate::redemption_code::RedemptionCode;
 use crate::rules::{InvalidRuleSet, Rule, RuleSet};
 use chrono::{DateTime, Utc};
@@ -51,11 +52,34 @@ pub enum Command {
     /// keyed blind index of the number) and `data_key` (the wrapped data key) are for the
     /// writer's phone index and key store; neither is written into an event, so erasing the
     /// key and the index leaves nothing in the ledger that links back to the person.
+    ///
+    /// `referral_code` is the customer's own code, drawn by the shell (the writer keeps it
+    /// unique per tenant in `referral_codes`); `referred_by` is the customer whose code
+    /// the new customer gave, looked up by the shell.
     EnrolCustomer {
         customer_id: CustomerId,
         phone_index: PhoneIndex,
         personal_data: SealedPersonalData,
         data_key: WrappedDataKey,
+        birthday: Option<Birthday>,
+        referral_code: ReferralCode,
+        referred_by: Option<CustomerId>,
+        at: DateTime<Utc>,
+    },
+    /// Sets, changes or (`None`) clears the customer's birthday.
+    SetBirthday {
+        customer_id: CustomerId,
+        birthday: Option<Birthday>,
+        at: DateTime<Utc>,
+    },
+    /// Credits the referrer (`customer_id`) with the bonus a referee's first purchase
+    /// qualified (`ReferralQualified` in the referee's stream). Once per referee: a second
+    /// award is [`Rejection::ReferralAlreadyAwarded`].
+    AwardReferralBonus {
+        customer_id: CustomerId,
+        referee: CustomerId,
+        points: Points,
+        lot_id: LotId,
         at: DateTime<Utc>,
     },
     /// Erases the customer's personal data (crypto-shredding: the writer deletes the data key
@@ -216,7 +240,9 @@ impl Command {
             | Command::ActivatePendingPoints { customer_id, .. }
             | Command::CancelHold { customer_id, .. }
             | Command::ExpireHolds { customer_id, .. }
-            | Command::ReviewTier { customer_id, .. } => Target::Customer(*customer_id),
+            | Command::ReviewTier { customer_id, .. }
+            | Command::SetBirthday { customer_id, .. }
+            | Command::AwardReferralBonus { customer_id, .. } => Target::Customer(*customer_id),
         }
     }
 }
@@ -312,4 +338,8 @@ pub enum Rejection {
     PerCustomerLimitReached { limit: u32 },
     #[error("the stock cannot be {stock}: {used} units are already held or handed over")]
     StockBelowUsed { stock: u32, used: u32 },
+    #[error("a customer cannot be their own referrer")]
+    SelfReferral,
+    #[error("the referrer was already awarded the bonus for this referee")]
+    ReferralAlreadyAwarded,
 }

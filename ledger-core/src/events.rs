@@ -10,6 +10,7 @@ use crate::ids::{
     AdjustmentId, CustomerId, EventId, LotId, PurchaseId, RedemptionId, RefundId, RewardId,
     TenantId,
 };
+use crate::people::Birthday;
 use crate::rules::{RulePoints, RuleSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,9 @@ pub enum Event {
     TierChanged(TierChanged),
     TierRetained(TierRetained),
     RewardUpdated(RewardUpdated),
+    BirthdaySet(BirthdaySet),
+    ReferralQualified(ReferralQualified),
+    ReferralBonusAwarded(ReferralBonusAwarded),
 }
 
 impl Event {
@@ -71,6 +75,9 @@ impl Event {
             Event::TierChanged(_) => "TierChanged",
             Event::TierRetained(_) => "TierRetained",
             Event::RewardUpdated(_) => "RewardUpdated",
+            Event::BirthdaySet(_) => "BirthdaySet",
+            Event::ReferralQualified(_) => "ReferralQualified",
+            Event::ReferralBonusAwarded(_) => "ReferralBonusAwarded",
         }
     }
 
@@ -88,6 +95,7 @@ impl Event {
             Event::PointsExpired(e) => minus(e.points),
             Event::PurchaseRefunded(e) => minus(e.reversal.from_balance()),
             Event::PointsAdjusted(e) => e.points,
+            Event::ReferralBonusAwarded(e) => e.points,
             _ => Points::ZERO,
         }
     }
@@ -133,15 +141,59 @@ impl std::fmt::Debug for SealedPersonalData {
     }
 }
 
-/// Current shape (version 2). Version 1 carried the phone number in plain text; it is read as
-/// version 2 without personal data (only development databases from before the tenancy
-/// issue hold any).
+/// Current shape (version 3): with the birthday given at enrolment, the customer's own
+/// referral code and the referrer whose code the customer enrolled with. Version 2 had none
+/// of the three (read with all absent); version 1 carried the phone number in plain text
+/// and is read as version 2 without personal data (only development databases from before
+/// the tenancy issue hold any).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerEnrolled {
     pub customer_id: CustomerId,
     pub personal_data: Option<SealedPersonalData>,
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub enrolled_at: DateTime<Utc>,
+    /// Month and day, no year (see docs/PROGRAMME.md for why it is in clear).
+    #[serde(default)]
+    pub birthday: Option<Birthday>,
+    /// The customer's own referral code, canonical form (`people::ReferralCode`).
+    #[serde(default)]
+    pub referral_code: Option<String>,
+    /// The customer whose referral code this customer enrolled with.
+    #[serde(default)]
+    pub referred_by: Option<CustomerId>,
+}
+
+/// The customer's birthday was set, changed or (`None`) cleared (customer stream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BirthdaySet {
+    pub birthday: Option<Birthday>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub set_at: DateTime<Utc>,
+}
+
+/// A referred customer's first purchase qualified the referral (referee's stream): the
+/// referrer is owed `referrer_bonus`, which the referral process credits to the referrer's
+/// own stream (`ReferralBonusAwarded`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferralQualified {
+    pub referrer: CustomerId,
+    pub referrer_bonus: Points,
+    pub purchase_id: PurchaseId,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub qualified_at: DateTime<Utc>,
+}
+
+/// The referrer's bonus for one referee (referrer's stream): opens a lot like a positive
+/// adjustment and counts as earned. At most one per referee.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferralBonusAwarded {
+    pub referee: CustomerId,
+    pub lot_id: LotId,
+    pub points: Points,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub awarded_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub expires_at: DateTime<Utc>,
 }
 
 /// The customer's personal data was erased (right to erasure): their data key was destroyed

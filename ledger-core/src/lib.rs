@@ -1,6 +1,6 @@
 //! The pure domain of loyalty-ledger.
 //!
-//! Reading order: [`amounts`], [`ids`] and [`redemption_code`] (the newtypes every other
+//! Reading order: [`amounts`], [`ids`], [`redemption_code`] and [`people`] (the newtypes every other
 //! module speaks in),
 //! [`rules`] (how a purchase becomes points; [`dry_run`] folds a proposed set over recorded
 //! purchases), [`events`] and [`command`] (the facts and the
@@ -23,6 +23,7 @@ pub mod conversation;
 pub mod dry_run;
 pub mod events;
 pub mod ids;
+pub mod people;
 pub mod phone;
 pub mod redemption_code;
 pub mod rules;
@@ -39,6 +40,7 @@ pub use ids::{
     AdjustmentId, CustomerId, EventId, LotId, PurchaseId, RedemptionId, RefundId, RewardId,
     StreamId, TenantId,
 };
+pub use people::{Birthday, ReferralCode};
 pub use phone::PhoneNumber;
 pub use redemption_code::RedemptionCode;
 pub use rules::{Rule, RuleSet};

@@ -29,7 +29,7 @@
 //!    birthday bonus was given yet this local year — the facts say both), `referral` (the
 //!    referee's first purchase, when the customer was referred: `referee_bonus` is earned
 //!    here and `referrer_bonus` is returned apart, in [`Earning::referrer_bonus`], for the
-//!    shell to credit to the referrer; self-referral is refused at enrolment by the shell).
+//!    referral process to credit to the referrer; self-referral is refused by `decide`).
 //!    `per_amount_spent` earns `floor(eligible spend / amount_step) × points_per_step` when
 //!    the purchase amount is at least `minimum_purchase` (inclusive); its breakdown entry is
 //!    computed on the unweighted spend (the purchase amount, or the sum of its lines).
@@ -76,10 +76,11 @@
 //! no window: exactly what that engine computed. Their breakdown lines are read with the
 //! kind's name as the rule id.
 //!
-//! **Not wired yet** (the aggregate does not know these facts): `decide` passes no tier,
-//! nothing earned earlier that day, no birthday and no referral, so tier multipliers,
-//! daily caps (beyond this purchase), birthday and referral rules are evaluated here but
-//! see neutral facts in the ledger until the customer state carries them.
+//! **Where the facts come from** (`aggregate::decide_purchase`): the tier and what was
+//! earned that local day from the customer state; `birthday_today` and
+//! `birthday_bonus_this_year` from the customer's birthday and the birthday bonuses already
+//! earned, judged in the tenant's time zone (docs/PROGRAMME.md); `referred` when the
+//! customer enrolled with a referral code.
 
 use crate::amounts::{MinorUnits, Points};
 use crate::events::LineItem;

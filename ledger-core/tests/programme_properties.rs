@@ -504,6 +504,8 @@ fn kind(command: &Command) -> &'static str {
         Command::ExpireHolds { .. } => "ExpireHolds",
         Command::PublishTierScheme { .. } => "PublishTierScheme",
         Command::ReviewTier { .. } => "ReviewTier",
+        Command::SetBirthday { .. } => "SetBirthday",
+        Command::AwardReferralBonus { .. } => "AwardReferralBonus",
     }
 }
 
@@ -1079,6 +1081,9 @@ impl Harness {
                 master_key_id: "test".into(),
                 bytes: vec![7; 60],
             },
+            birthday: None,
+            referral_code: ledger_core::ReferralCode::from_random_bytes([0; 5]),
+            referred_by: None,
             at: self.clock,
         };
         let expect = if self.enrolled {

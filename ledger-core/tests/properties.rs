@@ -1230,6 +1230,9 @@ impl Harness {
                 master_key_id: "test".into(),
                 bytes: vec![phone as u8; 60],
             },
+            birthday: None,
+            referral_code: ledger_core::ReferralCode::from_random_bytes([0; 5]),
+            referred_by: None,
             at: self.clock,
         }
     }
@@ -1250,6 +1253,9 @@ impl Harness {
                 customer_id: self.customer_id,
                 personal_data: Some(sealed(phone)),
                 enrolled_at: self.clock,
+                birthday: None,
+                referral_code: Some("00000000".into()),
+                referred_by: None,
             })]
         );
         self.apply(&command, &events);

@@ -302,6 +302,9 @@ impl Ledger {
                 master_key_id: "test".into(),
                 bytes: vec![1; 60],
             },
+            birthday: None,
+            referral_code: ledger_core::ReferralCode::from_random_bytes([0; 5]),
+            referred_by: None,
             at: ledger.clock,
         });
         ledger

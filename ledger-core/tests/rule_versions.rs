@@ -107,6 +107,9 @@ fn ledger() -> (TenantState, CustomerState) {
                 master_key_id: "test".into(),
                 bytes: vec![0; 60],
             },
+            birthday: None,
+            referral_code: ledger_core::ReferralCode::from_random_bytes([0; 5]),
+            referred_by: None,
             at: registered_at(),
         },
     ];

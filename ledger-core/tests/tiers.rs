@@ -87,6 +87,9 @@ impl Ledger {
                 master_key_id: "k".into(),
                 bytes: vec![0],
             },
+            birthday: None,
+            referral_code: ledger_core::ReferralCode::from_random_bytes([0; 5]),
+            referred_by: None,
             at: start,
         });
         ledger

@@ -36,6 +36,8 @@ struct CustomerChange {
     purchases: i32,
     /// The tier after the batch, when the batch changed it or its review date.
     tier: Option<TierUpdate>,
+    /// The birthday after the batch, when the batch set, cleared or erased it.
+    birthday: Option<Option<ledger_core::Birthday>>,
     updated_at: Option<DateTime<Utc>>,
 }
 
@@ -237,9 +239,29 @@ impl Fold {
         match event {
             Event::CustomerEnrolled(e) => {
                 change.enrolled = Some(e.enrolled_at);
+                if e.birthday.is_some() {
+                    change.birthday = Some(e.birthday);
+                }
             }
             Event::CustomerErased(e) => {
                 change.erased = Some(e.erased_at);
+                change.birthday = Some(None);
+            }
+            Event::BirthdaySet(e) => {
+                change.birthday = Some(e.birthday);
+            }
+            Event::ReferralBonusAwarded(e) => {
+                change.balance += e.points.value();
+                change.earned += e.points.value();
+                self.new_lots.push(NewLot {
+                    customer_id,
+                    lot_id: e.lot_id.as_uuid(),
+                    tenant_id: change.tenant_id,
+                    purchase_id: None,
+                    points: e.points.value(),
+                    earned_at: e.awarded_at,
+                    expires_at: e.expires_at,
+                });
             }
             Event::PurchaseLogged(e) => {
                 change.purchases = change
@@ -383,7 +405,8 @@ impl Fold {
             | Event::RewardRetired(_)
             | Event::ProgrammeSettingsChanged(_)
             | Event::TierSchemePublished(_)
-            | Event::RedemptionFulfilled(_) => {}
+            | Event::RedemptionFulfilled(_)
+            | Event::ReferralQualified(_) => {}
         }
     }
 
@@ -399,7 +422,47 @@ async fn write(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), Project
     debit_lots(transaction, fold).await?;
     update_lot_states(transaction, fold).await?;
     update_holds(transaction, fold).await?;
-    update_tiers(transaction, fold).await
+    update_tiers(transaction, fold).await?;
+    update_birthdays(transaction, fold).await
+}
+
+/// The birth month and day of customers whose birthday the batch set, cleared or erased.
+async fn update_birthdays(
+    transaction: &Transaction<'_>,
+    fold: &Fold,
+) -> Result<(), ProjectionError> {
+    let updates: Vec<(Uuid, Option<ledger_core::Birthday>)> = fold
+        .customers
+        .iter()
+        .filter_map(|(id, change)| Some((*id, change.birthday?)))
+        .collect();
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = updates.iter().map(|(id, _)| *id).collect();
+    let months: Vec<Option<i16>> = updates
+        .iter()
+        .map(|(_, b)| b.map(|b| i16::from(b.month())))
+        .collect();
+    let days: Vec<Option<i16>> = updates
+        .iter()
+        .map(|(_, b)| b.map(|b| i16::from(b.day())))
+        .collect();
+    transaction
+        .execute(
+            &transaction
+                .prepare_cached(
+                    "UPDATE projection.customer_balances b \
+                     SET birth_month = d.month, birth_day = d.day \
+                     FROM unnest($1::uuid[], $2::smallint[], $3::smallint[]) \
+                         AS d(id, month, day) \
+                     WHERE b.customer_id = d.id",
+                )
+                .await?,
+            &[&ids, &months, &days],
+        )
+        .await?;
+    Ok(())
 }
 
 async fn update_tiers(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), ProjectionError> {

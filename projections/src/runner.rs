@@ -54,6 +54,9 @@ pub enum ProjectionError {
     },
     #[error("jetstream: {0}")]
     JetStream(String),
+    /// A process that submits commands (the referral process) found the writer unavailable.
+    #[error("the ledger is unavailable: {0}")]
+    Unavailable(String),
 }
 
 #[derive(Debug, Clone)]

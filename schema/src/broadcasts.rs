@@ -118,7 +118,7 @@ fn actor_from_columns(kind: &str, id: Option<Uuid>) -> Actor {
 
 /// The SQL condition selecting `segment`'s customers from the `universe` CTE of
 /// [`insert_recipients`] (`opted_in` NULL for a customer with no WhatsApp link; `balance`,
-/// `held`, `tier`, `enrolled_at` from the balances read model) and its parameters, numbered from `$4`.
+/// `held`, `tier`, `enrolled_at`, `birth_month` from the balances read model) and its parameters, numbered from `$4`.
 /// Dates are UTC days.
 fn segment_predicate(
     segment: &Segment,
@@ -145,6 +145,9 @@ fn segment_predicate(
             "(u.tier = $4 OR ($5 AND u.tier IS NULL AND u.enrolled_at IS NOT NULL))",
             vec![Box::new(tier.clone()), Box::new(*includes_untiered)],
         ),
+        Segment::BirthdayMonth { month } => {
+            ("u.birth_month = $4", vec![Box::new(i16::from(*month))])
+        }
         Segment::JoinedBetween { from, to } => {
             let utc = |date: chrono::NaiveDate| date.and_time(chrono::NaiveTime::MIN).and_utc();
             let after_to = to.succ_opt().map_or(DateTime::<Utc>::MAX_UTC, utc);
@@ -247,8 +250,8 @@ async fn insert_recipients(
         "WITH audience AS (SELECT customer_id, opted_in FROM tenancy.broadcast_audience()), \
          universe AS ( \
            SELECT coalesce(b.customer_id, a.customer_id) AS customer_id, a.opted_in, \
-                  b.balance, b.held, b.tier, b.enrolled_at, b.erased_at \
-             FROM (SELECT customer_id, balance, held, tier, enrolled_at, erased_at \
+                  b.balance, b.held, b.tier, b.enrolled_at, b.erased_at, b.birth_month \
+             FROM (SELECT customer_id, balance, held, tier, enrolled_at, erased_at, birth_month \
                      FROM projection.customer_balances WHERE tenant_id = $2) b \
              FULL JOIN audience a ON a.customer_id = b.customer_id) \
          INSERT INTO broadcast_recipients (broadcast_id, customer_id, tenant_id, state) \

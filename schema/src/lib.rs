@@ -17,6 +17,7 @@ pub mod broadcasts;
 pub mod db;
 pub mod inbox;
 pub mod migrate;
+pub mod referrals;
 pub mod rewards;
 pub mod store;
 pub mod tenancy;

@@ -10,7 +10,7 @@
 //! 3. run the pure `decide` for each submission in order, evolving working copies, so two
 //!    commands on one customer in one batch see each other; a refusal answers only its caller;
 //! 4. insert every event with one statement, the idempotency records, the phone index, the
-//!    redemption codes, the reward stock counts, and advance each tenant's sequence and
+//!    redemption and referral codes, the reward stock counts, and advance each tenant's sequence and
 //!    chain head;
 //! 5. commit, and only then answer every caller.
 //!
@@ -484,6 +484,8 @@ struct Enrolled {
     customer_id: CustomerId,
     phone_index: PhoneIndex,
     data_key: WrappedDataKey,
+    /// The customer's own referral code, for `referral_codes`.
+    referral_code: String,
 }
 
 fn stream_of(submission: &Submission) -> StreamId {
@@ -721,6 +723,7 @@ impl Batch {
                 customer_id,
                 phone_index,
                 data_key,
+                referral_code,
                 ..
             } => {
                 self.phones
@@ -730,6 +733,7 @@ impl Batch {
                     customer_id: *customer_id,
                     phone_index: *phone_index,
                     data_key: data_key.clone(),
+                    referral_code: referral_code.to_string(),
                 });
             }
             Command::EraseCustomer { customer_id, .. } => {
@@ -1009,11 +1013,22 @@ async fn save_enrolments(
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bytea[])",
         )
         .await?;
+    // The primary key (tenant_id, code) refuses a code the tenant already has, which fails
+    // the batch like a colliding redemption code (see the module documentation).
+    let save_codes = client
+        .prepare_cached(
+            "INSERT INTO referral_codes (tenant_id, code, customer_id) \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[])",
+        )
+        .await?;
+    let codes: Vec<&str> = enrolled.iter().map(|e| e.referral_code.as_str()).collect();
     let index_params: [&(dyn ToSql + Sync); 3] = [&tenants, &indexes, &customers];
     let key_params: [&(dyn ToSql + Sync); 4] = [&tenants, &customers, &master_key_ids, &wrapped];
+    let code_params: [&(dyn ToSql + Sync); 3] = [&tenants, &codes, &customers];
     tokio::try_join!(
         client.execute(&save_index, &index_params),
         client.execute(&save_keys, &key_params),
+        client.execute(&save_codes, &code_params),
     )?;
     Ok(())
 }

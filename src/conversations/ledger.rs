@@ -279,9 +279,21 @@ pub async fn enrol(
         .map(|n| n.collect::<String>())
         .filter(|n| !n.is_empty());
     let customer_id = CustomerId::from_uuid(Uuid::now_v7());
-    let command = EnrolmentRequest { phone, name }
-        .into_command(vault, tenant_id, customer_id, ledger_api::commands::now())
-        .map_err(|e| LedgerError::Permanent(format!("sealing the enrolment: {e:?}")))?;
+    // A customer who joins on WhatsApp gives no birthday and no referral code (yet).
+    let command = EnrolmentRequest {
+        phone,
+        name,
+        birthday: None,
+        referral_code: None,
+    }
+    .into_command(
+        vault,
+        tenant_id,
+        customer_id,
+        None,
+        ledger_api::commands::now(),
+    )
+    .map_err(|e| LedgerError::Permanent(format!("sealing the enrolment: {e:?}")))?;
     // The hash names the tenant and the number (as a digest), not the fresh customer id or
     // the sealed data, so a replay of the same item matches it.
     let request_hash = vault.keyed_digest(

@@ -626,8 +626,8 @@ async fn bad_input_is_a_problem_and_changes_nothing() {
             "segment.tier",
         ),
         (
-            json!({"segment": {"kind": "birthday_month"}, "template": template, "name": "x"}),
-            "segment.kind",
+            json!({"segment": {"kind": "birthday_month", "month": 13}, "template": template, "name": "x"}),
+            "segment.month",
         ),
         (
             json!({"segment": {"kind": "inactive_days", "days": -3}, "template": template, "name": "x"}),

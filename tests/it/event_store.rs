@@ -81,6 +81,9 @@ async fn an_append_at_a_stale_expected_version_is_a_conflict() {
         customer_id: customer,
         personal_data: None,
         enrolled_at: Utc::now(),
+        birthday: None,
+        referral_code: None,
+        referred_by: None,
     });
     let stream = StreamId::Customer(customer);
     let first = store::append(

@@ -146,8 +146,16 @@ pub fn enrol_command(
     ledger_api::customers::EnrolmentRequest {
         phone: ledger_core::PhoneNumber::parse(phone).unwrap(),
         name: None,
+        birthday: None,
+        referral_code: None,
     }
-    .into_command(&test_vault(), tenant_id, customer_id, chrono::Utc::now())
+    .into_command(
+        &test_vault(),
+        tenant_id,
+        customer_id,
+        None,
+        chrono::Utc::now(),
+    )
     .unwrap()
 }
 

@@ -18,6 +18,7 @@ mod ingest;
 mod keys;
 mod notifications;
 mod notifier;
+mod people;
 mod programme;
 mod projection;
 mod relay;

@@ -256,6 +256,7 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
         ("post", "/v1/rewards/{reward_id}/retire", false),
         ("put", "/v1/rewards/{reward_id}", false),
         ("post", "/v1/customers", false),
+        ("put", "/v1/customers/{customer_id}/birthday", false),
         ("post", "/v1/customers/{customer_id}/erasure", false),
         ("post", "/v1/customers/{customer_id}/refunds", true),
         ("post", "/v1/customers/{customer_id}/adjustments", true),
@@ -294,8 +295,12 @@ fn the_idempotency_key_is_documented_where_handlers_read_it() {
 #[test]
 fn request_schemas_have_exactly_the_parsers_fields() {
     let document = document();
-    let cases: [(&str, &[&str]); 24] = [
+    let cases: [(&str, &[&str]); 25] = [
         ("RefundRequestSchema", &crate::programme::REFUND_FIELDS[..]),
+        (
+            "BirthdayRequestSchema",
+            &crate::customers::BIRTHDAY_FIELDS[..],
+        ),
         (
             "AdjustmentRequestSchema",
             &crate::programme::ADJUSTMENT_FIELDS[..],
@@ -940,6 +945,17 @@ fn response_schemas_have_exactly_the_keys_the_responses_serialise() {
         &EnrolmentResponse {
             customer_id,
             enrolled_at: at(),
+            referral_code: Some("04HMASW9".into()),
+            referred_by: Some(customer_id),
+        },
+    );
+    assert_schema_matches(
+        &document,
+        "BirthdayResponse",
+        &crate::render::BirthdayResponse {
+            customer_id,
+            birthday: Some("02-29".into()),
+            set_at: at(),
         },
     );
     assert_schema_matches(
@@ -978,6 +994,8 @@ fn response_schemas_have_exactly_the_keys_the_responses_serialise() {
         purchases: 1,
         tier: None,
         tier_review_at: None,
+        birthday: Some("03-31".into()),
+        referral_code: Some("04HMASW9".into()),
         enrolled_at: at(),
         lots: vec![lot_view],
     };
@@ -1044,6 +1062,9 @@ fn response_schemas_have_exactly_the_keys_the_responses_serialise() {
             redeemed: 5,
             expired: 0,
             purchases: 1,
+            birthday: Some("02-29".into()),
+            referral_code: Some("04HMASW9".into()),
+            referred_by: Some(customer_id),
             events: vec![event],
         },
     );
