@@ -430,3 +430,61 @@ fn a_bad_ladder_is_refused_and_changes_nothing() {
     );
     assert!(matches!(refused, Err(Rejection::InvalidTierScheme(_))));
 }
+
+/// The ledger feeds the rules what it knows: a gold customer's purchase earns the gold
+/// multiplier (the tier held before the purchase), and the daily cap counts what the
+/// customer earned earlier that local day (Lagos), not only this purchase.
+#[test]
+fn the_ledger_feeds_the_tier_and_the_points_earned_today_to_the_rules() {
+    use ledger_core::rules::{Rule, RuleKind};
+    use ledger_core::Points;
+    let start = at(2026, 3, 1, 8, 0);
+    let mut ledger = Ledger::new(ladder(TierWindow::CalendarYear, 0), start);
+    let per_amount = Rule::new(
+        "base",
+        RuleKind::PerAmountSpent {
+            amount_step: MinorUnits::new(10_000),
+            points_per_step: Points::new(1),
+            minimum_purchase: MinorUnits::ZERO,
+        },
+    );
+    let gold = Rule::new(
+        "gold-x2",
+        RuleKind::TierMultiplier {
+            tier: "gold".into(),
+            percent: 200,
+        },
+    );
+    let cap = Rule::new(
+        "day",
+        RuleKind::DailyCap {
+            max: Points::new(120),
+        },
+    );
+    ledger.run(Command::PublishRuleSet {
+        rules: vec![per_amount, gold, cap],
+        at: start,
+    });
+    let earned = |events: &[Event]| -> i64 {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::PointsEarned(p) => Some(p.points.value()),
+                _ => None,
+            })
+            .sum()
+    };
+    // 300,000 reaches silver (30 points); 600,000 in the year reaches gold, but that
+    // purchase is still a silver one's: 30.
+    let first = ledger.step(Step::Buy(300_000), at(2026, 3, 1, 9, 0));
+    assert_eq!((tier_events(&first), earned(&first)), (vec!["up:silver".to_owned()], 30));
+    let second = ledger.step(Step::Buy(300_000), at(2026, 3, 1, 10, 0));
+    assert_eq!(tier_events(&second), ["up:gold"]);
+    assert_eq!(earned(&second), 30, "the upgrade applies from the next purchase");
+    // Gold now: 30 × 2 = 60; 60 earned earlier today + 60 = the cap of 120 exactly.
+    assert_eq!(earned(&ledger.step(Step::Buy(300_000), at(2026, 3, 1, 12, 0))), 60);
+    // 22:59 UTC is still 1 March in Lagos: the day is full.
+    assert_eq!(earned(&ledger.step(Step::Buy(300_000), at(2026, 3, 1, 22, 59))), 0);
+    // 23:00 UTC is 2 March in Lagos: a new day, gold doubles again.
+    assert_eq!(earned(&ledger.step(Step::Buy(300_000), at(2026, 3, 1, 23, 0))), 60);
+}
