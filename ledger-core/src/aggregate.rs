@@ -23,7 +23,7 @@ use crate::ids::{
     AdjustmentId, CustomerId, LotId, PurchaseId, RedemptionId, RefundId, RewardId, TenantId,
 };
 use crate::people::Birthday;
-use crate::rules::{local_time, KindName, PurchaseFacts, RuleSet};
+use crate::rules::{local_day, local_time, KindName, PurchaseFacts, RuleSet};
 use crate::tiers::{qualifying_value, Qualifying, TierScheme};
 use crate::Currency;
 use chrono::{DateTime, Datelike, Duration, Utc};
@@ -1648,11 +1648,14 @@ fn decide_purchase(
         .as_ref()
         .map(|scheme| scheme.tiers[0].id.as_str());
     let tier = state.customer.tier.as_deref().or(base_tier);
+    // The day's instants once, then a comparison per purchase, rather than a time-zone
+    // conversion of every earlier purchase on the single writer task.
+    let today = local_day(tz, local.date());
     let earned_today = state
         .customer
         .purchase_records
         .values()
-        .filter(|r| local_time(tz, r.occurred_at).date() == local.date())
+        .filter(|r| today.contains(&r.occurred_at))
         .fold(Points::ZERO, |sum, r| {
             Points::new(sum.value().saturating_add(r.points.value()))
         });

@@ -96,6 +96,22 @@ pub fn local_time(tz: chrono_tz::Tz, at: DateTime<Utc>) -> NaiveDateTime {
     at.with_timezone(&tz).naive_local()
 }
 
+/// The instants of local date `date` in `tz`, as `start..end` (end excluded): to select
+/// what happened on a local day by comparing instants, without converting each one.
+pub fn local_day(tz: chrono_tz::Tz, date: chrono::NaiveDate) -> std::ops::Range<DateTime<Utc>> {
+    use chrono::TimeZone;
+    let start_of = |day: chrono::NaiveDate| {
+        let midnight = day.and_time(chrono::NaiveTime::MIN);
+        // A zone whose clocks skip midnight starts the day at the first instant that exists.
+        tz.from_local_datetime(&midnight)
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|| midnight.and_utc())
+    };
+    let next = date.succ_opt().unwrap_or(date);
+    start_of(date)..start_of(next)
+}
+
 /// One rule of a set: who it is, when it is evaluated, how it stacks, when it applies, and
 /// what it does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

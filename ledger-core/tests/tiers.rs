@@ -477,14 +477,30 @@ fn the_ledger_feeds_the_tier_and_the_points_earned_today_to_the_rules() {
     // 300,000 reaches silver (30 points); 600,000 in the year reaches gold, but that
     // purchase is still a silver one's: 30.
     let first = ledger.step(Step::Buy(300_000), at(2026, 3, 1, 9, 0));
-    assert_eq!((tier_events(&first), earned(&first)), (vec!["up:silver".to_owned()], 30));
+    assert_eq!(
+        (tier_events(&first), earned(&first)),
+        (vec!["up:silver".to_owned()], 30)
+    );
     let second = ledger.step(Step::Buy(300_000), at(2026, 3, 1, 10, 0));
     assert_eq!(tier_events(&second), ["up:gold"]);
-    assert_eq!(earned(&second), 30, "the upgrade applies from the next purchase");
+    assert_eq!(
+        earned(&second),
+        30,
+        "the upgrade applies from the next purchase"
+    );
     // Gold now: 30 × 2 = 60; 60 earned earlier today + 60 = the cap of 120 exactly.
-    assert_eq!(earned(&ledger.step(Step::Buy(300_000), at(2026, 3, 1, 12, 0))), 60);
+    assert_eq!(
+        earned(&ledger.step(Step::Buy(300_000), at(2026, 3, 1, 12, 0))),
+        60
+    );
     // 22:59 UTC is still 1 March in Lagos: the day is full.
-    assert_eq!(earned(&ledger.step(Step::Buy(300_000), at(2026, 3, 1, 22, 59))), 0);
+    assert_eq!(
+        earned(&ledger.step(Step::Buy(300_000), at(2026, 3, 1, 22, 59))),
+        0
+    );
     // 23:00 UTC is 2 March in Lagos: a new day, gold doubles again.
-    assert_eq!(earned(&ledger.step(Step::Buy(300_000), at(2026, 3, 1, 23, 0))), 60);
+    assert_eq!(
+        earned(&ledger.step(Step::Buy(300_000), at(2026, 3, 1, 23, 0))),
+        60
+    );
 }
