@@ -27,8 +27,8 @@ pub async fn snapshot(app: &TestApp) -> Vec<String> {
     rows
 }
 
-/// Balances by replaying each customer's events through ledger-core.
-async fn replayed_balances(app: &TestApp) -> BTreeMap<Uuid, i64> {
+/// Every customer's state, replayed from the event table through ledger-core.
+async fn replayed_states(app: &TestApp) -> BTreeMap<Uuid, CustomerState> {
     let client = app.platform_db().await;
     let mut states: BTreeMap<Uuid, CustomerState> = BTreeMap::new();
     let mut position = Position::default();
@@ -46,6 +46,12 @@ async fn replayed_balances(app: &TestApp) -> BTreeMap<Uuid, i64> {
         position = last;
     }
     states
+}
+
+/// Balances by replaying each customer's events through ledger-core.
+async fn replayed_balances(app: &TestApp) -> BTreeMap<Uuid, i64> {
+    replayed_states(app)
+        .await
         .into_iter()
         .map(|(id, s)| (id, s.balance.value()))
         .collect()
@@ -235,23 +241,8 @@ async fn events_delivered_out_of_order_are_completed_from_the_event_table() {
 type ProgrammeRow = (i64, i64, i64, i64, i64, i64, Option<String>);
 
 async fn replayed_programme(app: &TestApp) -> BTreeMap<Uuid, ProgrammeRow> {
-    let client = app.platform_db().await;
-    let mut states: BTreeMap<Uuid, CustomerState> = BTreeMap::new();
-    let mut position = Position::default();
-    loop {
-        let page = store::read_after(&**client, position, 1_000).await.unwrap();
-        let Some(last) = page.last().and_then(|e| e.position) else {
-            break;
-        };
-        for event in &page {
-            if let Ok(StreamId::Customer(customer)) = StreamId::parse(&event.stream_id) {
-                let state = states.remove(&customer.as_uuid()).unwrap_or_default();
-                states.insert(customer.as_uuid(), evolve(state, &event.decode().unwrap()));
-            }
-        }
-        position = last;
-    }
-    states
+    replayed_states(app)
+        .await
         .into_iter()
         .map(|(id, s)| {
             let row = (
