@@ -65,7 +65,7 @@ struct OpenedHold {
     expires_at: DateTime<Utc>,
 }
 
-/// (customer, lot)
+/// (customer, lot) — or (customer, purchase) for refunds from a pending lot.
 type LotKey = (Uuid, Uuid);
 
 #[derive(Default)]
@@ -499,25 +499,14 @@ async fn update_lot_states(
     transaction: &Transaction<'_>,
     fold: &Fold,
 ) -> Result<(), ProjectionError> {
-    if !fold.lot_reserved.is_empty() {
-        let mut rows: Vec<(&(Uuid, Uuid), &i64)> = fold.lot_reserved.iter().collect();
-        rows.sort_unstable();
-        let customers: Vec<Uuid> = rows.iter().map(|((c, _), _)| *c).collect();
-        let lots: Vec<Uuid> = rows.iter().map(|((_, l), _)| *l).collect();
-        let deltas: Vec<i64> = rows.iter().map(|(_, d)| **d).collect();
-        transaction
-            .execute(
-                &transaction
-                    .prepare_cached(
-                        "UPDATE projection.point_lots l SET reserved = l.reserved + d.delta \
-                 FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS d(customer_id, lot_id, delta) \
-                 WHERE l.customer_id = d.customer_id AND l.lot_id = d.lot_id",
-                    )
-                    .await?,
-                &[&customers, &lots, &deltas],
-            )
-            .await?;
-    }
+    update_by_pairs(
+        transaction,
+        &fold.lot_reserved,
+        "UPDATE projection.point_lots l SET reserved = l.reserved + d.delta \
+         FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS d(customer_id, lot_id, delta) \
+         WHERE l.customer_id = d.customer_id AND l.lot_id = d.lot_id",
+    )
+    .await?;
     if !fold.lot_pending.is_empty() {
         let mut rows: Vec<LotKey> = fold.lot_pending.keys().copied().collect();
         rows.sort_unstable();
@@ -538,25 +527,14 @@ async fn update_lot_states(
             )
             .await?;
     }
-    if !fold.pending_refunds.is_empty() {
-        let mut rows: Vec<(&(Uuid, Uuid), &i64)> = fold.pending_refunds.iter().collect();
-        rows.sort_unstable();
-        let customers: Vec<Uuid> = rows.iter().map(|((c, _), _)| *c).collect();
-        let purchases: Vec<Uuid> = rows.iter().map(|((_, p), _)| *p).collect();
-        let points: Vec<i64> = rows.iter().map(|(_, p)| **p).collect();
-        transaction
-            .execute(
-                &transaction
-                    .prepare_cached(
-                        "UPDATE projection.point_lots l SET remaining = l.remaining - d.points \
-                 FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS d(customer_id, purchase_id, points) \
-                 WHERE l.customer_id = d.customer_id AND l.purchase_id = d.purchase_id",
-                    )
-                    .await?,
-                &[&customers, &purchases, &points],
-            )
-            .await?;
-    }
+    update_by_pairs(
+        transaction,
+        &fold.pending_refunds,
+        "UPDATE projection.point_lots l SET remaining = l.remaining - d.points \
+         FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS d(customer_id, purchase_id, points) \
+         WHERE l.customer_id = d.customer_id AND l.purchase_id = d.purchase_id",
+    )
+    .await?;
     Ok(())
 }
 
@@ -739,24 +717,36 @@ async fn update_customers(
 }
 
 async fn debit_lots(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), ProjectionError> {
-    if fold.lot_debits.is_empty() {
+    update_by_pairs(
+        transaction,
+        &fold.lot_debits,
+        "UPDATE projection.point_lots l SET remaining = l.remaining - d.amount \
+         FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS d(customer_id, lot_id, amount) \
+         WHERE l.customer_id = d.customer_id AND l.lot_id = d.lot_id",
+    )
+    .await
+}
+
+/// One set-based statement for amounts keyed by `(customer, other id)`: `sql` reads the
+/// customers as `$1`, the other ids as `$2` and the amounts as `$3`. Rows go in key order,
+/// so concurrent batches lock rows in the same order.
+async fn update_by_pairs(
+    transaction: &Transaction<'_>,
+    amounts: &HashMap<LotKey, i64>,
+    sql: &str,
+) -> Result<(), ProjectionError> {
+    if amounts.is_empty() {
         return Ok(());
     }
-    let mut debits: Vec<(&(Uuid, Uuid), &i64)> = fold.lot_debits.iter().collect();
-    debits.sort_unstable();
-    let customers: Vec<Uuid> = debits.iter().map(|((c, _), _)| *c).collect();
-    let lots: Vec<Uuid> = debits.iter().map(|((_, l), _)| *l).collect();
-    let points: Vec<i64> = debits.iter().map(|(_, p)| **p).collect();
+    let mut rows: Vec<(&LotKey, &i64)> = amounts.iter().collect();
+    rows.sort_unstable();
+    let customers: Vec<Uuid> = rows.iter().map(|((c, _), _)| *c).collect();
+    let others: Vec<Uuid> = rows.iter().map(|((_, o), _)| *o).collect();
+    let values: Vec<i64> = rows.iter().map(|(_, v)| **v).collect();
     transaction
         .execute(
-            &transaction
-                .prepare_cached(
-                    "UPDATE projection.point_lots l SET remaining = l.remaining - d.points \
-             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS d(customer_id, lot_id, points) \
-             WHERE l.customer_id = d.customer_id AND l.lot_id = d.lot_id",
-                )
-                .await?,
-            &[&customers, &lots, &points],
+            &transaction.prepare_cached(sql).await?,
+            &[&customers, &others, &values],
         )
         .await?;
     Ok(())
