@@ -515,7 +515,7 @@ async fn two_hundred_concurrent_reward_redemptions_never_overdraw_one_balance() 
         .get(0);
     assert_eq!(stored, i64::try_from(expected).unwrap());
     eprintln!(
-        "{ATTEMPTS} concurrent redemptions of {COST} against {BALANCE}: {} succeeded, {refusals} refused, balance {remaining}",
+        "{ATTEMPTS} concurrent redemptions of {COST} against {BALANCE}: {} succeeded, {refusals} refused, available {remaining}, balance {BALANCE} until a hand-over",
         successes.len()
     );
     app.stop().await;
