@@ -37,6 +37,8 @@ pub struct Components {
     /// The referral process (`crate::referrals`: `ReferralQualified` → the referrer's
     /// bonus through the writer).
     pub referrals: bool,
+    /// The chain-head signer (`crate::audit`), when `LOYALTY_AUDIT_SIGNING_KEY` is set.
+    pub audit_signer: bool,
 }
 
 impl Components {
@@ -52,6 +54,7 @@ impl Components {
         expiry_reminders: true,
         broadcasts: true,
         referrals: true,
+        audit_signer: true,
     };
     pub const NONE: Components = Components {
         api: false,
@@ -65,6 +68,7 @@ impl Components {
         expiry_reminders: false,
         broadcasts: false,
         referrals: false,
+        audit_signer: false,
     };
 }
 
@@ -169,6 +173,12 @@ pub async fn start_with_sandbox(
         .with_edge(settings.edge.config().context("the rate limit settings")?)
         .with_accounts(accounts.clone().unwrap_or_default())
         .with_shared_whatsapp_number(settings.whatsapp_shared_phone_number_id.clone());
+        let state = match settings.audit_signing_key()? {
+            Some(key) => {
+                state.with_audit_public_key(key.key_id().to_owned(), key.public_key_base64())
+            }
+            None => state,
+        };
         let running = ledger_api::serve(listener, state, workers).context("starting the API")?;
         servers.push(running.handle());
         tasks.push((
@@ -326,6 +336,23 @@ pub async fn start_with_sandbox(
                 shutdown_signal.clone(),
             )),
         ));
+    }
+    if components.audit_signer {
+        match settings.audit_signing_key()? {
+            Some(key) => tasks.push((
+                "audit-signer",
+                tokio::spawn(crate::audit::schedule(
+                    platform_pool.clone(),
+                    Arc::new(key),
+                    Duration::from_secs(settings.audit_sign_interval_seconds.max(1)),
+                    shutdown_signal.clone(),
+                )),
+            )),
+            None => tracing::warn!(
+                "LOYALTY_AUDIT_SIGNING_KEY is not set: chain heads are not signed \
+                 (`loyalty keys generate` prints one)"
+            ),
+        }
     }
     if let (true, Some(writer)) = (components.conversations, &writer) {
         let processor = crate::conversations::Processor {

@@ -42,7 +42,8 @@ pub enum KeysError {
 /// Fresh keys in the environment's format, for a new deployment or a rotation.
 pub fn generate(id_suffix: &str) -> Result<String, VaultError> {
     Ok(format!(
-        "LOYALTY_MASTER_KEYS=m{id_suffix}:{}\nLOYALTY_BLIND_INDEX_KEY={}\nLOYALTY_JWT_KEYS=j{id_suffix}:{}\n",
+        "LOYALTY_MASTER_KEYS=m{id_suffix}:{}\nLOYALTY_BLIND_INDEX_KEY={}\nLOYALTY_JWT_KEYS=j{id_suffix}:{}\nLOYALTY_AUDIT_SIGNING_KEY={}\n",
+        vault::generate_key_base64()?,
         vault::generate_key_base64()?,
         vault::generate_key_base64()?,
         vault::generate_key_base64()?,

@@ -6,6 +6,7 @@
 //! WhatsApp sandbox's commands).
 
 pub mod app;
+pub mod audit;
 pub mod broadcasts;
 pub mod conversations;
 pub mod expiry;

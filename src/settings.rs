@@ -148,6 +148,25 @@ pub struct Settings {
     )]
     pub auth_cache_ttl_seconds: u64,
 
+    /// The platform's Ed25519 audit key (32 random bytes, base64): signs tenants' chain
+    /// heads. Optional: without it nothing is signed.
+    #[arg(
+        long,
+        env = "LOYALTY_AUDIT_SIGNING_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub audit_signing_key: Option<String>,
+
+    /// How often `loyalty all` signs the chain heads that grew, in seconds.
+    #[arg(
+        long,
+        env = "LOYALTY_AUDIT_SIGN_INTERVAL_SECONDS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub audit_sign_interval_seconds: u64,
+
     /// How often `loyalty all` runs the expiry of points, in seconds.
     #[arg(
         long,
@@ -580,6 +599,7 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("database_url", &"<redacted>")
             .field("jwt_keys", &"<redacted>")
+            .field("audit_signing_key", &"<redacted>")
             .field("whatsapp_app_secret", &"<redacted>")
             .field("ingest_addr", &self.ingest_addr)
             .field("nats_url", &self.nats_url)
@@ -638,6 +658,18 @@ impl Settings {
 
     /// The vault of personal-data keys; refuses to build without both keys, so the API never
     /// runs with personal data it could not protect.
+    /// The audit signing key, when one is configured.
+    pub fn audit_signing_key(&self) -> anyhow::Result<Option<vault::audit::AuditSigningKey>> {
+        self.audit_signing_key
+            .as_deref()
+            .filter(|key| !key.trim().is_empty())
+            .map(|key| {
+                vault::audit::AuditSigningKey::parse(key)
+                    .map_err(|error| anyhow::anyhow!("LOYALTY_AUDIT_SIGNING_KEY: {error}"))
+            })
+            .transpose()
+    }
+
     pub fn vault(&self) -> anyhow::Result<vault::Vault> {
         let master_keys = self.master_keys.as_deref().unwrap_or_default();
         let blind_index_key = self.blind_index_key.as_deref().unwrap_or_default();

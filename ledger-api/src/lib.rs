@@ -103,6 +103,9 @@ pub struct ApiState {
     /// The platform's shared WhatsApp number, refused to `PUT /v1/whatsapp/number` even
     /// before the processor has seeded it; set with [`ApiState::with_shared_whatsapp_number`].
     shared_whatsapp_number: Option<String>,
+    /// The public half of the platform's audit key, `(key id, base64)`, served at
+    /// `/.well-known/loyalty-ledger/audit-keys`; set with [`ApiState::with_audit_public_key`].
+    audit_public_key: Option<(String, String)>,
 }
 
 impl ApiState {
@@ -136,12 +139,18 @@ impl ApiState {
             metrics: Arc::new(metrics::Metrics::default()),
             edge: edge::EdgeState::new(edge::EdgeConfig::default()),
             shared_whatsapp_number: None,
+            audit_public_key: None,
         }
     }
 
     /// The shared number's `phone_number_id`: no tenant may register it as its own (the
     /// database refuses it too once the processor has seeded it; this closes the moment
     /// before).
+    pub fn with_audit_public_key(mut self, key_id: String, public_key_base64: String) -> Self {
+        self.audit_public_key = Some((key_id, public_key_base64));
+        self
+    }
+
     pub fn with_shared_whatsapp_number(mut self, phone_number_id: impl Into<String>) -> Self {
         self.shared_whatsapp_number = Some(phone_number_id.into());
         self
@@ -297,6 +306,12 @@ pub fn route_table() -> Vec<RouteSpec> {
         route(Method::GET, "/health", Public, || web::to(ops::health)),
         route(Method::GET, "/ready", Public, || web::to(ops::ready)),
         route(Method::GET, "/metrics", Public, || web::to(ops::metrics)),
+        route(
+            Method::GET,
+            "/.well-known/loyalty-ledger/audit-keys",
+            Public,
+            || web::to(ops::audit_keys),
+        ),
         route(Method::GET, "/openapi.json", Public, || {
             web::to(openapi::openapi_json)
         }),

@@ -54,6 +54,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         crate::ops::health,
         crate::ops::ready,
         crate::ops::metrics,
+        crate::ops::audit_keys,
         openapi_json,
         crate::customers::enrol,
         crate::customers::list,

@@ -181,3 +181,42 @@ async fn fan_out_metrics(state: &ApiState, out: &mut String) {
         }
     }
 }
+
+/// `200` body of `/.well-known/loyalty-ledger/audit-keys`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditKeys {
+    /// The keys chain-head signatures are checked with; empty while the platform signs
+    /// nothing (no key configured).
+    pub keys: Vec<AuditKey>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditKey {
+    /// As stored beside each signature (`ed25519:` and 16 hex digits).
+    pub key_id: String,
+    #[schema(example = "Ed25519")]
+    pub algorithm: &'static str,
+    /// The 32-byte public key, base64: what `loyalty audit verify --public-key` takes.
+    pub public_key: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/.well-known/loyalty-ledger/audit-keys",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The platform's public audit keys (Ed25519), which sign each tenant's chain head. No authentication.", body = AuditKeys),
+    )
+)]
+pub async fn audit_keys(state: web::Data<crate::ApiState>) -> HttpResponse {
+    let keys = state
+        .audit_public_key
+        .iter()
+        .map(|(key_id, public_key)| AuditKey {
+            key_id: key_id.clone(),
+            algorithm: "Ed25519",
+            public_key: public_key.clone(),
+        })
+        .collect();
+    HttpResponse::Ok().json(AuditKeys { keys })
+}

@@ -133,6 +133,29 @@ impl ChainVerifier {
     }
 }
 
+/// The bytes the platform signs for a tenant's chain head (issue #6): a fixed prefix naming
+/// the format, then `tenant_id(16) | sequence(u64) | head hash(32) | signed_at_micros(i64)`,
+/// integers big-endian. A verifier rebuilds them from an export's head and checks the
+/// Ed25519 signature over them; the prefix keeps a signature of these bytes from meaning
+/// anything in another protocol.
+pub fn signed_head_message(
+    tenant_id: TenantId,
+    sequence: u64,
+    head: &ChainHash,
+    signed_at_micros: i64,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SIGNED_HEAD_PREFIX.len() + 16 + 8 + 32 + 8);
+    out.extend_from_slice(SIGNED_HEAD_PREFIX);
+    out.extend_from_slice(tenant_id.as_uuid().as_bytes());
+    out.extend_from_slice(&sequence.to_be_bytes());
+    out.extend_from_slice(head);
+    out.extend_from_slice(&signed_at_micros.to_be_bytes());
+    out
+}
+
+/// The prefix of [`signed_head_message`], version 1.
+pub const SIGNED_HEAD_PREFIX: &[u8] = b"loyalty-ledger signed chain head v1\n";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +293,24 @@ mod tests {
         ];
         for variant in variants {
             assert_ne!(link(&GENESIS, &variant), h);
+        }
+    }
+
+    #[test]
+    fn a_signed_head_message_covers_every_field() {
+        let tenant = TenantId::from_uuid(uuid::Uuid::from_u128(7));
+        let other = TenantId::from_uuid(uuid::Uuid::from_u128(8));
+        let head = [5u8; 32];
+        let message = signed_head_message(tenant, 42, &head, 1_000);
+        assert!(message.starts_with(SIGNED_HEAD_PREFIX));
+        assert_eq!(message.len(), SIGNED_HEAD_PREFIX.len() + 64);
+        for variant in [
+            signed_head_message(other, 42, &head, 1_000),
+            signed_head_message(tenant, 43, &head, 1_000),
+            signed_head_message(tenant, 42, &[6u8; 32], 1_000),
+            signed_head_message(tenant, 42, &head, 1_001),
+        ] {
+            assert_ne!(variant, message);
         }
     }
 }

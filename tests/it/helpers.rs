@@ -247,6 +247,8 @@ pub fn test_settings(database_url: &str) -> Settings {
         broadcast_tenant_unsent_max: 200,
         edge: generous_edge_settings(),
         jwt_keys: Some(random_jwt_keys()),
+        audit_signing_key: Some(vault::generate_key_base64().unwrap()),
+        audit_sign_interval_seconds: 3_600,
         // Short, so tests of revocation and disabling need not wait a minute.
         auth_cache_ttl_seconds: 1,
         ingest_addr: "127.0.0.1:0".into(),
@@ -379,6 +381,8 @@ impl TestApp {
             notifier: false,
             notifications_projector: false,
             expiry_reminders: false,
+            // Tests sign with `loyalty::audit::run_once` at the moment they choose.
+            audit_signer: false,
             ..Components::ALL
         })
         .await

@@ -5,6 +5,7 @@ mod helpers;
 
 mod accounts;
 mod api_purchases;
+mod audit;
 mod broadcasts;
 mod catalogue;
 mod cli;

@@ -17,6 +17,8 @@
 //!
 //! Keys never appear in `Debug` output.
 
+pub mod audit;
+
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use ledger_core::command::{PhoneIndex, WrappedDataKey};

@@ -1,0 +1,183 @@
+//! Signed chain heads (issue #6, item 1) against real PostgreSQL: the signer signs each
+//! tenant's head once per growth, the signatures verify with the public key the API serves,
+//! and a changed head, sequence or time does not.
+
+use crate::helpers::{admin_client, dbname, phone, purchase, TestApp};
+use chrono::{DateTime, Utc};
+use ledger_core::chain::signed_head_message;
+use ledger_core::TenantId;
+use serde_json::Value;
+use uuid::Uuid;
+use vault::audit::{verify, AuditSigningKey};
+
+struct SignedHead {
+    tenant: Uuid,
+    sequence: i64,
+    head: Vec<u8>,
+    signed_at: DateTime<Utc>,
+    key_id: String,
+    signature: Vec<u8>,
+}
+
+async fn signed_heads(app: &TestApp) -> Vec<SignedHead> {
+    admin_client(&dbname(&app.database_url))
+        .await
+        .query(
+            "SELECT tenant_id, sequence, head_hash, signed_at, key_id, signature \
+             FROM signed_chain_heads ORDER BY tenant_id, sequence",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| SignedHead {
+            tenant: row.get(0),
+            sequence: row.get(1),
+            head: row.get(2),
+            signed_at: row.get(3),
+            key_id: row.get(4),
+            signature: row.get(5),
+        })
+        .collect()
+}
+
+fn message(head: &SignedHead) -> Vec<u8> {
+    signed_head_message(
+        TenantId::from_uuid(head.tenant),
+        head.sequence as u64,
+        &head.head.as_slice().try_into().unwrap(),
+        head.signed_at.timestamp_micros(),
+    )
+}
+
+fn key(app: &TestApp) -> AuditSigningKey {
+    AuditSigningKey::parse(app.settings.audit_signing_key.as_deref().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn each_grown_head_is_signed_once_and_verifies_with_the_served_public_key() {
+    let app = TestApp::spawn().await;
+    let key = key(&app);
+    let customer = app.enrolled_customer(&phone()).await;
+    assert_eq!(
+        app.post_purchase("p-1", &purchase(customer, 50_000))
+            .await
+            .status(),
+        201
+    );
+    let first = loyalty::audit::run_once(&app.platform_pool, &key, Utc::now())
+        .await
+        .unwrap()
+        .expect("no other signer");
+    let heads = signed_heads(&app).await;
+    assert_eq!(first as usize, heads.len());
+    let own = heads
+        .iter()
+        .rev()
+        .find(|h| h.tenant == app.tenant_id.as_uuid())
+        .expect("the test tenant's head is signed");
+    // The signed head is the tenant's head now.
+    let row = admin_client(&dbname(&app.database_url))
+        .await
+        .query_one(
+            "SELECT sequence, head_hash FROM tenant_heads WHERE tenant_id = $1",
+            &[&app.tenant_id.as_uuid()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(own.sequence, row.get::<_, i64>(0));
+    assert_eq!(own.head, row.get::<_, Vec<u8>>(1));
+
+    // The public key from the well-known endpoint (no authentication) checks every one.
+    let served: Value = app
+        .http
+        .get(app.url("/.well-known/loyalty-ledger/audit-keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served["keys"][0]["key_id"], key.key_id());
+    assert_eq!(served["keys"][0]["algorithm"], "Ed25519");
+    let public =
+        vault::audit::decode_public_key(served["keys"][0]["public_key"].as_str().unwrap()).unwrap();
+    for head in &heads {
+        assert_eq!(head.key_id, key.key_id());
+        assert!(
+            verify(&public, &message(head), &head.signature),
+            "tenant {}",
+            head.tenant
+        );
+    }
+    // A head altered in any field no longer verifies.
+    let mut altered = own_clone(own);
+    altered.head[0] ^= 1;
+    assert!(!verify(&public, &message(&altered), &own.signature));
+    let mut altered = own_clone(own);
+    altered.sequence += 1;
+    assert!(!verify(&public, &message(&altered), &own.signature));
+    let mut altered = own_clone(own);
+    altered.signed_at += chrono::Duration::microseconds(1);
+    assert!(!verify(&public, &message(&altered), &own.signature));
+
+    // Nothing grew: nothing signed. A purchase: that tenant's new head, once.
+    let again = loyalty::audit::run_once(&app.platform_pool, &key, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, 0);
+    assert_eq!(
+        app.post_purchase("p-2", &purchase(customer, 50_000))
+            .await
+            .status(),
+        201
+    );
+    let grown = loyalty::audit::run_once(&app.platform_pool, &key, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(grown, 1);
+    assert_eq!(signed_heads(&app).await.len(), heads.len() + 1);
+    app.stop().await;
+}
+
+fn own_clone(head: &SignedHead) -> Box<SignedHead> {
+    Box::new(SignedHead {
+        tenant: head.tenant,
+        sequence: head.sequence,
+        head: head.head.clone(),
+        signed_at: head.signed_at,
+        key_id: head.key_id.clone(),
+        signature: head.signature.clone(),
+    })
+}
+
+#[tokio::test]
+async fn two_signers_at_once_sign_each_head_once() {
+    let app = TestApp::spawn().await;
+    let key = key(&app);
+    for n in 0..3 {
+        let customer = app.enrolled_customer(&phone()).await;
+        let body = purchase(customer, 20_000);
+        assert_eq!(
+            app.post_purchase(&format!("p-{n}"), &body).await.status(),
+            201
+        );
+    }
+    let at = Utc::now();
+    let (a, b) = tokio::join!(
+        loyalty::audit::run_once(&app.platform_pool, &key, at),
+        loyalty::audit::run_once(&app.platform_pool, &key, at),
+    );
+    let signed: u64 = [a.unwrap(), b.unwrap()].iter().flatten().sum();
+    let tenants: i64 = admin_client(&dbname(&app.database_url))
+        .await
+        .query_one("SELECT count(*) FROM tenant_heads WHERE sequence > 0", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(signed as i64, tenants);
+    assert_eq!(signed_heads(&app).await.len() as i64, tenants);
+    app.stop().await;
+}
