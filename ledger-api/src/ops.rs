@@ -206,6 +206,7 @@ pub struct AuditKey {
     tag = "operations",
     responses(
         (status = 200, description = "The platform's public audit keys (Ed25519), which sign each tenant's chain head. No authentication.", body = AuditKeys),
+        (status = 429, response = crate::openapi::RateLimited),
     )
 )]
 pub async fn audit_keys(state: web::Data<crate::ApiState>) -> HttpResponse {
