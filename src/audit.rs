@@ -8,6 +8,9 @@
 //! row anyway). The head is read from `tenant_heads`, which the writer moves in the
 //! transaction of each append, so a signed head always names a committed event.
 
+pub mod export;
+pub mod verify;
+
 use chrono::{DateTime, Utc};
 use ledger_core::chain::signed_head_message;
 use ledger_core::TenantId;

@@ -79,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Audit exports of a tenant's ledger (docs/AUDIT.md).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// The WhatsApp sandbox: a fake Cloud API for sends, and a simulated customer.
     Sandbox {
         #[command(flatten)]
@@ -114,6 +119,29 @@ enum SandboxCommand {
         wait_seconds: u64,
         /// What the customer writes.
         text: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Write a tenant's whole ledger, with its latest signed chain head, as JSON Lines.
+    Export {
+        /// The tenant's id.
+        #[arg(long)]
+        tenant: uuid::Uuid,
+        /// The file to write (created or truncated).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Verify an export offline: the hash chain, the signed head, and a replay; prints a
+    /// summary, or the first bad sequence and exits non-zero.
+    Verify {
+        /// The export file.
+        file: std::path::PathBuf,
+        /// The platform's audit public key, base64 (served at
+        /// /.well-known/loyalty-ledger/audit-keys).
+        #[arg(long)]
+        public_key: String,
     },
 }
 
@@ -205,6 +233,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = cli.settings;
     match cli.command {
         Command::Keys { command } => run_keys(&settings, command).await?,
+        Command::Audit { command } => run_audit(&settings, command).await?,
         Command::Sandbox { settings, command } => run_sandbox(&settings, command).await?,
         Command::Migrate => {
             let applied = schema::migrate::migrate(&settings.database_url())
@@ -473,6 +502,55 @@ async fn run_sandbox(settings: &SandboxSettings, command: SandboxCommand) -> any
             .await
         }
     }
+}
+
+async fn run_audit(settings: &Settings, command: AuditCommand) -> anyhow::Result<()> {
+    use loyalty::audit::{export, verify};
+    match command {
+        AuditCommand::Export { tenant, out } => {
+            let pool = schema::db::pool(&settings.platform_db())?;
+            if !export::tenant_exists(&pool, tenant).await? {
+                anyhow::bail!("--tenant {tenant}: no such tenant");
+            }
+            let file = std::fs::File::create(&out)
+                .with_context(|| format!("creating {}", out.display()))?;
+            let mut writer = std::io::BufWriter::new(file);
+            let exported =
+                export::export(&pool, ledger_core::TenantId::from_uuid(tenant), &mut writer)
+                    .await?;
+            match exported.signed_sequence {
+                Some(signed) => println!(
+                    "exported {} events to {}; signed head at sequence {signed}",
+                    exported.events,
+                    out.display()
+                ),
+                None => println!(
+                    "exported {} events to {}; no signed head yet",
+                    exported.events,
+                    out.display()
+                ),
+            }
+        }
+        AuditCommand::Verify { file, public_key } => {
+            use std::io::BufRead;
+            let key = vault::audit::decode_public_key(&public_key)
+                .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+            let reader = std::io::BufReader::new(
+                std::fs::File::open(&file)
+                    .with_context(|| format!("opening {}", file.display()))?,
+            );
+            match verify::verify_lines(reader.lines(), |message, signature| {
+                vault::audit::verify(&key, message, signature)
+            }) {
+                Ok(summary) => println!("OK\n{summary}"),
+                Err(error) => {
+                    eprintln!("FAILED: {error}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn run_keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<()> {

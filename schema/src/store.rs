@@ -242,6 +242,25 @@ pub async fn read_stream(
     rows.iter().map(event_from_row).collect()
 }
 
+/// One page of a tenant's whole ledger after `after_sequence`, in tenant-sequence order
+/// (the audit export). Walks `events_tenant_sequence_key`; page inside one REPEATABLE READ
+/// transaction for a consistent export.
+pub async fn read_tenant_page(
+    client: &impl GenericClient,
+    tenant: TenantId,
+    after_sequence: i64,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND tenant_sequence > $2 \
+         ORDER BY tenant_sequence LIMIT $3"
+    );
+    let rows = client
+        .query(&sql, &[&tenant.as_uuid(), &after_sequence, &limit])
+        .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
 /// The event types a dry-run folds (`ledger_core::dry_run`).
 pub const DRY_RUN_EVENT_TYPES: [&str; 3] = ["PurchaseLogged", "PointsEarned", "TierChanged"];
 
