@@ -323,6 +323,16 @@ where
             "missing: the file ends after sequence {last} (truncated?)"
         ))
     })?;
+    // A signed head beyond the last line first: it names the first missing sequence.
+    if let Some(head) = &trailer.signed_head {
+        if head.sequence > last {
+            return Err(VerifyError::Truncated {
+                sequence: last + 1,
+                signed: head.sequence,
+                last,
+            });
+        }
+    }
     if trailer.events != last {
         return Err(VerifyError::Trailer(format!(
             "counts {} events but the file holds {last}",
@@ -345,13 +355,6 @@ where
         }
         if sequence == 0 {
             return Err(fail("names sequence 0"));
-        }
-        if sequence > last {
-            return Err(VerifyError::Truncated {
-                sequence: last + 1,
-                signed: sequence,
-                last,
-            });
         }
         let head_hash =
             hash_from_hex(&head.head_hash).ok_or_else(|| fail("hash is not 32 bytes of hex"))?;
@@ -384,4 +387,404 @@ where
     summary.pending = total(|c| c.pending);
     summary.outstanding = total(|c| c.balance);
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::export::event_line;
+    use chrono::{Duration, TimeZone, Utc};
+    use ledger_core::command::{PhoneIndex, WrappedDataKey};
+    use ledger_core::events::SealedPersonalData;
+    use ledger_core::rules::RuleKind;
+    use ledger_core::{
+        decide, Command, Currency, CustomerId, LedgerState, LotId, MinorUnits, PurchaseId,
+        RedemptionId, ReferralCode, Rule, RuleSet, TenantState,
+    };
+    use schema::store::TenantHead;
+    use vault::audit::AuditSigningKey;
+
+    const TENANT: u128 = 0x0190_0000_0000_7000_8000_0000_0000_0001;
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(TENANT + n)
+    }
+
+    fn key() -> AuditSigningKey {
+        AuditSigningKey::parse(&vault::generate_key_base64().unwrap()).unwrap()
+    }
+
+    /// A tenant (1 point per 100 minor units) with two customers: 4 purchases, one
+    /// redemption of 5 points. Returns the export's lines, signed by `key` at `signed_at`
+    /// (the head at the last event, or `sign_at` when given).
+    struct Ledger {
+        tenant_id: TenantId,
+        tenant: TenantState,
+        customers: HashMap<CustomerId, CustomerState>,
+        head: TenantHead,
+        events: Vec<schema::store::RecordedEvent>,
+        at: chrono::DateTime<Utc>,
+    }
+
+    impl Ledger {
+        fn run(&mut self, stream: StreamId, command: Command) {
+            let customer_id = match stream {
+                StreamId::Customer(c) => Some(c),
+                StreamId::Tenant(_) => None,
+            };
+            let customer = customer_id
+                .and_then(|c| self.customers.get(&c).cloned())
+                .unwrap_or_default();
+            let events = decide(
+                LedgerState {
+                    tenant: &self.tenant,
+                    customer: &customer,
+                    stock: &ledger_core::aggregate::RewardStock::new(),
+                },
+                &command,
+            )
+            .expect("accepted");
+            let mut customer = customer;
+            for event in &events {
+                self.tenant = evolve(std::mem::take(&mut self.tenant), event);
+                customer = evolve(customer, event);
+                let version = self
+                    .events
+                    .iter()
+                    .filter(|e| e.stream_id == stream.to_string())
+                    .count() as i32
+                    + 1;
+                let n = self.events.len() as u128;
+                let recorded = self
+                    .head
+                    .seal(
+                        self.tenant_id,
+                        EventId::from_uuid(id(1_000 + n)),
+                        stream.to_string(),
+                        version,
+                        event,
+                        b"{\"actor\":\"test\"}".to_vec(),
+                        self.at,
+                    )
+                    .unwrap();
+                self.events.push(recorded);
+                self.at += Duration::seconds(1);
+            }
+            if let Some(c) = customer_id {
+                self.customers.insert(c, customer);
+            }
+        }
+
+        fn new() -> Ledger {
+            let tenant_id = TenantId::from_uuid(id(0));
+            let mut ledger = Ledger {
+                tenant_id,
+                tenant: TenantState::default(),
+                customers: HashMap::new(),
+                head: TenantHead::GENESIS,
+                events: Vec::new(),
+                at: Utc.with_ymd_and_hms(2026, 6, 1, 10, 0, 0).unwrap(),
+            };
+            let rule_set = RuleSet::new(
+                1,
+                vec![Rule::new(
+                    "per-amount",
+                    RuleKind::PerAmountSpent {
+                        amount_step: MinorUnits::new(100),
+                        points_per_step: Points::new(1),
+                        minimum_purchase: MinorUnits::ZERO,
+                    },
+                )],
+            )
+            .unwrap();
+            let at = ledger.at;
+            ledger.run(
+                StreamId::Tenant(tenant_id),
+                Command::RegisterTenant {
+                    tenant_id,
+                    name: "Suya Spot".into(),
+                    currency: Currency::NGN,
+                    expiry_days: 30,
+                    rule_set,
+                    at,
+                },
+            );
+            for c in 1..=2u128 {
+                let customer_id = CustomerId::from_uuid(id(c));
+                let at = ledger.at;
+                ledger.run(
+                    StreamId::Customer(customer_id),
+                    Command::EnrolCustomer {
+                        customer_id,
+                        phone_index: PhoneIndex([c as u8; 32]),
+                        personal_data: SealedPersonalData {
+                            nonce: vec![0; 12],
+                            ciphertext: vec![1; 14],
+                        },
+                        data_key: WrappedDataKey {
+                            master_key_id: "test".into(),
+                            bytes: vec![1; 60],
+                        },
+                        birthday: None,
+                        referral_code: ReferralCode::from_random_bytes([c as u8; 5]),
+                        referred_by: None,
+                        at,
+                    },
+                );
+                for p in 0..2u128 {
+                    let at = ledger.at;
+                    ledger.run(
+                        StreamId::Customer(customer_id),
+                        Command::LogPurchase {
+                            customer_id,
+                            purchase_id: PurchaseId::from_uuid(id(100 + c * 10 + p)),
+                            lot_id: LotId::from_uuid(id(200 + c * 10 + p)),
+                            amount: MinorUnits::new(1_000 * (c as i64)),
+                            line_items: Vec::new(),
+                            reference: None,
+                            occurred_at: None,
+                            at,
+                        },
+                    );
+                }
+            }
+            let customer_id = CustomerId::from_uuid(id(1));
+            let at = ledger.at;
+            ledger.run(
+                StreamId::Customer(customer_id),
+                Command::RedeemPoints {
+                    customer_id,
+                    redemption_id: RedemptionId::from_uuid(id(300)),
+                    points: Points::new(5),
+                    description: "a drink".into(),
+                    at,
+                },
+            );
+            ledger
+        }
+
+        /// The export's lines, the head at `signed` signed by `key`.
+        fn export(&self, key: &AuditSigningKey, signed: Option<u64>) -> Vec<String> {
+            let mut lines = vec![serde_json::to_string(&Header {
+                format: FORMAT.into(),
+                version: FORMAT_VERSION,
+                tenant_id: self.tenant_id.as_uuid(),
+            })
+            .unwrap()];
+            for event in &self.events {
+                lines.push(serde_json::to_string(&event_line(event)).unwrap());
+            }
+            let signed_head = signed.map(|sequence| {
+                let hash = self.events[sequence as usize - 1].hash;
+                let signed_at_micros = 1_780_000_000_000_000;
+                let message =
+                    signed_head_message(self.tenant_id, sequence, &hash, signed_at_micros);
+                SignedHeadLine {
+                    tenant_id: self.tenant_id.as_uuid(),
+                    sequence,
+                    head_hash: hex::encode(hash),
+                    signed_at_micros,
+                    key_id: key.key_id().into(),
+                    signature: BASE64.encode(key.sign(&message)),
+                }
+            });
+            lines.push(
+                serde_json::to_string(&Trailer {
+                    events: self.events.len() as u64,
+                    signed_head,
+                })
+                .unwrap(),
+            );
+            lines
+        }
+    }
+
+    fn check(lines: &[String], key: &AuditSigningKey) -> Result<Summary, VerifyError> {
+        verify_lines(
+            lines.iter().map(Ok::<_, std::convert::Infallible>),
+            |message, signature| vault::audit::verify(key.public_key(), message, signature),
+        )
+    }
+
+    fn edit_event(lines: &mut [String], sequence: usize, f: impl FnOnce(&mut EventLine)) {
+        let mut event: EventLine = serde_json::from_str(&lines[sequence]).unwrap();
+        f(&mut event);
+        lines[sequence] = serde_json::to_string(&event).unwrap();
+    }
+
+    fn edit_trailer(lines: &mut [String], f: impl FnOnce(&mut Trailer)) {
+        let last = lines.len() - 1;
+        let mut trailer: Trailer = serde_json::from_str(&lines[last]).unwrap();
+        f(&mut trailer);
+        lines[last] = serde_json::to_string(&trailer).unwrap();
+    }
+
+    fn first_bad(result: Result<Summary, VerifyError>) -> u64 {
+        let error = result.expect_err("tampering detected");
+        error
+            .sequence()
+            .unwrap_or_else(|| panic!("no sequence named: {error}"))
+    }
+
+    #[test]
+    fn an_intact_export_verifies_and_sums_the_replay() {
+        let ledger = Ledger::new();
+        let key = key();
+        let n = ledger.events.len() as u64;
+        let summary = check(&ledger.export(&key, Some(n)), &key).unwrap();
+        assert_eq!(summary.events, n);
+        assert_eq!(summary.signed_sequence, n);
+        assert_eq!(summary.not_covered(), 0);
+        assert_eq!(summary.customers, 2);
+        // 2 × 10 points for customer 1, 2 × 20 for customer 2; 5 redeemed.
+        assert_eq!(summary.earned, 60);
+        assert_eq!(summary.redeemed, 5);
+        assert_eq!(summary.outstanding, 55);
+        assert_eq!(
+            summary.outstanding,
+            summary.earned
+                - summary.pending
+                - summary.redeemed
+                - summary.expired
+                - summary.reversed
+                + summary.adjusted
+        );
+        let text = summary.to_string();
+        assert!(text.contains("outstanding balance: 55"), "{text}");
+    }
+
+    #[test]
+    fn events_after_the_signed_head_are_reported_not_failed() {
+        let ledger = Ledger::new();
+        let key = key();
+        let summary = check(&ledger.export(&key, Some(3)), &key).unwrap();
+        assert_eq!(summary.signed_sequence, 3);
+        assert_eq!(summary.not_covered(), ledger.events.len() as u64 - 3);
+        assert!(summary.to_string().contains("not covered by a signature"));
+        let unsigned = check(&ledger.export(&key, None), &key).unwrap();
+        assert_eq!(unsigned.signed_sequence, 0);
+        assert_eq!(unsigned.key_id, None);
+    }
+
+    #[test]
+    fn a_one_byte_change_to_a_payload_names_its_sequence() {
+        let ledger = Ledger::new();
+        let key = key();
+        let mut lines = ledger.export(&key, Some(ledger.events.len() as u64));
+        edit_event(&mut lines, 5, |event| {
+            let mut payload = BASE64.decode(&event.payload).unwrap();
+            let last = payload.len() - 1;
+            payload[last] ^= 1;
+            event.payload = BASE64.encode(payload);
+        });
+        let error = check(&lines, &key).unwrap_err();
+        assert_eq!(error.sequence(), Some(5));
+        assert_eq!(
+            error.to_string(),
+            "sequence 5: hash does not match its contents"
+        );
+    }
+
+    #[test]
+    fn a_rehashed_event_breaks_the_next_link() {
+        let ledger = Ledger::new();
+        let key = key();
+        let mut lines = ledger.export(&key, Some(ledger.events.len() as u64));
+        let mut forged = ledger.events[3].clone();
+        forged.recorded_at += Duration::seconds(1);
+        forged.hash = ledger_core::chain::link(&forged.previous_hash, &forged.chain_fields());
+        lines[4] = serde_json::to_string(&event_line(&forged)).unwrap();
+        assert_eq!(first_bad(check(&lines, &key)), 5);
+    }
+
+    #[test]
+    fn a_deleted_event_names_its_sequence() {
+        let ledger = Ledger::new();
+        let key = key();
+        let mut lines = ledger.export(&key, Some(ledger.events.len() as u64));
+        lines.remove(7);
+        let error = check(&lines, &key).unwrap_err();
+        assert_eq!(error.sequence(), Some(7), "{error}");
+    }
+
+    #[test]
+    fn swapped_events_name_the_first() {
+        let ledger = Ledger::new();
+        let key = key();
+        let mut lines = ledger.export(&key, Some(ledger.events.len() as u64));
+        lines.swap(4, 5);
+        assert_eq!(first_bad(check(&lines, &key)), 4);
+        // Swapped and renumbered: the links break.
+        edit_event(&mut lines, 4, |e| e.tenant_sequence = 4);
+        edit_event(&mut lines, 5, |e| e.tenant_sequence = 5);
+        assert_eq!(first_bad(check(&lines, &key)), 4);
+    }
+
+    #[test]
+    fn a_truncated_tail_names_the_first_missing_sequence() {
+        let ledger = Ledger::new();
+        let key = key();
+        let n = ledger.events.len();
+        let mut lines = ledger.export(&key, Some(n as u64));
+        // Drop the last two events, and fix the count as a forger would.
+        lines.drain(n - 1..=n);
+        edit_trailer(&mut lines, |t| t.events = n as u64 - 2);
+        let error = check(&lines, &key).unwrap_err();
+        assert_eq!(error.sequence(), Some(n as u64 - 1), "{error}");
+        assert!(matches!(error, VerifyError::Truncated { .. }));
+        // Without the trailer at all.
+        let mut lines = ledger.export(&key, Some(n as u64));
+        lines.truncate(n - 1);
+        assert!(matches!(check(&lines, &key), Err(VerifyError::Trailer(_))));
+    }
+
+    #[test]
+    fn a_forged_head_names_its_sequence() {
+        let ledger = Ledger::new();
+        let key = key();
+        let n = ledger.events.len() as u64;
+        // Signed by another key.
+        let lines = ledger.export(&self::key(), Some(n));
+        let error = check(&lines, &key).unwrap_err();
+        assert_eq!(error.sequence(), Some(n), "{error}");
+        assert!(error.to_string().contains("signature does not verify"));
+        // The head's hash altered.
+        let mut lines = ledger.export(&key, Some(n));
+        edit_trailer(&mut lines, |t| {
+            let head = t.signed_head.as_mut().unwrap();
+            let mut hash = hex::decode(&head.head_hash).unwrap();
+            hash[0] ^= 1;
+            head.head_hash = hex::encode(hash);
+        });
+        assert_eq!(first_bad(check(&lines, &key)), n);
+        // The head moved to an earlier event: its hash no longer matches.
+        let mut lines = ledger.export(&key, Some(n));
+        edit_trailer(&mut lines, |t| {
+            t.signed_head.as_mut().unwrap().sequence = n - 1
+        });
+        assert_eq!(first_bad(check(&lines, &key)), n - 1);
+        // Its time altered: the signature fails.
+        let mut lines = ledger.export(&key, Some(n));
+        edit_trailer(&mut lines, |t| {
+            t.signed_head.as_mut().unwrap().signed_at_micros += 1
+        });
+        assert_eq!(first_bad(check(&lines, &key)), n);
+    }
+
+    #[test]
+    fn another_tenant_in_the_header_breaks_the_first_event() {
+        let ledger = Ledger::new();
+        let key = key();
+        let mut lines = ledger.export(&key, None);
+        lines[0] = serde_json::to_string(&Header {
+            format: FORMAT.into(),
+            version: FORMAT_VERSION,
+            tenant_id: Uuid::from_u128(7),
+        })
+        .unwrap();
+        assert_eq!(first_bad(check(&lines, &key)), 1);
+        lines[0] = r#"{"format":"something-else","version":1,"tenant_id":"00000000-0000-0000-0000-000000000007"}"#.into();
+        assert!(matches!(check(&lines, &key), Err(VerifyError::Header(_))));
+        assert!(matches!(check(&[], &key), Err(VerifyError::Header(_))));
+    }
 }
