@@ -181,3 +181,164 @@ async fn two_signers_at_once_sign_each_head_once() {
     assert_eq!(signed_heads(&app).await.len() as i64, tenants);
     app.stop().await;
 }
+
+fn loyalty(app: &TestApp, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_loyalty"))
+        .args(args)
+        .env("DATABASE_URL", &app.database_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running the loyalty binary")
+}
+
+/// Issue #6 items 2 and 3: `loyalty audit export` writes a real tenant's ledger with its
+/// signed head; `loyalty audit verify` accepts it offline with the public key, reports the
+/// events after the signed head, and names the sequence of a payload changed by one byte.
+#[tokio::test]
+async fn an_export_verifies_offline_and_a_changed_byte_is_named() {
+    let app = TestApp::spawn().await;
+    let key = key(&app);
+    let customer = app.enrolled_customer(&phone()).await;
+    for n in 0..2 {
+        let body = purchase(customer, 50_000);
+        assert_eq!(
+            app.post_purchase(&format!("p-{n}"), &body).await.status(),
+            201
+        );
+    }
+    loyalty::audit::run_once(&app.platform_pool, &key, Utc::now())
+        .await
+        .unwrap()
+        .expect("no other signer");
+    // One more purchase after the signature: exported, but not covered by it.
+    assert_eq!(
+        app.post_purchase("p-late", &purchase(customer, 50_000))
+            .await
+            .status(),
+        201
+    );
+    let (head, signed): (i64, i64) = {
+        let client = admin_client(&dbname(&app.database_url)).await;
+        let head = client
+            .query_one(
+                "SELECT sequence FROM tenant_heads WHERE tenant_id = $1",
+                &[&app.tenant_id.as_uuid()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let signed = client
+            .query_one(
+                "SELECT max(sequence) FROM signed_chain_heads WHERE tenant_id = $1",
+                &[&app.tenant_id.as_uuid()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (head, signed)
+    };
+    assert!(signed < head);
+
+    let file = std::env::temp_dir().join(format!("loyalty-export-{}.jsonl", Uuid::new_v4()));
+    let path = file.to_str().unwrap();
+    let tenant = app.tenant_id.to_string();
+    let exported = loyalty(
+        &app,
+        &["audit", "export", "--tenant", &tenant, "--out", path],
+    );
+    assert!(exported.status.success(), "{exported:?}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len() as i64, head + 2, "header, events, trailer");
+    let header: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(header["format"], "loyalty-ledger-export");
+    assert_eq!(header["tenant_id"], tenant);
+    let trailer: Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
+    assert_eq!(trailer["signed_head"]["sequence"], signed);
+    assert_eq!(trailer["signed_head"]["key_id"], key.key_id());
+
+    let public_key = key.public_key_base64();
+    let verified = loyalty(
+        &app,
+        &["audit", "verify", path, "--public-key", &public_key],
+    );
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{verified:?}");
+    assert!(stdout.starts_with("OK"), "{stdout}");
+    assert!(stdout.contains(&format!("events: {head} ")), "{stdout}");
+    assert!(stdout.contains("customers: 1"), "{stdout}");
+    assert!(stdout.contains("points issued (earned): 15"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "not covered by a signature: {} event(s)",
+            head - signed
+        )),
+        "{stdout}"
+    );
+
+    // Another key: the signed head does not verify.
+    let other = AuditSigningKey::parse(&vault::generate_key_base64().unwrap()).unwrap();
+    let refused = loyalty(
+        &app,
+        &[
+            "audit",
+            "verify",
+            path,
+            "--public-key",
+            &other.public_key_base64(),
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains(&format!("sequence {signed}: the signed head signature")),
+        "{refused:?}"
+    );
+
+    // One byte of the first purchase's payload changed.
+    let index = lines
+        .iter()
+        .position(|l| l.contains("\"event_type\":\"PurchaseLogged\""))
+        .unwrap();
+    let mut line: Value = serde_json::from_str(lines[index]).unwrap();
+    let sequence = line["tenant_sequence"].as_i64().unwrap();
+    use base64::Engine;
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let mut payload = base64.decode(line["payload"].as_str().unwrap()).unwrap();
+    let middle = payload.len() / 2;
+    payload[middle] ^= 1;
+    line["payload"] = Value::String(base64.encode(payload));
+    let mut tampered: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    tampered[index] = line.to_string();
+    std::fs::write(&file, tampered.join("\n") + "\n").unwrap();
+    let failed = loyalty(
+        &app,
+        &["audit", "verify", path, "--public-key", &public_key],
+    );
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "{failed:?}");
+    assert!(
+        stderr.contains(&format!(
+            "sequence {sequence}: hash does not match its contents"
+        )),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(&file);
+
+    // A tenant that does not exist is an error, not an empty export.
+    let missing = loyalty(
+        &app,
+        &[
+            "audit",
+            "export",
+            "--tenant",
+            &Uuid::new_v4().to_string(),
+            "--out",
+            path,
+        ],
+    );
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no such tenant"));
+    let _ = std::fs::remove_file(&file);
+    app.stop().await;
+}
