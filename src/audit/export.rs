@@ -44,12 +44,23 @@ fn write_line(out: &mut impl Write, value: &impl serde::Serialize) -> anyhow::Re
     Ok(())
 }
 
-/// Writes tenant `tenant`'s export to `out`.
+/// Writes tenant `tenant`'s export to `out`, [`PAGE_SIZE`] events per query.
 pub async fn export(
     platform_pool: &schema::Pool,
     tenant: TenantId,
     out: &mut impl Write,
 ) -> anyhow::Result<Exported> {
+    export_paged(platform_pool, tenant, out, PAGE_SIZE).await
+}
+
+/// [`export`] with `page_size` events per query (tests use small pages).
+pub async fn export_paged(
+    platform_pool: &schema::Pool,
+    tenant: TenantId,
+    out: &mut impl Write,
+    page_size: i64,
+) -> anyhow::Result<Exported> {
+    anyhow::ensure!(page_size > 0, "page size {page_size}");
     let mut client = platform_pool.get().await?;
     let transaction = client
         .build_transaction()
@@ -67,12 +78,12 @@ pub async fn export(
     )?;
     let mut after = 0i64;
     loop {
-        let page = schema::store::read_tenant_page(&*transaction, tenant, after, PAGE_SIZE).await?;
+        let page = schema::store::read_tenant_page(&*transaction, tenant, after, page_size).await?;
         for event in &page {
             write_line(out, &event_line(event))?;
         }
         match page.last() {
-            Some(last) if page.len() as i64 == PAGE_SIZE => after = last.tenant_sequence,
+            Some(last) if page.len() as i64 == page_size => after = last.tenant_sequence,
             Some(last) => {
                 after = last.tenant_sequence;
                 break;

@@ -257,6 +257,16 @@ async fn an_export_verifies_offline_and_a_changed_byte_is_named() {
     assert_eq!(trailer["signed_head"]["sequence"], signed);
     assert_eq!(trailer["signed_head"]["key_id"], key.key_id());
 
+    // Paged two events at a time, in process: the same bytes.
+    let mut paged = Vec::new();
+    let written =
+        loyalty::audit::export::export_paged(&app.platform_pool, app.tenant_id, &mut paged, 2)
+            .await
+            .unwrap();
+    assert_eq!(written.events as i64, head);
+    assert_eq!(written.signed_sequence, Some(signed as u64));
+    assert_eq!(String::from_utf8(paged).unwrap(), text);
+
     let public_key = key.public_key_base64();
     let verified = loyalty(
         &app,
