@@ -240,9 +240,8 @@ impl Notifications {
         let mut rewards: HashMap<ledger_core::RedemptionId, String> = HashMap::new();
         let mut notices = Vec::new();
         // What the customer can spend: the receipts' "Balance".
-        let available = |state: &CustomerState| {
-            ledger_core::Points::new((state.balance.value() - state.held.value()).max(0))
-        };
+        let available =
+            |state: &CustomerState| ledger_core::Points::new(state.available().value().max(0));
         for (index, (recorded, event)) in decoded.iter().enumerate() {
             state.apply(event);
             match event {

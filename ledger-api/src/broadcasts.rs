@@ -153,9 +153,7 @@ async fn resolve_birthday_segment(
     if segment != (Segment::BirthdayMonth { month: 0 }) {
         return Ok(segment);
     }
-    let tenant = schema::rewards::tenant_state(&**transaction, tenant_id)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("reading the tenant stream: {e}")))?;
+    let tenant = crate::read_tenant(transaction, tenant_id).await?;
     let time_zone = tenant
         .profile
         .map_or(ledger_core::rules::DEFAULT_TIME_ZONE, |p| p.time_zone());
@@ -174,9 +172,7 @@ async fn resolve_tier_segment(
     let Segment::Tier { tier, .. } = segment else {
         return Ok(segment);
     };
-    let tenant = schema::rewards::tenant_state(&**transaction, tenant_id)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("reading the tenant stream: {e}")))?;
+    let tenant = crate::read_tenant(transaction, tenant_id).await?;
     let scheme = tenant.profile.and_then(|p| p.tier_scheme).ok_or_else(|| {
         ApiError::invalid_field(
             "segment.tier",

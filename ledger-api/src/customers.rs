@@ -758,7 +758,7 @@ fn view_from_state(state: &CustomerState) -> Option<CustomerView> {
         balance: state.balance.value(),
         pending: state.pending.value(),
         held: state.held.value(),
-        available: state.balance.value() - state.held.value(),
+        available: state.available().value(),
         debt: state.debt.value(),
         earned: state.earned.value(),
         redeemed: state.redeemed.value(),

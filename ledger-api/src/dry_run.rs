@@ -163,9 +163,7 @@ pub async fn dry_run(
     let transaction = schema::tenancy::begin_read_only_snapshot(&mut client, caller.tenant_id)
         .await
         .map_err(|e| ApiError::Unavailable(format!("beginning the dry-run's snapshot: {e}")))?;
-    let tenant = schema::rewards::tenant_state(&*transaction, caller.tenant_id)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("reading the tenant: {e}")))?;
+    let tenant = crate::read_tenant(&transaction, caller.tenant_id).await?;
     let profile = tenant
         .profile
         .ok_or_else(|| ApiError::Internal("an authenticated tenant without a profile".into()))?;

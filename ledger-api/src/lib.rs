@@ -536,5 +536,15 @@ pub(crate) async fn scoped(
         .map_err(|e| ApiError::Unavailable(format!("beginning a scoped transaction: {e}")))
 }
 
+/// The tenant's profile, rule sets and catalogue, folded from its stream in `transaction`.
+pub(crate) async fn read_tenant(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    tenant_id: ledger_core::TenantId,
+) -> Result<ledger_core::TenantState, ApiError> {
+    schema::rewards::tenant_state(&**transaction, tenant_id)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("reading the tenant stream: {e}")))
+}
+
 #[cfg(test)]
 mod tests;

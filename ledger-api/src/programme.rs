@@ -185,9 +185,7 @@ pub async fn get_settings(
     caller.authorize(Permission::ReadProgramme)?;
     let mut client = state.client().await?;
     let transaction = crate::scoped(&mut client, caller.tenant_id).await?;
-    let tenant = schema::rewards::tenant_state(&*transaction, caller.tenant_id)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("reading the tenant stream: {e}")))?;
+    let tenant = crate::read_tenant(&transaction, caller.tenant_id).await?;
     let settings = tenant.profile.map(|p| p.settings).unwrap_or_default();
     Ok(HttpResponse::Ok().json(SettingsView::from(&settings)))
 }
@@ -339,10 +337,6 @@ pub async fn refund(
     .await
 }
 
-fn available(customer: &CustomerState) -> i64 {
-    customer.balance.value() - customer.held.value()
-}
-
 /// The accepted decision's event that `pick` finds, the customer after it and the customer's
 /// id; or the stored answer to give instead (the refusal, or a 500 for a verdict the
 /// command cannot produce).
@@ -393,7 +387,7 @@ fn render_refund(submission: &Submission, verdict: &Verdict<'_>) -> StoredRespon
         clamped: r.reversal.clamped.value(),
         balance: customer.balance.value(),
         pending: customer.pending.value(),
-        available: available(customer),
+        available: customer.available().value(),
         debt_total: customer.debt.value(),
     })
 }
@@ -512,7 +506,7 @@ fn render_adjustment(submission: &Submission, verdict: &Verdict<'_>) -> StoredRe
         lot_id: a.lot.as_ref().map(|l| l.lot_id),
         expires_at: a.lot.as_ref().map(|l| l.expires_at),
         balance: customer.balance.value(),
-        available: available(customer),
+        available: customer.available().value(),
         debt_total: customer.debt.value(),
     })
 }
@@ -596,7 +590,7 @@ fn render_cancel(submission: &Submission, verdict: &Verdict<'_>) -> StoredRespon
         redemption_id: r.redemption_id,
         customer_id,
         points_released: r.points.value(),
-        available: available(customer),
+        available: customer.available().value(),
     })
 }
 
@@ -759,9 +753,7 @@ pub async fn get_tiers(
     caller.authorize(Permission::ReadProgramme)?;
     let mut client = state.client().await?;
     let transaction = crate::scoped(&mut client, caller.tenant_id).await?;
-    let tenant = schema::rewards::tenant_state(&*transaction, caller.tenant_id)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("reading the tenant stream: {e}")))?;
+    let tenant = crate::read_tenant(&transaction, caller.tenant_id).await?;
     match tenant.profile.and_then(|p| p.tier_scheme) {
         Some(scheme) => Ok(HttpResponse::Ok().json(TierSchemeView::from(&scheme))),
         None => Err(ApiError::NoTierScheme),

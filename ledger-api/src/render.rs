@@ -282,7 +282,7 @@ pub fn redemption(submission: &Submission, verdict: &Verdict<'_>) -> StoredRespo
         customer_id,
         points: points.value(),
         balance: customer.balance.value(),
-        available: customer.balance.value() - customer.held.value(),
+        available: customer.available().value(),
         held: customer.held.value(),
         hold_expires_at,
         reward_id,

@@ -128,9 +128,7 @@ pub async fn show(caller: Caller, state: web::Data<ApiState>) -> Result<HttpResp
     caller.authorize(Permission::ReadRules)?;
     let mut client = state.client().await?;
     let transaction = scoped(&mut client, caller.tenant_id).await?;
-    let tenant = schema::rewards::tenant_state(&*transaction, caller.tenant_id)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("reading the rule sets: {e}")))?;
+    let tenant = crate::read_tenant(&transaction, caller.tenant_id).await?;
     let current = tenant
         .profile
         .as_ref()

@@ -492,6 +492,13 @@ pub struct PurchaseRecord {
 }
 
 impl CustomerState {
+    /// What the customer can spend: `balance − held` (negative while a refund's debt is
+    /// owed). Lots past their date still count until the expiry run reaches them; decisions
+    /// use [`CustomerState::available_at`], which leaves them out.
+    pub fn available(&self) -> Points {
+        Points::new(self.balance.value().saturating_sub(self.held.value()))
+    }
+
     /// Points that could be spent at `at`: free points of non-pending lots not yet past
     /// their date, less debt. Equals `balance − held` when no lot is past its date.
     pub fn available_at(&self, at: DateTime<Utc>) -> Points {
@@ -1648,17 +1655,27 @@ fn decide_purchase(
         .as_ref()
         .map(|scheme| scheme.tiers[0].id.as_str());
     let tier = state.customer.tier.as_deref().or(base_tier);
-    // The day's instants once, then a comparison per purchase, rather than a time-zone
-    // conversion of every earlier purchase on the single writer task.
-    let today = local_day(tz, local.date());
-    let earned_today = state
-        .customer
-        .purchase_records
-        .values()
-        .filter(|r| today.contains(&r.occurred_at))
-        .fold(Points::ZERO, |sum, r| {
-            Points::new(sum.value().saturating_add(r.points.value()))
-        });
+    // Only a daily cap reads what was earned today, and folding the customer's purchases is
+    // the purchase path's one O(purchases) step: skipped for sets without one. The day's
+    // instants once, then a comparison per purchase, rather than a time-zone conversion of
+    // every earlier purchase on the single writer task.
+    let has_daily_cap = rule_set
+        .rules()
+        .iter()
+        .any(|rule| matches!(rule.kind, crate::rules::RuleKind::DailyCap { .. }));
+    let earned_today = if has_daily_cap {
+        let today = local_day(tz, local.date());
+        state
+            .customer
+            .purchase_records
+            .values()
+            .filter(|r| today.contains(&r.occurred_at))
+            .fold(Points::ZERO, |sum, r| {
+                Points::new(sum.value().saturating_add(r.points.value()))
+            })
+    } else {
+        Points::ZERO
+    };
     let (birthday_today, birthday_bonus_this_year) = birthday_facts(state.customer, tz, local);
     let facts = PurchaseFacts {
         amount: input.amount,

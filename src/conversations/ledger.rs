@@ -76,7 +76,7 @@ impl CustomerFacts {
     /// What the customer can spend: the balance less open holds (never negative here: a
     /// debt shows as nothing to spend).
     pub fn available(&self) -> Points {
-        Points::new((self.state.balance.value() - self.state.held.value()).max(0))
+        Points::new(self.state.available().value().max(0))
     }
 
     /// Points of the lots expiring within `window_days` of `now`, and the soonest expiry.
@@ -421,7 +421,7 @@ fn render_redemption(_: &Submission, verdict: &Verdict<'_>) -> StoredResponse {
                     "code": held.code,
                     "points": held.points.value(),
                     // What the customer can still spend: the held points are out of it.
-                    "balance": customer.balance.value() - customer.held.value(),
+                    "balance": customer.available().value(),
                 }),
             )
         }

@@ -143,7 +143,7 @@ async fn pending_points_are_not_spendable_until_activated_and_a_refund_inside_th
     assert_eq!(put.status(), 200);
     let customer = owner.customer_with(0).await;
     let reward = owner.create_reward("Chapman", 30).await;
-    let (kept, points) = owner.purchase(customer, 500_000).await;
+    let (_, points) = owner.purchase(customer, 500_000).await;
     assert_eq!(points, 50);
     let (returned, _) = owner.purchase(customer, 200_000).await;
 
@@ -187,7 +187,6 @@ async fn pending_points_are_not_spendable_until_activated_and_a_refund_inside_th
         owner.redeem_reward("now", customer, reward).await.status(),
         201
     );
-    let _ = kept;
     app.stop().await;
 }
 
