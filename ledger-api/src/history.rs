@@ -369,6 +369,7 @@ mod tests {
                     }],
                     earned_at: at,
                     expires_at: at,
+                    point_value: None,
                 }),
                 "Earned 25 points (rule set v1: base 25)",
             ),

@@ -371,6 +371,8 @@ pub struct Lot {
     pub pending_until: Option<DateTime<Utc>>,
     pub earned_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// Minor units per point, fixed when the lot opened; `None`: the tenant had set none.
+    pub point_value: Option<MinorUnits>,
 }
 
 impl Lot {
@@ -588,6 +590,7 @@ impl Aggregate for CustomerState {
                     pending_until: None,
                     earned_at: e.awarded_at,
                     expires_at: e.expires_at,
+                    point_value: e.point_value,
                 });
                 self.earned = add(self.earned, e.points);
                 self.balance = add(self.balance, e.points);
@@ -619,6 +622,7 @@ impl Aggregate for CustomerState {
                     pending_until: None,
                     earned_at: e.earned_at,
                     expires_at: e.expires_at,
+                    point_value: e.point_value,
                 });
                 if let Some(record) = self.purchase_records.get_mut(&e.purchase_id) {
                     record.lot_id = Some(e.lot_id);
@@ -765,6 +769,7 @@ impl Aggregate for CustomerState {
                         pending_until: None,
                         earned_at: e.adjusted_at,
                         expires_at: lot.expires_at,
+                        point_value: lot.point_value,
                     });
                 }
                 for debit in &e.consumed {
@@ -1540,6 +1545,7 @@ fn decide_adjustment(
         Some(AdjustmentLot {
             lot_id: input.lot_id,
             expires_at,
+            point_value: profile.settings.point_value,
         }),
         Vec::new(),
     )];
@@ -1594,6 +1600,7 @@ fn decide_referral_award(
         points,
         awarded_at: at,
         expires_at,
+        point_value: profile.settings.point_value,
     })];
     events.extend(settle_debt(&mut debt, lot_id, points, expires_at, at));
     Ok(events)
@@ -1722,6 +1729,7 @@ fn decide_purchase(
             breakdown: earning.breakdown,
             earned_at: input.occurred_at,
             expires_at,
+            point_value: profile.settings.point_value,
         }));
         let pending_days = profile.settings.pending_days;
         if pending_days > 0 {

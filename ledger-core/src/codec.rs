@@ -51,9 +51,13 @@ pub struct EncodedEvent {
 /// The version every event type is written with today.
 pub fn current_version(event_type: &str) -> Option<u16> {
     match event_type {
-        "PurchaseLogged" | "CustomerEnrolled" => Some(3),
-        "RewardRedeemed" | "TenantRegistered" | "RuleSetPublished" | "PointsEarned"
-        | "RewardCreated" => Some(2),
+        "PurchaseLogged" | "CustomerEnrolled" | "PointsEarned" => Some(3),
+        "RewardRedeemed"
+        | "TenantRegistered"
+        | "RuleSetPublished"
+        | "RewardCreated"
+        | "PointsAdjusted"
+        | "ReferralBonusAwarded" => Some(2),
         "PointsExpired"
         | "CustomerErased"
         | "RewardUpdated"
@@ -63,7 +67,6 @@ pub fn current_version(event_type: &str) -> Option<u16> {
         | "PointsPending"
         | "PointsActivated"
         | "PurchaseRefunded"
-        | "PointsAdjusted"
         | "DebtSettled"
         | "RewardHeld"
         | "HoldFulfilled"
@@ -72,8 +75,7 @@ pub fn current_version(event_type: &str) -> Option<u16> {
         | "TierChanged"
         | "TierRetained"
         | "BirthdaySet"
-        | "ReferralQualified"
-        | "ReferralBonusAwarded" => Some(1),
+        | "ReferralQualified" => Some(1),
         _ => None,
     }
 }
@@ -170,7 +172,8 @@ pub fn decode(event_type: &str, type_version: u16, payload: &[u8]) -> Result<Eve
                 .map_err(fail)?
                 .upcast(),
         ),
-        ("PointsEarned", 2) => {
+        // Version 2 lacks the lot's point value: it reads as not valued.
+        ("PointsEarned", 2 | 3) => {
             Event::PointsEarned(rmp_serde::from_slice::<PointsEarned>(payload).map_err(fail)?)
         }
         ("RewardRedeemed", 1) => Event::RewardRedeemed(
@@ -213,7 +216,8 @@ pub fn decode(event_type: &str, type_version: u16, payload: &[u8]) -> Result<Eve
         ("PurchaseRefunded", 1) => Event::PurchaseRefunded(
             rmp_serde::from_slice::<PurchaseRefunded>(payload).map_err(fail)?,
         ),
-        ("PointsAdjusted", 1) => {
+        // Version 1 lacks the new lot's point value: it reads as not valued.
+        ("PointsAdjusted", 1 | 2) => {
             Event::PointsAdjusted(rmp_serde::from_slice::<PointsAdjusted>(payload).map_err(fail)?)
         }
         ("DebtSettled", 1) => {
@@ -243,7 +247,8 @@ pub fn decode(event_type: &str, type_version: u16, payload: &[u8]) -> Result<Eve
         ("ReferralQualified", 1) => Event::ReferralQualified(
             rmp_serde::from_slice::<ReferralQualified>(payload).map_err(fail)?,
         ),
-        ("ReferralBonusAwarded", 1) => Event::ReferralBonusAwarded(
+        // Version 1 lacks the lot's point value: it reads as not valued.
+        ("ReferralBonusAwarded", 1 | 2) => Event::ReferralBonusAwarded(
             rmp_serde::from_slice::<ReferralBonusAwarded>(payload).map_err(fail)?,
         ),
         _ => {
@@ -480,6 +485,7 @@ impl PointsEarnedV1 {
                 .collect(),
             earned_at: self.earned_at,
             expires_at: self.expires_at,
+            point_value: None,
         }
     }
 }
@@ -618,6 +624,7 @@ mod tests {
                 }],
                 earned_at: at(),
                 expires_at: at() + chrono::Duration::days(180),
+                point_value: Some(MinorUnits::new(40)),
             }),
             Event::RewardRedeemed(RewardRedeemed {
                 redemption_id: RedemptionId::from_uuid(id(5)),
@@ -809,6 +816,7 @@ mod tests {
                 points: Points::new(50),
                 awarded_at: at(),
                 expires_at: at() + chrono::Duration::days(180),
+                point_value: None,
             }),
         ]
     }
@@ -991,6 +999,46 @@ mod tests {
                 published_at: at(),
             })
         );
+    }
+
+    /// Lots written before they carried a point value read as not valued, and the
+    /// current versions keep the value.
+    #[test]
+    fn lots_written_before_point_values_read_as_not_valued() {
+        #[derive(Serialize)]
+        struct PointsEarnedV2 {
+            lot_id: LotId,
+            purchase_id: PurchaseId,
+            points: Points,
+            rule_set_version: u32,
+            breakdown: Vec<RulePoints>,
+            #[serde(with = "chrono::serde::ts_microseconds")]
+            earned_at: DateTime<Utc>,
+            #[serde(with = "chrono::serde::ts_microseconds")]
+            expires_at: DateTime<Utc>,
+        }
+        let Some(Event::PointsEarned(mut earned)) = one_of_each()
+            .into_iter()
+            .find(|e| matches!(e, Event::PointsEarned(_)))
+        else {
+            panic!("no PointsEarned sample");
+        };
+        assert_eq!(earned.point_value, Some(MinorUnits::new(40)));
+        let v2 = PointsEarnedV2 {
+            lot_id: earned.lot_id,
+            purchase_id: earned.purchase_id,
+            points: earned.points,
+            rule_set_version: earned.rule_set_version,
+            breakdown: earned.breakdown.clone(),
+            earned_at: earned.earned_at,
+            expires_at: earned.expires_at,
+        };
+        let bytes = rmp_serde::to_vec_named(&v2).unwrap();
+        let Event::PointsEarned(read) = decode("PointsEarned", 2, &bytes).unwrap() else {
+            panic!("wrong type");
+        };
+        earned.point_value = None;
+        assert_eq!(read, earned);
     }
 
     #[test]

@@ -194,6 +194,11 @@ pub struct ReferralBonusAwarded {
     pub awarded_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub expires_at: DateTime<Utc>,
+    /// The tenant's point value when the lot opened (minor units of its currency per
+    /// point; `None` when no value was set). A lot keeps the value of its day: a later
+    /// change of the setting does not revalue points already issued.
+    #[serde(default)]
+    pub point_value: Option<MinorUnits>,
 }
 
 /// The customer's personal data was erased (right to erasure): their data key was destroyed
@@ -245,6 +250,11 @@ pub struct PointsEarned {
     pub earned_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub expires_at: DateTime<Utc>,
+    /// The tenant's point value when the lot opened (minor units of its currency per
+    /// point; `None` when no value was set). A lot keeps the value of its day: a later
+    /// change of the setting does not revalue points already issued.
+    #[serde(default)]
+    pub point_value: Option<MinorUnits>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -482,6 +492,11 @@ pub struct AdjustmentLot {
     pub lot_id: LotId,
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub expires_at: DateTime<Utc>,
+    /// The tenant's point value when the lot opened (minor units of its currency per
+    /// point; `None` when no value was set). A lot keeps the value of its day: a later
+    /// change of the setting does not revalue points already issued.
+    #[serde(default)]
+    pub point_value: Option<MinorUnits>,
 }
 
 /// Points that just became spendable (lot `lot_id`) pay back the customer's debt first.

@@ -15,6 +15,7 @@
 
 pub mod aggregate;
 pub mod amounts;
+pub mod books;
 pub mod broadcast;
 pub mod chain;
 pub mod codec;

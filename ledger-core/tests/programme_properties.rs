@@ -17,13 +17,14 @@
 //! never accepted or never rejected, so the generator cannot quietly stop reaching a branch.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use ledger_core::books::{outstanding, Books, StatementBuilder, Worth};
 use ledger_core::codec::{current_version, decode, encode};
 use ledger_core::command::{PhoneIndex, Target, WrappedDataKey};
 use ledger_core::events::{
     HoldReleaseReason, HoldReleased, LotDebit, ProgrammeSettings, PurchaseRefunded, RefundPolicy,
     Reversal, SealedPersonalData, TierDirection,
 };
-use ledger_core::ids::{AdjustmentId, RefundId};
+use ledger_core::ids::{AdjustmentId, RefundId, StreamId};
 use ledger_core::rules::RuleKind;
 use ledger_core::tiers::{InvalidTierScheme, Tier, TierBasis, TierScheme, TierWindow};
 use ledger_core::{
@@ -529,12 +530,17 @@ struct Stats {
     events: BTreeMap<&'static str, u64>,
     /// Which parts of a reversal refunds used.
     reversal_parts: BTreeMap<&'static str, u64>,
+    /// Monthly statements checked, and those with some money valued.
+    months: u64,
+    valued_months: u64,
 }
 
 impl Stats {
     fn merge(&mut self, other: &Stats) {
         self.cases += other.cases;
         self.steps += other.steps;
+        self.months += other.months;
+        self.valued_months += other.valued_months;
         for (kind, (accepted, rejected)) in &other.commands {
             let entry = self.commands.entry(kind).or_default();
             entry.0 += accepted;
@@ -640,6 +646,10 @@ struct Harness {
     /// Whether any settings in force so far allowed debt, and the largest limit.
     debt_ever_allowed: bool,
     debt_limit_max: i64,
+    /// The ledger folded as auditors and statements fold it, and every event with its stream
+    /// and the clock it was recorded at.
+    books: Books,
+    ledger: Vec<(StreamId, Event, DateTime<Utc>)>,
     stats: Stats,
 }
 
@@ -664,6 +674,8 @@ impl Harness {
             lot_expiry: BTreeMap::new(),
             debt_ever_allowed: false,
             debt_limit_max: 0,
+            books: Books::new(),
+            ledger: Vec::new(),
             stats: Stats {
                 cases: 1,
                 ..Stats::default()
@@ -722,6 +734,7 @@ impl Harness {
                 Op::ReviewTier => harness.review_tier(),
             }
         }
+        harness.check_statements();
         harness
     }
 
@@ -842,17 +855,22 @@ impl Harness {
                 }
                 _ => {}
             }
-            match command.target() {
+            let stream = match command.target() {
                 Target::Tenant => {
                     self.tenant = evolve(std::mem::take(&mut self.tenant), event);
                     self.tenant_events.push(event.clone());
+                    StreamId::Tenant(self.tenant_id)
                 }
                 Target::Customer(customer_id) => {
                     assert_eq!(customer_id, self.customer_id);
                     self.customer = evolve(std::mem::take(&mut self.customer), event);
                     self.customer_events.push(event.clone());
+                    StreamId::Customer(customer_id)
                 }
-            }
+            };
+            self.check_lot_value(event);
+            self.books.apply(stream, event);
+            self.ledger.push((stream, event.clone(), self.clock));
             self.track(event);
         }
         // `points_delta` (what read models add up) tells the balance's change exactly.
@@ -1065,6 +1083,55 @@ impl Harness {
             .fold(CustomerState::default(), evolve);
         assert_eq!(tenant, self.tenant, "tenant replay");
         assert_eq!(customer, self.customer, "customer replay");
+        // The books' running liability is the open lots' worth, and the movements since the
+        // start close on it.
+        let worth = outstanding(&self.customer);
+        assert_eq!(self.books.outstanding(), worth, "books against the lots");
+        assert_eq!(self.books.movements().close(Worth::default()), worth);
+        assert_eq!(
+            worth.points,
+            self.customer.balance.value()
+                + self.customer.debt.value()
+                + self.customer.pending.value(),
+            "outstanding points = balance + debt + pending"
+        );
+    }
+
+    /// A lot opens at the point value in force when it is decided.
+    fn check_lot_value(&self, event: &Event) {
+        let opened = match event {
+            Event::PointsEarned(e) => Some(e.point_value),
+            Event::ReferralBonusAwarded(e) => Some(e.point_value),
+            Event::PointsAdjusted(e) => e.lot.as_ref().map(|lot| lot.point_value),
+            _ => None,
+        };
+        if let Some(value) = opened {
+            assert_eq!(value, self.settings().point_value, "{event:?}");
+        }
+    }
+
+    /// Monthly statements over the whole run: each month opens on the last one's closing,
+    /// opening + movements = closing, and the last month closes on the books.
+    fn check_statements(&mut self) {
+        let mut builder = StatementBuilder::new(chrono_tz::Africa::Lagos);
+        for (stream, event, at) in &self.ledger {
+            builder.apply(*stream, event, *at);
+        }
+        let (months, books) = builder.finish(self.clock);
+        let mut opening = Worth::default();
+        for month in &months {
+            assert_eq!(month.opening, opening, "{}", month.month);
+            let mut closing = month.opening;
+            closing += month.issued;
+            closing += month.adjusted;
+            let closing = closing - month.redeemed - month.expired - month.reversed;
+            assert_eq!(month.closing, closing, "{}", month.month);
+            opening = month.closing;
+        }
+        assert_eq!(opening, books.outstanding());
+        assert_eq!(books.movements(), self.books.movements());
+        self.stats.months += months.len() as u64;
+        self.stats.valued_months += months.iter().filter(|m| m.closing.minor > 0).count() as u64;
     }
 
     // --- the commands ------------------------------------------------------------------
@@ -1831,6 +1898,11 @@ fn every_step_keeps_the_balance_vocabulary_consistent() {
         "refunds using each reversal part: {:?}",
         stats.reversal_parts
     );
+    eprintln!(
+        "monthly statements checked: {} ({} with a valued closing)",
+        stats.months, stats.valued_months
+    );
+    assert!(stats.valued_months > 0, "no statement ever valued a lot");
 
     for kind in KINDS {
         let (accepted, rejected) = stats.commands.get(kind).copied().unwrap_or_default();

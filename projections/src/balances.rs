@@ -55,6 +55,8 @@ struct NewLot {
     points: i64,
     earned_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
+    /// Minor units per point, fixed when the lot opened.
+    point_value: Option<i64>,
 }
 
 struct OpenedHold {
@@ -261,6 +263,7 @@ impl Fold {
                     points: e.points.value(),
                     earned_at: e.awarded_at,
                     expires_at: e.expires_at,
+                    point_value: e.point_value.map(|v| v.value()),
                 });
             }
             Event::PurchaseLogged(e) => {
@@ -279,6 +282,7 @@ impl Fold {
                     points: e.points.value(),
                     earned_at: e.earned_at,
                     expires_at: e.expires_at,
+                    point_value: e.point_value.map(|v| v.value()),
                 });
             }
             Event::PointsPending(e) => {
@@ -374,6 +378,7 @@ impl Fold {
                         points: e.points.value(),
                         earned_at: e.adjusted_at,
                         expires_at: lot.expires_at,
+                        point_value: lot.point_value.map(|v| v.value()),
                     });
                 }
                 for debit in &e.consumed {
@@ -622,13 +627,14 @@ async fn insert_lots(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), P
     let points: Vec<i64> = fold.new_lots.iter().map(|l| l.points).collect();
     let earned_at: Vec<DateTime<Utc>> = fold.new_lots.iter().map(|l| l.earned_at).collect();
     let expires_at: Vec<DateTime<Utc>> = fold.new_lots.iter().map(|l| l.expires_at).collect();
+    let point_values: Vec<Option<i64>> = fold.new_lots.iter().map(|l| l.point_value).collect();
     transaction
         .execute(
             &transaction.prepare_cached("INSERT INTO projection.point_lots (customer_id, lot_id, tenant_id, purchase_id, \
-                 points, remaining, earned_at, expires_at) \
-             SELECT c, l, t, p, pts, pts, e, x \
+                 points, remaining, earned_at, expires_at, point_value_minor) \
+             SELECT c, l, t, p, pts, pts, e, x, v \
              FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::bigint[], \
-                 $6::timestamptz[], $7::timestamptz[]) AS n(c, l, t, p, pts, e, x)").await?,
+                 $6::timestamptz[], $7::timestamptz[], $8::bigint[]) AS n(c, l, t, p, pts, e, x, v)").await?,
             &[
                 &customers,
                 &lots,
@@ -637,6 +643,7 @@ async fn insert_lots(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), P
                 &points,
                 &earned_at,
                 &expires_at,
+                &point_values,
             ],
         )
         .await?;

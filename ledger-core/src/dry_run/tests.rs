@@ -43,6 +43,7 @@ fn events_of(past: &Past, n: u128) -> Vec<Event> {
             breakdown: vec![],
             earned_at: past.occurred_at,
             expires_at: past.occurred_at + chrono::Duration::days(365),
+            point_value: None,
         }));
     }
     events
