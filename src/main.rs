@@ -84,6 +84,12 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// A tenant's books, folded from its events: positions as of any time or sequence, and
+    /// monthly liability statements (docs/BOOKS.md).
+    Books {
+        #[command(subcommand)]
+        command: BooksCommand,
+    },
     /// The WhatsApp sandbox: a fake Cloud API for sends, and a simulated customer.
     Sandbox {
         #[command(flatten)]
@@ -143,6 +149,46 @@ enum AuditCommand {
         #[arg(long)]
         public_key: String,
     },
+}
+
+#[derive(Subcommand)]
+enum BooksCommand {
+    /// Print a tenant's (or one customer's) position as JSON: points outstanding and their
+    /// worth, balances, movements, tiers; as of now, a time or a tenant sequence.
+    Position {
+        #[arg(long)]
+        tenant: uuid::Uuid,
+        /// Only this customer.
+        #[arg(long)]
+        customer: Option<uuid::Uuid>,
+        /// RFC 3339 time: the ledger as recorded at or before it.
+        #[arg(long)]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+        /// Tenant sequence: the ledger up to and including it.
+        #[arg(long)]
+        sequence: Option<i64>,
+    },
+    /// Print a tenant's monthly liability statements (opening, issued, redeemed, expired,
+    /// reversed, adjusted, closing; points and money).
+    Statement {
+        #[arg(long)]
+        tenant: uuid::Uuid,
+        /// First month, YYYY-MM.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last month, YYYY-MM.
+        #[arg(long)]
+        to: Option<String>,
+        /// csv or json.
+        #[arg(long, default_value = "json")]
+        format: StatementFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StatementFormat {
+    Json,
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -234,6 +280,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Keys { command } => run_keys(&settings, command).await?,
         Command::Audit { command } => run_audit(&settings, command).await?,
+        Command::Books { command } => run_books(&settings, command).await?,
         Command::Sandbox { settings, command } => run_sandbox(&settings, command).await?,
         Command::Migrate => {
             let applied = schema::migrate::migrate(&settings.database_url())
@@ -502,6 +549,56 @@ async fn run_sandbox(settings: &SandboxSettings, command: SandboxCommand) -> any
             .await
         }
     }
+}
+
+async fn run_books(settings: &Settings, command: BooksCommand) -> anyhow::Result<()> {
+    let pool = schema::db::pool(&settings.platform_db())?;
+    match command {
+        BooksCommand::Position {
+            tenant,
+            customer,
+            as_of,
+            sequence,
+        } => {
+            let tenant = ledger_core::TenantId::from_uuid(tenant);
+            let as_of = loyalty::books::as_of(as_of, sequence)?;
+            let json = match customer {
+                Some(customer) => serde_json::to_string_pretty(
+                    &loyalty::books::customer_position(
+                        &pool,
+                        tenant,
+                        ledger_core::CustomerId::from_uuid(customer),
+                        as_of,
+                    )
+                    .await?,
+                )?,
+                None => serde_json::to_string_pretty(
+                    &loyalty::books::tenant_position(&pool, tenant, as_of).await?,
+                )?,
+            };
+            println!("{json}");
+        }
+        BooksCommand::Statement {
+            tenant,
+            from,
+            to,
+            format,
+        } => {
+            let text = loyalty::books::statements(
+                &pool,
+                ledger_core::TenantId::from_uuid(tenant),
+                from,
+                to,
+                matches!(format, StatementFormat::Csv),
+            )
+            .await?;
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn run_audit(settings: &Settings, command: AuditCommand) -> anyhow::Result<()> {

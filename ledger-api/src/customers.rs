@@ -228,7 +228,7 @@ pub async fn enrol(
 }
 
 /// `200` body of `GET /v1/customers/{id}`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CustomerView {
     #[schema(value_type = uuid::Uuid)]
     pub customer_id: CustomerId,
@@ -274,11 +274,14 @@ pub struct CustomerView {
     #[schema(required = true, example = "04HMASW9")]
     pub referral_code: Option<String>,
     pub enrolled_at: DateTime<Utc>,
+    /// Points of the open lots (pending and held included) and what they are worth at
+    /// each lot's own point value: the customer's share of the tenant's liability.
+    pub outstanding: crate::books::WorthView,
     /// Open lots (points remaining), soonest-expiring first.
     pub lots: Vec<LotView>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LotView {
     #[schema(value_type = uuid::Uuid)]
     pub lot_id: LotId,
@@ -291,6 +294,10 @@ pub struct LotView {
     pub pending_until: Option<DateTime<Utc>>,
     pub earned_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The tenant's point value when the lot opened (minor units per point); `null` when
+    /// none was set then.
+    #[schema(required = true)]
+    pub point_value_minor: Option<i64>,
 }
 
 /// A customer id from the path. Not a UUID means no such customer: 404, like an unknown id.
@@ -624,7 +631,8 @@ async fn projected(
     };
     let lot_rows = client
         .query(
-            "SELECT lot_id, points, remaining, earned_at, expires_at, reserved, pending_until \
+            "SELECT lot_id, points, remaining, earned_at, expires_at, reserved, pending_until, \
+                    point_value_minor \
              FROM projection.point_lots \
              WHERE customer_id = $1 AND tenant_id = $2 AND remaining > 0 \
              ORDER BY expires_at, earned_at, lot_id LIMIT $3",
@@ -637,10 +645,38 @@ async fn projected(
         .map(lot_from_row)
         .collect::<Result<_, _>>()
         .map_err(column_failed)?;
-    view_from_row(&row, lots).map(Some).map_err(column_failed)
+    // Summed over every open lot, not only the ones listed.
+    let worth = client
+        .query_one(
+            "SELECT coalesce(sum(remaining), 0)::bigint, \
+                    coalesce(sum(remaining::numeric * point_value_minor), 0)::text, \
+                    coalesce(sum(remaining) FILTER (WHERE point_value_minor IS NULL), 0)::bigint \
+             FROM projection.point_lots \
+             WHERE customer_id = $1 AND tenant_id = $2 AND remaining > 0",
+            &ids,
+        )
+        .await
+        .map_err(read_failed)?;
+    let value_minor: String = worth.try_get(1).map_err(column_failed)?;
+    let outstanding = crate::books::WorthView {
+        points: worth.try_get(0).map_err(column_failed)?,
+        value_minor: value_minor.parse().map_err(|e| {
+            ApiError::Internal(format!(
+                "the lots' value {value_minor:?} is not a whole number: {e}"
+            ))
+        })?,
+        unvalued_points: worth.try_get(2).map_err(column_failed)?,
+    };
+    view_from_row(&row, lots, outstanding)
+        .map(Some)
+        .map_err(column_failed)
 }
 
-fn view_from_row(row: &Row, lots: Vec<LotView>) -> Result<CustomerView, tokio_postgres::Error> {
+fn view_from_row(
+    row: &Row,
+    lots: Vec<LotView>,
+    outstanding: crate::books::WorthView,
+) -> Result<CustomerView, tokio_postgres::Error> {
     let balance: i64 = row.try_get(2)?;
     let held: i64 = row.try_get(9)?;
     Ok(CustomerView {
@@ -664,6 +700,7 @@ fn view_from_row(row: &Row, lots: Vec<LotView>) -> Result<CustomerView, tokio_po
         birthday: birthday_from_columns(row.try_get(15)?, row.try_get(16)?),
         referral_code: None,
         enrolled_at: row.try_get(7)?,
+        outstanding,
         lots,
     })
 }
@@ -684,6 +721,7 @@ fn lot_from_row(row: &Row) -> Result<LotView, tokio_postgres::Error> {
         pending_until: row.try_get(6)?,
         earned_at: row.try_get(3)?,
         expires_at: row.try_get(4)?,
+        point_value_minor: row.try_get(7)?,
     })
 }
 
@@ -706,7 +744,7 @@ pub(crate) async fn folded_from_events(
 }
 
 /// Every event of a customer's stream, oldest first, a page at a time.
-pub(crate) async fn whole_stream(
+pub async fn whole_stream(
     transaction: &deadpool_postgres::Transaction<'_>,
     customer_id: CustomerId,
 ) -> Result<Vec<schema::RecordedEvent>, ApiError> {
@@ -726,13 +764,14 @@ pub(crate) async fn whole_stream(
 }
 
 /// A stored event, decoded; one that does not decode is the server's fault, not the client's.
-pub(crate) fn decoded(recorded: &schema::RecordedEvent) -> Result<ledger_core::Event, ApiError> {
+pub fn decoded(recorded: &schema::RecordedEvent) -> Result<ledger_core::Event, ApiError> {
     recorded.decode().map_err(|e| {
         ApiError::Internal(format!("event {} does not decode: {e}", recorded.event_id))
     })
 }
 
-fn view_from_state(state: &CustomerState) -> Option<CustomerView> {
+/// The customer as `state` has them (no personal data: callers add it when allowed).
+pub fn view_from_state(state: &CustomerState) -> Option<CustomerView> {
     let profile = state.profile.as_ref()?;
     let mut lots: Vec<LotView> = state
         .lots
@@ -746,6 +785,7 @@ fn view_from_state(state: &CustomerState) -> Option<CustomerView> {
             pending_until: lot.pending_until,
             earned_at: lot.earned_at,
             expires_at: lot.expires_at,
+            point_value_minor: lot.point_value.map(|v| v.value()),
         })
         .collect();
     lots.sort_by_key(|lot| (lot.expires_at, lot.earned_at, lot.lot_id));
@@ -771,6 +811,7 @@ fn view_from_state(state: &CustomerState) -> Option<CustomerView> {
         birthday: state.birthday.map(|b| b.to_string()),
         referral_code: None,
         enrolled_at: profile.enrolled_at,
+        outstanding: ledger_core::books::outstanding(state).into(),
         lots,
     })
 }

@@ -40,6 +40,7 @@ pub mod accounts;
 pub mod api_keys;
 pub mod auth;
 mod body;
+pub mod books;
 pub mod broadcasts;
 mod cache;
 pub mod commands;
@@ -410,6 +411,18 @@ pub fn route_table() -> Vec<RouteSpec> {
             "/v1/customers/{customer_id}/erasure",
             Vendor,
             || web::to(personal::erase),
+        ),
+        route(Method::GET, "/v1/books/position", Vendor, || {
+            web::to(books::position)
+        }),
+        route(Method::GET, "/v1/books/statements", Vendor, || {
+            web::to(books::statements)
+        }),
+        route(
+            Method::GET,
+            "/v1/customers/{customer_id}/position",
+            Vendor,
+            || web::to(books::customer_position),
         ),
         route(Method::GET, "/v1/rules", Vendor, || web::to(rules::show)),
         route(Method::PUT, "/v1/rules", Vendor, || web::to(rules::publish)),

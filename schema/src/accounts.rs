@@ -95,10 +95,14 @@ pub enum Permission {
     SendBroadcasts,
     /// `GET /v1/broadcasts`: broadcasts and their progress (counts, no personal data).
     ReadBroadcasts,
+    /// `/v1/books/*`: the tenant's position (points outstanding and their worth, movements,
+    /// tiers) as of any time or sequence, and monthly liability statements. Aggregates in
+    /// money with no personal data: owners, auditors (the vendor's accountant) and analysts.
+    ReadBooks,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 23] = [
+    pub const ALL: [Permission; 24] = [
         Permission::EnrolCustomer,
         Permission::LogPurchase,
         Permission::RedeemPoints,
@@ -122,6 +126,7 @@ impl Permission {
         Permission::DryRunRules,
         Permission::SendBroadcasts,
         Permission::ReadBroadcasts,
+        Permission::ReadBooks,
     ];
 }
 
@@ -175,11 +180,21 @@ impl Role {
             ),
             Role::Auditor => matches!(
                 permission,
-                P::ReadCustomer | P::ReadHistory | P::ReadRewards | P::ReadProgramme | P::ReadRules
+                P::ReadCustomer
+                    | P::ReadHistory
+                    | P::ReadRewards
+                    | P::ReadProgramme
+                    | P::ReadRules
+                    | P::ReadBooks
             ),
             Role::Analyst => matches!(
                 permission,
-                P::ReadCustomer | P::ReadRewards | P::ReadProgramme | P::ReadRules | P::DryRunRules
+                P::ReadCustomer
+                    | P::ReadRewards
+                    | P::ReadProgramme
+                    | P::ReadRules
+                    | P::DryRunRules
+                    | P::ReadBooks
             ),
         }
     }
@@ -1053,6 +1068,7 @@ mod tests {
                     P::ReadRewards,
                     P::ReadProgramme,
                     P::ReadRules,
+                    P::ReadBooks,
                 ],
             ),
             (
@@ -1063,6 +1079,7 @@ mod tests {
                     P::ReadProgramme,
                     P::ReadRules,
                     P::DryRunRules,
+                    P::ReadBooks,
                 ],
             ),
         ];

@@ -6,6 +6,7 @@ mod helpers;
 mod accounts;
 mod api_purchases;
 mod audit;
+mod books;
 mod broadcasts;
 mod catalogue;
 mod cli;

@@ -974,6 +974,7 @@ fn response_schemas_have_exactly_the_keys_the_responses_serialise() {
         pending_until: None,
         earned_at: at(),
         expires_at: at(),
+        point_value_minor: Some(40),
     };
     assert_schema_matches(&document, "LotView", &lot_view);
     let view = CustomerView {
@@ -997,9 +998,15 @@ fn response_schemas_have_exactly_the_keys_the_responses_serialise() {
         birthday: Some("03-31".into()),
         referral_code: Some("04HMASW9".into()),
         enrolled_at: at(),
+        outstanding: crate::books::WorthView {
+            points: 20,
+            value_minor: 800,
+            unvalued_points: 0,
+        },
         lots: vec![lot_view],
     };
     assert_schema_matches(&document, "CustomerView", &view);
+    books_schemas_match(&document, &view);
     assert_schema_matches(
         &document,
         "CustomerList",
@@ -1327,4 +1334,74 @@ fn the_dry_run_is_documented_with_its_request_and_answer() {
             "POST /v1/rules/dry-run documents {status}"
         );
     }
+}
+
+fn books_schemas_match(document: &Value, customer: &CustomerView) {
+    use crate::books::*;
+    let worth = WorthView {
+        points: 20,
+        value_minor: 800,
+        unvalued_points: 5,
+    };
+    let as_of = LedgerPoint {
+        sequence: 42,
+        recorded_at: Some(at()),
+    };
+    assert_schema_matches(
+        document,
+        "CustomerPositionView",
+        &CustomerPositionView {
+            as_of,
+            customer: customer.clone(),
+        },
+    );
+    let movements = MovementsView {
+        issued: worth,
+        redeemed: worth,
+        expired: worth,
+        reversed: worth,
+        adjusted: worth,
+    };
+    assert_schema_matches(
+        document,
+        "TenantPositionView",
+        &TenantPositionView {
+            as_of: LedgerPoint {
+                sequence: 0,
+                recorded_at: None,
+            },
+            currency: "NGN".into(),
+            point_value_minor: None,
+            events: 3,
+            customers: 1,
+            balance: 20,
+            pending: 0,
+            held: 0,
+            debt: 0,
+            outstanding: worth,
+            movements,
+            tiers: vec![TierCount {
+                tier: None,
+                customers: 1,
+            }],
+        },
+    );
+    assert_schema_matches(
+        document,
+        "StatementsView",
+        &StatementsView {
+            currency: "NGN".into(),
+            time_zone: "Africa/Lagos".into(),
+            months: vec![MonthStatementView {
+                month: "2026-03".into(),
+                opening: worth,
+                issued: worth,
+                redeemed: worth,
+                expired: worth,
+                reversed: worth,
+                adjusted: worth,
+                closing: worth,
+            }],
+        },
+    );
 }
