@@ -165,6 +165,9 @@ enum ProjectCommand {
     /// Run the referral process (referrers credited for their referees' first purchases,
     /// through a writer of its own).
     Referrals,
+    /// Run the analytics projector and the WhatsApp analytics refresher
+    /// (docs/ANALYTICS.md).
+    Analytics,
     /// Rebuild a read model from the event table alone, then exit.
     Rebuild {
         /// The read model to rebuild.
@@ -175,6 +178,10 @@ enum ProjectCommand {
 #[derive(Clone, Copy, ValueEnum)]
 enum ProjectionName {
     Balances,
+    /// The analytics read model (schema `analytics`, docs/ANALYTICS.md).
+    Analytics,
+    /// WhatsApp traffic per tenant per day, recomputed from the WhatsApp tables.
+    AnalyticsWhatsapp,
 }
 
 #[derive(Subcommand)]
@@ -323,6 +330,18 @@ async fn main() -> anyhow::Result<()> {
             .await?
         }
         Command::Project {
+            command: ProjectCommand::Analytics,
+        } => {
+            serve(
+                &settings,
+                Components {
+                    analytics: true,
+                    ..Components::NONE
+                },
+            )
+            .await?
+        }
+        Command::Project {
             command: ProjectCommand::Referrals,
         } => {
             serve(
@@ -389,6 +408,16 @@ async fn main() -> anyhow::Result<()> {
             let events = match name {
                 ProjectionName::Balances => {
                     projections::runner::rebuild(&projections::balances::Balances, &pool).await
+                }
+                ProjectionName::Analytics => {
+                    projections::runner::rebuild(&projections::analytics::Analytics, &pool).await
+                }
+                ProjectionName::AnalyticsWhatsapp => {
+                    let rows = projections::whatsapp_analytics::rebuild(&pool)
+                        .await
+                        .context("rebuilding the WhatsApp analytics")?;
+                    println!("rebuilt {rows} tenant-days from the WhatsApp tables");
+                    return Ok(());
                 }
             }
             .context("rebuilding the read model")?;

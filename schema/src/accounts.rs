@@ -95,10 +95,13 @@ pub enum Permission {
     SendBroadcasts,
     /// `GET /v1/broadcasts`: broadcasts and their progress (counts, no personal data).
     ReadBroadcasts,
+    /// `GET /v1/analytics/*`: the tenant's aggregate figures (the `analytics` views: counts,
+    /// points, amounts; no customer, no personal data), as JSON or CSV. Owners and analysts.
+    ReadAnalytics,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 23] = [
+    pub const ALL: [Permission; 24] = [
         Permission::EnrolCustomer,
         Permission::LogPurchase,
         Permission::RedeemPoints,
@@ -122,6 +125,7 @@ impl Permission {
         Permission::DryRunRules,
         Permission::SendBroadcasts,
         Permission::ReadBroadcasts,
+        Permission::ReadAnalytics,
     ];
 }
 
@@ -179,7 +183,12 @@ impl Role {
             ),
             Role::Analyst => matches!(
                 permission,
-                P::ReadCustomer | P::ReadRewards | P::ReadProgramme | P::ReadRules | P::DryRunRules
+                P::ReadCustomer
+                    | P::ReadRewards
+                    | P::ReadProgramme
+                    | P::ReadRules
+                    | P::DryRunRules
+                    | P::ReadAnalytics
             ),
         }
     }
@@ -1063,6 +1072,7 @@ mod tests {
                     P::ReadProgramme,
                     P::ReadRules,
                     P::DryRunRules,
+                    P::ReadAnalytics,
                 ],
             ),
         ];
