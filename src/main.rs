@@ -23,8 +23,9 @@ enum Command {
     /// Create the database if missing and apply every pending migration.
     Migrate,
     /// Run every component in one process: API, WhatsApp webhook ingest, conversation
-    /// processor, WhatsApp notifier, relay, balances projector, expiry schedule; and the
-    /// WhatsApp sandbox when the Cloud API base URL is its address (the default).
+    /// processor, WhatsApp notifier, relay, balances and analytics projectors, expiry
+    /// schedule, WhatsApp analytics refresh; and the WhatsApp sandbox when the Cloud API
+    /// base URL is its address (the default).
     All {
         /// Start the WhatsApp sandbox in this process when LOYALTY_WHATSAPP_API_BASE_URL is
         /// its address (LOYALTY_SANDBOX_ADDR). `false`: never (e.g. a separate
