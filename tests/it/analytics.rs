@@ -996,3 +996,195 @@ async fn a_random_workload_agrees_with_the_balances_projection_and_rebuilds_the_
     );
     app.stop().await;
 }
+
+/// The WhatsApp figures' attribution and counting, exact, on rows written by hand: a
+/// tenant's own number, the shared number through the first reply, messages nobody owns,
+/// every outbound kind and state, each tenant's own time zone; and a window refresh that
+/// recomputes its days and leaves the older ones alone.
+#[tokio::test]
+async fn whatsapp_rows_are_attributed_and_counted_by_local_day() {
+    let app = TestApp::spawn_with(loyalty::app::Components::NONE).await;
+    let admin = admin_client(&dbname(&app.database_url)).await;
+    let (lagos, new_york) = (Uuid::new_v4(), Uuid::new_v4());
+    admin
+        .execute(
+            "INSERT INTO analytics.tenants VALUES ($1, 0, 'Africa/Lagos'), \
+             ($2, 0, 'America/New_York')",
+            &[&lagos, &new_york],
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "INSERT INTO whatsapp_numbers (phone_number_id, tenant_id, display_phone_number) \
+             VALUES ('pn-own', $1, '+2340000000001'), ('pn-shared', NULL, '+2340000000002')",
+            &[&lagos],
+        )
+        .await
+        .unwrap();
+    // (kind, dedupe key, number, received at)
+    for (kind, key, number, at) in [
+        // Lagos' own number, 23:30 UTC: the next day in Lagos.
+        ("message", "msg:own", "pn-own", "2026-11-20T23:30:00Z"),
+        // The shared number, answered for New York: New York's.
+        ("message", "msg:a", "pn-shared", "2026-11-20T12:00:00Z"),
+        // The shared number, never answered for a tenant: nobody's.
+        ("message", "msg:b", "pn-shared", "2026-11-20T12:00:00Z"),
+        // Not a message.
+        (
+            "status",
+            "status:own:read",
+            "pn-own",
+            "2026-11-20T23:40:00Z",
+        ),
+    ] {
+        admin
+            .execute(
+                "INSERT INTO whatsapp_inbox (kind, dedupe_key, phone_number_id, received_at, \
+                     master_key_id, wrapped_key, sealed) \
+                 VALUES ($1, $2, $3, $4::text::timestamptz, 'k', '\\x00', '\\x00')",
+                &[&kind, &key, &number, &at],
+            )
+            .await
+            .unwrap();
+    }
+    // (dedupe key, tenant, kind, state, queued at)
+    let rows: [(&str, Option<Uuid>, &str, &str, &str); 7] = [
+        (
+            "reply:msg:own:0",
+            Some(lagos),
+            "reply",
+            "read",
+            "2026-11-20T23:30:00Z",
+        ),
+        (
+            "notify:1",
+            Some(lagos),
+            "notification",
+            "failed",
+            "2026-11-20T23:31:00Z",
+        ),
+        (
+            "broadcast:1",
+            Some(lagos),
+            "broadcast",
+            "withdrawn",
+            "2026-11-20T23:32:00Z",
+        ),
+        (
+            "reply:msg:own:1",
+            Some(lagos),
+            "reply",
+            "queued",
+            "2026-11-20T23:33:00Z",
+        ),
+        // 03:00 UTC on the 21st is 22:00 on the 20th in New York.
+        (
+            "reply:msg:a:0",
+            Some(new_york),
+            "reply",
+            "delivered",
+            "2026-11-21T03:00:00Z",
+        ),
+        (
+            "reply:msg:b:0",
+            None,
+            "reply",
+            "sent",
+            "2026-11-20T12:00:00Z",
+        ),
+        (
+            "notify:2",
+            Some(new_york),
+            "notification",
+            "sending",
+            "2026-11-22T15:00:00Z",
+        ),
+    ];
+    for (key, tenant, kind, state, at) in rows {
+        let broadcast = (kind == "broadcast").then(Uuid::new_v4);
+        admin
+            .execute(
+                "INSERT INTO whatsapp_outbox (message_id, dedupe_key, tenant_id, phone_number_id, \
+                     customer_digest, master_key_id, wrapped_key, sealed_recipient, kind, body, \
+                     state, queued_at, broadcast_id) \
+                 VALUES ($1, $2, $3, 'pn-own', decode(repeat('00', 32), 'hex'), 'k', '\\x00', \
+                     '\\x00', $4, '{}', $5, $6::text::timestamptz, $7)",
+                &[
+                    &Uuid::new_v4(),
+                    &key,
+                    &tenant,
+                    &kind,
+                    &state,
+                    &at,
+                    &broadcast,
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let figures = || async {
+        admin
+            .query(
+                "SELECT tenant_id, day::text, ARRAY[inbound, outbound, outbound_replies, \
+                     outbound_notifications, outbound_broadcasts, pending, sent, delivered, \
+                     read, failed, withdrawn] \
+                 FROM analytics.whatsapp_daily ORDER BY tenant_id = $1 DESC, day",
+                &[&lagos],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, Uuid>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, Vec<i64>>(2),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let written = projections::whatsapp_analytics::rebuild(&app.platform_pool)
+        .await
+        .unwrap();
+    assert_eq!(written, 3);
+    //            inbound outbound replies notif. broadc. pending sent deliv. read failed withdrawn
+    let lagos_day = vec![1, 4, 2, 1, 1, 1, 1, 1, 1, 1, 1];
+    let expected = vec![
+        (lagos, "2026-11-21".to_owned(), lagos_day),
+        (
+            new_york,
+            "2026-11-20".to_owned(),
+            vec![1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0],
+        ),
+        (
+            new_york,
+            "2026-11-22".to_owned(),
+            vec![0, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0],
+        ),
+    ];
+    assert_eq!(figures().await, expected);
+
+    // The pending reply is read; a refresh of the window from the 21st picks it up and
+    // leaves New York's 20th alone (even after its row is changed behind the window).
+    admin
+        .batch_execute(
+            "UPDATE whatsapp_outbox SET state = 'read' WHERE dedupe_key = 'reply:msg:own:1'; \
+             UPDATE whatsapp_outbox SET state = 'read' WHERE dedupe_key = 'reply:msg:a:0'",
+        )
+        .await
+        .unwrap();
+    projections::whatsapp_analytics::refresh(&app.platform_pool, Some(day("2026-11-21")))
+        .await
+        .unwrap();
+    let mut after = expected.clone();
+    after[0].2 = vec![1, 4, 2, 1, 1, 0, 2, 2, 2, 1, 1];
+    assert_eq!(figures().await, after);
+    // A rebuild recomputes every day: New York's 20th too.
+    projections::whatsapp_analytics::rebuild(&app.platform_pool)
+        .await
+        .unwrap();
+    after[1].2 = vec![1, 1, 1, 0, 0, 0, 1, 1, 1, 0, 0];
+    assert_eq!(figures().await, after);
+    app.stop().await;
+}
