@@ -39,6 +39,8 @@ pub struct Components {
     pub referrals: bool,
     /// The chain-head signer (`crate::audit`), when `LOYALTY_AUDIT_SIGNING_KEY` is set.
     pub audit_signer: bool,
+    /// The analytics projector and the WhatsApp analytics refresher (docs/ANALYTICS.md).
+    pub analytics: bool,
 }
 
 impl Components {
@@ -55,6 +57,7 @@ impl Components {
         broadcasts: true,
         referrals: true,
         audit_signer: true,
+        analytics: true,
     };
     pub const NONE: Components = Components {
         api: false,
@@ -69,6 +72,7 @@ impl Components {
         broadcasts: false,
         referrals: false,
         audit_signer: false,
+        analytics: false,
     };
 }
 
@@ -271,6 +275,27 @@ pub async fn start_with_sandbox(
                 nats_client.clone(),
                 settings.nats(),
                 RunnerSettings::default(),
+                shutdown_signal.clone(),
+            )),
+        ));
+    }
+    if components.analytics {
+        tasks.push((
+            "projector:analytics",
+            tokio::spawn(projections::runner::run(
+                projections::analytics::Analytics,
+                platform_pool.clone(),
+                nats_client.clone(),
+                settings.nats(),
+                RunnerSettings::default(),
+                shutdown_signal.clone(),
+            )),
+        ));
+        tasks.push((
+            "analytics-whatsapp",
+            tokio::spawn(projections::whatsapp_analytics::run(
+                platform_pool.clone(),
+                settings.whatsapp_analytics(),
                 shutdown_signal.clone(),
             )),
         ));

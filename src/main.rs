@@ -23,8 +23,9 @@ enum Command {
     /// Create the database if missing and apply every pending migration.
     Migrate,
     /// Run every component in one process: API, WhatsApp webhook ingest, conversation
-    /// processor, WhatsApp notifier, relay, balances projector, expiry schedule; and the
-    /// WhatsApp sandbox when the Cloud API base URL is its address (the default).
+    /// processor, WhatsApp notifier, relay, balances and analytics projectors, expiry
+    /// schedule, WhatsApp analytics refresh; and the WhatsApp sandbox when the Cloud API
+    /// base URL is its address (the default).
     All {
         /// Start the WhatsApp sandbox in this process when LOYALTY_WHATSAPP_API_BASE_URL is
         /// its address (LOYALTY_SANDBOX_ADDR). `false`: never (e.g. a separate
@@ -211,6 +212,9 @@ enum ProjectCommand {
     /// Run the referral process (referrers credited for their referees' first purchases,
     /// through a writer of its own).
     Referrals,
+    /// Run the analytics projector and the WhatsApp analytics refresher
+    /// (docs/ANALYTICS.md).
+    Analytics,
     /// Rebuild a read model from the event table alone, then exit.
     Rebuild {
         /// The read model to rebuild.
@@ -221,6 +225,10 @@ enum ProjectCommand {
 #[derive(Clone, Copy, ValueEnum)]
 enum ProjectionName {
     Balances,
+    /// The analytics read model (schema `analytics`, docs/ANALYTICS.md).
+    Analytics,
+    /// WhatsApp traffic per tenant per day, recomputed from the WhatsApp tables.
+    AnalyticsWhatsapp,
 }
 
 #[derive(Subcommand)]
@@ -370,6 +378,18 @@ async fn main() -> anyhow::Result<()> {
             .await?
         }
         Command::Project {
+            command: ProjectCommand::Analytics,
+        } => {
+            serve(
+                &settings,
+                Components {
+                    analytics: true,
+                    ..Components::NONE
+                },
+            )
+            .await?
+        }
+        Command::Project {
             command: ProjectCommand::Referrals,
         } => {
             serve(
@@ -436,6 +456,16 @@ async fn main() -> anyhow::Result<()> {
             let events = match name {
                 ProjectionName::Balances => {
                     projections::runner::rebuild(&projections::balances::Balances, &pool).await
+                }
+                ProjectionName::Analytics => {
+                    projections::runner::rebuild(&projections::analytics::Analytics, &pool).await
+                }
+                ProjectionName::AnalyticsWhatsapp => {
+                    let rows = projections::whatsapp_analytics::rebuild(&pool)
+                        .await
+                        .context("rebuilding the WhatsApp analytics")?;
+                    println!("rebuilt {rows} tenant-days from the WhatsApp tables");
+                    return Ok(());
                 }
             }
             .context("rebuilding the read model")?;

@@ -185,6 +185,26 @@ pub struct Settings {
     )]
     pub expiry_reminder_days: u32,
 
+    /// How often the WhatsApp analytics are recomputed (`loyalty all`, `loyalty project
+    /// analytics`), in seconds.
+    #[arg(
+        long,
+        env = "LOYALTY_ANALYTICS_WHATSAPP_INTERVAL_SECONDS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub analytics_whatsapp_interval_seconds: u64,
+
+    /// Local days each WhatsApp analytics refresh recomputes (today and the days before);
+    /// older days change only with `loyalty project rebuild analytics-whatsapp`.
+    #[arg(
+        long,
+        env = "LOYALTY_ANALYTICS_WHATSAPP_WINDOW_DAYS",
+        default_value_t = 3,
+        global = true
+    )]
+    pub analytics_whatsapp_window_days: u32,
+
     /// How often `loyalty all` looks for lots to remind, in seconds.
     #[arg(
         long,
@@ -737,6 +757,14 @@ impl Settings {
         settings.poll_interval = Duration::from_millis(self.whatsapp_processor_poll_ms.max(1));
         settings.batch_size_max = self.whatsapp_processor_batch_max.max(1);
         settings
+    }
+
+    /// The WhatsApp analytics refresher's settings.
+    pub fn whatsapp_analytics(&self) -> projections::whatsapp_analytics::RefreshSettings {
+        projections::whatsapp_analytics::RefreshSettings {
+            interval: Duration::from_secs(self.analytics_whatsapp_interval_seconds.max(1)),
+            window_days: self.analytics_whatsapp_window_days,
+        }
     }
 
     /// The expiry-reminder job's settings.

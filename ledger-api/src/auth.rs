@@ -155,6 +155,7 @@ fn action(permission: Permission) -> &'static str {
         Permission::SendBroadcasts => "send broadcasts",
         Permission::ReadBroadcasts => "read broadcasts",
         Permission::ReadBooks => "read the books (positions and statements)",
+        Permission::ReadAnalytics => "read analytics",
     }
 }
 

@@ -37,6 +37,7 @@
 //!   `customers` and the ownership look-up of `commands`.
 
 pub mod accounts;
+pub mod analytics;
 pub mod api_keys;
 pub mod auth;
 mod body;
@@ -428,6 +429,30 @@ pub fn route_table() -> Vec<RouteSpec> {
         route(Method::PUT, "/v1/rules", Vendor, || web::to(rules::publish)),
         route(Method::POST, "/v1/rules/dry-run", Vendor, || {
             web::to(dry_run::dry_run)
+        }),
+        route(Method::GET, "/v1/analytics/daily", Vendor, || {
+            web::to(analytics::daily)
+        }),
+        route(
+            Method::GET,
+            "/v1/analytics/active-customers",
+            Vendor,
+            || web::to(analytics::active_customers),
+        ),
+        route(Method::GET, "/v1/analytics/rewards", Vendor, || {
+            web::to(analytics::rewards)
+        }),
+        route(Method::GET, "/v1/analytics/cohorts", Vendor, || {
+            web::to(analytics::cohorts)
+        }),
+        route(Method::GET, "/v1/analytics/tiers", Vendor, || {
+            web::to(analytics::tiers)
+        }),
+        route(Method::GET, "/v1/analytics/redemption-rate", Vendor, || {
+            web::to(analytics::redemption_rate)
+        }),
+        route(Method::GET, "/v1/analytics/whatsapp", Vendor, || {
+            web::to(analytics::whatsapp)
         }),
         route(Method::POST, "/v1/signup", Public, || {
             web::to(accounts::signup)

@@ -82,6 +82,13 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         crate::rules::show,
         crate::rules::publish,
         crate::dry_run::dry_run,
+        crate::analytics::daily,
+        crate::analytics::active_customers,
+        crate::analytics::rewards,
+        crate::analytics::cohorts,
+        crate::analytics::tiers,
+        crate::analytics::redemption_rate,
+        crate::analytics::whatsapp,
         crate::personal::export,
         crate::personal::erase,
         crate::accounts::signup,
@@ -133,6 +140,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         (name = "programme", description = "The programme's settings: time zone, return window, refund policy, hold window, point value"),
         (name = "whatsapp", description = "The tenant's own WhatsApp number and its access token (owners only): register or update, show, detach"),
         (name = "broadcasts", description = "A template message to a segment of the tenant's customers (owners and staff): create, list, show with progress, list recipients, pause, resume, cancel"),
+        (name = "analytics", description = "The tenant's aggregate figures (owners and analysts), as JSON or CSV: daily ledger activity, active customers, reward popularity, cohort retention, tiers, redemption rate, WhatsApp traffic (docs/ANALYTICS.md)"),
         (name = "operations", description = "Probes, metrics and this document; no authentication"),
     )
 )]

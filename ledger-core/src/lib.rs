@@ -9,12 +9,14 @@
 //! [`conversation`] is the WhatsApp conversation: a state machine over the customer's
 //! messages whose effects the shell executes. [`broadcast`] is a vendor's template message
 //! to a segment of its customers: segments, templates, and the broadcast's states.
+//! [`analytics`] folds a tenant's events into counter deltas for the analytics read model.
 //!
 //! Architecture invariant: this crate does no IO. It has no tokio, postgres, nats, actix
 //! or reqwest dependency and never reads the clock: time is an input of every command.
 
 pub mod aggregate;
 pub mod amounts;
+pub mod analytics;
 pub mod books;
 pub mod broadcast;
 pub mod chain;

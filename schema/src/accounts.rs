@@ -99,10 +99,13 @@ pub enum Permission {
     /// tiers) as of any time or sequence, and monthly liability statements. Aggregates in
     /// money with no personal data: owners, auditors (the vendor's accountant) and analysts.
     ReadBooks,
+    /// `GET /v1/analytics/*`: the tenant's aggregate figures (the `analytics` views: counts,
+    /// points, amounts; no customer, no personal data), as JSON or CSV. Owners and analysts.
+    ReadAnalytics,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 24] = [
+    pub const ALL: [Permission; 25] = [
         Permission::EnrolCustomer,
         Permission::LogPurchase,
         Permission::RedeemPoints,
@@ -127,6 +130,7 @@ impl Permission {
         Permission::SendBroadcasts,
         Permission::ReadBroadcasts,
         Permission::ReadBooks,
+        Permission::ReadAnalytics,
     ];
 }
 
@@ -195,6 +199,7 @@ impl Role {
                     | P::ReadRules
                     | P::DryRunRules
                     | P::ReadBooks
+                    | P::ReadAnalytics
             ),
         }
     }
@@ -1080,6 +1085,7 @@ mod tests {
                     P::ReadRules,
                     P::DryRunRules,
                     P::ReadBooks,
+                    P::ReadAnalytics,
                 ],
             ),
         ];

@@ -241,6 +241,8 @@ pub fn test_settings(database_url: &str) -> Settings {
         expiry_interval_seconds: 24 * 3600,
         expiry_reminder_days: 7,
         expiry_reminder_interval_seconds: 24 * 3600,
+        analytics_whatsapp_interval_seconds: 1,
+        analytics_whatsapp_window_days: 3,
         notification_age_max_minutes: 1_440,
         broadcast_interval_ms: 100,
         broadcast_chunk_max: 200,
