@@ -47,7 +47,7 @@ async fn snapshot(client: &impl tokio_postgres::GenericClient) -> Vec<String> {
 }
 
 /// Waits until every tenant's analytics reflect its whole sequence.
-async fn wait_until_analysed(app: &TestApp) {
+pub(crate) async fn wait_until_analysed(app: &TestApp) {
     let client = admin_client(&dbname(&app.database_url)).await;
     wait_for(
         Duration::from_secs(30),
