@@ -21,7 +21,7 @@
 //!   - reversed: lots debited by refunds, and later points that paid a refund's debt;
 //!   - adjusted (signed): lots opened or debited by manual adjustments.
 
-use crate::aggregate::{evolve, CustomerState, TenantState};
+use crate::aggregate::{Aggregate, CustomerState, TenantState};
 use crate::events::Event;
 use crate::ids::{CustomerId, StreamId};
 use serde::Serialize;
@@ -212,21 +212,20 @@ impl Books {
     /// Folds one more event of the tenant's ledger.
     pub fn apply(&mut self, stream: StreamId, event: &Event) {
         self.events += 1;
+        // In place (`Aggregate::apply`, what `evolve` does) rather than by moving states.
         match stream {
-            StreamId::Tenant(_) => {
-                self.tenant = evolve(std::mem::take(&mut self.tenant), event);
-            }
+            StreamId::Tenant(_) => self.tenant.apply(event),
             StreamId::Customer(customer_id) => {
                 let state = self.customers.entry(customer_id).or_default();
                 match movement_kind(event) {
                     Some(kind) => {
                         let before = outstanding(state);
-                        *state = evolve(std::mem::take(state), event);
+                        state.apply(event);
                         let change = outstanding(state) - before;
                         self.outstanding += change;
                         self.movements.record(kind, change);
                     }
-                    None => *state = evolve(std::mem::take(state), event),
+                    None => state.apply(event),
                 }
             }
         }
