@@ -154,6 +154,7 @@ fn action(permission: Permission) -> &'static str {
         Permission::DryRunRules => "dry-run points rules",
         Permission::SendBroadcasts => "send broadcasts",
         Permission::ReadBroadcasts => "read broadcasts",
+        Permission::ExportLedger => "export the ledger for an audit",
     }
 }
 

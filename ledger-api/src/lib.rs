@@ -38,6 +38,7 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 mod body;
 pub mod broadcasts;
@@ -415,6 +416,9 @@ pub fn route_table() -> Vec<RouteSpec> {
         route(Method::PUT, "/v1/rules", Vendor, || web::to(rules::publish)),
         route(Method::POST, "/v1/rules/dry-run", Vendor, || {
             web::to(dry_run::dry_run)
+        }),
+        route(Method::GET, "/v1/audit/export", Vendor, || {
+            web::to(audit::export)
         }),
         route(Method::POST, "/v1/signup", Public, || {
             web::to(accounts::signup)

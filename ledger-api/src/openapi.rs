@@ -79,6 +79,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         crate::rules::show,
         crate::rules::publish,
         crate::dry_run::dry_run,
+        crate::audit::export,
         crate::personal::export,
         crate::personal::erase,
         crate::accounts::signup,
@@ -129,6 +130,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         (name = "programme", description = "The programme's settings: time zone, return window, refund policy, hold window, point value"),
         (name = "whatsapp", description = "The tenant's own WhatsApp number and its access token (owners only): register or update, show, detach"),
         (name = "broadcasts", description = "A template message to a segment of the tenant's customers (owners and staff): create, list, show with progress, list recipients, pause, resume, cancel"),
+        (name = "audit", description = "The tenant's whole ledger with its signed chain head, for an offline audit (auditors and owners)"),
         (name = "operations", description = "Probes, metrics and this document; no authentication"),
     )
 )]

@@ -35,7 +35,8 @@ pub enum Role {
     /// The till: enrol, log purchases, redeem, fulfil redemptions, read customers, their
     /// history and the reward catalogue.
     Staff,
-    /// Read-only access to the ledger: customers, their history, the reward catalogue.
+    /// Read-only access to the ledger: customers, their history, the reward catalogue, and
+    /// the audit export of the whole ledger.
     Auditor,
     /// Read-only access to the projections (customer balances) and the reward catalogue.
     Analyst,
@@ -95,10 +96,15 @@ pub enum Permission {
     SendBroadcasts,
     /// `GET /v1/broadcasts`: broadcasts and their progress (counts, no personal data).
     ReadBroadcasts,
+    /// `GET /v1/audit/export`: the tenant's whole ledger with its signed chain head, for an
+    /// offline audit (docs/AUDIT.md). Auditors and owners; not the till (a leaked till key
+    /// must not drive long reads of the whole ledger), not analysts (their job is the read
+    /// models, and the events carry more than balances).
+    ExportLedger,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 23] = [
+    pub const ALL: [Permission; 24] = [
         Permission::EnrolCustomer,
         Permission::LogPurchase,
         Permission::RedeemPoints,
@@ -122,6 +128,7 @@ impl Permission {
         Permission::DryRunRules,
         Permission::SendBroadcasts,
         Permission::ReadBroadcasts,
+        Permission::ExportLedger,
     ];
 }
 
@@ -175,7 +182,12 @@ impl Role {
             ),
             Role::Auditor => matches!(
                 permission,
-                P::ReadCustomer | P::ReadHistory | P::ReadRewards | P::ReadProgramme | P::ReadRules
+                P::ReadCustomer
+                    | P::ReadHistory
+                    | P::ReadRewards
+                    | P::ReadProgramme
+                    | P::ReadRules
+                    | P::ExportLedger
             ),
             Role::Analyst => matches!(
                 permission,
@@ -1053,6 +1065,7 @@ mod tests {
                     P::ReadRewards,
                     P::ReadProgramme,
                     P::ReadRules,
+                    P::ExportLedger,
                 ],
             ),
             (

@@ -17,68 +17,11 @@ use ledger_core::chain::{
     signed_head_message, ChainBreak, ChainFields, ChainHash, ChainVerifier, StoredLink,
 };
 use ledger_core::{evolve, CustomerState, EventId, Points, StreamId, TenantId};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// The `format` of the header line.
-pub const FORMAT: &str = "loyalty-ledger-export";
-/// The `version` of the header line this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
-
-/// The first line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Header {
-    pub format: String,
-    pub version: u32,
-    pub tenant_id: Uuid,
-}
-
-/// One line per event: every field the chain covers (the tenant's id is the header's).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventLine {
-    pub event_id: Uuid,
-    pub tenant_sequence: u64,
-    pub stream_id: String,
-    pub version: u32,
-    pub event_type: String,
-    pub type_version: u16,
-    pub recorded_at_micros: i64,
-    /// Base64 (standard, padded).
-    pub metadata: String,
-    /// Base64 (standard, padded).
-    pub payload: String,
-    /// Hex, 64 digits.
-    pub previous_hash: String,
-    /// Hex, 64 digits.
-    pub hash: String,
-}
-
-/// The last line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Trailer {
-    /// The number of event lines (catches an accidental truncation; only the signed head is
-    /// proof).
-    pub events: u64,
-    /// The tenant's latest signed chain head when the export was taken, or `null`.
-    pub signed_head: Option<SignedHeadLine>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignedHeadLine {
-    pub tenant_id: Uuid,
-    pub sequence: u64,
-    /// Hex, 64 digits.
-    pub head_hash: String,
-    pub signed_at_micros: i64,
-    pub key_id: String,
-    /// Base64 (standard, padded), 64 bytes.
-    pub signature: String,
-}
+// The format's types are the exporter's (`schema::audit`), so writer and reader cannot drift.
+pub use schema::audit::{EventLine, Header, SignedHeadLine, Trailer, FORMAT, FORMAT_VERSION};
 
 /// The first failure found. Messages start with the first bad sequence when there is one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

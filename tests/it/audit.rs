@@ -2,11 +2,11 @@
 //! tenant's head once per growth, the signatures verify with the public key the API serves,
 //! and a changed head, sequence or time does not.
 
-use crate::helpers::{admin_client, dbname, phone, purchase, TestApp};
+use crate::helpers::{admin_client, dbname, phone, purchase, sign_up_owner, TestApp};
 use chrono::{DateTime, Utc};
 use ledger_core::chain::signed_head_message;
 use ledger_core::TenantId;
-use serde_json::Value;
+use serde_json::{json, Value};
 use uuid::Uuid;
 use vault::audit::{verify, AuditSigningKey};
 
@@ -350,5 +350,211 @@ async fn an_export_verifies_offline_and_a_changed_byte_is_named() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no such tenant"));
     let _ = std::fs::remove_file(&file);
+    app.stop().await;
+}
+
+/// `GET /v1/audit/export` with `token`: (status, content type, body).
+async fn api_export(app: &TestApp, token: &str) -> (u16, String, Vec<u8>) {
+    let response = app
+        .http
+        .get(app.url("/v1/audit/export"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET /v1/audit/export");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (
+        status,
+        content_type,
+        response.bytes().await.unwrap().to_vec(),
+    )
+}
+
+/// A POST with a bearer token and a fresh idempotency key; asserts `expected`.
+async fn post_as(app: &TestApp, token: &str, path: &str, body: &Value, expected: u16) -> Value {
+    let response = app
+        .http
+        .post(app.url(path))
+        .bearer_auth(token)
+        .header("Idempotency-Key", Uuid::new_v4().to_string())
+        .json(body)
+        .send()
+        .await
+        .expect("POST");
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, expected, "POST {path}: {body}");
+    body
+}
+
+fn temp_file(what: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("loyalty-{what}-{}.jsonl", Uuid::new_v4()))
+}
+
+/// Issue #6 item 2, the API: an auditor's key streams its tenant's export, which is the
+/// CLI's export of the same snapshot byte for byte and verifies offline; owners may too,
+/// staff and analysts may not; another tenant's events never appear.
+#[tokio::test]
+async fn an_auditor_exports_its_tenant_over_the_api_and_the_body_verifies() {
+    let app = TestApp::spawn().await;
+    let key = key(&app);
+    let (tenant, owner) = sign_up_owner(&app.http, &app.address).await;
+    let mut keys = std::collections::BTreeMap::new();
+    for role in ["staff", "auditor", "analyst"] {
+        let created = post_as(
+            &app,
+            &owner,
+            "/v1/api-keys",
+            &json!({ "label": format!("{role} key"), "role": role }),
+            201,
+        )
+        .await;
+        keys.insert(role, created["api_key"].as_str().unwrap().to_owned());
+    }
+    // Two customers of ours with purchases; another tenant (the app's) busy beside us.
+    for n in 0..2 {
+        let enrolled = post_as(
+            &app,
+            &owner,
+            "/v1/customers",
+            &json!({ "phone": phone() }),
+            201,
+        )
+        .await;
+        let customer = Uuid::parse_str(enrolled["customer_id"].as_str().unwrap()).unwrap();
+        for _ in 0..=n {
+            post_as(
+                &app,
+                &owner,
+                "/v1/purchases",
+                &purchase(customer, 50_000),
+                201,
+            )
+            .await;
+        }
+        let theirs = app.enrolled_customer(&phone()).await;
+        assert_eq!(
+            app.post_purchase(&format!("theirs-{n}"), &purchase(theirs, 90_000))
+                .await
+                .status(),
+            201
+        );
+    }
+    loyalty::audit::run_once(&app.platform_pool, &key, Utc::now())
+        .await
+        .unwrap()
+        .expect("no other signer");
+
+    let (status, content_type, body) = api_export(&app, &keys["auditor"]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(content_type, "application/x-ndjson");
+    let text = String::from_utf8(body).unwrap();
+
+    // The CLI's export of the same tenant (nothing was written since): the same bytes.
+    let file = temp_file("cli-export");
+    let path = file.to_str().unwrap();
+    let exported = loyalty(
+        &app,
+        &[
+            "audit",
+            "export",
+            "--tenant",
+            &tenant.to_string(),
+            "--out",
+            path,
+        ],
+    );
+    assert!(exported.status.success(), "{exported:?}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+
+    // Only our events: exactly the tenant's rows, none of the other tenant's.
+    let db = admin_client(&dbname(&app.database_url)).await;
+    let ours: Vec<Uuid> = db
+        .query(
+            "SELECT event_id FROM events WHERE tenant_id = $1 ORDER BY tenant_sequence",
+            &[&tenant.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let theirs: Vec<Uuid> = db
+        .query(
+            "SELECT event_id FROM events WHERE tenant_id <> $1",
+            &[&tenant.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(ours.len() >= 5 && !theirs.is_empty());
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["tenant_id"], tenant.to_string());
+    let exported_ids: Vec<Uuid> = lines[1..lines.len() - 1]
+        .iter()
+        .map(|l| Uuid::parse_str(l["event_id"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(exported_ids, ours);
+    for id in &theirs {
+        assert!(
+            !text.contains(&id.to_string()),
+            "another tenant's event {id}"
+        );
+    }
+    assert_eq!(
+        lines[lines.len() - 1]["signed_head"]["sequence"],
+        ours.len() as i64
+    );
+
+    // The body verifies offline with the served key.
+    std::fs::write(&file, &text).unwrap();
+    let verified = loyalty(
+        &app,
+        &[
+            "audit",
+            "verify",
+            path,
+            "--public-key",
+            &key.public_key_base64(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{verified:?}");
+    assert!(stdout.starts_with("OK"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("events: {} (chain intact)", ours.len())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("customers: 2"), "{stdout}");
+    let _ = std::fs::remove_file(&file);
+
+    // Owners may export too; the till and analysts may not.
+    let (status, _, owners) = api_export(&app, &owner).await;
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8(owners).unwrap(), text);
+    for role in ["staff", "analyst"] {
+        let (status, content_type, body) = api_export(&app, &keys[role]).await;
+        assert_eq!(status, 403, "{role}");
+        assert_eq!(content_type, "application/problem+json", "{role}");
+        let problem: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            problem["type"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("forbidden"),
+            "{role}: {problem}"
+        );
+    }
     app.stop().await;
 }
