@@ -558,3 +558,406 @@ async fn an_auditor_exports_its_tenant_over_the_api_and_the_body_verifies() {
     }
     app.stop().await;
 }
+
+/// A tenant's ledger in the database, a superuser's connection to tamper with it, and a way
+/// back to the untampered rows between cases.
+struct Tampering<'a> {
+    app: &'a TestApp,
+    db: tokio_postgres::Client,
+    tenant: Uuid,
+    public_key: String,
+    file: std::path::PathBuf,
+}
+
+impl Tampering<'_> {
+    /// Runs `sql` (with `$1` the tenant) as the superuser with triggers off: `events`
+    /// refuses UPDATE and DELETE to every role through its `events_refuse_*` triggers, and
+    /// `session_replication_role = replica` is how someone with superuser rights gets past
+    /// them — which is exactly the attack the chain and the signature are there to reveal.
+    async fn superuser(&self, statements: &[&str]) {
+        self.db
+            .batch_execute("BEGIN; SET LOCAL session_replication_role = replica")
+            .await
+            .unwrap();
+        for sql in statements {
+            self.db
+                .execute(*sql, &[&self.tenant])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        self.db.batch_execute("COMMIT").await.unwrap();
+    }
+
+    /// `loyalty audit export` then `loyalty audit verify`, both through the binary:
+    /// `Ok(stdout)` when the verification passed, `Err(stderr)` when it failed (exit 1).
+    fn export_and_verify(&self) -> Result<String, String> {
+        let path = self.file.to_str().unwrap();
+        let exported = loyalty(
+            self.app,
+            &[
+                "audit",
+                "export",
+                "--tenant",
+                &self.tenant.to_string(),
+                "--out",
+                path,
+            ],
+        );
+        assert!(exported.status.success(), "{exported:?}");
+        let verified = loyalty(
+            self.app,
+            &["audit", "verify", path, "--public-key", &self.public_key],
+        );
+        let _ = std::fs::remove_file(&self.file);
+        if verified.status.success() {
+            Ok(String::from_utf8_lossy(&verified.stdout).into_owned())
+        } else {
+            assert_eq!(verified.status.code(), Some(1), "{verified:?}");
+            Err(String::from_utf8_lossy(&verified.stderr).into_owned())
+        }
+    }
+
+    /// Tampers with `statements`, expects the verification to fail with `expected` in its
+    /// message, then puts the untampered rows back and expects it to pass again.
+    async fn detected(&self, case: &str, statements: &[&str], expected: &str) {
+        self.superuser(statements).await;
+        let failed = self
+            .export_and_verify()
+            .expect_err(&format!("{case}: the tampered ledger verified"));
+        assert!(
+            failed.starts_with("FAILED: ") && failed.contains(expected),
+            "{case}: expected {expected:?}, got {failed:?}"
+        );
+        self.restore().await;
+        let stdout = self
+            .export_and_verify()
+            .unwrap_or_else(|e| panic!("{case}: restored ledger failed: {e}"));
+        assert!(stdout.starts_with("OK"), "{stdout}");
+    }
+
+    async fn restore(&self) {
+        self.superuser(&[
+            "DELETE FROM events WHERE tenant_id = $1",
+            "INSERT INTO events OVERRIDING SYSTEM VALUE \
+             SELECT * FROM audit_untampered_events WHERE tenant_id = $1",
+            "DELETE FROM signed_chain_heads WHERE tenant_id = $1",
+            "INSERT INTO signed_chain_heads \
+             SELECT * FROM audit_untampered_heads WHERE tenant_id = $1",
+        ])
+        .await;
+    }
+}
+
+/// Issue #6 item 3, on the database: a superuser who edits `events` or
+/// `signed_chain_heads` directly (triggers disabled) cannot make an export pass. A one-byte
+/// payload change, a deleted event, two swapped events (renumbered, or their contents
+/// exchanged), a truncated tail, a re-hashed chain and a forged head are each named by
+/// `loyalty audit verify` at the right first bad sequence. Truncating events after the
+/// signed head is not detectable, and the test says so.
+#[tokio::test]
+async fn tampering_with_the_stored_ledger_is_named_at_its_first_bad_sequence() {
+    let app = TestApp::spawn().await;
+    let key = key(&app);
+    for c in 0..4 {
+        let customer = app.enrolled_customer(&phone()).await;
+        for p in 0..3 {
+            let body = purchase(customer, 50_000 + 10_000 * p);
+            assert_eq!(
+                app.post_purchase(&format!("c{c}-p{p}"), &body)
+                    .await
+                    .status(),
+                201
+            );
+        }
+    }
+    loyalty::audit::run_once(&app.platform_pool, &key, Utc::now())
+        .await
+        .unwrap()
+        .expect("no other signer");
+    let tampering = Tampering {
+        app: &app,
+        db: admin_client(&dbname(&app.database_url)).await,
+        tenant: app.tenant_id.as_uuid(),
+        public_key: key.public_key_base64(),
+        file: temp_file("tampered"),
+    };
+    let head: i64 = tampering
+        .db
+        .query_one(
+            "SELECT sequence FROM tenant_heads WHERE tenant_id = $1",
+            &[&tampering.tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let signed: i64 = tampering
+        .db
+        .query_one(
+            "SELECT max(sequence) FROM signed_chain_heads WHERE tenant_id = $1",
+            &[&tampering.tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(head >= 20, "{head} events");
+    assert_eq!(signed, head, "the whole ledger is signed");
+    tampering
+        .db
+        .batch_execute(
+            "CREATE TABLE audit_untampered_events AS SELECT * FROM events; \
+             CREATE TABLE audit_untampered_heads AS SELECT * FROM signed_chain_heads",
+        )
+        .await
+        .unwrap();
+    let untampered = tampering.export_and_verify().expect("the ledger verifies");
+    assert!(
+        untampered.contains(&format!("events: {head} (chain intact)")),
+        "{untampered}"
+    );
+
+    // A purchase's payload, one byte changed in the middle.
+    let purchase_at: i64 = tampering
+        .db
+        .query_one(
+            "SELECT min(tenant_sequence) FROM events WHERE tenant_id = $1 \
+             AND event_type = 'PurchaseLogged' AND tenant_sequence > 8",
+            &[&tampering.tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let one_byte = format!(
+        "UPDATE events SET payload = set_byte(payload, length(payload) / 2, \
+             get_byte(payload, length(payload) / 2) # 1) \
+         WHERE tenant_id = $1 AND tenant_sequence = {purchase_at}"
+    );
+    tampering
+        .detected(
+            "one byte",
+            &[&one_byte],
+            &format!("sequence {purchase_at}: hash does not match its contents"),
+        )
+        .await;
+
+    // An event deleted.
+    let deleted = 12;
+    let delete = format!("DELETE FROM events WHERE tenant_id = $1 AND tenant_sequence = {deleted}");
+    tampering
+        .detected(
+            "deleted",
+            &[&delete],
+            &format!(
+                "sequence {deleted}: missing or out of order (the next line has sequence {})",
+                deleted + 1
+            ),
+        )
+        .await;
+
+    // Two events swapped in place: their sequence numbers exchanged (the unique key needs
+    // a moment at 1,000,000).
+    let (first, second) = (9, 14);
+    let renumber = [
+        format!(
+            "UPDATE events SET tenant_sequence = 1000000 \
+             WHERE tenant_id = $1 AND tenant_sequence = {first}"
+        ),
+        format!(
+            "UPDATE events SET tenant_sequence = {first} \
+             WHERE tenant_id = $1 AND tenant_sequence = {second}"
+        ),
+        format!(
+            "UPDATE events SET tenant_sequence = {second} \
+             WHERE tenant_id = $1 AND tenant_sequence = 1000000"
+        ),
+    ];
+    tampering
+        .detected(
+            "swapped and renumbered",
+            &renumber.iter().map(String::as_str).collect::<Vec<_>>(),
+            &format!("sequence {first}: previous_hash is not the hash of the event before it"),
+        )
+        .await;
+    // Two events' contents exchanged (type, payload, metadata and hash), the sequences and
+    // links left where they were.
+    let exchange = format!(
+        "UPDATE events AS e SET event_type = o.event_type, type_version = o.type_version, \
+             payload = o.payload, metadata = o.metadata, hash = o.hash \
+         FROM events AS o \
+         WHERE e.tenant_id = $1 AND o.tenant_id = $1 \
+           AND (e.tenant_sequence, o.tenant_sequence) IN (({first}, {second}), ({second}, {first}))"
+    );
+    tampering
+        .detected(
+            "contents swapped",
+            &[&exchange],
+            &format!("sequence {first}: hash does not match its contents"),
+        )
+        .await;
+
+    // The tail truncated: the last three events deleted (and the head row put back, as a
+    // careful forger would). The signed head names a sequence the export no longer has.
+    let kept = head - 3;
+    let truncate = [
+        format!("DELETE FROM events WHERE tenant_id = $1 AND tenant_sequence > {kept}"),
+        format!(
+            "UPDATE tenant_heads SET sequence = {kept}, \
+                 head_hash = (SELECT hash FROM events WHERE tenant_id = $1 \
+                              AND tenant_sequence = {kept}) \
+             WHERE tenant_id = $1"
+        ),
+    ];
+    tampering
+        .detected(
+            "truncated",
+            &truncate.iter().map(String::as_str).collect::<Vec<_>>(),
+            &format!(
+                "sequence {}: missing from the file: the signed head names sequence {head} \
+                 but the file ends at {kept}",
+                kept + 1
+            ),
+        )
+        .await;
+    tampering
+        .superuser(&["UPDATE tenant_heads SET (sequence, head_hash) = \
+             (SELECT tenant_sequence, hash FROM events WHERE tenant_id = $1 \
+              ORDER BY tenant_sequence DESC LIMIT 1) WHERE tenant_id = $1"])
+        .await;
+
+    // A payload changed and every hash after it recomputed: the chain is whole again, and
+    // only the signed head (whose hash is the old one) gives it away.
+    let rows = tampering
+        .db
+        .query(
+            "SELECT event_id, tenant_sequence, stream_id, version, event_type, type_version, \
+                    recorded_at, metadata, payload, previous_hash \
+             FROM events WHERE tenant_id = $1 ORDER BY tenant_sequence",
+            &[&tampering.tenant],
+        )
+        .await
+        .unwrap();
+    let mut previous: ledger_core::chain::ChainHash = [0; 32];
+    let mut rehashed = Vec::new();
+    for row in &rows {
+        let sequence: i64 = row.get(1);
+        let mut payload: Vec<u8> = row.get(8);
+        if sequence == purchase_at {
+            // A bigger purchase, encoded as the codec would: it still decodes.
+            let event_type: &str = row.get(4);
+            let type_version = row.get::<_, i16>(5) as u16;
+            let mut event = ledger_core::codec::decode(event_type, type_version, &payload).unwrap();
+            match &mut event {
+                ledger_core::Event::PurchaseLogged(logged) => {
+                    logged.amount = ledger_core::MinorUnits::new(logged.amount.value() * 10)
+                }
+                other => panic!("{other:?}"),
+            }
+            let encoded = ledger_core::codec::encode(&event).unwrap();
+            assert_eq!(encoded.type_version, type_version);
+            payload = encoded.payload;
+        }
+        let stored_previous: Vec<u8> = row.get(9);
+        let recorded_at: DateTime<Utc> = row.get(6);
+        let metadata: Vec<u8> = row.get(7);
+        let fields = ledger_core::chain::ChainFields {
+            tenant_id: app.tenant_id,
+            tenant_sequence: sequence as u64,
+            event_id: ledger_core::EventId::from_uuid(row.get(0)),
+            stream_id: row.get(2),
+            version: row.get::<_, i32>(3) as u32,
+            event_type: row.get(4),
+            type_version: row.get::<_, i16>(5) as u16,
+            recorded_at_micros: recorded_at.timestamp_micros(),
+            metadata: &metadata,
+            payload: &payload,
+        };
+        if sequence <= purchase_at {
+            // The recomputation agrees with the stored chain up to the change.
+            assert_eq!(stored_previous, previous.to_vec(), "sequence {sequence}");
+        }
+        let hash = ledger_core::chain::link(&previous, &fields);
+        if sequence >= purchase_at {
+            rehashed.push(format!(
+                "UPDATE events SET payload = '\\x{}', previous_hash = '\\x{}', hash = '\\x{}' \
+                 WHERE tenant_id = $1 AND tenant_sequence = {sequence}",
+                hex::encode(&payload),
+                hex::encode(previous),
+                hex::encode(hash)
+            ));
+        }
+        previous = hash;
+    }
+    tampering
+        .detected(
+            "re-hashed",
+            &rehashed.iter().map(String::as_str).collect::<Vec<_>>(),
+            &format!(
+                "sequence {head}: the signed head hash is not the hash of the event at that \
+                 sequence"
+            ),
+        )
+        .await;
+
+    // Forged heads: the hash, the sequence, the signature.
+    let forged_hash = "UPDATE signed_chain_heads \
+         SET head_hash = set_byte(head_hash, 0, get_byte(head_hash, 0) # 1) \
+         WHERE tenant_id = $1";
+    tampering
+        .detected(
+            "forged head hash",
+            &[forged_hash],
+            &format!(
+                "sequence {head}: the signed head hash is not the hash of the event at that \
+                 sequence"
+            ),
+        )
+        .await;
+    // Moved back one event, with that event's hash: the chain agrees, the signature not.
+    let forged_sequence = format!(
+        "UPDATE signed_chain_heads SET sequence = {0}, \
+             head_hash = (SELECT hash FROM events WHERE tenant_id = $1 \
+                          AND tenant_sequence = {0}) \
+         WHERE tenant_id = $1",
+        head - 1
+    );
+    tampering
+        .detected(
+            "forged head sequence",
+            &[&forged_sequence],
+            &format!(
+                "sequence {}: the signed head signature does not verify",
+                head - 1
+            ),
+        )
+        .await;
+    let forged_signature = "UPDATE signed_chain_heads \
+         SET signature = set_byte(signature, 10, get_byte(signature, 10) # 1) \
+         WHERE tenant_id = $1";
+    tampering
+        .detected(
+            "forged signature",
+            &[forged_signature],
+            &format!("sequence {head}: the signed head signature does not verify"),
+        )
+        .await;
+
+    // What no one can detect: events appended after the last signature and then deleted.
+    // They were never signed, so the export is a shorter ledger that is whole and signed.
+    let customer = app.enrolled_customer(&phone()).await;
+    assert_eq!(
+        app.post_purchase("late", &purchase(customer, 50_000))
+            .await
+            .status(),
+        201
+    );
+    let late = format!("DELETE FROM events WHERE tenant_id = $1 AND tenant_sequence > {head}");
+    tampering.superuser(&[&late]).await;
+    let passed = tampering
+        .export_and_verify()
+        .expect("unsigned events deleted: undetectable");
+    assert!(
+        passed.contains(&format!("events: {head} (chain intact)"))
+            && !passed.contains("not covered"),
+        "{passed}"
+    );
+    app.stop().await;
+}
