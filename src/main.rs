@@ -534,8 +534,8 @@ async fn run_audit(settings: &Settings, command: AuditCommand) -> anyhow::Result
         AuditCommand::Verify { file, public_key } => {
             let key = vault::audit::decode_public_key(&public_key)
                 .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
-            let file =
-                std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let file = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
             match verify::verify_reader(file, |message, signature| {
                 vault::audit::verify(&key, message, signature)
             }) {

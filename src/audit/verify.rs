@@ -13,10 +13,10 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use ledger_core::aggregate::Aggregate;
 use ledger_core::chain::{
     signed_head_message, ChainBreak, ChainFields, ChainHash, ChainVerifier, StoredLink,
 };
-use ledger_core::aggregate::Aggregate;
 use ledger_core::{CustomerId, CustomerState, EventId, Points, StreamId, TenantId};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -183,6 +183,80 @@ struct EventLineRef<'a> {
     hash: Cow<'a, str>,
 }
 
+/// An event line in exactly the layout the exporter writes (its keys in order, no spaces,
+/// no escapes), read by splitting at the quotes instead of by a JSON parser: the parser was
+/// a fifth of the replay. `None` for anything else — which then goes to `serde_json`, so
+/// what is accepted and every error message stay the parser's. Whatever is read here is
+/// still checked downstream like the parser's result: the id and stream as UUIDs, metadata
+/// and payload as base64, the hashes as hex, the type by the codec.
+fn exporter_layout(text: &str) -> Option<EventLineRef<'_>> {
+    /// The string value at the start of `rest` (after its opening quote), and what follows
+    /// its closing quote.
+    fn string(rest: &str) -> Option<(&str, &str)> {
+        let (value, rest) = rest.split_once('"')?;
+        (!value.contains('\\')).then_some((value, rest))
+    }
+    /// The unsigned integer at the start of `rest` (JSON's form: no sign, no leading zero).
+    fn unsigned(rest: &str) -> Option<(u64, &str)> {
+        let end = rest
+            .bytes()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let digits = &rest[..end];
+        if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
+            return None;
+        }
+        Some((digits.parse().ok()?, &rest[end..]))
+    }
+    let rest = text.strip_prefix("{\"event_id\":\"")?;
+    let (event_id, rest) = string(rest)?;
+    let rest = rest.strip_prefix(",\"tenant_sequence\":")?;
+    let (tenant_sequence, rest) = unsigned(rest)?;
+    let rest = rest.strip_prefix(",\"stream_id\":\"")?;
+    let (stream_id, rest) = string(rest)?;
+    let rest = rest.strip_prefix(",\"version\":")?;
+    let (version, rest) = unsigned(rest)?;
+    let rest = rest.strip_prefix(",\"event_type\":\"")?;
+    let (event_type, rest) = string(rest)?;
+    let rest = rest.strip_prefix(",\"type_version\":")?;
+    let (type_version, rest) = unsigned(rest)?;
+    let rest = rest.strip_prefix(",\"recorded_at_micros\":")?;
+    let (negative, rest) = match rest.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, rest),
+    };
+    let (micros, rest) = unsigned(rest)?;
+    let recorded_at_micros = if negative {
+        0i64.checked_sub_unsigned(micros)?
+    } else {
+        i64::try_from(micros).ok()?
+    };
+    let rest = rest.strip_prefix(",\"metadata\":\"")?;
+    let (metadata, rest) = string(rest)?;
+    let rest = rest.strip_prefix(",\"payload\":\"")?;
+    let (payload, rest) = string(rest)?;
+    let rest = rest.strip_prefix(",\"previous_hash\":\"")?;
+    let (previous_hash, rest) = string(rest)?;
+    let rest = rest.strip_prefix(",\"hash\":\"")?;
+    let (hash, rest) = string(rest)?;
+    if rest != "}" {
+        return None;
+    }
+    Some(EventLineRef {
+        event_id: Uuid::parse_str(event_id).ok()?,
+        tenant_sequence,
+        stream_id: Cow::Borrowed(stream_id),
+        version: u32::try_from(version).ok()?,
+        event_type: Cow::Borrowed(event_type),
+        type_version: u16::try_from(type_version).ok()?,
+        recorded_at_micros,
+        metadata: Cow::Borrowed(metadata),
+        payload: Cow::Borrowed(payload),
+        previous_hash: Cow::Borrowed(previous_hash),
+        hash: Cow::Borrowed(hash),
+    })
+}
+
 /// What a line that is not an event line is: the trailer, or the error to report.
 fn not_an_event_line(
     number: usize,
@@ -346,7 +420,11 @@ impl<F: Fn(&[u8], &[u8]) -> bool> Verifier<F> {
             )));
         }
         // Event lines are the many: parsed as one first; anything else is looked at again.
-        let event: EventLineRef<'_> = match serde_json::from_str(text) {
+        let parsed = match exporter_layout(text) {
+            Some(event) => Ok(event),
+            None => serde_json::from_str(text),
+        };
+        let event: EventLineRef<'_> = match parsed {
             Ok(event) => event,
             Err(error) => {
                 let expected = self.chain.head().0 + 1;
@@ -486,8 +564,8 @@ impl<F: Fn(&[u8], &[u8]) -> bool> Verifier<F> {
             if sequence == 0 {
                 return Err(fail("names sequence 0"));
             }
-            let head_hash =
-                hash_from_hex(&head.head_hash).ok_or_else(|| fail("hash is not 32 bytes of hex"))?;
+            let head_hash = hash_from_hex(&head.head_hash)
+                .ok_or_else(|| fail("hash is not 32 bytes of hex"))?;
             let index = usize::try_from(sequence - 1).map_err(|_| fail("is out of range"))?;
             if hashes[index] != head_hash {
                 return Err(fail("hash is not the hash of the event at that sequence"));
@@ -495,7 +573,8 @@ impl<F: Fn(&[u8], &[u8]) -> bool> Verifier<F> {
             let signature = BASE64
                 .decode(&head.signature)
                 .map_err(|_| fail("signature is not base64"))?;
-            let message = signed_head_message(tenant_id, sequence, &head_hash, head.signed_at_micros);
+            let message =
+                signed_head_message(tenant_id, sequence, &head_hash, head.signed_at_micros);
             if !(self.signature_valid)(&message, &signature) {
                 return Err(fail(&format!(
                     "signature does not verify with the public key given (signed by {})",
@@ -506,8 +585,9 @@ impl<F: Fn(&[u8], &[u8]) -> bool> Verifier<F> {
             summary.key_id = Some(head.key_id);
         }
 
-        let total =
-            |f: fn(&CustomerState) -> Points| -> i64 { customers.values().map(|c| f(c).value()).sum() };
+        let total = |f: fn(&CustomerState) -> Points| -> i64 {
+            customers.values().map(|c| f(c).value()).sum()
+        };
         summary.customers = customers.len() as u64;
         summary.earned = total(|c| c.earned);
         summary.redeemed = total(|c| c.redeemed);
@@ -524,10 +604,10 @@ impl<F: Fn(&[u8], &[u8]) -> bool> Verifier<F> {
 mod tests {
     use super::*;
     use crate::audit::export::event_line;
-    use ledger_core::evolve;
     use chrono::{Duration, TimeZone, Utc};
     use ledger_core::command::{PhoneIndex, WrappedDataKey};
     use ledger_core::events::SealedPersonalData;
+    use ledger_core::evolve;
     use ledger_core::rules::RuleKind;
     use ledger_core::{
         decide, Command, Currency, CustomerId, LedgerState, LotId, MinorUnits, PurchaseId,
@@ -963,8 +1043,16 @@ mod tests {
         let unix = lines.join("\n") + "\n";
         let windows = lines.join("\r\n");
         for step in [1, 7, 100, 1 << 20] {
-            assert_eq!(verify(unix.as_bytes(), step).unwrap(), expected, "step {step}");
-            assert_eq!(verify(windows.as_bytes(), step).unwrap(), expected, "step {step}");
+            assert_eq!(
+                verify(unix.as_bytes(), step).unwrap(),
+                expected,
+                "step {step}"
+            );
+            assert_eq!(
+                verify(windows.as_bytes(), step).unwrap(),
+                expected,
+                "step {step}"
+            );
         }
         // A changed payload byte: the same failure through both paths.
         let mut tampered = lines.clone();
@@ -995,5 +1083,49 @@ mod tests {
             }
         );
         assert!(matches!(verify(b"", 8), Err(VerifyError::Header(_))));
+    }
+
+    /// The exporter's layout read without the JSON parser gives what the parser gives, and
+    /// anything off that layout is left to the parser.
+    #[test]
+    fn the_exporters_layout_reads_as_the_parser_reads_it() {
+        let ledger = Ledger::new();
+        let lines = ledger.export(&key(), None);
+        let fields = |e: &EventLineRef<'_>| {
+            format!(
+                "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+                e.event_id,
+                e.tenant_sequence,
+                e.stream_id,
+                e.version,
+                e.event_type,
+                e.type_version,
+                e.recorded_at_micros,
+                e.metadata,
+                e.payload,
+                e.previous_hash,
+                e.hash
+            )
+        };
+        for line in &lines[1..lines.len() - 1] {
+            let fast = exporter_layout(line).expect("the exporter's own line");
+            let parsed: EventLineRef<'_> = serde_json::from_str(line).unwrap();
+            assert_eq!(fields(&fast), fields(&parsed));
+        }
+        let line = &lines[1];
+        let negative = line.replace("\"recorded_at_micros\":", "\"recorded_at_micros\":-");
+        assert!(exporter_layout(&negative).unwrap().recorded_at_micros < 0);
+        // Off the layout: the parser decides (and may well accept it).
+        let escaped = line.replacen("\"stream_id\":\"", "\"stream_id\":\"\\u0063", 1);
+        let spaced = line.replacen(",\"version\":", ", \"version\":", 1);
+        let reordered = line.replacen("{\"event_id\"", "{\"zzz\":1,\"event_id\"", 1);
+        let leading_zero = line.replacen("\"type_version\":", "\"type_version\":0", 1);
+        let trailing = format!("{line} ");
+        let too_big = line.replacen("\"version\":", "\"version\":99999999999", 1);
+        for variant in [escaped, spaced, reordered, leading_zero, trailing, too_big] {
+            assert!(exporter_layout(&variant).is_none(), "{variant}");
+        }
+        assert!(exporter_layout(&lines[0]).is_none());
+        assert!(exporter_layout(&lines[lines.len() - 1]).is_none());
     }
 }
