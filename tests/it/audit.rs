@@ -539,6 +539,28 @@ async fn an_auditor_exports_its_tenant_over_the_api_and_the_body_verifies() {
     assert!(stdout.contains("customers: 2"), "{stdout}");
     let _ = std::fs::remove_file(&file);
 
+    // Row-level security, not only the query's `tenant_id = $1`: a transaction of the API's
+    // role scoped to the other tenant, asking the same reader for our ledger, reads none of
+    // it — no event and no signed head.
+    let mut client = app.pool.get().await.unwrap();
+    let scoped = schema::tenancy::begin_read_only_snapshot(&mut client, app.tenant_id)
+        .await
+        .unwrap();
+    let mut cursor = schema::audit::ExportCursor::new(tenant, 2);
+    let mut leaked = Vec::new();
+    while let Some(chunk) = cursor.next_chunk(&*scoped).await.unwrap() {
+        leaked.extend(chunk);
+    }
+    scoped.commit().await.unwrap();
+    assert_eq!(
+        cursor.exported(),
+        schema::audit::Exported {
+            events: 0,
+            signed_sequence: None
+        }
+    );
+    assert_eq!(String::from_utf8(leaked).unwrap().lines().count(), 2);
+
     // Owners may export too; the till and analysts may not.
     let (status, _, owners) = api_export(&app, &owner).await;
     assert_eq!(status, 200);
