@@ -659,14 +659,11 @@ async fn run_audit(settings: &Settings, command: AuditCommand) -> anyhow::Result
             }
         }
         AuditCommand::Verify { file, public_key } => {
-            use std::io::BufRead;
             let key = vault::audit::decode_public_key(&public_key)
                 .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
-            let reader = std::io::BufReader::new(
-                std::fs::File::open(&file)
-                    .with_context(|| format!("opening {}", file.display()))?,
-            );
-            match verify::verify_lines(reader.lines(), |message, signature| {
+            let file = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            match verify::verify_reader(file, |message, signature| {
                 vault::audit::verify(&key, message, signature)
             }) {
                 Ok(summary) => println!("OK\n{summary}"),

@@ -156,6 +156,7 @@ fn action(permission: Permission) -> &'static str {
         Permission::ReadBroadcasts => "read broadcasts",
         Permission::ReadBooks => "read the books (positions and statements)",
         Permission::ReadAnalytics => "read analytics",
+        Permission::ExportLedger => "export the ledger for an audit",
     }
 }
 

@@ -39,6 +39,7 @@
 pub mod accounts;
 pub mod analytics;
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 mod body;
 pub mod books;
@@ -453,6 +454,9 @@ pub fn route_table() -> Vec<RouteSpec> {
         }),
         route(Method::GET, "/v1/analytics/whatsapp", Vendor, || {
             web::to(analytics::whatsapp)
+        }),
+        route(Method::GET, "/v1/audit/export", Vendor, || {
+            web::to(audit::export)
         }),
         route(Method::POST, "/v1/signup", Public, || {
             web::to(accounts::signup)

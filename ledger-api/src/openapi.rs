@@ -89,6 +89,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         crate::analytics::tiers,
         crate::analytics::redemption_rate,
         crate::analytics::whatsapp,
+        crate::audit::export,
         crate::personal::export,
         crate::personal::erase,
         crate::accounts::signup,
@@ -141,6 +142,7 @@ pub const USER_TOKEN_SCHEME: &str = "user_token";
         (name = "whatsapp", description = "The tenant's own WhatsApp number and its access token (owners only): register or update, show, detach"),
         (name = "broadcasts", description = "A template message to a segment of the tenant's customers (owners and staff): create, list, show with progress, list recipients, pause, resume, cancel"),
         (name = "analytics", description = "The tenant's aggregate figures (owners and analysts), as JSON or CSV: daily ledger activity, active customers, reward popularity, cohort retention, tiers, redemption rate, WhatsApp traffic (docs/ANALYTICS.md)"),
+        (name = "audit", description = "The tenant's whole ledger with its signed chain head, for an offline audit (auditors and owners)"),
         (name = "operations", description = "Probes, metrics and this document; no authentication"),
     )
 )]

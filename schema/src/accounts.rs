@@ -35,7 +35,8 @@ pub enum Role {
     /// The till: enrol, log purchases, redeem, fulfil redemptions, read customers, their
     /// history and the reward catalogue.
     Staff,
-    /// Read-only access to the ledger: customers, their history, the reward catalogue.
+    /// Read-only access to the ledger: customers, their history, the reward catalogue, and
+    /// the audit export of the whole ledger.
     Auditor,
     /// Read-only access to the projections (customer balances) and the reward catalogue.
     Analyst,
@@ -102,10 +103,15 @@ pub enum Permission {
     /// `GET /v1/analytics/*`: the tenant's aggregate figures (the `analytics` views: counts,
     /// points, amounts; no customer, no personal data), as JSON or CSV. Owners and analysts.
     ReadAnalytics,
+    /// `GET /v1/audit/export`: the tenant's whole ledger with its signed chain head, for an
+    /// offline audit (docs/AUDIT.md). Auditors and owners; not the till (a leaked till key
+    /// must not drive long reads of the whole ledger), not analysts (their job is the read
+    /// models, and the events carry more than balances).
+    ExportLedger,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 25] = [
+    pub const ALL: [Permission; 26] = [
         Permission::EnrolCustomer,
         Permission::LogPurchase,
         Permission::RedeemPoints,
@@ -131,6 +137,7 @@ impl Permission {
         Permission::ReadBroadcasts,
         Permission::ReadBooks,
         Permission::ReadAnalytics,
+        Permission::ExportLedger,
     ];
 }
 
@@ -190,6 +197,7 @@ impl Role {
                     | P::ReadProgramme
                     | P::ReadRules
                     | P::ReadBooks
+                    | P::ExportLedger
             ),
             Role::Analyst => matches!(
                 permission,
@@ -1074,6 +1082,7 @@ mod tests {
                     P::ReadProgramme,
                     P::ReadRules,
                     P::ReadBooks,
+                    P::ExportLedger,
                 ],
             ),
             (

@@ -7,12 +7,14 @@
 //! [`accounts`] (roles, users, tokens, tenant registration), [`inbox`] (the WhatsApp webhook
 //! inbox), [`rewards`] (the catalogue and redemption codes), [`whatsapp_numbers`] (a tenant's
 //! own WhatsApp number and its sealed access token), [`broadcasts`] (a vendor's template
-//! message to a segment: recipients, progress, pause and resume).
+//! message to a segment: recipients, progress, pause and resume), [`audit`] (the audit export's
+//! format and its paged snapshot reader).
 //!
 //! Architecture invariant: this crate knows SQL and Postgres, and nothing of HTTP or NATS.
 
 pub mod accounts;
 pub mod api_keys;
+pub mod audit;
 pub mod broadcasts;
 pub mod db;
 pub mod inbox;

@@ -13,72 +13,18 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use ledger_core::aggregate::Aggregate;
 use ledger_core::chain::{
     signed_head_message, ChainBreak, ChainFields, ChainHash, ChainVerifier, StoredLink,
 };
-use ledger_core::{evolve, CustomerState, EventId, Points, StreamId, TenantId};
-use serde::{Deserialize, Serialize};
+use ledger_core::{CustomerId, CustomerState, EventId, Points, StreamId, TenantId};
+use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// The `format` of the header line.
-pub const FORMAT: &str = "loyalty-ledger-export";
-/// The `version` of the header line this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
-
-/// The first line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Header {
-    pub format: String,
-    pub version: u32,
-    pub tenant_id: Uuid,
-}
-
-/// One line per event: every field the chain covers (the tenant's id is the header's).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventLine {
-    pub event_id: Uuid,
-    pub tenant_sequence: u64,
-    pub stream_id: String,
-    pub version: u32,
-    pub event_type: String,
-    pub type_version: u16,
-    pub recorded_at_micros: i64,
-    /// Base64 (standard, padded).
-    pub metadata: String,
-    /// Base64 (standard, padded).
-    pub payload: String,
-    /// Hex, 64 digits.
-    pub previous_hash: String,
-    /// Hex, 64 digits.
-    pub hash: String,
-}
-
-/// The last line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Trailer {
-    /// The number of event lines (catches an accidental truncation; only the signed head is
-    /// proof).
-    pub events: u64,
-    /// The tenant's latest signed chain head when the export was taken, or `null`.
-    pub signed_head: Option<SignedHeadLine>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignedHeadLine {
-    pub tenant_id: Uuid,
-    pub sequence: u64,
-    /// Hex, 64 digits.
-    pub head_hash: String,
-    pub signed_at_micros: i64,
-    pub key_id: String,
-    /// Base64 (standard, padded), 64 bytes.
-    pub signature: String,
-}
+// The format's types are the exporter's (`schema::audit`), so writer and reader cannot drift.
+pub use schema::audit::{EventLine, Header, SignedHeadLine, Trailer, FORMAT, FORMAT_VERSION};
 
 /// The first failure found. Messages start with the first bad sequence when there is one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -177,9 +123,160 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// The value of each hex digit (either case), 0xFF for any other byte.
+const HEX_DIGITS: [u8; 256] = {
+    let mut table = [0xFF; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// 64 hex digits as 32 bytes. A table look-up per digit: two hashes a line made the `hex`
+/// crate's decoder a tenth of the replay's time.
 fn hash_from_hex(text: &str) -> Option<ChainHash> {
-    let bytes = hex::decode(text).ok()?;
-    ChainHash::try_from(bytes.as_slice()).ok()
+    let digits = text.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (byte, pair) in hash.iter_mut().zip(digits.chunks_exact(2)) {
+        let (high, low) = (HEX_DIGITS[pair[0] as usize], HEX_DIGITS[pair[1] as usize]);
+        if (high | low) > 0x0F {
+            return None;
+        }
+        *byte = (high << 4) | low;
+    }
+    Some(hash)
+}
+
+/// An event line as the verifier reads it: [`EventLine`]'s fields, the text ones borrowed
+/// from the line (they hold no escapes, so nothing is copied) — replaying a million events
+/// is mostly avoiding a million small allocations (docs/PERFORMANCE.md).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventLineRef<'a> {
+    event_id: Uuid,
+    tenant_sequence: u64,
+    #[serde(borrow)]
+    stream_id: Cow<'a, str>,
+    version: u32,
+    #[serde(borrow)]
+    event_type: Cow<'a, str>,
+    type_version: u16,
+    recorded_at_micros: i64,
+    #[serde(borrow)]
+    metadata: Cow<'a, str>,
+    #[serde(borrow)]
+    payload: Cow<'a, str>,
+    #[serde(borrow)]
+    previous_hash: Cow<'a, str>,
+    #[serde(borrow)]
+    hash: Cow<'a, str>,
+}
+
+/// An event line in exactly the layout the exporter writes (its keys in order, no spaces,
+/// no escapes), read by splitting at the quotes instead of by a JSON parser: the parser was
+/// a fifth of the replay. `None` for anything else — which then goes to `serde_json`, so
+/// what is accepted and every error message stay the parser's. Whatever is read here is
+/// still checked downstream like the parser's result: the id and stream as UUIDs, metadata
+/// and payload as base64, the hashes as hex, the type by the codec.
+fn exporter_layout(text: &str) -> Option<EventLineRef<'_>> {
+    /// The string value at the start of `rest` (after its opening quote), and what follows
+    /// its closing quote.
+    fn string(rest: &str) -> Option<(&str, &str)> {
+        let (value, rest) = rest.split_once('"')?;
+        (!value.contains('\\')).then_some((value, rest))
+    }
+    /// The unsigned integer at the start of `rest` (JSON's form: no sign, no leading zero).
+    fn unsigned(rest: &str) -> Option<(u64, &str)> {
+        let end = rest
+            .bytes()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let digits = &rest[..end];
+        if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
+            return None;
+        }
+        Some((digits.parse().ok()?, &rest[end..]))
+    }
+    let rest = text.strip_prefix("{\"event_id\":\"")?;
+    let (event_id, rest) = string(rest)?;
+    let rest = rest.strip_prefix(",\"tenant_sequence\":")?;
+    let (tenant_sequence, rest) = unsigned(rest)?;
+    let rest = rest.strip_prefix(",\"stream_id\":\"")?;
+    let (stream_id, rest) = string(rest)?;
+    let rest = rest.strip_prefix(",\"version\":")?;
+    let (version, rest) = unsigned(rest)?;
+    let rest = rest.strip_prefix(",\"event_type\":\"")?;
+    let (event_type, rest) = string(rest)?;
+    let rest = rest.strip_prefix(",\"type_version\":")?;
+    let (type_version, rest) = unsigned(rest)?;
+    let rest = rest.strip_prefix(",\"recorded_at_micros\":")?;
+    let (negative, rest) = match rest.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, rest),
+    };
+    let (micros, rest) = unsigned(rest)?;
+    let recorded_at_micros = if negative {
+        0i64.checked_sub_unsigned(micros)?
+    } else {
+        i64::try_from(micros).ok()?
+    };
+    let rest = rest.strip_prefix(",\"metadata\":\"")?;
+    let (metadata, rest) = string(rest)?;
+    let rest = rest.strip_prefix(",\"payload\":\"")?;
+    let (payload, rest) = string(rest)?;
+    let rest = rest.strip_prefix(",\"previous_hash\":\"")?;
+    let (previous_hash, rest) = string(rest)?;
+    let rest = rest.strip_prefix(",\"hash\":\"")?;
+    let (hash, rest) = string(rest)?;
+    if rest != "}" {
+        return None;
+    }
+    Some(EventLineRef {
+        event_id: Uuid::parse_str(event_id).ok()?,
+        tenant_sequence,
+        stream_id: Cow::Borrowed(stream_id),
+        version: u32::try_from(version).ok()?,
+        event_type: Cow::Borrowed(event_type),
+        type_version: u16::try_from(type_version).ok()?,
+        recorded_at_micros,
+        metadata: Cow::Borrowed(metadata),
+        payload: Cow::Borrowed(payload),
+        previous_hash: Cow::Borrowed(previous_hash),
+        hash: Cow::Borrowed(hash),
+    })
+}
+
+/// What a line that is not an event line is: the trailer, or the error to report.
+fn not_an_event_line(
+    number: usize,
+    text: &str,
+    expected: u64,
+    error: serde_json::Error,
+) -> Result<Trailer, VerifyError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| VerifyError::Malformed {
+            line: number,
+            message: format!("not JSON: {e}"),
+        })?;
+    if value.get("signed_head").is_some() {
+        return serde_json::from_value(value)
+            .map_err(|e| VerifyError::Trailer(format!("line {number} is malformed: {e}")));
+    }
+    Err(VerifyError::Malformed {
+        line: number,
+        message: format!("not an event line (sequence {expected} expected): {error}"),
+    })
 }
 
 /// Verifies an export given its lines (without their line ends) and a signature check
@@ -196,74 +293,155 @@ where
     S: AsRef<str>,
     E: std::fmt::Display,
 {
-    let mut lines = lines.into_iter().enumerate().map(|(index, line)| {
-        line.map_err(|e| VerifyError::Malformed {
+    let mut verifier = Verifier::new(signature_valid);
+    for (index, line) in lines.into_iter().enumerate() {
+        let text = line.map_err(|e| VerifyError::Malformed {
             line: index + 1,
             message: format!("cannot be read: {e}"),
-        })
-        .map(|text| (index + 1, text))
-    });
+        })?;
+        verifier.line(text.as_ref())?;
+    }
+    verifier.finish()
+}
 
-    let header: Header = match lines.next() {
-        None => return Err(VerifyError::Header("the file is empty".into())),
-        Some(line) => {
-            let (_, text) = line?;
-            serde_json::from_str(text.as_ref())
-                .map_err(|e| VerifyError::Header(format!("not a header line: {e}")))?
-        }
+/// [`verify_lines`] over a file's bytes, read in large blocks and cut into lines in place
+/// (no allocation or copy per line: `loyalty audit verify`'s path, docs/PERFORMANCE.md).
+/// Lines end with `\n` (a `\r` before it is dropped, as `BufRead::lines` does); the last
+/// may lack it.
+pub fn verify_reader(
+    mut reader: impl std::io::Read,
+    signature_valid: impl Fn(&[u8], &[u8]) -> bool,
+) -> Result<Summary, VerifyError> {
+    const BLOCK: usize = 4 << 20;
+    let mut verifier = Verifier::new(signature_valid);
+    // The bytes not yet verified are `buffer[start..end]`; `buffer` grows only for a line
+    // longer than itself.
+    let mut buffer = vec![0u8; BLOCK];
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut number = 0usize;
+    let unreadable = |line: usize, message: String| VerifyError::Malformed {
+        line,
+        message: format!("cannot be read: {message}"),
     };
-    if header.format != FORMAT {
-        return Err(VerifyError::Header(format!(
-            "format {:?}, expected {FORMAT:?}",
-            header.format
-        )));
+    loop {
+        if end == buffer.len() {
+            if start > 0 {
+                buffer.copy_within(start..end, 0);
+                (start, end) = (0, end - start);
+            } else {
+                buffer.resize(buffer.len() * 2, 0);
+            }
+        }
+        let read = loop {
+            match reader.read(&mut buffer[end..]) {
+                Ok(read) => break read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(unreadable(number + 1, e.to_string())),
+            }
+        };
+        let at_end = read == 0;
+        let fresh = end;
+        end += read;
+        // Whole lines only, except at the end of the file.
+        let complete = match buffer[fresh..end].iter().rposition(|&b| b == b'\n') {
+            Some(last) => fresh + last + 1,
+            None if at_end => end,
+            None => continue,
+        };
+        let text = std::str::from_utf8(&buffer[start..complete]).map_err(|e| {
+            let line = number
+                + 1
+                + buffer[start..start + e.valid_up_to()]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count();
+            unreadable(line, "stream did not contain valid UTF-8".into())
+        })?;
+        if !text.is_empty() {
+            let text = text.strip_suffix('\n').unwrap_or(text);
+            for line in text.split('\n') {
+                number += 1;
+                verifier.line(line.strip_suffix('\r').unwrap_or(line))?;
+            }
+        }
+        start = complete;
+        if start == end {
+            (start, end) = (0, 0);
+        }
+        if at_end {
+            break;
+        }
     }
-    if header.version != FORMAT_VERSION {
-        return Err(VerifyError::Header(format!(
-            "version {} is not supported (this verifier reads {FORMAT_VERSION})",
-            header.version
-        )));
+    verifier.finish()
+}
+
+/// The verification as a fold over lines: [`Verifier::line`] for each line in file order,
+/// then [`Verifier::finish`]. Stops at the first failure.
+pub struct Verifier<F> {
+    signature_valid: F,
+    header: Option<Header>,
+    tenant_id: TenantId,
+    chain: ChainVerifier,
+    hashes: Vec<ChainHash>,
+    customers: HashMap<CustomerId, CustomerState>,
+    trailer: Option<Trailer>,
+    lines: usize,
+    // Decoded bytes, reused from line to line.
+    metadata: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl<F: Fn(&[u8], &[u8]) -> bool> Verifier<F> {
+    pub fn new(signature_valid: F) -> Self {
+        Verifier {
+            signature_valid,
+            header: None,
+            tenant_id: TenantId::from_uuid(Uuid::nil()),
+            chain: ChainVerifier::default(),
+            hashes: Vec::new(),
+            customers: HashMap::new(),
+            trailer: None,
+            lines: 0,
+            metadata: Vec::new(),
+            payload: Vec::new(),
+        }
     }
-    let tenant_id = TenantId::from_uuid(header.tenant_id);
 
-    let mut chain = ChainVerifier::default();
-    let mut hashes: Vec<ChainHash> = Vec::new();
-    let mut customers: HashMap<String, CustomerState> = HashMap::new();
-    let mut trailer: Option<Trailer> = None;
-
-    for line in lines {
-        let (number, text) = line?;
-        let text = text.as_ref();
-        if trailer.is_some() {
+    /// The next line of the file, without its line end.
+    pub fn line(&mut self, text: &str) -> Result<(), VerifyError> {
+        self.lines += 1;
+        let number = self.lines;
+        if self.header.is_none() {
+            return self.header(text);
+        }
+        if self.trailer.is_some() {
             return Err(VerifyError::Trailer(format!(
                 "line {number} follows the trailer"
             )));
         }
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| VerifyError::Malformed {
-                line: number,
-                message: format!("not JSON: {e}"),
-            })?;
-        if value.get("signed_head").is_some() {
-            trailer =
-                Some(serde_json::from_value(value).map_err(|e| {
-                    VerifyError::Trailer(format!("line {number} is malformed: {e}"))
-                })?);
-            continue;
-        }
-        let expected = chain.head().0 + 1;
-        let event: EventLine =
-            serde_json::from_value(value).map_err(|e| VerifyError::Malformed {
-                line: number,
-                message: format!("not an event line (sequence {expected} expected): {e}"),
-            })?;
+        // Event lines are the many: parsed as one first; anything else is looked at again.
+        let parsed = match exporter_layout(text) {
+            Some(event) => Ok(event),
+            None => serde_json::from_str(text),
+        };
+        let event: EventLineRef<'_> = match parsed {
+            Ok(event) => event,
+            Err(error) => {
+                let expected = self.chain.head().0 + 1;
+                self.trailer = Some(not_an_event_line(number, text, expected, error)?);
+                return Ok(());
+            }
+        };
+        let tenant_id = self.tenant_id;
         let sequence = event.tenant_sequence;
         let bad = |message: &str| VerifyError::event(sequence, message);
-        let metadata = BASE64
-            .decode(&event.metadata)
+        self.metadata.clear();
+        BASE64
+            .decode_vec(event.metadata.as_bytes(), &mut self.metadata)
             .map_err(|_| bad("metadata is not base64"))?;
-        let payload = BASE64
-            .decode(&event.payload)
+        self.payload.clear();
+        BASE64
+            .decode_vec(event.payload.as_bytes(), &mut self.payload)
             .map_err(|_| bad("payload is not base64"))?;
         let previous_hash = hash_from_hex(&event.previous_hash)
             .ok_or_else(|| bad("previous_hash is not 32 bytes of hex"))?;
@@ -277,10 +455,10 @@ where
             event_type: &event.event_type,
             type_version: event.type_version,
             recorded_at_micros: event.recorded_at_micros,
-            metadata: &metadata,
-            payload: &payload,
+            metadata: &self.metadata,
+            payload: &self.payload,
         };
-        chain
+        self.chain
             .push(StoredLink {
                 fields,
                 previous_hash: &previous_hash,
@@ -299,15 +477,16 @@ where
                     VerifyError::event(sequence, "hash does not match its contents")
                 }
             })?;
-        hashes.push(hash);
-        let decoded = ledger_core::codec::decode(&event.event_type, event.type_version, &payload)
-            .map_err(|e| {
-            VerifyError::event(sequence, format!("payload does not decode: {e}"))
-        })?;
+        self.hashes.push(hash);
+        let decoded =
+            ledger_core::codec::decode(&event.event_type, event.type_version, &self.payload)
+                .map_err(|e| {
+                    VerifyError::event(sequence, format!("payload does not decode: {e}"))
+                })?;
         match StreamId::parse(&event.stream_id) {
-            Ok(StreamId::Customer(_)) => {
-                let state = customers.remove(&event.stream_id).unwrap_or_default();
-                customers.insert(event.stream_id, evolve(state, &decoded));
+            // Folded in place: the state is not moved in and out of the map per event.
+            Ok(StreamId::Customer(customer)) => {
+                self.customers.entry(customer).or_default().apply(&decoded)
             }
             Ok(StreamId::Tenant(id)) if id == tenant_id => {}
             Ok(StreamId::Tenant(_)) => {
@@ -315,78 +494,110 @@ where
             }
             Err(_) => return Err(bad("stream_id is not a stream id")),
         }
+        Ok(())
     }
 
-    let (last, _) = chain.head();
-    let trailer = trailer.ok_or_else(|| {
-        VerifyError::Trailer(format!(
-            "missing: the file ends after sequence {last} (truncated?)"
-        ))
-    })?;
-    // A signed head beyond the last line first: it names the first missing sequence.
-    if let Some(head) = &trailer.signed_head {
-        if head.sequence > last {
-            return Err(VerifyError::Truncated {
-                sequence: last + 1,
-                signed: head.sequence,
-                last,
-            });
-        }
-    }
-    if trailer.events != last {
-        return Err(VerifyError::Trailer(format!(
-            "counts {} events but the file holds {last}",
-            trailer.events
-        )));
-    }
-    let mut summary = Summary {
-        tenant_id: header.tenant_id,
-        events: last,
-        ..Summary::default()
-    };
-    if let Some(head) = trailer.signed_head {
-        let sequence = head.sequence;
-        let fail = |message: &str| VerifyError::SignedHead {
-            sequence,
-            message: message.into(),
-        };
-        if head.tenant_id != header.tenant_id {
-            return Err(fail("is another tenant's"));
-        }
-        if sequence == 0 {
-            return Err(fail("names sequence 0"));
-        }
-        let head_hash =
-            hash_from_hex(&head.head_hash).ok_or_else(|| fail("hash is not 32 bytes of hex"))?;
-        let index = usize::try_from(sequence - 1).map_err(|_| fail("is out of range"))?;
-        if hashes[index] != head_hash {
-            return Err(fail("hash is not the hash of the event at that sequence"));
-        }
-        let signature = BASE64
-            .decode(&head.signature)
-            .map_err(|_| fail("signature is not base64"))?;
-        let message = signed_head_message(tenant_id, sequence, &head_hash, head.signed_at_micros);
-        if !signature_valid(&message, &signature) {
-            return Err(fail(&format!(
-                "signature does not verify with the public key given (signed by {})",
-                head.key_id
+    fn header(&mut self, text: &str) -> Result<(), VerifyError> {
+        let header: Header = serde_json::from_str(text)
+            .map_err(|e| VerifyError::Header(format!("not a header line: {e}")))?;
+        if header.format != FORMAT {
+            return Err(VerifyError::Header(format!(
+                "format {:?}, expected {FORMAT:?}",
+                header.format
             )));
         }
-        summary.signed_sequence = sequence;
-        summary.key_id = Some(head.key_id);
+        if header.version != FORMAT_VERSION {
+            return Err(VerifyError::Header(format!(
+                "version {} is not supported (this verifier reads {FORMAT_VERSION})",
+                header.version
+            )));
+        }
+        self.tenant_id = TenantId::from_uuid(header.tenant_id);
+        self.header = Some(header);
+        Ok(())
     }
 
-    let total =
-        |f: fn(&CustomerState) -> Points| -> i64 { customers.values().map(|c| f(c).value()).sum() };
-    summary.customers = customers.len() as u64;
-    summary.earned = total(|c| c.earned);
-    summary.redeemed = total(|c| c.redeemed);
-    summary.expired = total(|c| c.expired);
-    summary.reversed = total(|c| c.reversed);
-    summary.adjusted = total(|c| c.adjusted);
-    summary.pending = total(|c| c.pending);
-    summary.outstanding = total(|c| c.balance);
-    Ok(summary)
+    /// After the last line: the trailer, the signed head, and the replay's summary.
+    pub fn finish(self) -> Result<Summary, VerifyError> {
+        let Some(header) = self.header else {
+            return Err(VerifyError::Header("the file is empty".into()));
+        };
+        let tenant_id = self.tenant_id;
+        let hashes = self.hashes;
+        let customers = self.customers;
+        let (last, _) = self.chain.head();
+        let trailer = self.trailer.ok_or_else(|| {
+            VerifyError::Trailer(format!(
+                "missing: the file ends after sequence {last} (truncated?)"
+            ))
+        })?;
+        // A signed head beyond the last line first: it names the first missing sequence.
+        if let Some(head) = &trailer.signed_head {
+            if head.sequence > last {
+                return Err(VerifyError::Truncated {
+                    sequence: last + 1,
+                    signed: head.sequence,
+                    last,
+                });
+            }
+        }
+        if trailer.events != last {
+            return Err(VerifyError::Trailer(format!(
+                "counts {} events but the file holds {last}",
+                trailer.events
+            )));
+        }
+        let mut summary = Summary {
+            tenant_id: header.tenant_id,
+            events: last,
+            ..Summary::default()
+        };
+        if let Some(head) = trailer.signed_head {
+            let sequence = head.sequence;
+            let fail = |message: &str| VerifyError::SignedHead {
+                sequence,
+                message: message.into(),
+            };
+            if head.tenant_id != header.tenant_id {
+                return Err(fail("is another tenant's"));
+            }
+            if sequence == 0 {
+                return Err(fail("names sequence 0"));
+            }
+            let head_hash = hash_from_hex(&head.head_hash)
+                .ok_or_else(|| fail("hash is not 32 bytes of hex"))?;
+            let index = usize::try_from(sequence - 1).map_err(|_| fail("is out of range"))?;
+            if hashes[index] != head_hash {
+                return Err(fail("hash is not the hash of the event at that sequence"));
+            }
+            let signature = BASE64
+                .decode(&head.signature)
+                .map_err(|_| fail("signature is not base64"))?;
+            let message =
+                signed_head_message(tenant_id, sequence, &head_hash, head.signed_at_micros);
+            if !(self.signature_valid)(&message, &signature) {
+                return Err(fail(&format!(
+                    "signature does not verify with the public key given (signed by {})",
+                    head.key_id
+                )));
+            }
+            summary.signed_sequence = sequence;
+            summary.key_id = Some(head.key_id);
+        }
+
+        let total = |f: fn(&CustomerState) -> Points| -> i64 {
+            customers.values().map(|c| f(c).value()).sum()
+        };
+        summary.customers = customers.len() as u64;
+        summary.earned = total(|c| c.earned);
+        summary.redeemed = total(|c| c.redeemed);
+        summary.expired = total(|c| c.expired);
+        summary.reversed = total(|c| c.reversed);
+        summary.adjusted = total(|c| c.adjusted);
+        summary.pending = total(|c| c.pending);
+        summary.outstanding = total(|c| c.balance);
+        Ok(summary)
+    }
 }
 
 #[cfg(test)]
@@ -396,6 +607,7 @@ mod tests {
     use chrono::{Duration, TimeZone, Utc};
     use ledger_core::command::{PhoneIndex, WrappedDataKey};
     use ledger_core::events::SealedPersonalData;
+    use ledger_core::evolve;
     use ledger_core::rules::RuleKind;
     use ledger_core::{
         decide, Command, Currency, CustomerId, LedgerState, LotId, MinorUnits, PurchaseId,
@@ -786,5 +998,134 @@ mod tests {
         lines[0] = r#"{"format":"something-else","version":1,"tenant_id":"00000000-0000-0000-0000-000000000007"}"#.into();
         assert!(matches!(check(&lines, &key), Err(VerifyError::Header(_))));
         assert!(matches!(check(&[], &key), Err(VerifyError::Header(_))));
+    }
+
+    #[test]
+    fn hashes_read_from_hex_in_either_case_and_nothing_else() {
+        let hash: ChainHash = std::array::from_fn(|i| (i * 37) as u8);
+        assert_eq!(hash_from_hex(&hex::encode(hash)), Some(hash));
+        assert_eq!(hash_from_hex(&hex::encode_upper(hash)), Some(hash));
+        let text = hex::encode(hash);
+        assert_eq!(hash_from_hex(&text[..62]), None);
+        assert_eq!(hash_from_hex(&format!("{text}00")), None);
+        for bad in ["g", " ", "x", "é"] {
+            let mut broken = text.clone();
+            broken.replace_range(10..10 + bad.len(), bad);
+            assert_eq!(hash_from_hex(&broken), None, "{bad}");
+        }
+    }
+
+    /// The command's block reader sees the same lines as `verify_lines`, whatever the block
+    /// boundaries: CRLF ends, a last line without its end, and its failures name the same
+    /// line.
+    #[test]
+    fn the_block_reader_cuts_the_same_lines() {
+        /// A reader that hands out `step` bytes at a time, to put boundaries everywhere.
+        struct Trickle<'a>(&'a [u8], usize);
+        impl std::io::Read for Trickle<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.1.min(self.0.len()).min(out.len());
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let ledger = Ledger::new();
+        let key = key();
+        let n = ledger.events.len() as u64;
+        let lines = ledger.export(&key, Some(n));
+        let expected = check(&lines, &key).unwrap();
+        let verify = |bytes: &[u8], step: usize| {
+            verify_reader(Trickle(bytes, step), |message, signature| {
+                vault::audit::verify(key.public_key(), message, signature)
+            })
+        };
+        let unix = lines.join("\n") + "\n";
+        let windows = lines.join("\r\n");
+        for step in [1, 7, 100, 1 << 20] {
+            assert_eq!(
+                verify(unix.as_bytes(), step).unwrap(),
+                expected,
+                "step {step}"
+            );
+            assert_eq!(
+                verify(windows.as_bytes(), step).unwrap(),
+                expected,
+                "step {step}"
+            );
+        }
+        // A changed payload byte: the same failure through both paths.
+        let mut tampered = lines.clone();
+        edit_event(&mut tampered, 3, |event| {
+            let mut payload = BASE64.decode(&event.payload).unwrap();
+            payload[4] ^= 1;
+            event.payload = BASE64.encode(payload);
+        });
+        let text = tampered.join("\n") + "\n";
+        assert_eq!(
+            verify(text.as_bytes(), 13).unwrap_err(),
+            check(&tampered, &key).unwrap_err()
+        );
+        // Cut short (no trailer) and not UTF-8: named, not a panic.
+        let cut = lines[..lines.len() - 1].join("\n");
+        assert!(matches!(
+            verify(cut.as_bytes(), 5),
+            Err(VerifyError::Trailer(_))
+        ));
+        let mut bytes = unix.into_bytes();
+        let second_line = bytes.iter().position(|&b| b == b'\n').unwrap() + 5;
+        bytes[second_line] = 0xFF;
+        assert_eq!(
+            verify(&bytes, 64).unwrap_err(),
+            VerifyError::Malformed {
+                line: 2,
+                message: "cannot be read: stream did not contain valid UTF-8".into()
+            }
+        );
+        assert!(matches!(verify(b"", 8), Err(VerifyError::Header(_))));
+    }
+
+    /// The exporter's layout read without the JSON parser gives what the parser gives, and
+    /// anything off that layout is left to the parser.
+    #[test]
+    fn the_exporters_layout_reads_as_the_parser_reads_it() {
+        let ledger = Ledger::new();
+        let lines = ledger.export(&key(), None);
+        let fields = |e: &EventLineRef<'_>| {
+            format!(
+                "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+                e.event_id,
+                e.tenant_sequence,
+                e.stream_id,
+                e.version,
+                e.event_type,
+                e.type_version,
+                e.recorded_at_micros,
+                e.metadata,
+                e.payload,
+                e.previous_hash,
+                e.hash
+            )
+        };
+        for line in &lines[1..lines.len() - 1] {
+            let fast = exporter_layout(line).expect("the exporter's own line");
+            let parsed: EventLineRef<'_> = serde_json::from_str(line).unwrap();
+            assert_eq!(fields(&fast), fields(&parsed));
+        }
+        let line = &lines[1];
+        let negative = line.replace("\"recorded_at_micros\":", "\"recorded_at_micros\":-");
+        assert!(exporter_layout(&negative).unwrap().recorded_at_micros < 0);
+        // Off the layout: the parser decides (and may well accept it).
+        let escaped = line.replacen("\"stream_id\":\"", "\"stream_id\":\"\\u0063", 1);
+        let spaced = line.replacen(",\"version\":", ", \"version\":", 1);
+        let reordered = line.replacen("{\"event_id\"", "{\"zzz\":1,\"event_id\"", 1);
+        let leading_zero = line.replacen("\"type_version\":", "\"type_version\":0", 1);
+        let trailing = format!("{line} ");
+        let too_big = line.replacen("\"version\":", "\"version\":99999999999", 1);
+        for variant in [escaped, spaced, reordered, leading_zero, trailing, too_big] {
+            assert!(exporter_layout(&variant).is_none(), "{variant}");
+        }
+        assert!(exporter_layout(&lines[0]).is_none());
+        assert!(exporter_layout(&lines[lines.len() - 1]).is_none());
     }
 }
