@@ -13,14 +13,13 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use ledger_core::aggregate::Aggregate;
+use ledger_core::books::{Books, Movements, Worth};
 use ledger_core::chain::{
     signed_head_message, ChainBreak, ChainFields, ChainHash, ChainVerifier, StoredLink,
 };
-use ledger_core::{CustomerId, CustomerState, EventId, Points, StreamId, TenantId};
+use ledger_core::{CustomerState, EventId, Points, StreamId, TenantId};
 use serde::Deserialize;
 use std::borrow::Cow;
-use std::collections::HashMap;
 use uuid::Uuid;
 
 // The format's types are the exporter's (`schema::audit`), so writer and reader cannot drift.
@@ -84,6 +83,11 @@ pub struct Summary {
     pub pending: i64,
     /// Σ customers' balances.
     pub outstanding: i64,
+    /// The books (`ledger_core::books`, docs/BOOKS.md): points of open lots and what they
+    /// are worth at each lot's own point value (the liability), and the money value of
+    /// the movements since the start.
+    pub liability: Worth,
+    pub movements: Movements,
 }
 
 impl Summary {
@@ -119,7 +123,33 @@ impl std::fmt::Display for Summary {
         writeln!(f, "points reversed: {}", self.reversed)?;
         writeln!(f, "points adjusted (net): {}", self.adjusted)?;
         writeln!(f, "points pending: {}", self.pending)?;
-        write!(f, "outstanding balance: {}", self.outstanding)
+        writeln!(f, "outstanding balance: {}", self.outstanding)?;
+        let unvalued = |worth: &Worth| match worth.unvalued_points {
+            0 => String::new(),
+            n => format!(" (+ {n} points of lots opened with no point value)"),
+        };
+        let money = |name: &str, worth: &Worth| {
+            format!(
+                "{name}: {} minor units for {} points{}",
+                worth.minor,
+                worth.points,
+                unvalued(worth)
+            )
+        };
+        writeln!(f, "{}", money("value issued", &self.movements.issued))?;
+        writeln!(f, "{}", money("value redeemed", &self.movements.redeemed))?;
+        writeln!(
+            f,
+            "{}",
+            money("breakage (value expired)", &self.movements.expired)
+        )?;
+        writeln!(f, "{}", money("value reversed", &self.movements.reversed))?;
+        writeln!(
+            f,
+            "{}",
+            money("value adjusted (net)", &self.movements.adjusted)
+        )?;
+        write!(f, "{}", money("liability (open lots)", &self.liability))
     }
 }
 
@@ -383,7 +413,8 @@ pub struct Verifier<F> {
     tenant_id: TenantId,
     chain: ChainVerifier,
     hashes: Vec<ChainHash>,
-    customers: HashMap<CustomerId, CustomerState>,
+    /// Every event folded (customers in place), with the lots' worth and the movements.
+    books: Books,
     trailer: Option<Trailer>,
     lines: usize,
     // Decoded bytes, reused from line to line.
@@ -399,7 +430,7 @@ impl<F: Fn(&[u8], &[u8]) -> bool> Verifier<F> {
             tenant_id: TenantId::from_uuid(Uuid::nil()),
             chain: ChainVerifier::default(),
             hashes: Vec::new(),
-            customers: HashMap::new(),
+            books: Books::new(),
             trailer: None,
             lines: 0,
             metadata: Vec::new(),
@@ -484,11 +515,11 @@ impl<F: Fn(&[u8], &[u8]) -> bool> Verifier<F> {
                     VerifyError::event(sequence, format!("payload does not decode: {e}"))
                 })?;
         match StreamId::parse(&event.stream_id) {
-            // Folded in place: the state is not moved in and out of the map per event.
-            Ok(StreamId::Customer(customer)) => {
-                self.customers.entry(customer).or_default().apply(&decoded)
+            Ok(stream @ StreamId::Customer(_)) => self.books.apply(stream, &decoded),
+            // The tenant's own events carry the settings the books need (none are valued).
+            Ok(stream @ StreamId::Tenant(id)) if id == tenant_id => {
+                self.books.apply(stream, &decoded)
             }
-            Ok(StreamId::Tenant(id)) if id == tenant_id => {}
             Ok(StreamId::Tenant(_)) => {
                 return Err(bad("is in another tenant's stream"));
             }
@@ -524,7 +555,7 @@ impl<F: Fn(&[u8], &[u8]) -> bool> Verifier<F> {
         };
         let tenant_id = self.tenant_id;
         let hashes = self.hashes;
-        let customers = self.customers;
+        let books = self.books;
         let (last, _) = self.chain.head();
         let trailer = self.trailer.ok_or_else(|| {
             VerifyError::Trailer(format!(
@@ -586,9 +617,9 @@ impl<F: Fn(&[u8], &[u8]) -> bool> Verifier<F> {
         }
 
         let total = |f: fn(&CustomerState) -> Points| -> i64 {
-            customers.values().map(|c| f(c).value()).sum()
+            books.customers().map(|(_, c)| f(c).value()).sum()
         };
-        summary.customers = customers.len() as u64;
+        summary.customers = books.customers().count() as u64;
         summary.earned = total(|c| c.earned);
         summary.redeemed = total(|c| c.redeemed);
         summary.expired = total(|c| c.expired);
@@ -596,6 +627,8 @@ impl<F: Fn(&[u8], &[u8]) -> bool> Verifier<F> {
         summary.adjusted = total(|c| c.adjusted);
         summary.pending = total(|c| c.pending);
         summary.outstanding = total(|c| c.balance);
+        summary.liability = books.outstanding();
+        summary.movements = books.movements();
         Ok(summary)
     }
 }
@@ -614,6 +647,7 @@ mod tests {
         RedemptionId, ReferralCode, Rule, RuleSet, TenantState,
     };
     use schema::store::TenantHead;
+    use std::collections::HashMap;
     use vault::audit::AuditSigningKey;
 
     const TENANT: u128 = 0x0190_0000_0000_7000_8000_0000_0000_0001;
@@ -722,6 +756,18 @@ mod tests {
                 },
             );
             for c in 1..=2u128 {
+                // Customer 1's lots open at 40 minor units a point, customer 2's at 25.
+                let at = ledger.at;
+                ledger.run(
+                    StreamId::Tenant(tenant_id),
+                    Command::ChangeProgrammeSettings {
+                        settings: ledger_core::events::ProgrammeSettings {
+                            point_value: Some(MinorUnits::new(if c == 1 { 40 } else { 25 })),
+                            ..Default::default()
+                        },
+                        at,
+                    },
+                );
                 let customer_id = CustomerId::from_uuid(id(c));
                 let at = ledger.at;
                 ledger.run(
@@ -852,6 +898,19 @@ mod tests {
         assert_eq!(summary.earned, 60);
         assert_eq!(summary.redeemed, 5);
         assert_eq!(summary.outstanding, 55);
+        // Each lot at its own point value: 15 of customer 1's points left at 40, 40 of
+        // customer 2's at 25; the 5 redeemed came from a lot valued at 40.
+        assert_eq!(summary.liability.points, 55);
+        assert_eq!(summary.liability.minor, 15 * 40 + 40 * 25);
+        assert_eq!(summary.movements.issued.minor, 20 * 40 + 40 * 25);
+        assert_eq!(summary.movements.redeemed.minor, 5 * 40);
+        assert_eq!(summary.liability.unvalued_points, 0);
+        let printed = summary.to_string();
+        assert!(
+            printed.contains("liability (open lots): 1600 minor units for 55 points"),
+            "{printed}"
+        );
+        assert!(printed.contains("breakage (value expired): 0 minor units"));
         assert_eq!(
             summary.outstanding,
             summary.earned

@@ -278,6 +278,11 @@ async fn an_export_verifies_offline_and_a_changed_byte_is_named() {
     assert!(stdout.contains(&format!("events: {head} ")), "{stdout}");
     assert!(stdout.contains("customers: 1"), "{stdout}");
     assert!(stdout.contains("points issued (earned): 15"), "{stdout}");
+    // No point value was set: the lots are counted, unvalued.
+    assert!(
+        stdout.contains("liability (open lots): 0 minor units for "),
+        "{stdout}"
+    );
     assert!(
         stdout.contains(&format!(
             "not covered by a signature: {} event(s)",
