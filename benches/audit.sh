@@ -212,14 +212,25 @@ EXPORT_SECONDS=$(wall_seconds "$WORK/export.time")
 EXPORT_RSS=$(peak_mib "$WORK/export.time")
 log "export: $EXPORT_SECONDS s, $(per_second "$EVENTS" "$EXPORT_SECONDS") events/s, peak RSS $EXPORT_RSS MiB (same bytes as generated)"
 
-# The <NAME> argument's values, as clap prints them ("[possible values: a, b]").
+# The <NAME> argument's values, as clap prints them: "[possible values: a, b]" on one line,
+# or (once a value has its own help) a "Possible values:" list of "- name: help" lines.
 NAMES=$("$LOYALTY" project rebuild --help | python3 -c '
 import re, sys
+names, listing = [], False
 for line in sys.stdin:
-    if "<NAME>" in line and "possible values:" in line:
+    if "possible values:" in line:
         values = line.split("possible values:", 1)[1].split("]", 1)[0]
-        print(" ".join(v.strip() for v in values.split(",")))
+        names = [v.strip() for v in values.split(",")]
         break
+    if line.strip() == "Possible values:":
+        listing = True
+        continue
+    if listing:
+        item = re.match(r"\s*- ([A-Za-z0-9_-]+)", line)
+        if item is None:
+            break
+        names.append(item.group(1))
+print(" ".join(names))
 ')
 [[ -n $NAMES ]] || die "no projection names in 'loyalty project rebuild --help'"
 REBUILD_ROWS=""
@@ -229,8 +240,15 @@ for name in $NAMES; do
         || { cat "$WORK/rebuild-$name.out" "$WORK/rebuild-$name.time" >&2; die "rebuild $name failed"; }
     seconds=$(wall_seconds "$WORK/rebuild-$name.time")
     read_events=$(awk '/rebuilt from/ { print $3 }' "$WORK/rebuild-$name.out")
-    log "rebuild $name: $read_events events in $seconds s ($(per_second "$read_events" "$seconds") events/s), peak RSS $(peak_mib "$WORK/rebuild-$name.time") MiB"
-    REBUILD_ROWS+="| \`loyalty project rebuild $name\` ($read_events events) | $seconds s, **$(per_second "$read_events" "$seconds") events/s**, peak RSS $(peak_mib "$WORK/rebuild-$name.time") MiB |"$'\n'
+    if [[ -n $read_events ]]; then
+        log "rebuild $name: $read_events events in $seconds s ($(per_second "$read_events" "$seconds") events/s), peak RSS $(peak_mib "$WORK/rebuild-$name.time") MiB"
+        REBUILD_ROWS+="| \`loyalty project rebuild $name\` ($read_events events) | $seconds s, **$(per_second "$read_events" "$seconds") events/s**, peak RSS $(peak_mib "$WORK/rebuild-$name.time") MiB |"$'\n'
+    else
+        # Not folded from the events (the WhatsApp analytics read the WhatsApp tables).
+        said=$(tr '\n' ' ' <"$WORK/rebuild-$name.out")
+        log "rebuild $name: $said in $seconds s, peak RSS $(peak_mib "$WORK/rebuild-$name.time") MiB"
+        REBUILD_ROWS+="| \`loyalty project rebuild $name\` ($said) | $seconds s, peak RSS $(peak_mib "$WORK/rebuild-$name.time") MiB |"$'\n'
+    fi
 done
 [[ ${AUDIT_KEEP_DB:-0} == 1 ]] || psql_admin -c "DROP DATABASE IF EXISTS $AUDIT_DATABASE WITH (FORCE)"
 

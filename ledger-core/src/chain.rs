@@ -45,31 +45,36 @@ pub fn canonical_bytes(fields: &ChainFields<'_>) -> Vec<u8> {
             + fields.metadata.len()
             + fields.payload.len(),
     );
-    out.extend_from_slice(fields.tenant_id.as_uuid().as_bytes());
-    out.extend_from_slice(&fields.tenant_sequence.to_be_bytes());
-    out.extend_from_slice(fields.event_id.as_uuid().as_bytes());
-    put_with_length(&mut out, fields.stream_id.as_bytes());
-    out.extend_from_slice(&fields.version.to_be_bytes());
-    put_with_length(&mut out, fields.event_type.as_bytes());
-    out.extend_from_slice(&fields.type_version.to_be_bytes());
-    out.extend_from_slice(&fields.recorded_at_micros.to_be_bytes());
-    put_with_length(&mut out, fields.metadata);
-    put_with_length(&mut out, fields.payload);
+    feed_canonical(fields, |bytes| out.extend_from_slice(bytes));
     out
 }
 
-fn put_with_length(out: &mut Vec<u8>, bytes: &[u8]) {
-    // Stored fields are far below 4 GiB (request bodies are capped in kilobytes).
-    let length = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&length.to_be_bytes());
-    out.extend_from_slice(bytes);
+/// The canonical bytes in order, piece by piece: [`link`] hashes them as they come, without
+/// building the vector (the verifier's and the writer's path).
+fn feed_canonical(fields: &ChainFields<'_>, mut put: impl FnMut(&[u8])) {
+    let with_length = |put: &mut dyn FnMut(&[u8]), bytes: &[u8]| {
+        // Stored fields are far below 4 GiB (request bodies are capped in kilobytes).
+        let length = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        put(&length.to_be_bytes());
+        put(bytes);
+    };
+    put(fields.tenant_id.as_uuid().as_bytes());
+    put(&fields.tenant_sequence.to_be_bytes());
+    put(fields.event_id.as_uuid().as_bytes());
+    with_length(&mut put, fields.stream_id.as_bytes());
+    put(&fields.version.to_be_bytes());
+    with_length(&mut put, fields.event_type.as_bytes());
+    put(&fields.type_version.to_be_bytes());
+    put(&fields.recorded_at_micros.to_be_bytes());
+    with_length(&mut put, fields.metadata);
+    with_length(&mut put, fields.payload);
 }
 
 /// The hash of an event given the hash of its predecessor.
 pub fn link(previous: &ChainHash, fields: &ChainFields<'_>) -> ChainHash {
     let mut hasher = Sha256::new();
     hasher.update(previous);
-    hasher.update(canonical_bytes(fields));
+    feed_canonical(fields, |bytes| hasher.update(bytes));
     hasher.finalize().into()
 }
 

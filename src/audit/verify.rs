@@ -223,8 +223,14 @@ fn exporter_layout(text: &str) -> Option<EventLineRef<'_>> {
     /// The string value at the start of `rest` (after its opening quote), and what follows
     /// its closing quote.
     fn string(rest: &str) -> Option<(&str, &str)> {
-        let (value, rest) = rest.split_once('"')?;
-        (!value.contains('\\')).then_some((value, rest))
+        // One vectorised pass for the closing quote, refusing an escape on the way (an
+        // escaped string is left to serde_json).
+        let end = memchr::memchr2(b'"', b'\\', rest.as_bytes())?;
+        if rest.as_bytes()[end] != b'"' {
+            return None;
+        }
+        // A quote is ASCII, so both sides are on character boundaries.
+        Some((&rest[..end], &rest[end + 1..]))
     }
     /// The unsigned integer at the start of `rest` (JSON's form: no sign, no leading zero).
     fn unsigned(rest: &str) -> Option<(u64, &str)> {
@@ -373,12 +379,19 @@ pub fn verify_reader(
         let fresh = end;
         end += read;
         // Whole lines only, except at the end of the file.
-        let complete = match buffer[fresh..end].iter().rposition(|&b| b == b'\n') {
+        let complete = match memchr::memrchr(b'\n', &buffer[fresh..end]) {
             Some(last) => fresh + last + 1,
             None if at_end => end,
             None => continue,
         };
-        let text = std::str::from_utf8(&buffer[start..complete]).map_err(|e| {
+        // Validated by SIMD (`simdutf8`); only a block that fails is validated again by std,
+        // whose error says where.
+        let block = &buffer[start..complete];
+        let text = match simdutf8::basic::from_utf8(block) {
+            Ok(text) => Ok(text),
+            Err(_) => std::str::from_utf8(block),
+        }
+        .map_err(|e| {
             let line = number
                 + 1
                 + buffer[start..start + e.valid_up_to()]
@@ -389,7 +402,13 @@ pub fn verify_reader(
         })?;
         if !text.is_empty() {
             let text = text.strip_suffix('\n').unwrap_or(text);
-            for line in text.split('\n') {
+            let mut line_start = 0;
+            // Line ends by a vectorised search; `\n` is ASCII, so the cuts are on boundaries.
+            for line_end in
+                memchr::memchr_iter(b'\n', text.as_bytes()).chain(std::iter::once(text.len()))
+            {
+                let line = &text[line_start..line_end];
+                line_start = line_end + 1;
                 number += 1;
                 verifier.line(line.strip_suffix('\r').unwrap_or(line))?;
             }
@@ -466,13 +485,15 @@ impl<F: Fn(&[u8], &[u8]) -> bool> Verifier<F> {
         let tenant_id = self.tenant_id;
         let sequence = event.tenant_sequence;
         let bad = |message: &str| VerifyError::event(sequence, message);
+        // SIMD base64 (standard alphabet, padded: what the exporter writes), into buffers
+        // reused from line to line.
         self.metadata.clear();
-        BASE64
-            .decode_vec(event.metadata.as_bytes(), &mut self.metadata)
+        base64_simd::STANDARD
+            .decode_append(event.metadata.as_bytes(), &mut self.metadata)
             .map_err(|_| bad("metadata is not base64"))?;
         self.payload.clear();
-        BASE64
-            .decode_vec(event.payload.as_bytes(), &mut self.payload)
+        base64_simd::STANDARD
+            .decode_append(event.payload.as_bytes(), &mut self.payload)
             .map_err(|_| bad("payload is not base64"))?;
         let previous_hash = hash_from_hex(&event.previous_hash)
             .ok_or_else(|| bad("previous_hash is not 32 bytes of hex"))?;

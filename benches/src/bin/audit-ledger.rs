@@ -278,6 +278,17 @@ fn main() -> anyhow::Result<()> {
         },
         &mut sink,
     )?;
+    // Points worth 50 kobo for the first half of the year and 80 after, so the books value
+    // lots at two values (docs/BOOKS.md).
+    let point_value = |minor: i64| Command::ChangeProgrammeSettings {
+        settings: ledger_core::events::ProgrammeSettings {
+            point_value: Some(MinorUnits::new(minor)),
+            ..Default::default()
+        },
+        at: start,
+    };
+    let mut written = 1 + ledger.run(None, point_value(50), &mut sink)? as u64;
+    let mut revalued = false;
 
     let mut rng = Rng(args.seed.max(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut customers: Vec<Customer> = (0..args.customers)
@@ -292,8 +303,15 @@ fn main() -> anyhow::Result<()> {
         .collect();
     // About a year: the clock moves on by the year's share of each command.
     let step_micros = (365 * 86_400 * 1_000_000 / (args.events as i64 / 2).max(1)).max(1);
-    let mut written = 1u64;
     while written < args.events {
+        if !revalued && written >= args.events / 2 {
+            let mut change = point_value(80);
+            if let Command::ChangeProgrammeSettings { at, .. } = &mut change {
+                *at = ledger.at;
+            }
+            written += ledger.run(None, change, &mut sink)? as u64;
+            revalued = true;
+        }
         ledger.at += Duration::microseconds(rng.range(step_micros / 2, step_micros * 3 / 2));
         let at = ledger.at;
         let index = rng.below(args.customers as u64) as usize;
