@@ -2,7 +2,7 @@
 //! tenant's head once per growth, the signatures verify with the public key the API serves,
 //! and a changed head, sequence or time does not.
 
-use crate::helpers::{admin_client, dbname, phone, purchase, sign_up_owner, TestApp};
+use crate::helpers::{admin_client, dbname, loyalty, phone, purchase, sign_up_owner, TestApp};
 use chrono::{DateTime, Utc};
 use ledger_core::chain::signed_head_message;
 use ledger_core::TenantId;
@@ -180,15 +180,6 @@ async fn two_signers_at_once_sign_each_head_once() {
     assert_eq!(signed as i64, tenants);
     assert_eq!(signed_heads(&app).await.len() as i64, tenants);
     app.stop().await;
-}
-
-fn loyalty(app: &TestApp, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_loyalty"))
-        .args(args)
-        .env("DATABASE_URL", &app.database_url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running the loyalty binary")
 }
 
 /// Issue #6 items 2 and 3: `loyalty audit export` writes a real tenant's ledger with its

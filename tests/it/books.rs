@@ -3,7 +3,7 @@
 //! said at that moment; every lot keeps the point value of its day; monthly statements add
 //! up; bad queries are refused and roles are enforced.
 
-use crate::helpers::{admin_client, dbname, Rng, TestApp};
+use crate::helpers::{admin_client, dbname, loyalty, Rng, TestApp};
 use crate::rewards::{problem_type, Owner};
 use chrono::{DateTime, Duration as Days, Utc};
 use serde_json::{json, Value};
@@ -553,15 +553,6 @@ async fn each_lot_keeps_the_point_value_of_its_day() {
     let cli = loyalty(&app, &["books", "position", "--tenant", &unknown]);
     assert!(!cli.status.success());
     assert!(String::from_utf8_lossy(&cli.stderr).contains("no such tenant"));
-}
-
-fn loyalty(app: &TestApp, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_loyalty"))
-        .args(args)
-        .env("DATABASE_URL", &app.database_url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("running the loyalty binary")
 }
 
 #[tokio::test]

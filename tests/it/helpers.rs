@@ -1078,3 +1078,13 @@ impl<'a> Owner<'a> {
         body["balance"].as_i64().unwrap()
     }
 }
+
+/// Runs the `loyalty` binary on the app's database and waits for it.
+pub fn loyalty(app: &TestApp, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_loyalty"))
+        .args(args)
+        .env("DATABASE_URL", &app.database_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running the loyalty binary")
+}
