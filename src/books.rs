@@ -1,11 +1,13 @@
 //! `loyalty books position|statement`: the answers of `/v1/books/*` for any tenant, read
 //! as the platform role in one REPEATABLE READ, READ ONLY snapshot (docs/BOOKS.md). The
-//! folds and the views are the API's own, so the command line and the API cannot disagree.
+//! reads are the API's own (`ledger_api::books`), so the command line and the API cannot
+//! disagree.
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use ledger_api::books::{self, AsOf, CustomerPositionView, TenantPositionView};
-use ledger_core::books::Books;
+use ledger_api::books::{
+    AsOf, CustomerPositionView, StatementQuery, Statements, TenantPositionView,
+};
 use ledger_core::{CustomerId, TenantId};
 
 /// Where a command line asks the ledger to stop.
@@ -35,7 +37,7 @@ fn api_error(error: ledger_api::problem::ApiError) -> anyhow::Error {
     anyhow::anyhow!("{error}")
 }
 
-/// The whole tenant's position, as JSON.
+/// The whole tenant's position.
 pub async fn tenant_position(
     platform_pool: &schema::Pool,
     tenant: TenantId,
@@ -43,21 +45,16 @@ pub async fn tenant_position(
 ) -> anyhow::Result<TenantPositionView> {
     let mut client = platform_pool.get().await?;
     let transaction = snapshot(&mut client).await?;
-    let mut ledger = Books::new();
-    let point = books::fold_ledger(&*transaction, tenant, as_of, |stream, event, _| {
-        ledger.apply(stream, event)
-    })
-    .await
-    .map_err(api_error)?;
-    anyhow::ensure!(ledger.tenant.profile.is_some(), "no such tenant: {tenant}");
-    let currency = ledger_api::history::tenant_currency(&transaction, tenant)
+    let view = TenantPositionView::read(&transaction, tenant, as_of)
         .await
         .map_err(api_error)?;
     transaction.commit().await?;
-    Ok(TenantPositionView::new(&ledger, point, currency))
+    // Every registered tenant has a currency, even before its first event.
+    anyhow::ensure!(!view.currency.is_empty(), "no such tenant: {tenant}");
+    Ok(view)
 }
 
-/// One customer's position, as JSON.
+/// One customer's position.
 pub async fn customer_position(
     platform_pool: &schema::Pool,
     tenant: TenantId,
@@ -66,16 +63,15 @@ pub async fn customer_position(
 ) -> anyhow::Result<CustomerPositionView> {
     let mut client = platform_pool.get().await?;
     let transaction = snapshot(&mut client).await?;
-    let (state, point) = books::customer_as_of(&transaction, tenant, customer, as_of)
+    let view = CustomerPositionView::read(&transaction, tenant, customer, as_of)
         .await
-        .map_err(api_error)?;
+        .map_err(|e| {
+            api_error(e).context(format!(
+                "customer {customer} of tenant {tenant} at that point"
+            ))
+        })?;
     transaction.commit().await?;
-    let customer = ledger_api::customers::view_from_state(&state)
-        .with_context(|| format!("no customer {customer} of tenant {tenant} at that point"))?;
-    Ok(CustomerPositionView {
-        as_of: point,
-        customer,
-    })
+    Ok(view)
 }
 
 /// The tenant's monthly statements from `from` through `to` (`YYYY-MM`, both optional), as
@@ -87,28 +83,18 @@ pub async fn statements(
     to: Option<String>,
     csv: bool,
 ) -> anyhow::Result<String> {
-    let request = books::StatementQuery::new(from, to, csv)
+    let request = StatementQuery::new(from, to, csv)
         .parse()
         .map_err(api_error)?;
     let mut client = platform_pool.get().await?;
     let transaction = snapshot(&mut client).await?;
-    let tenant_state = schema::rewards::tenant_state(&*transaction, tenant).await?;
-    let profile = tenant_state
-        .profile
-        .with_context(|| format!("no such tenant: {tenant}"))?;
-    let time_zone = profile.time_zone();
-    let months = books::monthly_statements(&*transaction, tenant, time_zone)
+    let statements = Statements::read(&transaction, tenant, &request)
         .await
-        .map_err(api_error)?;
+        .map_err(api_error)?
+        .with_context(|| format!("no such tenant: {tenant}"))?;
     transaction.commit().await?;
-    let months = books::select_months(months, &request);
-    let currency = profile.currency.as_str();
     if request.csv {
-        return Ok(books::statement_csv(currency, &months));
+        return Ok(statements.csv());
     }
-    Ok(serde_json::to_string_pretty(&books::StatementsView {
-        currency: currency.to_owned(),
-        time_zone: time_zone.name().to_owned(),
-        months: months.iter().map(books::MonthStatementView::from).collect(),
-    })?)
+    Ok(serde_json::to_string_pretty(&statements.view())?)
 }

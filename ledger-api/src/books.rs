@@ -291,21 +291,34 @@ pub async fn position(
     let as_of = query.parse()?;
     let mut client = state.client().await?;
     let transaction = snapshot(&mut client, caller.tenant_id).await?;
-    let mut books = Books::new();
-    let point = fold_ledger(
-        &*transaction,
-        caller.tenant_id,
-        as_of,
-        |stream, event, _| books.apply(stream, event),
-    )
-    .await?;
-    let currency = crate::history::tenant_currency(&transaction, caller.tenant_id).await?;
+    let view = TenantPositionView::read(&transaction, caller.tenant_id, as_of).await?;
     end(transaction).await?;
-    Ok(HttpResponse::Ok().json(TenantPositionView::new(&books, point, currency)))
+    Ok(HttpResponse::Ok().json(view))
 }
 
 impl TenantPositionView {
-    pub fn new(books: &Books, as_of: LedgerPoint, currency: String) -> TenantPositionView {
+    /// The tenant's position as of `as_of`, folded in `transaction` (the API's scoped
+    /// snapshot, or the command line's platform one).
+    pub async fn read(
+        transaction: &deadpool_postgres::Transaction<'_>,
+        tenant: TenantId,
+        as_of: AsOf,
+    ) -> Result<TenantPositionView, ApiError> {
+        let mut books = Books::new();
+        let point = fold_ledger(&**transaction, tenant, as_of, |stream, event, _| {
+            books.apply(stream, event)
+        })
+        .await?;
+        // Registration is the tenant's first event: once anything is folded, the currency
+        // is in the books; only a position before it reads the stream.
+        let currency = match &books.tenant.profile {
+            Some(profile) => profile.currency.as_str().to_owned(),
+            None => crate::history::tenant_currency(transaction, tenant).await?,
+        };
+        Ok(TenantPositionView::new(&books, point, currency))
+    }
+
+    fn new(books: &Books, as_of: LedgerPoint, currency: String) -> TenantPositionView {
         let position = books.position();
         let settings = books.tenant.profile.as_ref().map(|p| &p.settings);
         TenantPositionView {
@@ -365,18 +378,29 @@ pub async fn customer_position(
     let as_of = query.parse()?;
     let mut client = state.client().await?;
     let transaction = snapshot(&mut client, caller.tenant_id).await?;
-    let (customer, point) =
-        customer_as_of(&transaction, caller.tenant_id, customer_id, as_of).await?;
+    let view =
+        CustomerPositionView::read(&transaction, caller.tenant_id, customer_id, as_of).await?;
     end(transaction).await?;
-    let customer = view_from_state(&customer).ok_or(ApiError::CustomerNotFound)?;
-    Ok(HttpResponse::Ok().json(CustomerPositionView {
-        as_of: point,
-        customer,
-    }))
+    Ok(HttpResponse::Ok().json(view))
 }
 
-/// One customer's state as of `as_of`, folded from their own stream only.
-pub async fn customer_as_of(
+impl CustomerPositionView {
+    /// One customer as of `as_of`; not enrolled by then (or another tenant's): not found.
+    pub async fn read(
+        transaction: &deadpool_postgres::Transaction<'_>,
+        tenant: TenantId,
+        customer_id: CustomerId,
+        as_of: AsOf,
+    ) -> Result<CustomerPositionView, ApiError> {
+        let (state, as_of) = customer_as_of(transaction, tenant, customer_id, as_of).await?;
+        let customer = view_from_state(&state).ok_or(ApiError::CustomerNotFound)?;
+        Ok(CustomerPositionView { as_of, customer })
+    }
+}
+
+/// One customer's state as of `as_of`, folded from their own stream only; another
+/// tenant's stream is not found.
+pub(crate) async fn customer_as_of(
     transaction: &deadpool_postgres::Transaction<'_>,
     tenant_id: TenantId,
     customer_id: CustomerId,
@@ -505,29 +529,61 @@ pub async fn statements(
     let request = query.parse()?;
     let mut client = state.client().await?;
     let transaction = snapshot(&mut client, caller.tenant_id).await?;
-    let tenant = crate::read_tenant(&transaction, caller.tenant_id).await?;
-    let time_zone = tenant
-        .profile
-        .as_ref()
-        .map_or(ledger_core::rules::DEFAULT_TIME_ZONE, |p| p.time_zone());
-    let months = monthly_statements(&*transaction, caller.tenant_id, time_zone).await?;
-    let currency = crate::history::tenant_currency(&transaction, caller.tenant_id).await?;
+    let statements = Statements::read(&transaction, caller.tenant_id, &request)
+        .await?
+        .ok_or_else(|| ApiError::Internal("an authenticated tenant without a profile".into()))?;
     end(transaction).await?;
-    let months = select_months(months, &request);
     if request.csv {
         return Ok(HttpResponse::Ok()
             .content_type("text/csv; charset=utf-8")
-            .body(statement_csv(&currency, &months)));
+            .body(statements.csv()));
     }
-    Ok(HttpResponse::Ok().json(StatementsView {
-        currency,
-        time_zone: time_zone.name().to_owned(),
-        months: months.iter().map(MonthStatementView::from).collect(),
-    }))
+    Ok(HttpResponse::Ok().json(statements.view()))
+}
+
+/// The months a statement request selects, with the tenant's currency and time zone.
+pub struct Statements {
+    pub currency: String,
+    pub time_zone: chrono_tz::Tz,
+    pub months: Vec<MonthStatement>,
+}
+
+impl Statements {
+    /// Folds the tenant's ledger in `transaction` into the months `request` selects; `None`
+    /// when there is no such tenant.
+    pub async fn read(
+        transaction: &deadpool_postgres::Transaction<'_>,
+        tenant: TenantId,
+        request: &StatementRequest,
+    ) -> Result<Option<Statements>, ApiError> {
+        // Months are cut as events come, so the time zone is read first.
+        let Some(profile) = crate::read_tenant(transaction, tenant).await?.profile else {
+            return Ok(None);
+        };
+        let time_zone = profile.time_zone();
+        let months = monthly_statements(&**transaction, tenant, time_zone).await?;
+        Ok(Some(Statements {
+            currency: profile.currency.as_str().to_owned(),
+            time_zone,
+            months: select_months(months, request),
+        }))
+    }
+
+    pub fn csv(&self) -> String {
+        statement_csv(&self.currency, &self.months)
+    }
+
+    pub fn view(&self) -> StatementsView {
+        StatementsView {
+            currency: self.currency.clone(),
+            time_zone: self.time_zone.name().to_owned(),
+            months: self.months.iter().map(MonthStatementView::from).collect(),
+        }
+    }
 }
 
 /// Every month of the tenant's ledger through the current one.
-pub async fn monthly_statements(
+async fn monthly_statements(
     client: &impl tokio_postgres::GenericClient,
     tenant: TenantId,
     time_zone: chrono_tz::Tz,
@@ -541,10 +597,7 @@ pub async fn monthly_statements(
 }
 
 /// The requested months, the latest [`STATEMENT_MONTHS_MAX`] of them.
-pub fn select_months(
-    months: Vec<MonthStatement>,
-    request: &StatementRequest,
-) -> Vec<MonthStatement> {
+fn select_months(months: Vec<MonthStatement>, request: &StatementRequest) -> Vec<MonthStatement> {
     let mut selected: Vec<MonthStatement> = months
         .into_iter()
         .filter(|m| {

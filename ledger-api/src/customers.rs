@@ -25,7 +25,6 @@ use crate::scoped;
 use crate::{render, ApiState};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use ledger_core::aggregate::Aggregate;
 use ledger_core::redemption_code::CODE_RANDOM_BYTES;
 use ledger_core::{
     Birthday, Command, CustomerId, CustomerState, LotId, PhoneNumber, ReferralCode, StreamId,
@@ -733,14 +732,12 @@ pub(crate) async fn folded_from_events(
     tenant_id: TenantId,
     customer_id: CustomerId,
 ) -> Result<Option<CustomerView>, ApiError> {
-    let mut state = CustomerState::default();
-    for recorded in whole_stream(client, customer_id).await? {
-        if recorded.tenant_id != tenant_id {
-            return Ok(None);
-        }
-        state.apply(&decoded(&recorded)?);
+    use crate::books::{customer_as_of, AsOf};
+    match customer_as_of(client, tenant_id, customer_id, AsOf::Now).await {
+        Ok((state, _)) => Ok(view_from_state(&state)),
+        Err(ApiError::CustomerNotFound) => Ok(None),
+        Err(error) => Err(error),
     }
-    Ok(view_from_state(&state))
 }
 
 /// Every event of a customer's stream, oldest first, a page at a time.

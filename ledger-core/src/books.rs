@@ -146,16 +146,60 @@ enum MovementKind {
     Adjusted,
 }
 
-/// The movement an event makes, if it can change a lot's remainder at all. Events that
-/// only reserve, mark pending or record facts return `None` and are not valued (the
-/// property tests check that they indeed leave the outstanding points alone).
-fn movement_kind(event: &Event) -> Option<MovementKind> {
-    match event {
-        Event::PointsEarned(_) | Event::ReferralBonusAwarded(_) => Some(MovementKind::Issued),
-        Event::RewardRedeemed(_) | Event::HoldFulfilled(_) => Some(MovementKind::Redeemed),
-        Event::PointsExpired(_) => Some(MovementKind::Expired),
-        Event::PurchaseRefunded(_) | Event::DebtSettled(_) => Some(MovementKind::Reversed),
-        Event::PointsAdjusted(_) => Some(MovementKind::Adjusted),
+/// The movement `event` makes and what it does to the worth of `customer`'s lots, read from
+/// the lots it names before it is applied: the lots it opens at their own value, the debits
+/// at the values of the lots they come from. This is what `evolve` does to the lots'
+/// remainders, without summing every open lot before and after (the verifier's hot path);
+/// the property tests hold it equal to [`outstanding`] of the evolved state at every step.
+/// Events that only reserve, mark pending or record facts are no movement (`None`).
+fn movement(customer: &CustomerState, event: &Event) -> Option<(MovementKind, Worth)> {
+    let value = |lot_id: LotId| {
+        customer
+            .lots
+            .iter()
+            .find(|lot| lot.lot_id == lot_id)
+            .and_then(|lot| lot.point_value)
+            .map(|value| value.value())
+    };
+    let taken = |debits: &[LotDebit]| {
+        let mut worth = Worth::default();
+        for debit in debits {
+            worth += Worth::of_lot(debit.points.value(), value(debit.lot_id));
+        }
+        worth.negated()
+    };
+    let opened = |points: Points, point_value: Option<MinorUnits>| {
+        Worth::of_lot(points.value(), point_value.map(|v| v.value()))
+    };
+    let debited =
+        |lot_id: LotId, points: Points| Worth::of_lot(points.value(), value(lot_id)).negated();
+    let (kind, change) = match event {
+        Event::PointsEarned(e) => (MovementKind::Issued, opened(e.points, e.point_value)),
+        Event::ReferralBonusAwarded(e) => (MovementKind::Issued, opened(e.points, e.point_value)),
+        Event::PointsAdjusted(e) => {
+            let mut change = taken(&e.consumed);
+            if let Some(lot) = &e.lot {
+                change += opened(e.points, lot.point_value);
+            }
+            (MovementKind::Adjusted, change)
+        }
+        Event::RewardRedeemed(e) => (MovementKind::Redeemed, taken(&e.consumed)),
+        Event::HoldFulfilled(e) => (MovementKind::Redeemed, taken(&e.consumed)),
+        Event::PointsExpired(e) => (MovementKind::Expired, debited(e.lot_id, e.points)),
+        Event::DebtSettled(e) => (MovementKind::Reversed, debited(e.lot_id, e.points)),
+        Event::PurchaseRefunded(e) => {
+            let reversal = &e.reversal;
+            let mut change = taken(&reversal.from_lots);
+            // The points still pending come from the purchase's own lot (as `evolve` does).
+            let own_lot = customer
+                .purchase_records
+                .get(&e.purchase_id)
+                .and_then(|record| record.lot_id);
+            if let (true, Some(lot_id)) = (reversal.from_pending.is_positive(), own_lot) {
+                change += debited(lot_id, reversal.from_pending);
+            }
+            (MovementKind::Reversed, change)
+        }
         Event::TenantRegistered(_)
         | Event::RuleSetPublished(_)
         | Event::CustomerEnrolled(_)
@@ -174,64 +218,9 @@ fn movement_kind(event: &Event) -> Option<MovementKind> {
         | Event::ProgrammeSettingsChanged(_)
         | Event::TierSchemePublished(_)
         | Event::TierChanged(_)
-        | Event::TierRetained(_) => None,
-    }
-}
-
-/// What `event` does to the worth of `customer`'s lots, read from the lots it names before
-/// it is applied: the lots it opens at their own value, the debits at the values of the lots
-/// they come from. This is what `evolve` does to the lots' remainders, without summing every
-/// open lot before and after (the verifier's hot path); the property tests hold it equal to
-/// [`outstanding`] of the evolved state at every step.
-fn lot_change(customer: &CustomerState, event: &Event) -> Worth {
-    let value = |lot_id: LotId| {
-        customer
-            .lots
-            .iter()
-            .find(|lot| lot.lot_id == lot_id)
-            .and_then(|lot| lot.point_value)
-            .map(|value| value.value())
+        | Event::TierRetained(_) => return None,
     };
-    let taken = |debits: &[LotDebit]| {
-        let mut worth = Worth::default();
-        for debit in debits {
-            worth += Worth::of_lot(debit.points.value(), value(debit.lot_id));
-        }
-        worth
-    };
-    let opened = |points: Points, point_value: Option<MinorUnits>| {
-        Worth::of_lot(points.value(), point_value.map(|v| v.value()))
-    };
-    match event {
-        Event::PointsEarned(e) => opened(e.points, e.point_value),
-        Event::ReferralBonusAwarded(e) => opened(e.points, e.point_value),
-        Event::PointsAdjusted(e) => {
-            let added = e
-                .lot
-                .as_ref()
-                .map(|lot| opened(e.points, lot.point_value))
-                .unwrap_or_default();
-            added - taken(&e.consumed)
-        }
-        Event::RewardRedeemed(e) => taken(&e.consumed).negated(),
-        Event::HoldFulfilled(e) => taken(&e.consumed).negated(),
-        Event::PointsExpired(e) => Worth::of_lot(e.points.value(), value(e.lot_id)).negated(),
-        Event::DebtSettled(e) => Worth::of_lot(e.points.value(), value(e.lot_id)).negated(),
-        Event::PurchaseRefunded(e) => {
-            let reversal = &e.reversal;
-            let mut worth = taken(&reversal.from_lots);
-            // The points still pending come from the purchase's own lot (as `evolve` does).
-            let own_lot = customer
-                .purchase_records
-                .get(&e.purchase_id)
-                .and_then(|record| record.lot_id);
-            if let (true, Some(lot_id)) = (reversal.from_pending.is_positive(), own_lot) {
-                worth += Worth::of_lot(reversal.from_pending.value(), value(lot_id));
-            }
-            worth.negated()
-        }
-        _ => Worth::default(),
-    }
+    Some((kind, change))
 }
 
 /// A tenant's ledger folded event by event (in tenant-sequence order).
@@ -274,8 +263,7 @@ impl Books {
             StreamId::Tenant(_) => self.tenant.apply(event),
             StreamId::Customer(customer_id) => {
                 let state = self.customers.entry(customer_id).or_default();
-                if let Some(kind) = movement_kind(event) {
-                    let change = lot_change(state, event);
+                if let Some((kind, change)) = movement(state, event) {
                     self.outstanding += change;
                     self.movements.record(kind, change);
                 }
